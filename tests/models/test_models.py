@@ -1,0 +1,80 @@
+"""Networks and self-describing, checksummed checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clickadapt.models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from clickadapt.models.factory import ModelConfig, build_model, count_parameters
+from clickadapt.models.unet import REFERENCE_WIDTHS, ReferenceUNet
+from clickadapt.tasks import BRAIN, FUNDUS
+
+
+def test_reference_widths_give_the_papers_parameter_count() -> None:
+    model = ReferenceUNet(FUNDUS.input_channels, FUNDUS.num_classes, REFERENCE_WIDTHS)
+    assert 9.6e6 < count_parameters(model) < 10.0e6  # method.md §3: about 9.8 M
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 50)])
+def test_unet_keeps_spatial_size_even_when_not_a_multiple_of_the_levels(size: tuple[int, int]) -> None:
+    model = ReferenceUNet(3, 2, widths=[4, 8, 16, 32])
+    logits = model(torch.randn(2, 3, *size))
+    assert logits.shape == (2, 2, *size)
+
+
+def test_affine_norm_adds_only_normalisation_parameters() -> None:
+    plain = ReferenceUNet(3, 2, widths=[4, 8])
+    affine = ReferenceUNet(3, 2, widths=[4, 8], affine_norm=True)
+    norm_parameters = sum(
+        m.weight.numel() + m.bias.numel() for m in affine.modules() if isinstance(m, torch.nn.InstanceNorm2d)
+    )
+    assert count_parameters(affine) - count_parameters(plain) == norm_parameters > 0
+
+
+def test_monai_network_by_name_and_unknown_name() -> None:
+    model = build_model(ModelConfig(name="BasicUNet", kwargs={"features": (4, 4, 8, 8, 16, 4)}), 5, 3)
+    assert model(torch.randn(1, 5, 32, 32)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="NoSuchNet"):
+        build_model(ModelConfig(name="NoSuchNet"), 5, 3)
+
+
+def tiny_checkpoint(path: Path) -> tuple[torch.nn.Module, str]:
+    config = ModelConfig(widths=[4, 8], affine_norm=True)
+    model = build_model(config, BRAIN.input_channels, BRAIN.num_classes)
+    meta = CheckpointMeta(task="brain", model=config, preprocessing={"size": 32}, metrics={"dice@5/lesion": 0.5})
+    return model, save_checkpoint(path, model, meta)
+
+
+def test_checkpoint_rebuilds_the_same_model_from_the_file_alone(tmp_path: Path) -> None:
+    model, digest = tiny_checkpoint(tmp_path / "m.pt")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.sha256 == digest and loaded.task is BRAIN
+    assert loaded.meta.metrics == {"dice@5/lesion": 0.5} and loaded.meta.preprocessing == {"size": 32}
+    x = torch.randn(1, BRAIN.input_channels, 32, 32)
+    model.eval()
+    assert torch.equal(model(x), loaded.model(x))
+    assert not loaded.model.training
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_corrupted_checkpoint_is_refused_by_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    tiny_checkpoint(path)
+    payload = bytearray(path.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    path.write_bytes(bytes(payload))
+    with pytest.raises(CheckpointError, match=r"m\.pt"):
+        load_checkpoint(path)
+
+
+def test_truncated_and_missing_checkpoints_are_refused_with_the_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "t.pt"
+    tiny_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"t\.pt.*unreadable"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
