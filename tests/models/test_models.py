@@ -35,7 +35,7 @@ def test_affine_norm_adds_only_normalisation_parameters() -> None:
 
 
 def test_monai_network_by_name_and_unknown_name() -> None:
-    model = build_model(ModelConfig(name="BasicUNet", kwargs={"features": (4, 4, 8, 8, 16, 4)}), 5, 3)
+    model = build_model(ModelConfig(name="BasicUNet", arguments={"features": (4, 4, 8, 8, 16, 4)}), 5, 3)
     assert model(torch.randn(1, 5, 32, 32)).shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="NoSuchNet"):
         build_model(ModelConfig(name="NoSuchNet"), 5, 3)

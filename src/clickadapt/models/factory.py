@@ -19,14 +19,14 @@ class ModelConfig(BaseModel):
             ``monai.networks.nets`` (e.g. ``"BasicUNet"``, ``"UNet"``, ``"SegResNet"``).
         widths: Level widths of the reference U-Net (ignored for MONAI networks).
         affine_norm: Learnable affine parameters in InstanceNorm (reference U-Net only).
-        kwargs: Extra constructor arguments for a MONAI network; ``spatial_dims``, ``in_channels``
+        arguments: Extra constructor arguments for a MONAI network; ``spatial_dims``, ``in_channels``
             and ``out_channels`` are filled in.
     """
 
     name: str = "reference-unet"
     widths: list[int] = Field(default_factory=lambda: list(REFERENCE_WIDTHS))
     affine_norm: bool = False
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 def build_model(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
@@ -46,7 +46,7 @@ def build_model(config: ModelConfig, in_channels: int, out_channels: int) -> nn.
     if network_class is None or not isinstance(network_class, type) or not issubclass(network_class, nn.Module):
         raise ValueError(f"unknown model name {config.name!r}: neither 'reference-unet' nor in monai.networks.nets")
     arguments: dict[str, Any] = {"spatial_dims": 2, "in_channels": in_channels, "out_channels": out_channels}
-    arguments.update(config.kwargs)
+    arguments.update(config.arguments)
     model: nn.Module = network_class(**arguments)
     return model
 

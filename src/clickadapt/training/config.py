@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from clickadapt.data.registry import DatasetConfig
+from clickadapt.losses.combined import LossConfig
 from clickadapt.models.factory import ModelConfig
 
 
@@ -22,17 +23,6 @@ class OptimisationConfig(BaseModel):
     lr_gamma: float = 0.5
     max_minutes: float | None = Field(None, description="stop after this wall time (checked each step)")
     max_steps_per_epoch: int | None = Field(None, description="cap on steps per epoch (tests, smoke runs)")
-
-
-class LossConfig(BaseModel):
-    """L = L_DF + β·L_CCG (method.md §4)."""
-
-    beta: float = 200.0
-    dice_focal_alpha: float = 0.7
-    focal_gamma: float = 2.0
-    click_loss_sigma: float = 3.0
-    click_loss_form: Literal["log", "linear"] = "log"
-    click_loss_normalisation: Literal["clicks", "pixels"] = "clicks"
 
 
 class ClickConfig(BaseModel):

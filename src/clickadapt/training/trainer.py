@@ -28,9 +28,7 @@ from clickadapt.clicks.training_sampler import sample_training_clicks
 from clickadapt.data.registry import data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.stream import evaluate_frozen
-from clickadapt.losses.click_gaussian import ClickCenteredGaussianLoss
 from clickadapt.losses.combined import SegmentationLoss
-from clickadapt.losses.dice_focal import DiceFocalLoss
 from clickadapt.models.checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint
 from clickadapt.models.factory import build_model, count_parameters
 from clickadapt.tasks import TaskSpec, get_task
@@ -119,18 +117,6 @@ def validation_metrics(
     return metrics
 
 
-def _build_loss(config: TrainingConfig) -> SegmentationLoss:
-    return SegmentationLoss(
-        beta=config.loss.beta,
-        dice_focal=DiceFocalLoss(alpha=config.loss.dice_focal_alpha, gamma=config.loss.focal_gamma),
-        click_gaussian=ClickCenteredGaussianLoss(
-            sigma=config.loss.click_loss_sigma,
-            form=config.loss.click_loss_form,
-            normalisation=config.loss.click_loss_normalisation,
-        ),
-    )
-
-
 def _checkpoint_meta(
     config: TrainingConfig, train_samples: list[Sample], metrics: dict[str, float], epoch: int
 ) -> CheckpointMeta:
@@ -183,7 +169,7 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimiser, step_size=config.optimisation.lr_step_epochs, gamma=config.optimisation.lr_gamma
     )
-    criterion = _build_loss(config)
+    criterion = config.loss.build()
     history: list[dict[str, Any]] = []
     best_score = -1.0
     best_metrics: dict[str, float] = {}
@@ -278,7 +264,7 @@ def _train_one_epoch(
         dataset.augmentation.set_random_state(seed=epoch_seed + 7919 * context.rank)
     click_rng = np.random.default_rng([config.seed, epoch, context.rank])
     generator = torch.Generator().manual_seed(epoch_seed)
-    sampler = (
+    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor]] | None = (
         DistributedSampler(dataset, num_replicas=context.world_size, rank=context.rank, seed=epoch_seed)
         if context.enabled
         else None
