@@ -125,7 +125,7 @@ def _checkpoint_meta(
         task=config.task,
         model=config.model,
         preprocessing={
-            "size": first.size,
+            **first.preprocessing().model_dump(mode="json"),
             "reader": first.reader,
             "modality": first.modality,
             "click_sigma": config.clicks.sigma,
