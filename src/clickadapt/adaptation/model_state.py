@@ -1,0 +1,197 @@
+"""The shared, adapting model: network + strategy + version counter + lock + update listeners.
+
+One :class:`ModelState` is shared by every :class:`~clickadapt.adaptation.session.InteractiveSession`
+working on the same model (a stream runner's sessions one after another, the web server's sessions side
+by side). It serialises weight updates with a re-entrant lock, counts them in :attr:`ModelState.version`,
+takes and restores bit-exact snapshots of the weights *and* the strategy's state (optimizer moments, a
+teacher, random generators), and tells listeners about every change, so that a safety layer or the
+server can hook in without touching the strategies.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from clickadapt.adaptation.strategies import AdaptationStrategy, FrozenStrategy, StepReport
+from clickadapt.adaptation.strategies.base import deep_copy_state
+from clickadapt.tasks import TaskSpec
+
+UpdateKind = Literal["click", "image", "restore", "load"]
+
+
+@dataclass(frozen=True)
+class UpdateEvent:
+    """A change of the shared weights, as told to listeners.
+
+    Attributes:
+        kind: ``"click"`` (after-click update), ``"image"`` (after-image update), ``"restore"`` (a
+            snapshot was restored: undo or rollback) or ``"load"`` (weights loaded from outside).
+        version: The model version after the change.
+        strategy: Name of the strategy in use.
+        losses: Loss values of the update (empty for restore / load).
+        image_id: Identifier of the image the update learnt from, if any.
+        report: The strategy's full report, if any.
+    """
+
+    kind: UpdateKind
+    version: int
+    strategy: str
+    losses: dict[str, float] = field(default_factory=dict)
+    image_id: str = ""
+    report: StepReport | None = None
+
+
+UpdateListener = Callable[[UpdateEvent], None]
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """A private, bit-exact copy of the model weights and the strategy's state.
+
+    Attributes:
+        version: Model version the snapshot was taken at.
+        strategy: Name of the strategy whose state it holds.
+        model_state: Cloned ``state_dict`` of the network (parameters and buffers).
+        strategy_state: Deep copy of the strategy's ``state_dict``.
+    """
+
+    version: int
+    strategy: str
+    model_state: dict[str, torch.Tensor]
+    strategy_state: dict[str, Any]
+
+
+class ModelState:
+    """The network, its adaptation strategy, a version counter, a lock and listeners.
+
+    The network is put in evaluation mode and kept there (the reference U-Net's InstanceNorm behaves the
+    same in both modes; for BatchNorm networks evaluation mode keeps single-image statistics out).
+
+    Args:
+        model: The network; moved to ``device``.
+        task: Its task.
+        strategy: The adaptation strategy (bound to ``model`` here); ``None`` = frozen.
+        device: Where the network runs.
+        version: Starting version (e.g. the version of a checkpoint the server resumed from).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: TaskSpec,
+        strategy: AdaptationStrategy | None = None,
+        device: str | torch.device = "cpu",
+        version: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.task = task
+        self.strategy = strategy if strategy is not None else FrozenStrategy(task)
+        self._check_strategy(self.strategy)
+        self.strategy.bind(self.model)
+        self.version = version
+        self.lock = threading.RLock()
+        self._listeners: list[UpdateListener] = []
+
+    def _check_strategy(self, strategy: AdaptationStrategy) -> None:
+        if strategy.task != self.task:
+            raise ValueError(
+                f"strategy {strategy.name!r} was made for task {strategy.task.name!r}, the model is for "
+                f"task {self.task.name!r}"
+            )
+
+    def set_strategy(self, strategy: AdaptationStrategy) -> None:
+        """Switch strategy (e.g. adaptation on/off in the server); weights and version are unchanged.
+
+        Raises:
+            ValueError: If the strategy is for another task or bound to another model.
+        """
+        self._check_strategy(strategy)
+        with self.lock:
+            strategy.bind(self.model)
+            self.strategy = strategy
+
+    def add_listener(self, listener: UpdateListener) -> None:
+        """Call ``listener(event)`` after every change of the weights (under the lock).
+
+        A listener may itself restore a snapshot (the lock is re-entrant). An exception it raises
+        propagates to whoever caused the update (a session then undoes that click's update).
+        """
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: UpdateListener) -> None:
+        """Stop calling ``listener``; raises ``ValueError`` if it was not registered."""
+        self._listeners.remove(listener)
+
+    def _notify(self, event: UpdateEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+    def record_update(self, kind: UpdateKind, report: StepReport | None = None, image_id: str = "") -> int:
+        """Count one accepted weight change and tell the listeners.
+
+        Args:
+            kind: What caused it.
+            report: The strategy's report, if any.
+            image_id: The image it learnt from, if any.
+
+        Returns:
+            The new version.
+        """
+        with self.lock:
+            self.version += 1
+            version = self.version
+            losses = dict(report.losses) if report is not None else {}
+            self._notify(UpdateEvent(kind, version, self.strategy.name, losses, image_id, report))
+            return version
+
+    def snapshot(self) -> StateSnapshot:
+        """A private copy of weights and strategy state, taken under the lock."""
+        with self.lock:
+            model_state = {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+            return StateSnapshot(
+                version=self.version,
+                strategy=self.strategy.name,
+                model_state=model_state,
+                strategy_state=deep_copy_state(self.strategy.state_dict()),
+            )
+
+    def restore(self, snapshot: StateSnapshot) -> int:
+        """Put weights and strategy state back exactly as in ``snapshot`` (bit for bit).
+
+        The version counter never goes back: a restore is a change of the weights and gets a new version
+        (listeners see ``kind="restore"``). The snapshot itself stays intact and can be restored again.
+
+        Returns:
+            The new version.
+
+        Raises:
+            ValueError: If the snapshot holds another strategy's state.
+        """
+        with self.lock:
+            if snapshot.strategy != self.strategy.name:
+                raise ValueError(
+                    f"snapshot holds the state of strategy {snapshot.strategy!r}, the model now uses "
+                    f"{self.strategy.name!r}; use load_weights() to restore weights only"
+                )
+            with torch.no_grad():
+                self.model.load_state_dict(snapshot.model_state)
+            self.strategy.load_state_dict(deep_copy_state(snapshot.strategy_state))
+            return self.record_update("restore")
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> int:
+        """Load network weights from outside (e.g. a rollback to a stored checkpoint); strategy state stays.
+
+        Returns:
+            The new version (listeners see ``kind="load"``).
+        """
+        with self.lock:
+            with torch.no_grad():
+                self.model.load_state_dict(dict(state_dict))
+            return self.record_update("load")
