@@ -1,0 +1,99 @@
+"""``clickadapt serve``: the web application on 127.0.0.1 (by default on the demo images and shipped brain model)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import Any
+
+from clickadapt.server.settings import DEFAULT_PORT, DEFAULT_STORE, LOOPBACK_HOST, ServerSettings
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="label images in the browser while the model learns from your clicks",
+        description=(
+            "Start the web application (FastAPI + uvicorn) and print its address. Without arguments it serves "
+            "the built-in demo images with the shipped brain model on 127.0.0.1. Every option can also be set "
+            "as an environment variable CLICKADAPT_<OPTION>."
+        ),
+    )
+    parser.add_argument("--data", help="folder of images to label (PNG, JPEG, TIFF, NIfTI, DICOM); default: demo")
+    parser.add_argument("--model", help="checkpoint path, or 'brain' / 'fundus' for a shipped model (default brain)")
+    parser.add_argument("--store", help=f"datastore folder (default ./{DEFAULT_STORE})")
+    parser.add_argument("--host", help=f"interface to listen on (default {LOOPBACK_HOST}); others need a token")
+    parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
+    parser.add_argument("--token", help="access token (generated and printed when --host is not loopback)")
+    parser.add_argument("--strategy", help="adaptation strategy (default oaims; see `clickadapt bench`)")
+    parser.add_argument("--no-adaptation", action="store_true", help="start with adaptation switched off")
+    parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MB (default 64)")
+    parser.add_argument("--image-size", type=int, help="side of the preprocessed images (default: the model's)")
+    parser.add_argument("--device", help="torch device of the model (default cpu)")
+    parser.set_defaults(handler=run_serve)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The server settings of a parsed command line (options not given fall back to the environment)."""
+    overrides: dict[str, Any] = {}
+    for name in ("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if args.no_adaptation:
+        overrides["adaptation"] = False
+    if args.max_upload_mb is not None:
+        overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
+    return ServerSettings(**overrides).with_token_if_exposed()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Handler of ``clickadapt serve``: build the app, bind, print the address, serve until interrupted."""
+    import uvicorn
+
+    from clickadapt.models.checkpoint import CheckpointError
+    from clickadapt.server.app import create_app
+    from clickadapt.server.datastore import DatastoreError
+
+    settings = settings_from_args(args)
+    try:
+        app = create_app(settings)
+    except (CheckpointError, DatastoreError) as error:  # reported as a clear start-up error by the CLI
+        raise ValueError(str(error)) from error
+    sock = bind_socket(settings.host, settings.port)
+    port = sock.getsockname()[1]
+    shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"http://{shown_host}:{port}/"
+    if settings.token is not None:
+        address += f"?token={settings.token}"
+    service = app.state.service
+    print(
+        f"clickadapt serve: open {address}\n"
+        f"  model {service.task.name} version {service.state.version}, "
+        f"strategy {service.strategy_name if service.adaptation else 'off'}, "
+        f"{len(service.list_images())} images, store {service.store.folder.resolve()}",
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # pragma: no cover - interactive stop
+        pass
+    finally:
+        sock.close()
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,1 @@
+"""HTTP routers: thin wrappers that turn requests into :class:`~clickadapt.server.service.AnnotationService` calls."""

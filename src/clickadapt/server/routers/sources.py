@@ -1,0 +1,111 @@
+"""Uploads, volumes (one image per chosen slice) and the data folder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from clickadapt.server.auth import get_service
+from clickadapt.server.schemas import DataImageIn, ErrorOut, ImageInfo, SliceIn, SourceInfo, UploadResult
+from clickadapt.server.service import AnnotationService, BadRequest, PayloadTooLarge
+
+router = APIRouter(prefix="/api", tags=["uploads"])
+Service = Annotated[AnnotationService, Depends(get_service)]
+ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "corrupt file or invalid input"},
+    404: {"model": ErrorOut, "description": "unknown source or file"},
+    413: {"model": ErrorOut, "description": "upload above the size limit"},
+    415: {"model": ErrorOut, "description": "unsupported file format"},
+}
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes as soon as that is known.
+
+    Raises:
+        PayloadTooLarge: Declared or actual size above ``limit``.
+        BadRequest: An empty body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    if size == 0:
+        raise BadRequest("the upload is empty; send the file's bytes as the request body")
+    return b"".join(chunks)
+
+
+@router.post(
+    "/uploads",
+    response_model=UploadResult,
+    status_code=201,
+    responses=ERRORS,
+    summary="Upload an image file",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload(
+    request: Request,
+    service: Service,
+    filename: Annotated[str, Query(description="the file's name (for display)")] = "upload",
+    slice: Annotated[int | None, Query(description="volumes: axial slice to label (default the middle)")] = None,
+) -> UploadResult:
+    """Upload a PNG, JPEG, TIFF, NIfTI (``.nii``/``.nii.gz``) or DICOM file as the raw request body. A volume
+    becomes one image per chosen slice (more via ``POST /api/sources/{id}/slices``)."""
+    payload = await read_limited_body(request, service.settings.max_upload_bytes)
+    return await run_in_threadpool(service.upload, payload, filename, slice)
+
+
+@router.get("/sources/{source_id}", response_model=SourceInfo, responses=ERRORS, summary="An uploaded or data file")
+def get_source(source_id: str, service: Service) -> SourceInfo:
+    """A source file: its kind and, for volumes, the number of slices."""
+    return service.get_source(source_id)
+
+
+@router.get(
+    "/sources/{source_id}/slices/{index}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "a PNG"}, **ERRORS},
+    summary="Preview one slice of a volume",
+)
+def slice_preview(source_id: str, index: int, service: Service) -> Response:
+    """An 8-bit picture of one axial slice (for the slice slider)."""
+    return Response(service.slice_preview(source_id, index), media_type="image/png")
+
+
+@router.post(
+    "/sources/{source_id}/slices",
+    response_model=ImageInfo,
+    status_code=201,
+    responses=ERRORS,
+    summary="Make an image of one slice of a volume",
+)
+def add_slice(source_id: str, body: SliceIn, service: Service) -> ImageInfo:
+    """Register one axial slice of a volume as an image (returns the existing one if already registered)."""
+    return service.add_slice(source_id, body.index)
+
+
+@router.get("/data/files", response_model=list[str], summary="Files of the data folder")
+def data_files(service: Service) -> list[str]:
+    """Readable image files inside the data folder, as relative paths (empty without ``--data``)."""
+    return service.data_files()
+
+
+@router.post(
+    "/data/images", response_model=UploadResult, status_code=201, responses=ERRORS, summary="Add a data-folder file"
+)
+def add_data_image(body: DataImageIn, service: Service) -> UploadResult:
+    """Register a file of the data folder (path relative to it; paths leading outside are refused)."""
+    return service.add_data_image(body.path, body.slice)

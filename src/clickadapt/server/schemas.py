@@ -1,0 +1,173 @@
+"""Request and response bodies of the REST API (they make up the OpenAPI document at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ImageInfo(BaseModel):
+    """An image in the list."""
+
+    id: str = Field(description="stable identifier used in every image URL")
+    name: str = Field(description="display name (file name, with the slice for volumes)")
+    origin: Literal["demo", "data", "upload"]
+    task: str
+    status: Literal["new", "in_progress", "done"]
+    clicks: int = Field(description="clicks of the finished session (done) or of the session in progress")
+    source_id: str | None = Field(None, description="file the image comes from (volumes: add other slices there)")
+    slice_index: int | None = Field(None, description="axial slice of a volume")
+    num_slices: int | None = Field(None, description="slices of the source volume")
+    height: int | None = Field(None, description="preprocessed height (known once decoded)")
+    width: int | None = Field(None, description="preprocessed width")
+
+
+class ClickIn(BaseModel):
+    """A click in preprocessed image coordinates (those of ``display.png``)."""
+
+    row: int = Field(description="row, 0 at the top")
+    col: int = Field(description="column, 0 at the left")
+    label: int | str = Field(1, description="class index or class name; 0 / 'background' is a background click")
+
+
+class ClickOut(BaseModel):
+    """A stored click with what it cost and which model version answered it."""
+
+    row: int
+    col: int
+    label: int
+    class_name: str
+    model_version: int = Field(description="model version that produced the mask shown after this click")
+    forward_s: float = Field(description="seconds of the forward passes")
+    update_s: float = Field(description="seconds of the weight update (Mid-Interaction)")
+
+
+class SessionView(BaseModel):
+    """The state of one image for the asking client: its clicks and the current mask."""
+
+    image: ImageInfo
+    session_id: int | None = Field(None, description="datastore id of the labelling session")
+    state: Literal["new", "in_progress", "done"]
+    clicks: list[ClickOut] = Field(default_factory=list)
+    mask_overlay: str | None = Field(
+        None, description="current mask as a data URL of an RGBA PNG (classes coloured, background transparent)"
+    )
+    mask_model_version: int | None = Field(None, description="model version that produced the current mask")
+    model_version: int = Field(description="current version of the shared model")
+    last_click_s: float | None = Field(None, description="seconds the last click took (forward + update)")
+    weights_restored: bool | None = Field(
+        None, description="after an undo: whether the click's weight update was undone too"
+    )
+    message: str = ""
+
+
+class OpenRequest(BaseModel):
+    """Opening an image."""
+
+    relabel: bool = Field(
+        False, description="start a new session on a finished image (the earlier final mask is kept in history)"
+    )
+
+
+class ModelVersionInfo(BaseModel):
+    """A saved model version."""
+
+    version: int
+    kind: Literal["initial", "image", "manual", "rollback"]
+    parent_version: int | None
+    image_id: str | None
+    strategy: str
+    created: str
+    sha256: str
+    note: str = ""
+
+
+class ModelInfo(BaseModel):
+    """The shared model: current version, adaptation settings and saved versions."""
+
+    task: str
+    class_names: list[str]
+    version: int = Field(description="current version (+1 per weight update)")
+    saved_version: int = Field(description="latest saved version")
+    strategy: str
+    adaptation: bool
+    strategies: list[str]
+    versions: list[ModelVersionInfo]
+
+
+class ModelSettingsIn(BaseModel):
+    """Changing how the shared model adapts."""
+
+    strategy: str | None = Field(None, description="strategy name, e.g. 'oaims', 'post', 'mid'")
+    adaptation: bool | None = Field(None, description="False freezes the model")
+
+
+class RollbackIn(BaseModel):
+    """Rolling the shared model back to a saved version (recorded as a new version)."""
+
+    version: int
+
+
+class ChartPoint(BaseModel):
+    """One finished image: the clicks it needed and the model version after its update."""
+
+    image_id: str
+    name: str
+    clicks: int
+    model_version: int
+    finished: str
+
+
+class SourceInfo(BaseModel):
+    """An uploaded or data-folder file."""
+
+    id: str
+    name: str
+    origin: Literal["data", "upload"]
+    kind: Literal["image", "volume"]
+    num_slices: int | None
+
+
+class UploadResult(BaseModel):
+    """An upload (or data file) and the image made from it."""
+
+    source: SourceInfo
+    image: ImageInfo
+
+
+class SliceIn(BaseModel):
+    """Making an image from one slice of a volume."""
+
+    index: int = Field(description="axial slice index, 0-based")
+
+
+class DataImageIn(BaseModel):
+    """Registering a file of the data folder (path relative to it)."""
+
+    path: str
+    slice: int | None = None
+
+
+class ServerInfo(BaseModel):
+    """What the page needs to start."""
+
+    task: str
+    class_names: list[str]
+    class_colours: list[tuple[int, int, int]]
+    max_upload_bytes: int
+    client_id: str
+    data_folder: bool = Field(description="whether a data folder is served")
+    model: ModelInfo
+
+
+class NextImage(BaseModel):
+    """The next image still to label (``None`` when all are done)."""
+
+    image: ImageInfo | None
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    detail: str

@@ -1,0 +1,104 @@
+"""Server settings: command-line options and ``CLICKADAPT_*`` environment variables in one typed object."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clickadapt.paths import shipped_model_path
+from clickadapt.tasks import TASKS
+
+LOOPBACK_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+DEFAULT_STORE = Path("clickadapt-store")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (``localhost``, ``127.x``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: treat as reachable from outside
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """Turn ``--model`` into a checkpoint file: a task name (``brain``, ``fundus``) means its shipped model.
+
+    Raises:
+        FileNotFoundError: naming the file when it does not exist.
+    """
+    text = str(model)
+    path = shipped_model_path(text) if text in TASKS else Path(text).expanduser()
+    if not path.is_file():
+        hint = " (the shipped model has not been built yet)" if text in TASKS else ""
+        raise FileNotFoundError(f"model checkpoint {path} does not exist{hint}")
+    return path
+
+
+class ServerSettings(BaseSettings):
+    """Everything ``clickadapt serve`` can be told; each field can also be set as ``CLICKADAPT_<NAME>``.
+
+    Attributes:
+        host: Interface to listen on; loopback by default. Any other host requires an access token.
+        port: TCP port (0 = any free port).
+        token: Access token; required as ``Authorization: Bearer <token>``, ``?token=`` or the cookie the
+            page sets, whenever it is set. Generated when ``host`` is not loopback and none is given.
+        store: Folder of the datastore: ``clickadapt.sqlite``, model versions, uploads.
+        data: Folder of images to label (PNG, JPEG, TIFF, NIfTI, DICOM); ``None`` = the built-in demo images.
+        model: Checkpoint path, or a task name meaning its shipped model.
+        strategy: Adaptation strategy of the shared model (see ``clickadapt.adaptation.strategies``).
+        adaptation: Whether the model adapts at all (off = the ``frozen`` strategy).
+        device: Torch device of the model.
+        image_size: Side of the preprocessed images; ``None`` = the checkpoint's preprocessing size, else the
+            task default (brain 256, fundus 512).
+        max_upload_bytes: Largest accepted upload; larger ones get 413.
+        autosave_every_click: Save the weights after every click that changed them (``models/autosave.pt``), so
+            that a restart resumes with Mid-Interaction updates; off = resume from the last finished image.
+        max_live_sessions: Image sessions kept in memory; older ones are replayed from the datastore on demand.
+        claim_timeout_s: An image open in another browser session is refused for this long after that session's
+            last request.
+        seed: Seed of the adaptation strategy's random choices (synthetic clicks).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLICKADAPT_", extra="ignore")
+
+    host: str = LOOPBACK_HOST
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    token: str | None = None
+    store: Path = DEFAULT_STORE
+    data: Path | None = None
+    model: str = "brain"
+    strategy: str = "oaims"
+    adaptation: bool = True
+    device: str = "cpu"
+    image_size: int | None = Field(None, ge=8)
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1)
+    autosave_every_click: bool = True
+    max_live_sessions: int = Field(16, ge=1)
+    claim_timeout_s: float = Field(300.0, ge=0)
+    seed: int = 0
+
+    @field_validator("token")
+    @classmethod
+    def _non_empty_token(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 8:
+            raise ValueError("the access token must be at least 8 characters long")
+        return value
+
+    @property
+    def requires_token(self) -> bool:
+        """Whether requests must carry the access token."""
+        return self.token is not None
+
+    def with_token_if_exposed(self) -> ServerSettings:
+        """A copy that has a (generated) token when listening beyond loopback; unchanged otherwise."""
+        if is_loopback(self.host) or self.token is not None:
+            return self
+        return self.model_copy(update={"token": secrets.token_urlsafe(24)})

@@ -1,0 +1,535 @@
+// clickadapt web page: vanilla JavaScript and a canvas, no build step.
+// Everything goes through the REST API documented at /docs.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const CLIENT_KEY = "clickadapt-client-id";
+  const DRAG_THRESHOLD_PX = 4;
+  const ZOOM_STEP = 1.25;
+
+  function makeClientId() {
+    let id = sessionStorage.getItem(CLIENT_KEY);
+    if (!id) {
+      const random = new Uint8Array(9);
+      crypto.getRandomValues(random);
+      id = "tab-" + Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
+      sessionStorage.setItem(CLIENT_KEY, id);
+    }
+    return id;
+  }
+
+  const token = new URLSearchParams(window.location.search).get("token");
+  const state = {
+    clientId: makeClientId(),
+    info: null,
+    images: [],
+    current: null, // image id
+    view: null, // SessionView of the current image
+    classIndex: 1,
+    opacity: 0.5,
+    showOverlay: true,
+    picture: null, // HTMLImageElement of display.png
+    overlay: null, // HTMLImageElement of the mask overlay
+    zoom: 1,
+    panX: 0,
+    panY: 0,
+    volume: null, // SourceInfo of the volume shown in the slice panel
+    queue: Promise.resolve(),
+  };
+  window.clickadapt = { state }; // for debugging and the end-to-end test
+
+  // ------------------------------------------------------------------ API
+  async function api(method, path, body, rawBody) {
+    const headers = { "X-Client-Id": state.clientId };
+    if (token) headers["Authorization"] = "Bearer " + token;
+    const options = { method, headers };
+    if (rawBody !== undefined) {
+      headers["Content-Type"] = "application/octet-stream";
+      options.body = rawBody;
+    } else if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch (_error) { data = text; }
+    if (!response.ok) {
+      let detail = data && data.detail !== undefined ? data.detail : text;
+      if (Array.isArray(detail)) detail = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
+      throw new Error(`${response.status}: ${detail}`);
+    }
+    return data;
+  }
+
+  function withToken(url) {
+    return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
+  }
+
+  function say(text, isError) {
+    const element = $("message");
+    element.textContent = text || "";
+    element.classList.toggle("error", Boolean(isError));
+  }
+
+  // Serialise user actions: clicks are sent in the order they were made.
+  function enqueue(action) {
+    state.queue = state.queue.then(action).catch((error) => say(error.message, true));
+    return state.queue;
+  }
+
+  // ------------------------------------------------------------------ image list
+  function renderList() {
+    const list = $("image-list");
+    list.textContent = "";
+    let done = 0;
+    for (const image of state.images) {
+      if (image.status === "done") done += 1;
+      const item = document.createElement("li");
+      item.dataset.imageId = image.id;
+      item.dataset.status = image.status;
+      item.className = image.id === state.current ? "current" : "";
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = image.name;
+      name.title = image.name;
+      const badge = document.createElement("span");
+      badge.className = "badge " + image.status;
+      const label = { new: "new", in_progress: "in progress", done: "done" }[image.status];
+      badge.textContent = image.status === "new" ? label : `${label} · ${image.clicks}`;
+      item.append(name, badge);
+      item.addEventListener("click", () => enqueue(() => openImage(image.id)));
+      list.append(item);
+    }
+    $("progress").textContent = `${done} / ${state.images.length} done`;
+  }
+
+  async function refreshList() {
+    state.images = await api("GET", "/api/images");
+    renderList();
+  }
+
+  function updateListEntry(image) {
+    const index = state.images.findIndex((item) => item.id === image.id);
+    if (index >= 0) state.images[index] = image;
+    else state.images.push(image);
+    renderList();
+  }
+
+  // ------------------------------------------------------------------ model panel and chart
+  function renderModel(model) {
+    $("model-version").textContent = model.version;
+    $("saved-version").textContent = model.saved_version;
+    $("adaptation").checked = model.adaptation;
+    const strategy = $("strategy");
+    if (strategy.options.length !== model.strategies.length) {
+      strategy.textContent = "";
+      for (const name of model.strategies) strategy.append(new Option(name, name));
+    }
+    strategy.value = model.strategy;
+    strategy.disabled = !model.adaptation;
+    const versions = $("version-select");
+    const picked = versions.dataset.picked;
+    versions.textContent = "";
+    for (const version of model.versions.slice().reverse()) {
+      const when = version.created.replace("T", " ").slice(0, 19);
+      versions.append(new Option(`v${version.version} · ${version.kind} · ${when}`, String(version.version)));
+    }
+    if (picked && model.versions.some((v) => String(v.version) === picked)) versions.value = picked;
+  }
+
+  async function refreshModel() {
+    renderModel(await api("GET", "/api/model"));
+  }
+
+  async function refreshChart() {
+    const points = await api("GET", "/api/stats/chart");
+    const canvas = $("chart");
+    const context = canvas.getContext("2d");
+    const width = canvas.width;
+    const height = canvas.height;
+    context.clearRect(0, 0, width, height);
+    context.font = "10px system-ui, sans-serif";
+    context.fillStyle = "#9aa2ad";
+    if (!points.length) {
+      context.fillText("no finished image yet", 8, height / 2);
+      return;
+    }
+    const maxClicks = Math.max(...points.map((p) => p.clicks), 1);
+    const left = 22;
+    const bottom = height - 14;
+    const top = 8;
+    const barWidth = Math.max(2, Math.min(24, (width - left - 4) / points.length - 2));
+    context.fillText(String(maxClicks), 2, top + 8);
+    context.fillText("0", 8, bottom);
+    points.forEach((point, index) => {
+      const x = left + index * (barWidth + 2);
+      const barHeight = ((bottom - top) * point.clicks) / maxClicks;
+      context.fillStyle = "#4f9dff";
+      context.fillRect(x, bottom - barHeight, barWidth, barHeight);
+    });
+    context.fillStyle = "#9aa2ad";
+    context.fillText(`${points.length} images, last ${points[points.length - 1].clicks} clicks`, left, height - 2);
+  }
+
+  // ------------------------------------------------------------------ viewer
+  const canvas = $("canvas");
+  const context = canvas.getContext("2d");
+
+  function resizeCanvas() {
+    const ratio = window.devicePixelRatio || 1;
+    const rect = canvas.getBoundingClientRect();
+    canvas.width = Math.max(1, Math.round(rect.width * ratio));
+    canvas.height = Math.max(1, Math.round(rect.height * ratio));
+    context.setTransform(ratio, 0, 0, ratio, 0, 0);
+  }
+
+  function fit() {
+    if (!state.picture) return;
+    const rect = canvas.getBoundingClientRect();
+    const width = state.picture.naturalWidth;
+    const height = state.picture.naturalHeight;
+    state.zoom = Math.min(rect.width / width, rect.height / height) * 0.95;
+    state.panX = (rect.width - width * state.zoom) / 2;
+    state.panY = (rect.height - height * state.zoom) / 2;
+    draw();
+  }
+
+  function classColour(index) {
+    const colours = state.info ? state.info.class_colours : [];
+    const colour = colours[index] || [255, 255, 255];
+    return `rgb(${colour[0]}, ${colour[1]}, ${colour[2]})`;
+  }
+
+  function draw() {
+    const rect = canvas.getBoundingClientRect();
+    context.save();
+    context.setTransform(window.devicePixelRatio || 1, 0, 0, window.devicePixelRatio || 1, 0, 0);
+    context.clearRect(0, 0, rect.width, rect.height);
+    $("empty-hint").hidden = Boolean(state.picture);
+    if (!state.picture) {
+      context.restore();
+      return;
+    }
+    context.imageSmoothingEnabled = false;
+    context.translate(state.panX, state.panY);
+    context.scale(state.zoom, state.zoom);
+    context.drawImage(state.picture, 0, 0);
+    if (state.overlay && state.showOverlay) {
+      context.globalAlpha = state.opacity;
+      context.drawImage(state.overlay, 0, 0);
+      context.globalAlpha = 1;
+    }
+    context.restore();
+    const clicks = state.view ? state.view.clicks : [];
+    for (const click of clicks) {
+      const x = state.panX + (click.col + 0.5) * state.zoom;
+      const y = state.panY + (click.row + 0.5) * state.zoom;
+      context.beginPath();
+      context.arc(x, y, 5, 0, 2 * Math.PI);
+      context.fillStyle = click.label === 0 ? "#ffffff" : classColour(click.label);
+      context.fill();
+      context.lineWidth = 2;
+      context.strokeStyle = click.label === 0 ? "#000000" : "#ffffff";
+      context.stroke();
+    }
+  }
+
+  function loadImageElement(src) {
+    return new Promise((resolve, reject) => {
+      const element = new Image();
+      element.onload = () => resolve(element);
+      element.onerror = () => reject(new Error("cannot load " + src.slice(0, 60)));
+      element.src = src;
+    });
+  }
+
+  async function showView(view) {
+    state.view = view;
+    state.overlay = view.mask_overlay ? await loadImageElement(view.mask_overlay) : null;
+    $("image-name").textContent = view.image.name;
+    $("image-state").textContent = { new: "new", in_progress: "in progress", done: "done" }[view.state];
+    $("click-count").textContent = view.clicks.length;
+    $("mask-version").textContent = view.mask_model_version === null ? "—" : view.mask_model_version;
+    $("click-time").textContent = view.last_click_s === null ? "—" : `${view.last_click_s.toFixed(2)} s`;
+    $("model-version").textContent = view.model_version;
+    canvas.dataset.clicks = String(view.clicks.length);
+    canvas.dataset.maskVersion = view.mask_model_version === null ? "" : String(view.mask_model_version);
+    canvas.dataset.state = view.state;
+    const done = view.state === "done";
+    $("undo").disabled = done || view.clicks.length === 0;
+    $("reset").disabled = done || view.clicks.length === 0;
+    $("finish").disabled = done || view.clicks.length === 0;
+    $("relabel").hidden = !done;
+    const tag = done ? "final" : "current";
+    const hasMask = Boolean(view.mask_overlay);
+    for (const [id, format] of [["export-png", "png"], ["export-nifti", "nifti"]]) {
+      const link = $(id);
+      link.href = hasMask ? withToken(`/api/images/${encodeURIComponent(view.image.id)}/export?format=${format}&tag=${tag}`) : "#";
+      link.setAttribute("aria-disabled", hasMask ? "false" : "true");
+    }
+    if (view.message) say(view.message, false);
+    updateListEntry(view.image);
+    draw();
+  }
+
+  async function openImage(imageId, relabel) {
+    let view;
+    try {
+      view = await api("POST", `/api/images/${encodeURIComponent(imageId)}/open`, { relabel: Boolean(relabel) });
+    } catch (error) {
+      say(error.message, true);
+      return;
+    }
+    const changed = state.current !== imageId;
+    state.current = imageId;
+    if (changed || !state.picture) {
+      state.picture = await loadImageElement(withToken(`/api/images/${encodeURIComponent(imageId)}/display.png`));
+      fit();
+    }
+    say(view.state === "done" ? "finished image; its label is kept (Relabel to label it again)" : "", false);
+    await showView(view);
+    if (view.image.source_id && view.image.num_slices) {
+      await showVolumePanel(await api("GET", `/api/sources/${encodeURIComponent(view.image.source_id)}`), view.image.slice_index);
+    } else {
+      state.volume = null;
+      $("volume-panel").hidden = true;
+    }
+  }
+
+  async function sendClick(row, col, label) {
+    if (!state.current) return;
+    const started = performance.now();
+    const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/clicks`, { row, col, label });
+    await showView(view);
+    say(`click answered in ${((performance.now() - started) / 1000).toFixed(2)} s by model version ${view.mask_model_version}`);
+  }
+
+  async function imageAction(action) {
+    if (!state.current) return;
+    const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/${action}`);
+    await showView(view);
+    if (action === "finish") {
+      await Promise.all([refreshModel(), refreshChart()]);
+    } else if (action === "undo") {
+      await refreshModel();
+    }
+  }
+
+  async function nextImage() {
+    const after = state.current ? `?after=${encodeURIComponent(state.current)}` : "";
+    const answer = await api("GET", "/api/images/next" + after);
+    if (!answer.image) {
+      say("every image is done", false);
+      return;
+    }
+    await openImage(answer.image.id);
+  }
+
+  // ------------------------------------------------------------------ pointer, wheel and keys
+  let pointer = null;
+
+  canvas.addEventListener("contextmenu", (event) => event.preventDefault());
+  canvas.addEventListener("pointerdown", (event) => {
+    canvas.focus();
+    pointer = { x: event.offsetX, y: event.offsetY, button: event.button, dragging: false, panX: state.panX, panY: state.panY };
+    canvas.setPointerCapture(event.pointerId);
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!pointer) return;
+    const dx = event.offsetX - pointer.x;
+    const dy = event.offsetY - pointer.y;
+    if (!pointer.dragging && Math.hypot(dx, dy) > DRAG_THRESHOLD_PX) pointer.dragging = true;
+    if (pointer.dragging) {
+      state.panX = pointer.panX + dx;
+      state.panY = pointer.panY + dy;
+      draw();
+    }
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    const start = pointer;
+    pointer = null;
+    if (!start || start.dragging || !state.picture || !state.view) return;
+    const col = Math.floor((event.offsetX - state.panX) / state.zoom);
+    const row = Math.floor((event.offsetY - state.panY) / state.zoom);
+    if (row < 0 || col < 0 || row >= state.picture.naturalHeight || col >= state.picture.naturalWidth) {
+      say("click inside the image", true);
+      return;
+    }
+    if (state.view.state === "done") {
+      say("this image is finished; its label is kept", true);
+      return;
+    }
+    if (start.button === 0) enqueue(() => sendClick(row, col, state.classIndex));
+    else if (start.button === 2) enqueue(() => sendClick(row, col, 0));
+  });
+  canvas.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    zoomAt(event.offsetX, event.offsetY, event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+  }, { passive: false });
+
+  function zoomAt(x, y, factor) {
+    state.panX = x - (x - state.panX) * factor;
+    state.panY = y - (y - state.panY) * factor;
+    state.zoom *= factor;
+    draw();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target instanceof HTMLInputElement && target.type !== "range" && target.type !== "checkbox") return;
+    if (target instanceof HTMLSelectElement) return;
+    const key = event.key.toLowerCase();
+    const rect = canvas.getBoundingClientRect();
+    let handled = true;
+    if (key === "z") enqueue(() => imageAction("undo"));
+    else if (key === "r" && !event.ctrlKey && !event.metaKey) enqueue(() => imageAction("reset"));
+    else if (key === "f" || key === "enter") enqueue(() => imageAction("finish"));
+    else if (key === "n") enqueue(nextImage);
+    else if (key === "o") { state.showOverlay = !state.showOverlay; draw(); }
+    else if (key === "+" || key === "=") zoomAt(rect.width / 2, rect.height / 2, ZOOM_STEP);
+    else if (key === "-") zoomAt(rect.width / 2, rect.height / 2, 1 / ZOOM_STEP);
+    else if (key === "0") fit();
+    else if (key === "arrowleft") { state.panX += 40; draw(); }
+    else if (key === "arrowright") { state.panX -= 40; draw(); }
+    else if (key === "arrowup") { state.panY += 40; draw(); }
+    else if (key === "arrowdown") { state.panY -= 40; draw(); }
+    else if (/^[1-9]$/.test(key) && state.info && Number(key) < state.info.class_names.length) selectClass(Number(key));
+    else handled = false;
+    if (handled) event.preventDefault();
+  });
+
+  // ------------------------------------------------------------------ class picker and controls
+  function selectClass(index) {
+    state.classIndex = index;
+    const input = document.querySelector(`#class-picker input[value="${index}"]`);
+    if (input) input.checked = true;
+  }
+
+  function buildClassPicker(names) {
+    const picker = $("class-picker");
+    names.forEach((name, index) => {
+      if (index === 0) return; // background is the right click
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "radio";
+      input.name = "class";
+      input.value = String(index);
+      input.addEventListener("change", () => selectClass(index));
+      const swatch = document.createElement("span");
+      swatch.textContent = ` ${name} (${index})`;
+      swatch.style.color = classColour(index);
+      label.append(input, swatch);
+      picker.append(label);
+    });
+    selectClass(1);
+  }
+
+  $("opacity").addEventListener("input", (event) => {
+    state.opacity = Number(event.target.value) / 100;
+    draw();
+  });
+  $("zoom-fit").addEventListener("click", fit);
+  $("undo").addEventListener("click", () => enqueue(() => imageAction("undo")));
+  $("reset").addEventListener("click", () => enqueue(() => imageAction("reset")));
+  $("finish").addEventListener("click", () => enqueue(() => imageAction("finish")));
+  $("next").addEventListener("click", () => enqueue(nextImage));
+  $("relabel").addEventListener("click", () => enqueue(() => state.current && openImage(state.current, true)));
+  $("adaptation").addEventListener("change", (event) =>
+    enqueue(async () => renderModel(await api("PUT", "/api/model/settings", { adaptation: event.target.checked }))));
+  $("strategy").addEventListener("change", (event) =>
+    enqueue(async () => {
+      renderModel(await api("PUT", "/api/model/settings", { strategy: event.target.value }));
+      say(`strategy ${event.target.value}`);
+    }));
+  $("version-select").addEventListener("change", (event) => { event.target.dataset.picked = event.target.value; });
+  $("rollback").addEventListener("click", () =>
+    enqueue(async () => {
+      const version = Number($("version-select").value);
+      const model = await api("POST", "/api/model/rollback", { version });
+      delete $("version-select").dataset.picked;
+      renderModel(model);
+      say(`rolled back to version ${version}; now version ${model.version}`);
+    }));
+  $("save-version").addEventListener("click", () =>
+    enqueue(async () => {
+      const version = await api("POST", "/api/model/versions");
+      await refreshModel();
+      say(`saved version ${version.version}`);
+    }));
+  for (const id of ["export-png", "export-nifti"]) {
+    $(id).addEventListener("click", (event) => {
+      if ($(id).getAttribute("aria-disabled") === "true") {
+        event.preventDefault();
+        say("no mask to export yet", true);
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------ upload and volumes
+  async function showVolumePanel(source, sliceIndex) {
+    state.volume = source;
+    const slider = $("slice-slider");
+    slider.max = String(source.num_slices - 1);
+    slider.value = String(sliceIndex === null || sliceIndex === undefined ? Math.floor(source.num_slices / 2) : sliceIndex);
+    $("slice-max").textContent = String(source.num_slices - 1);
+    $("volume-panel").hidden = false;
+    updateSlicePreview();
+  }
+
+  function updateSlicePreview() {
+    if (!state.volume) return;
+    const index = $("slice-slider").value;
+    $("slice-value").textContent = index;
+    $("slice-preview").src = withToken(`/api/sources/${encodeURIComponent(state.volume.id)}/slices/${index}/preview.png`);
+  }
+
+  $("slice-slider").addEventListener("input", updateSlicePreview);
+  $("add-slice").addEventListener("click", () =>
+    enqueue(async () => {
+      if (!state.volume) return;
+      const image = await api("POST", `/api/sources/${encodeURIComponent(state.volume.id)}/slices`, {
+        index: Number($("slice-slider").value),
+      });
+      await refreshList();
+      await openImage(image.id);
+    }));
+
+  $("upload-input").addEventListener("change", (event) =>
+    enqueue(async () => {
+      const file = event.target.files[0];
+      if (!file) return;
+      if (state.info && file.size > state.info.max_upload_bytes) {
+        say(`${file.name} is larger than the upload limit`, true);
+        return;
+      }
+      say(`uploading ${file.name} …`);
+      const result = await api("POST", `/api/uploads?filename=${encodeURIComponent(file.name)}`, undefined, file);
+      event.target.value = "";
+      await refreshList();
+      await openImage(result.image.id);
+      if (result.source.kind === "volume") await showVolumePanel(result.source, result.image.slice_index);
+      say(`uploaded ${file.name}`);
+    }));
+
+  // ------------------------------------------------------------------ start
+  async function start() {
+    resizeCanvas();
+    try {
+      state.info = await api("GET", "/api/info");
+    } catch (error) {
+      say(error.message, true);
+      return;
+    }
+    $("task-label").textContent = `task: ${state.info.task} · classes: ${state.info.class_names.join(", ")}`;
+    $("max-upload").textContent = `${Math.round(state.info.max_upload_bytes / 1048576)} MB`;
+    buildClassPicker(state.info.class_names);
+    renderModel(state.info.model);
+    await Promise.all([refreshList(), refreshChart()]);
+    document.body.dataset.ready = "true";
+  }
+
+  window.addEventListener("resize", () => { resizeCanvas(); draw(); });
+  start();
+})();

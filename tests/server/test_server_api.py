@@ -1,0 +1,513 @@
+"""REST API: every endpoint, including bad input (4xx with a clear message and no change to stored data)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+from server_helpers import IMAGE_SIZE, AppFactory, dicom_bytes, store_snapshot, synthetic_brain_slice
+
+from clickadapt.models.checkpoint import load_checkpoint
+from clickadapt.server.app import create_app
+from clickadapt.server.settings import ServerSettings
+
+LESION_CLICK = {"row": IMAGE_SIZE // 2, "col": IMAGE_SIZE // 2, "label": 1}
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def grey_png(size: int = 40, seed: int = 0) -> bytes:
+    image, _ = synthetic_brain_slice(size, seed)
+    return png_bytes(np.clip(image, 0, 255).astype(np.uint8))
+
+
+def nifti_bytes(shape: tuple[int, int, int] = (40, 36, 6), affine: np.ndarray | None = None) -> bytes:
+    volume = np.zeros(shape, dtype=np.float32)
+    for index in range(shape[2]):
+        slice_image, _ = synthetic_brain_slice(max(shape[:2]), seed=index)
+        volume[:, :, index] = slice_image[: shape[0], : shape[1]]
+    image = nib.Nifti1Image(volume, np.diag([-1.0, 1.0, 2.0, 1.0]) if affine is None else affine)
+    return gzip.compress(image.to_bytes())
+
+
+def first_image(client: TestClient) -> str:
+    return str(client.get("/api/images").json()[0]["id"])
+
+
+def assert_refused(client: TestClient, store: Path, method: str, url: str, status: int, words: str, **kwargs) -> None:
+    """The request gets ``status`` with a message containing ``words``, and nothing stored changes."""
+    before = store_snapshot(store)
+    response = client.request(method, url, **kwargs)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert words in str(detail), detail
+    assert store_snapshot(store) == before
+
+
+# ------------------------------------------------------------------------------------------ server
+
+
+def test_health_info_page_static_and_openapi(client: TestClient) -> None:
+    assert client.get("/api/health").json() == {"status": "ok"}
+    info = client.get("/api/info", headers={"X-Client-Id": "tab-1"}).json()
+    assert info["task"] == "brain" and info["class_names"] == ["background", "lesion"]
+    assert info["client_id"] == "tab-1" and info["data_folder"] is False
+    assert info["model"]["version"] == 0 and info["model"]["strategy"] == "oaims"
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
+    assert "addEventListener" in client.get("/static/app.js").text
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/docs").status_code == 200
+    paths = set(client.get("/openapi.json").json()["paths"])
+    assert paths == {
+        "/api/health",
+        "/api/info",
+        "/api/images",
+        "/api/images/next",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/display.png",
+        "/api/images/{image_id}/open",
+        "/api/images/{image_id}/session",
+        "/api/images/{image_id}/clicks",
+        "/api/images/{image_id}/undo",
+        "/api/images/{image_id}/reset",
+        "/api/images/{image_id}/finish",
+        "/api/images/{image_id}/mask.png",
+        "/api/images/{image_id}/export",
+        "/api/uploads",
+        "/api/sources/{source_id}",
+        "/api/sources/{source_id}/slices/{index}/preview.png",
+        "/api/sources/{source_id}/slices",
+        "/api/data/files",
+        "/api/data/images",
+        "/api/model",
+        "/api/model/settings",
+        "/api/model/versions",
+        "/api/model/rollback",
+        "/api/stats/chart",
+    }, "a new endpoint needs a test here"
+
+
+def test_malformed_client_id_is_refused(client: TestClient) -> None:
+    response = client.get("/api/info", headers={"X-Client-Id": "../../etc"})
+    assert response.status_code == 400 and "X-Client-Id" in response.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def test_image_list_detail_display_and_next(client: TestClient) -> None:
+    images = client.get("/api/images").json()
+    assert [image["status"] for image in images] == ["new", "new", "new"]
+    assert images[0]["height"] == IMAGE_SIZE and images[0]["origin"] == "demo"
+    image_id = images[0]["id"]
+    assert client.get(f"/api/images/{image_id}").json() == images[0]
+    display = client.get(f"/api/images/{image_id}/display.png")
+    assert display.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(display.content)).size == (IMAGE_SIZE, IMAGE_SIZE)
+    assert client.get("/api/images/next").json()["image"]["id"] == image_id
+    assert client.get(f"/api/images/next?after={image_id}").json()["image"]["id"] == images[1]["id"]
+    assert client.get(f"/api/images/next?after={images[2]['id']}").json()["image"]["id"] == image_id
+
+
+def test_unknown_image_is_404_everywhere(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    for method, suffix, kwargs in [
+        ("GET", "", {}),
+        ("GET", "/display.png", {}),
+        ("POST", "/open", {}),
+        ("GET", "/session", {}),
+        ("POST", "/clicks", {"json": LESION_CLICK}),
+        ("POST", "/undo", {}),
+        ("POST", "/reset", {}),
+        ("POST", "/finish", {}),
+        ("GET", "/mask.png", {}),
+        ("GET", "/export", {}),
+    ]:
+        assert_refused(client, store, method, f"/api/images/no-such-image{suffix}", 404, "unknown image", **kwargs)
+
+
+def test_click_undo_reset_finish_cycle(client: TestClient, tmp_path: Path) -> None:
+    image_id = first_image(client)
+    opened = client.post(f"/api/images/{image_id}/open").json()
+    assert opened["state"] == "new" and opened["clicks"] == [] and opened["mask_overlay"] is None
+    first = client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK).json()
+    assert first["state"] == "in_progress" and len(first["clicks"]) == 1
+    assert first["mask_overlay"].startswith("data:image/png;base64,")
+    assert first["mask_model_version"] == 0 and first["model_version"] == 0  # oaims: no update at click 1
+    assert first["clicks"][0]["class_name"] == "lesion" and first["last_click_s"] > 0
+    service = client.app.state.service
+    weights_before = {k: v.clone() for k, v in service.state.model.state_dict().items()}
+    second = client.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": "background"}).json()
+    assert second["clicks"][1]["label"] == 0
+    assert second["mask_model_version"] == 1 and second["model_version"] == 1  # a Mid-Interaction update
+    changed = service.state.model.state_dict()
+    assert any(not torch.equal(changed[k], weights_before[k]) for k in changed)
+    undone = client.post(f"/api/images/{image_id}/undo").json()
+    assert len(undone["clicks"]) == 1 and undone["weights_restored"] is True
+    assert undone["model_version"] == 2  # a restore is a change too: versions never go back
+    restored = service.state.model.state_dict()
+    assert all(torch.equal(restored[k], weights_before[k]) for k in restored)  # the update is undone
+    session = client.get(f"/api/images/{image_id}/session").json()
+    assert [c["row"] for c in session["clicks"]] == [LESION_CLICK["row"]]
+    assert client.get("/api/images").json()[0]["status"] == "in_progress"
+
+    reset = client.post(f"/api/images/{image_id}/reset").json()
+    assert reset["clicks"] == [] and reset["mask_overlay"] is None
+    assert client.get(f"/api/images/{image_id}").json()["status"] == "new"
+    store = tmp_path / "store"
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/finish", 409, "has no click")
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/undo", 409, "has no click")
+
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    finished = client.post(f"/api/images/{image_id}/finish").json()
+    assert finished["state"] == "done" and finished["image"]["status"] == "done"
+    assert finished["image"]["clicks"] == 1
+    assert finished["model_version"] > 2  # Post-Interaction updated the model
+    versions = client.get("/api/model").json()["versions"]
+    assert versions[-1]["version"] == finished["model_version"] and versions[-1]["kind"] == "image"
+    assert versions[-1]["image_id"] == image_id
+    chart = client.get("/api/stats/chart").json()
+    assert [(point["image_id"], point["clicks"]) for point in chart] == [(image_id, 1)]
+
+
+def test_bad_clicks_are_refused_without_change(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    image_id = first_image(client)
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    url = f"/api/images/{image_id}/clicks"
+    assert_refused(client, store, "POST", url, 400, "outside the image (height 48)", json={"row": 48, "col": 3})
+    assert_refused(client, store, "POST", url, 400, "outside the image (width 48)", json={"row": 3, "col": -1})
+    assert_refused(client, store, "POST", url, 400, "unknown class 2", json={"row": 3, "col": 3, "label": 2})
+    assert_refused(client, store, "POST", url, 400, "unknown class 'cup'", json={"row": 3, "col": 3, "label": "cup"})
+    response = client.post(url, json={"col": 3})
+    assert response.status_code == 422 and "row" in response.text
+    # A bad click on an image nobody opened yet does not even start a session.
+    other = client.get("/api/images").json()[1]["id"]
+    assert_refused(client, store, "POST", f"/api/images/{other}/clicks", 400, "outside", json={"row": 99, "col": 0})
+
+
+def test_finishing_twice_is_refused_and_the_label_kept(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    image_id = first_image(client)
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    client.post(f"/api/images/{image_id}/finish")
+    final = client.get(f"/api/images/{image_id}/mask.png?tag=final")
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/finish", 409, "already finished")
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/clicks", 409, "finished", json=LESION_CLICK)
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/undo", 409, "already finished")
+    assert_refused(client, store, "POST", f"/api/images/{image_id}/reset", 409, "already finished")
+    # Opening shows the finished label read-only.
+    view = client.post(f"/api/images/{image_id}/open").json()
+    assert view["state"] == "done" and view["mask_overlay"] is not None and len(view["clicks"]) == 1
+    # Relabelling is explicit and keeps the first final mask in history.
+    relabel = client.post(f"/api/images/{image_id}/open", json={"relabel": True}).json()
+    assert relabel["state"] == "new" and relabel["clicks"] == []
+    client.post(f"/api/images/{image_id}/clicks", json={"row": 10, "col": 10, "label": 1})
+    client.post(f"/api/images/{image_id}/finish")
+    assert client.app.state.service.store.count_masks(image_id, "final") == 2
+    assert client.get(f"/api/images/{image_id}/mask.png?tag=final").content != b""
+    assert final.status_code == 200
+
+
+def test_masks_and_export(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    image_id = first_image(client)
+    assert_refused(client, store, "GET", f"/api/images/{image_id}/mask.png", 404, "has no mask yet")
+    answer = client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK).json()
+    current = client.get(f"/api/images/{image_id}/mask.png")
+    assert current.headers["x-model-version"] == str(answer["mask_model_version"])
+    mask = np.asarray(Image.open(io.BytesIO(current.content)))
+    assert mask.shape == (IMAGE_SIZE, IMAGE_SIZE) and set(np.unique(mask)) <= {0, 1}
+    original = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{image_id}/mask.png?tag=original").content)))
+    np.testing.assert_array_equal(original, mask)  # after one click, the model's mask is the current one
+    assert_refused(client, store, "GET", f"/api/images/{image_id}/mask.png?tag=final", 404, "no final mask")
+    exported = client.get(f"/api/images/{image_id}/export?format=png")
+    assert exported.headers["content-disposition"].startswith("attachment")
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(exported.content))), mask)
+    nifti = client.get(f"/api/images/{image_id}/export?format=nifti")
+    volume = nib.Nifti1Image.from_bytes(gzip.decompress(nifti.content))
+    assert volume.shape == (IMAGE_SIZE, IMAGE_SIZE, 1)
+    np.testing.assert_array_equal(np.rot90(np.asarray(volume.dataobj)[:, :, 0]), mask)
+    response = client.get(f"/api/images/{image_id}/export?format=jpeg")
+    assert response.status_code == 422
+
+
+# ------------------------------------------------------------------------------------------ uploads
+
+
+def test_upload_png_and_refusals(make_client: AppFactory, tmp_path: Path) -> None:
+    client = make_client(max_upload_bytes=20_000)
+    store = tmp_path / "store"
+    payload = grey_png()
+    answer = client.post("/api/uploads?filename=../../evil/scan.png", content=payload)
+    assert answer.status_code == 201, answer.text
+    result = answer.json()
+    assert result["source"]["kind"] == "image" and result["source"]["name"] == "scan.png"
+    image = result["image"]
+    assert image["origin"] == "upload" and (image["height"], image["width"]) == (IMAGE_SIZE, IMAGE_SIZE)
+    assert client.post("/api/uploads?filename=again.png", content=payload).json()["image"]["id"] == image["id"]
+    assert len(client.get("/api/images").json()) == 4
+    assert (store / "uploads").is_dir() and not (tmp_path / "evil").exists()
+    # The mask exported for a 40×40 upload padded to 48×48 has the upload's size.
+    client.post(f"/api/images/{image['id']}/clicks", json=LESION_CLICK)
+    exported = client.get(f"/api/images/{image['id']}/export?format=png").content
+    assert Image.open(io.BytesIO(exported)).size == (40, 40)
+
+    assert_refused(client, store, "POST", "/api/uploads?filename=x.png", 400, "cannot decode", content=payload[:60])
+    assert_refused(
+        client, store, "POST", "/api/uploads?filename=x.txt", 415, "unsupported file format", content=b"hello"
+    )
+    assert_refused(client, store, "POST", "/api/uploads?filename=x.png", 400, "empty", content=b"")
+    big = png_bytes(np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8))
+    assert_refused(client, store, "POST", "/api/uploads?filename=big.png", 413, "exceeds the limit", content=big)
+    tiny = png_bytes(np.zeros((4, 4), dtype=np.uint8))
+    assert_refused(client, store, "POST", "/api/uploads?filename=t.png", 400, "too small", content=tiny)
+
+
+def test_upload_nifti_volume_slices_and_aligned_export(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    affine = np.array([[0.0, 0.0, 2.0, 5.0], [-1.0, 0.0, 0.0, 3.0], [0.0, 1.0, 0.0, -7.0], [0.0, 0.0, 0.0, 1.0]])
+    shape = (40, 36, 12)  # stored axes P, S, R: axial slices run along the stored second axis
+    result = client.post("/api/uploads?filename=vol.nii.gz&slice=2", content=nifti_bytes(shape, affine)).json()
+    source = result["source"]
+    assert source["kind"] == "volume" and source["num_slices"] == 36
+    assert result["image"]["slice_index"] == 2 and result["image"]["num_slices"] == 36
+    assert client.get(f"/api/sources/{source['id']}").json() == source
+    preview = client.get(f"/api/sources/{source['id']}/slices/5/preview.png")
+    assert preview.headers["content-type"] == "image/png"
+    added = client.post(f"/api/sources/{source['id']}/slices", json={"index": 7})
+    assert added.status_code == 201 and added.json()["slice_index"] == 7
+    assert client.post(f"/api/sources/{source['id']}/slices", json={"index": 7}).json()["id"] == added.json()["id"]
+    sid = source["id"]
+    assert_refused(client, store, "POST", f"/api/sources/{sid}/slices", 400, "outside", json={"index": 36})
+    assert_refused(client, store, "GET", f"/api/sources/{sid}/slices/99/preview.png", 400, "outside the volume")
+    assert_refused(client, store, "GET", "/api/sources/nope", 404, "unknown source")
+
+    image_id = result["image"]["id"]
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    mask = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{image_id}/export?format=png").content)))
+    exported = nib.Nifti1Image.from_bytes(
+        gzip.decompress(client.get(f"/api/images/{image_id}/export?format=nifti").content)
+    )
+    assert exported.shape == shape and np.allclose(exported.affine, affine)
+    data = np.asarray(exported.dataobj)
+    assert data[:, [i for i in range(shape[1]) if i != 2], :].max() == 0  # only the labelled slice is filled
+    assert data[:, 2, :].sum() == mask.sum()
+
+
+def test_upload_dicom(client: TestClient) -> None:
+    result = client.post("/api/uploads?filename=scan.dcm", content=dicom_bytes()).json()
+    assert result["source"]["kind"] == "image" and result["image"]["height"] == IMAGE_SIZE
+
+
+# ------------------------------------------------------------------------------------------ data folder
+
+
+def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.png").write_bytes(grey_png(seed=1))
+    (data / "sub" / "b.png").write_bytes(grey_png(seed=2))
+    (data / "notes.txt").write_text("not an image")
+    (tmp_path / "secret.png").write_bytes(grey_png(seed=3))
+    (data / "link.png").symlink_to(tmp_path / "secret.png")
+    client = make_client(data=data, use_samples=False)
+    store = tmp_path / "store"
+    names = [image["name"] for image in client.get("/api/images").json()]
+    assert names == ["a.png", "sub/b.png"]  # the link leads outside the folder: not listed
+    assert client.get("/api/data/files").json() == ["a.png", "sub/b.png"]
+    assert client.get("/api/info").json()["data_folder"] is True
+    for bad in ["../secret.png", "sub/../../secret.png", "link.png", str(tmp_path / "secret.png")]:
+        assert_refused(client, store, "POST", "/api/data/images", 400, "data folder", json={"path": bad})
+    assert_refused(client, store, "POST", "/api/data/images", 404, "does not exist", json={"path": "nope.png"})
+    added = client.post("/api/data/images", json={"path": "sub/b.png"})
+    assert added.status_code == 201 and added.json()["image"]["name"] == "sub/b.png"
+    image_id = added.json()["image"]["id"]
+    assert client.post(f"/api/images/{image_id}/clicks", json={"row": 3, "col": 3, "label": 1}).status_code == 200
+
+
+def test_data_endpoints_without_a_data_folder(client: TestClient, tmp_path: Path) -> None:
+    assert client.get("/api/data/files").json() == []
+    assert_refused(
+        client, tmp_path / "store", "POST", "/api/data/images", 400, "without a data folder", json={"path": "a.png"}
+    )
+
+
+# ------------------------------------------------------------------------------------------ model
+
+
+def test_model_settings_versions_and_rollback(client: TestClient, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    service = client.app.state.service
+    model = client.get("/api/model").json()
+    assert model["strategy"] == "oaims" and model["adaptation"] is True and "frozen" not in model["strategies"]
+    assert [v["version"] for v in model["versions"]] == [0]
+    assert_refused(
+        client, store, "PUT", "/api/model/settings", 400, "unknown adaptation strategy", json={"strategy": "magic"}
+    )
+
+    image_id = first_image(client)
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    client.post(f"/api/images/{image_id}/finish")
+    adapted = service.state.version
+    assert adapted > 0
+
+    frozen = client.put("/api/model/settings", json={"adaptation": False}).json()
+    assert frozen["adaptation"] is False and service.state.strategy.name == "frozen"
+    other = client.get("/api/images").json()[1]["id"]
+    client.post(f"/api/images/{other}/clicks", json=LESION_CLICK)
+    client.post(f"/api/images/{other}/clicks", json={"row": 2, "col": 2, "label": 0})
+    done = client.post(f"/api/images/{other}/finish").json()
+    assert done["model_version"] == adapted  # adaptation off: no update
+    switched = client.put("/api/model/settings", json={"adaptation": True, "strategy": "post"}).json()
+    assert switched["strategy"] == "post" and service.state.strategy.name == "post"
+    assert [event["kind"] for event in service.store.events()] == ["model_settings", "model_settings"]
+
+    saved = client.post("/api/model/versions")
+    assert saved.status_code == 201 and saved.json()["version"] == adapted  # already saved: same record
+
+    assert_refused(
+        client, store, "POST", "/api/model/rollback", 404, "unknown model version 999", json={"version": 999}
+    )
+    rolled = client.post("/api/model/rollback", json={"version": 0}).json()
+    assert rolled["version"] == adapted + 1
+    assert [(v["version"], v["kind"]) for v in rolled["versions"]] == [
+        (0, "initial"),
+        (adapted, "image"),
+        (adapted + 1, "rollback"),
+    ]
+    assert rolled["versions"][-1]["parent_version"] == 0
+    initial = load_checkpoint(store / "models" / "v0.pt").model.state_dict()
+    current = service.state.model.state_dict()
+    assert all(torch.equal(initial[key], current[key]) for key in initial)
+    assert (store / f"models/v{adapted}.pt").is_file()  # history is kept
+    assert service.store.events("rollback")[0]["details"] == {"to_version": 0, "new_version": adapted + 1}
+
+
+# ------------------------------------------------------------------------------------------ clients and auth
+
+
+def test_each_client_has_its_own_image_and_images_are_claimed(client: TestClient) -> None:
+    images = [image["id"] for image in client.get("/api/images").json()]
+    alice, bob = {"X-Client-Id": "alice"}, {"X-Client-Id": "bob"}
+    first_a = client.post(f"/api/images/{images[0]}/clicks", json=LESION_CLICK, headers=alice).json()
+    first_b = client.post(f"/api/images/{images[1]}/clicks", json=LESION_CLICK, headers=bob).json()
+    assert len(first_a["clicks"]) == len(first_b["clicks"]) == 1
+    refused = client.post(f"/api/images/{images[0]}/clicks", json=LESION_CLICK, headers=bob)
+    assert refused.status_code == 409 and "another browser session" in refused.json()["detail"]
+    second_a = client.post(f"/api/images/{images[0]}/clicks", json={"row": 1, "col": 1, "label": 0}, headers=alice)
+    assert len(second_a.json()["clicks"]) == 2
+    # Every answer says which version of the shared model produced it: Alice's second click updated it.
+    assert second_a.json()["mask_model_version"] == 1
+    assert client.get(f"/api/images/{images[1]}/session", headers=bob).json()["mask_model_version"] == 0
+    # Once Alice moves on, Bob may take her image over and sees her clicks.
+    client.post(f"/api/images/{images[2]}/open", headers=alice)
+    taken = client.post(f"/api/images/{images[0]}/open", headers=bob).json()
+    assert len(taken["clicks"]) == 2
+
+
+def test_token_is_required_when_configured(make_client: AppFactory) -> None:
+    client = make_client(token="s3cret-token")
+    assert client.get("/api/health").status_code == 200
+    refused = client.get("/api/images")
+    assert refused.status_code == 401 and "access token" in refused.json()["detail"]
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert client.get("/api/images", headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+    assert client.get("/api/images", headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+    assert client.get("/api/images?token=s3cret-token").status_code == 200
+    assert client.get("/").status_code == 401
+    page = client.get("/?token=s3cret-token")
+    assert page.status_code == 200 and "clickadapt_token" in page.headers["set-cookie"]
+    assert client.get("/api/images").status_code == 200  # the page's cookie now carries the token
+
+
+def test_non_loopback_host_needs_a_token(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    settings = ServerSettings(host="0.0.0.0", model=str(tiny_checkpoint), store=tmp_path / "store")
+    with pytest.raises(ValueError, match="requires an access token"):
+        create_app(settings)
+    assert settings.with_token_if_exposed().token is not None
+    assert ServerSettings(host="127.0.0.1").with_token_if_exposed().token is None
+
+
+def test_oversized_json_body_is_413(make_client: AppFactory) -> None:
+    client = make_client(max_upload_bytes=10)
+    body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    response = client.post(
+        f"/api/images/{first_image(client)}/clicks", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["detail"]
+
+
+def test_the_documented_api_example_runs(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "api_example.py"
+    spec = importlib.util.spec_from_file_location("api_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    class BorrowedClient:
+        """Hands the example our test client without closing the app at the end of its ``with`` block."""
+
+        def __init__(self, base_url: str, headers: dict[str, str], timeout: float) -> None:
+            client.headers.update(headers)
+
+        def __enter__(self) -> TestClient:
+            return client
+
+        def __exit__(self, *exception: object) -> None:
+            return None
+
+    monkeypatch.setattr(example.httpx, "Client", BorrowedClient)
+    monkeypatch.setattr("sys.argv", ["api_example.py", "--out", str(tmp_path)])
+    example.main()
+    printed = capsys.readouterr().out
+    assert "refused with 400: click row 48 is outside the image" in printed
+    assert "finished: finished; model updated" in printed
+    assert list(tmp_path.glob("*_mask.png"))
+    assert list(tmp_path.glob("*_mask.nii.gz"))
+
+
+def test_concurrent_clients_updates_are_serialised(client: TestClient) -> None:
+    import threading
+
+    service = client.app.state.service
+    images = [image["id"] for image in client.get("/api/images").json()[:2]]
+    clicks = [(24, 24, 1), (10, 10, 0), (30, 30, 1), (5, 40, 0)]
+    failures: list[BaseException] = []
+
+    def label(image_id: str, client_id: str) -> None:
+        try:
+            for row, col, label in clicks:
+                service.add_click(image_id, client_id, row, col, label)
+        except BaseException as error:  # reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=label, args=(image_id, f"tab-{i}")) for i, image_id in enumerate(images)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    # oaims updates at clicks 2, 3 and 4 of each image: six updates, each one its own version.
+    assert service.state.version == 6
+    recorded = []
+    for image_id in images:
+        view = client.get(f"/api/images/{image_id}/session").json()
+        recorded += [click["model_version"] for click in view["clicks"][1:]]
+    assert sorted(recorded) == [1, 2, 3, 4, 5, 6]

@@ -1,0 +1,153 @@
+"""End to end in Debian's chromium (headless, through Playwright): open, click, undo, finish, export.
+
+Skipped with a reason when chromium or Playwright is missing (``.ci/run`` installs chromium). Screenshots go
+to the test's temporary folder; with ``CLICKADAPT_UPDATE_SCREENSHOT=1`` one is copied to
+``docs/screenshot.png`` (the README's picture), using the shipped brain model when it exists.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+from server_helpers import ServerProcess
+
+from clickadapt.data.demo import load_demo_samples
+from clickadapt.paths import shipped_model_path
+
+CHROMIUM = Path(os.environ.get("CLICKADAPT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPOSITORY = Path(__file__).resolve().parents[2]
+TIMEOUT_MS = 60_000
+
+
+def lesion_centre(label: np.ndarray) -> tuple[int, int]:
+    """The lesion pixel farthest from the lesion's border (where a person would click first)."""
+    distance = ndimage.distance_transform_edt(np.pad(label > 0, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(row), int(col)
+
+
+def click_pixel(page: Any, row: int, col: int, button: str = "left") -> None:
+    """Click the centre of image pixel (row, col), whatever the page's zoom and pan."""
+    box = page.locator("#canvas").bounding_box()
+    view = page.evaluate(
+        "({zoom: window.clickadapt.state.zoom, x: window.clickadapt.state.panX, y: window.clickadapt.state.panY})"
+    )
+    page.mouse.click(
+        box["x"] + view["x"] + (col + 0.5) * view["zoom"],
+        box["y"] + view["y"] + (row + 0.5) * view["zoom"],
+        button=button,
+    )
+
+
+@pytest.mark.slow
+def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    update_screenshot = os.environ.get("CLICKADAPT_UPDATE_SCREENSHOT") == "1"
+    model = tiny_checkpoint
+    if update_screenshot:
+        model = Path(os.environ.get("CLICKADAPT_SCREENSHOT_MODEL", shipped_model_path("brain")))
+        model = model if model.is_file() else tiny_checkpoint
+    lesion_row, lesion_col = lesion_centre(load_demo_samples()[2].label)
+    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store")])
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 850}, accept_downloads=True)
+                page.set_default_timeout(TIMEOUT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                page.wait_for_selector("body[data-ready=true]")
+                items = page.locator("#image-list li")
+                assert items.count() == 24  # the built-in demo slices
+                items.nth(2).click()
+                page.wait_for_selector("#canvas[data-state=new]")
+                canvas = page.locator("#canvas")
+
+                click_pixel(page, lesion_row, lesion_col)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                assert page.evaluate("window.clickadapt.state.view.mask_overlay !== null")  # the mask appears
+                assert canvas.get_attribute("data-mask-version") == "0"
+                page.screenshot(path=str(tmp_path / "1-first-click.png"))
+
+                page.keyboard.press("z")  # undo
+                page.wait_for_selector("#canvas[data-clicks='0']")
+                assert page.evaluate("window.clickadapt.state.view.mask_overlay === null")
+
+                click_pixel(page, lesion_row, lesion_col)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                click_pixel(page, 30, 30, button="right")  # a background click
+                page.wait_for_selector("#canvas[data-clicks='2']")
+                assert page.evaluate("window.clickadapt.state.view.clicks.map(c => c.label)") == [1, 0]
+                version_before = page.text_content("#model-version")
+                page.screenshot(path=str(tmp_path / "2-two-clicks.png"))
+
+                page.click("#finish")
+                page.wait_for_selector("#canvas[data-state=done]")
+                page.wait_for_function(f"document.getElementById('model-version').textContent !== '{version_before}'")
+                assert int(page.text_content("#model-version") or "0") > int(version_before or "0")
+                assert page.text_content("#progress") == "1 / 24 done"
+                assert "done" in (items.nth(2).get_attribute("data-status") or "")
+                page.screenshot(path=str(tmp_path / "3-finished.png"))
+
+                with page.expect_download() as download_info:
+                    page.click("#export-png")
+                exported = tmp_path / "mask.png"
+                download_info.value.save_as(exported)
+                mask = np.asarray(Image.open(io.BytesIO(exported.read_bytes())))
+                assert mask.shape == (256, 256) and set(np.unique(mask)) <= {0, 1}
+
+                # Upload a NIfTI volume, pick another slice with the slider and label it.
+                volume_path = tmp_path / "upload.nii.gz"
+                volume = np.zeros((40, 40, 10), np.float32)
+                volume[5:35, 5:35, :] = np.random.default_rng(0).random((30, 30, 10)) + 1.0
+                nib.save(nib.Nifti1Image(volume, np.eye(4)), volume_path)
+                page.set_input_files("#upload-input", str(volume_path))
+                page.wait_for_selector("#volume-panel:not([hidden])")
+                assert page.text_content("#image-name") == "upload.nii.gz [slice 5]"
+                page.locator("#slice-slider").fill("3")
+                assert page.text_content("#slice-value") == "3"
+                page.click("#add-slice")
+                page.wait_for_function(
+                    "document.getElementById('image-name').textContent === 'upload.nii.gz [slice 3]'"
+                )
+                assert items.count() == 26
+
+                page.click("#next")
+                page.wait_for_function("document.getElementById('image-name').textContent === 'brats/T1c/pat0001/39'")
+                assert page.locator("#volume-panel").is_hidden()  # the slider is only for volumes
+                assert errors == []
+                if update_screenshot:  # the README's picture: a second image in progress
+                    name = items.nth(3).locator(".name").text_content()
+                    items.nth(3).click()
+                    page.wait_for_function(f"document.getElementById('image-name').textContent === '{name}'")
+                    row, col = lesion_centre(load_demo_samples()[3].label)
+                    click_pixel(page, row, col)
+                    page.wait_for_selector("#canvas[data-clicks='1']")
+                    page.mouse.move(0, 0)
+                    page.screenshot(path=str(tmp_path / "screenshot.png"))
+                    shutil.copyfile(tmp_path / "screenshot.png", REPOSITORY / "docs" / "screenshot.png")
+            finally:
+                browser.close()
+    finally:
+        server.stop()
