@@ -6,8 +6,6 @@ import argparse
 import json
 from typing import Any
 
-from clickadapt.training.config import load_training_config
-
 
 def register(subparsers: Any) -> None:
     """Add the ``train`` sub-command."""
@@ -27,6 +25,7 @@ def register(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``clickadapt train``."""
+    from clickadapt.training.config import load_training_config  # heavy imports only when the command runs
     from clickadapt.training.trainer import train
 
     config = load_training_config(args.config)
