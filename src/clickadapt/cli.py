@@ -16,6 +16,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "clickadapt.training.command",
     "clickadapt.evaluation.command",
+    "clickadapt.evaluation.bench",
+    "clickadapt.evaluation.latency",
     "clickadapt.server.command",
     "clickadapt.demo",
 )

@@ -68,7 +68,7 @@ def test_versions_count_one_per_accepted_update_and_listeners_hear_each() -> Non
     assert [event.kind for event in events] == ["click", "click", "click", "image"]
     assert [event.version for event in events] == [1, 2, 3, 4]
     assert all(event.strategy == "oaims" and event.image_id == "img-a" for event in events)
-    assert set(events[0].losses) == {"dice_focal", "ccg", "total"}
+    assert set(events[0].losses) == {"dice_focal", "click_gaussian", "total"}
     assert "stage1_total" in events[-1].losses
 
 

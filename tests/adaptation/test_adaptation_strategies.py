@@ -21,7 +21,7 @@ from adaptation_testing import (
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGY_NAMES, make_strategy, strategy_config
-from clickadapt.adaptation.strategies.click_losses import OaimsUpdateLoss
+from clickadapt.adaptation.strategies.base import image_loss
 from clickadapt.adaptation.strategies.post_interaction import PostInteractionConfig, synthetic_correction_clicks
 from clickadapt.adaptation.strategies.tent import normalisation_affine_parameters
 from clickadapt.adaptation.strategies.tsca import TscaStrategy
@@ -68,10 +68,10 @@ def test_strategy_changes_weights_only_at_its_hook_points(name: str) -> None:
 
 
 def oaims_stage1_loss(state: ModelState, image: np.ndarray, target: np.ndarray) -> float:
-    loss = OaimsUpdateLoss(PostInteractionConfig())
+    loss = PostInteractionConfig().build()
     inputs = model_input(torch.from_numpy(image), [BRAIN_CLICKS[0]], BRAIN.num_classes).unsqueeze(0)
     with torch.no_grad():
-        total, _ = loss(state.model(inputs), torch.from_numpy(target)[None], [BRAIN_CLICKS[0]])
+        total, _ = image_loss(loss, state.model(inputs), torch.from_numpy(target)[None], [BRAIN_CLICKS[0]])
     return float(total)
 
 
@@ -109,13 +109,16 @@ def test_synthetic_correction_clicks_hit_the_largest_error_components_with_the_p
 
 
 def test_mid_interaction_without_click_loss_drops_the_ccg_term() -> None:
-    for click_loss, expected in ((True, {"dice_focal", "ccg", "total"}), (False, {"dice_focal", "total"})):
+    for click_loss in (True, False):
         session = InteractiveSession(tiny_state(BRAIN, "mid", click_loss=click_loss))
         session.set_image(synthetic_image(BRAIN))
         session.add_click(BRAIN_CLICKS[0])
         session.add_click(BRAIN_CLICKS[1])
         report = session.reports[-1]
-        assert report is not None and set(report.losses) == expected
+        assert report is not None and set(report.losses) == {"dice_focal", "click_gaussian", "total"}
+        assert (report.losses["click_gaussian"] > 0) == click_loss
+        expected_total = report.losses["dice_focal"] + 200.0 * report.losses["click_gaussian"]
+        assert report.losses["total"] == pytest.approx(expected_total, rel=1e-5)
 
 
 def run_stream(name: str, **overrides: object) -> dict[str, torch.Tensor]:

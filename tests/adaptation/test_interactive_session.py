@@ -94,6 +94,22 @@ def test_mid_interaction_forwards_only_what_it_needs() -> None:
     session = InteractiveSession(state)
     session.set_image(synthetic_image(BRAIN))
     session.add_click(BRAIN_CLICKS[0])
+    # Click 1: no update; the displayed forward keeps its graph for the MI step of click 2.
+    assert calls == [True]
+    session.add_click(BRAIN_CLICKS[1])
+    # P_init = f(I, C_2) without grad; the step back-propagates through the kept f(I, C_1); then the
+    # displayed forward (with graph again, for click 3): 2 forwards + 1 backward per MI click.
+    assert calls == [True, False, True]
+    session.finish()  # MI does nothing at the end; nothing is recomputed
+    assert calls == [True, False, True]
+
+
+def test_mid_interaction_naive_path_recomputes_the_previous_forward() -> None:
+    state = tiny_state(BRAIN, "mid")
+    calls = count_forwards(state.model)
+    session = InteractiveSession(state, reuse_displayed_forward=False)
+    session.set_image(synthetic_image(BRAIN))
+    session.add_click(BRAIN_CLICKS[0])
     assert calls == [False]  # click 1: no update, the displayed forward only
     session.add_click(BRAIN_CLICKS[1])
     # P_init = f(I, C_2) without grad, f(I, C_1) with grad for the step, then the displayed forward.

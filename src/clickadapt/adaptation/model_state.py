@@ -11,6 +11,7 @@ server can hook in without touching the strategies.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from clickadapt.adaptation.strategies.base import deep_copy_state
 from clickadapt.tasks import TaskSpec
 
 UpdateKind = Literal["click", "image", "restore", "load"]
+DEFAULT_MAX_KEPT_GRAPHS = 4
+"""Sessions whose displayed forward's autograd graph is kept at once (the most recent ones)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,21 @@ class UpdateEvent:
 
 
 UpdateListener = Callable[[UpdateEvent], None]
+
+
+@dataclass(frozen=True)
+class KeptGraph:
+    """A session's displayed forward with its autograd graph, kept for that session's next update.
+
+    Attributes:
+        logits: ``(1, K, H, W)`` logits carrying the graph.
+        version: The model version whose weights recorded the graph.
+        click_count: Number of clicks the forward was computed with.
+    """
+
+    logits: torch.Tensor
+    version: int
+    click_count: int
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,8 @@ class ModelState:
         strategy: The adaptation strategy (bound to ``model`` here); ``None`` = frozen.
         device: Where the network runs.
         version: Starting version (e.g. the version of a checkpoint the server resumed from).
+        max_kept_graphs: How many sessions may keep the autograd graph of their displayed forward at once
+            (see :meth:`keep_graph`); the least recently kept is dropped first.
     """
 
     def __init__(
@@ -88,6 +108,7 @@ class ModelState:
         strategy: AdaptationStrategy | None = None,
         device: str | torch.device = "cpu",
         version: int = 0,
+        max_kept_graphs: int = DEFAULT_MAX_KEPT_GRAPHS,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -98,6 +119,8 @@ class ModelState:
         self.version = version
         self.lock = threading.RLock()
         self._listeners: list[UpdateListener] = []
+        self.max_kept_graphs = max_kept_graphs
+        self._kept_graphs: OrderedDict[str, KeptGraph] = OrderedDict()
 
     def _check_strategy(self, strategy: AdaptationStrategy) -> None:
         if strategy.task != self.task:
@@ -133,6 +156,40 @@ class ModelState:
         for listener in list(self._listeners):
             listener(event)
 
+    # ------------------------------------------------------------------ graphs kept between clicks
+    def keep_graph(self, owner: str, logits: torch.Tensor, click_count: int) -> None:
+        """Keep the graph-carrying displayed forward of session ``owner`` for its next update.
+
+        Every kept graph is dropped at the next change of the weights (it would be stale), and at most
+        ``max_kept_graphs`` are kept, so idle sessions do not hold activations.
+        """
+        with self.lock:
+            self._kept_graphs.pop(owner, None)
+            if self.max_kept_graphs < 1:
+                return
+            self._kept_graphs[owner] = KeptGraph(logits, self.version, click_count)
+            while len(self._kept_graphs) > self.max_kept_graphs:
+                self._kept_graphs.popitem(last=False)
+
+    def take_graph(self, owner: str, click_count: int) -> torch.Tensor | None:
+        """Remove and return ``owner``'s kept graph if it was computed with ``click_count`` clicks and the
+        current weights; ``None`` otherwise."""
+        with self.lock:
+            kept = self._kept_graphs.pop(owner, None)
+            if kept is None or kept.click_count != click_count or kept.version != self.version:
+                return None
+            return kept.logits
+
+    def drop_graph(self, owner: str) -> None:
+        """Forget ``owner``'s kept graph, if any."""
+        with self.lock:
+            self._kept_graphs.pop(owner, None)
+
+    @property
+    def kept_graph_count(self) -> int:
+        """Number of sessions that currently keep a graph."""
+        return len(self._kept_graphs)
+
     def record_update(self, kind: UpdateKind, report: StepReport | None = None, image_id: str = "") -> int:
         """Count one accepted weight change and tell the listeners.
 
@@ -146,6 +203,7 @@ class ModelState:
         """
         with self.lock:
             self.version += 1
+            self._kept_graphs.clear()  # recorded with the old weights: useless now, free their memory
             version = self.version
             losses = dict(report.losses) if report is not None else {}
             self._notify(UpdateEvent(kind, version, self.strategy.name, losses, image_id, report))

@@ -15,6 +15,12 @@ weights and strategy state (for undo), hands the strategy a :class:`ClickEvent` 
 as a new model version, and runs the displayed forward with the new weights; a strategy that decides not
 to update leaves the cached forward to be displayed. All work that touches the shared weights runs under
 the :class:`ModelState` lock, so several sessions may share one model from several threads.
+
+No forward is computed twice: when the strategy's next update back-propagates through the forward on
+screen (Mid-Interaction: L_DF(f(I, C_{t−1}; θ), P_t^init)), the displayed forward runs with autograd and
+its graph is kept for that update (``reuse_displayed_forward``), as long as the weights do not change in
+between; so an MI click costs one no-grad forward (P_t^init), one backward and the displayed forward,
+instead of three forwards and a backward. Every other forward runs under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ class SessionConfig(BaseModel):
             updates are not rolled back, which saves the copy on every updating click: benchmarks with
             simulated users, which never undo, should use 0).
         min_image_size: Smallest accepted image height and width.
+        reuse_displayed_forward: Keep the autograd graph of the displayed forward when the strategy's next
+            update back-propagates through it, instead of recomputing that forward (same values and
+            gradients; costs the graph's memory between two clicks). ``False`` = the naive path.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,6 +70,7 @@ class SessionConfig(BaseModel):
     click_sigma: PositiveFloat = DEFAULT_CLICK_SIGMA
     undo_depth: int = Field(default=3, ge=0)
     min_image_size: int = Field(default=8, ge=1)
+    reuse_displayed_forward: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class InteractiveSession:
         device: Only with a bare network: where it runs.
         undo_depth: See :class:`SessionConfig`.
         adapt: ``False`` runs no strategy hook at all (e.g. when the server replays stored clicks).
+        reuse_displayed_forward: See :class:`SessionConfig`.
 
     Raises:
         ValueError: For a missing or mismatching task, or a strategy given together with a ModelState.
@@ -142,6 +153,7 @@ class InteractiveSession:
         device: str | torch.device = "cpu",
         undo_depth: int = 3,
         adapt: bool = True,
+        reuse_displayed_forward: bool = True,
     ) -> None:
         if isinstance(state, ModelState):
             if task is not None and task != state.task:
@@ -158,7 +170,9 @@ class InteractiveSession:
         else:
             raise TypeError(f"state must be a ModelState or an nn.Module, got {type(state).__name__}")
         self.task = self.state.task
-        self.config = SessionConfig(click_sigma=click_sigma, undo_depth=undo_depth)
+        self.config = SessionConfig(
+            click_sigma=click_sigma, undo_depth=undo_depth, reuse_displayed_forward=reuse_displayed_forward
+        )
         self.adapt = adapt
         self.session_id = uuid.uuid4().hex
         self.image_id = ""
@@ -299,6 +313,7 @@ class InteractiveSession:
             self._image = tensor
             self.image_id = image_id
             self._records = []
+            self.state.drop_graph(self.session_id)
             self._finished = False
             self.final_mask = None
             self.finish_timing = None
@@ -336,6 +351,7 @@ class InteractiveSession:
             snapshot: StateSnapshot | None = None
             update_s = snapshot_s = 0.0
             logits: torch.Tensor | None = None
+            previous_graph = self.state.take_graph(self.session_id, len(clicks) - 1)
             try:
                 if self.adapt and strategy.updates_on_click(index):
                     if self.config.undo_depth > 0:
@@ -350,18 +366,27 @@ class InteractiveSession:
                         inputs=self._inputs,
                         task=self.task,
                         image_id=self.image_id,
+                        previous_graph=previous_graph,
                     )
+                    previous_graph = None
                     start = time.perf_counter()
                     report = strategy.after_click(event)
+                    event.previous_graph = None  # in case the strategy did not use it
                     if report is not None and report.updated:
                         update_version = self.state.record_update("click", report, self.image_id)
                     update_s = time.perf_counter() - start
                     if update_version is None:
                         snapshot = None  # nothing to undo; the strategy's no-grad forward is the display
                         logits = event.computed_current_logits
+                del previous_graph  # not needed any more: free its activations before the next forward
                 start = time.perf_counter()
                 if logits is None:
-                    logits = self._forward(clicks)
+                    if self._keeps_graph(strategy, index + 1):
+                        graph_logits = self._forward(clicks, grad=True)
+                        self.state.keep_graph(self.session_id, graph_logits, len(clicks))
+                        logits = graph_logits.detach()
+                    else:
+                        logits = self._forward(clicks)
                 forward_s = time.perf_counter() - start
             except BaseException as error:  # a failed update (or display) must not leave half-learnt weights
                 self._roll_back(snapshot, error)
@@ -382,6 +407,15 @@ class InteractiveSession:
         )
         self._trim_snapshots()
         return prediction.copy()
+
+    def _keeps_graph(self, strategy: AdaptationStrategy, next_click_index: int) -> bool:
+        """Whether the displayed forward should keep its graph for the update at the next click."""
+        return (
+            self.adapt
+            and self.config.reuse_displayed_forward
+            and strategy.updates_on_click(next_click_index)
+            and strategy.backpropagates_through_previous_forward(next_click_index)
+        )
 
     def _roll_back(self, snapshot: StateSnapshot | None, error: BaseException) -> None:
         """Undo a failed update (strategy or listener error) before the error propagates."""
@@ -415,6 +449,7 @@ class InteractiveSession:
         if not self._records:
             raise ValueError("nothing to undo: the image has no click")
         with self.state.lock:
+            self.state.drop_graph(self.session_id)
             record = self._records.pop()
             restored = False
             if record.update_version is None:
@@ -462,6 +497,7 @@ class InteractiveSession:
         """
         self._require_open()
         self._records = []
+        self.state.drop_graph(self.session_id)
         self.last_undo = None
 
     def finish(self) -> np.ndarray:
@@ -479,6 +515,7 @@ class InteractiveSession:
         last = self._records[-1]
         report: StepReport | None = None
         update_s = snapshot_s = 0.0
+        self.state.drop_graph(self.session_id)  # no click follows: free the graph's activations first
         with self.state.lock:
             strategy = self.state.strategy
             if self.adapt and strategy.updates_after_image():

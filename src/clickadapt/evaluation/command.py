@@ -21,7 +21,7 @@ from clickadapt.data.registry import load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.config import EvaluationConfig, StrategySpec, load_evaluation_config, select_strategies
 from clickadapt.evaluation.report import SUMMARY_MD, write_results
-from clickadapt.evaluation.stream import StreamResult, evaluate_frozen, run_stream
+from clickadapt.evaluation.stream import StreamResult, cap_stream, evaluate_frozen, run_stream
 from clickadapt.models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from clickadapt.paths import shipped_model_path
 from clickadapt.tasks import TASKS, TaskSpec
@@ -84,6 +84,7 @@ def run_evaluation(
     click_sigma: float = DEFAULT_CLICK_SIGMA,
     device: str = "cpu",
     progress: bool = True,
+    frozen_source: dict[int, dict[str, list[float]]] | None = None,
 ) -> list[StreamResult]:
     """Run every strategy once per seed over the stream and measure forgetting.
 
@@ -100,13 +101,17 @@ def run_evaluation(
         click_sigma: σ of the click maps.
         device: Torch device.
         progress: Progress bars on a terminal.
+        frozen_source: Per seed, the original model's mean Dice curves on ``source_validation`` with this
+            budget and user, from an earlier call; missing seeds are computed and added to the mapping,
+            so that callers running one strategy at a time measure the original model only once.
 
     Returns:
         One result per (strategy, seed), with ``validation_before``/``validation_after`` filled in
         when ``source_validation`` is given; ``final_model`` is released.
     """
     results = []
-    frozen_source: dict[int, dict[str, list[float]]] = {}
+    if frozen_source is None:
+        frozen_source = {}
     for spec in strategies:
         for seed in seeds:
             result = run_stream(
@@ -165,12 +170,14 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         ValueError: If the data does not fit the model's task or the stream is empty.
     """
     loaded = load_model(config.model, config.device)
-    stream = load_samples(config.stream, cache_dir=config.cache_dir)[: config.limit]
+    stream = cap_stream(load_samples(config.stream, cache_dir=config.cache_dir), config.limit, config.subset)
     if not stream:
         raise ValueError(f"the stream {config.stream.reader!r} selected no samples; check its split/domains/patients")
     source_validation = None
     if config.source_validation is not None:
-        source_validation = load_samples(config.source_validation, cache_dir=config.cache_dir)[: config.limit]
+        source_validation = cap_stream(
+            load_samples(config.source_validation, cache_dir=config.cache_dir), config.limit, config.subset
+        )
     for name, samples in (("stream", stream), ("source_validation", source_validation or [])):
         tasks = sorted({sample.task for sample in samples})
         if tasks and tasks != [loaded.task.name]:
@@ -266,7 +273,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", help="brain, fundus (shipped models) or a checkpoint path")
     parser.add_argument("--strategies", help="comma-separated strategy names or labels (default: the config's)")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    parser.add_argument("--limit", type=int, help="use only the first N images of the stream and source validation")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="use at most N images of the stream and source validation (chosen by the subset field)",
+    )
     parser.add_argument("--budget", type=int, help="clicks per image")
     parser.add_argument("--user", help="simulated user: oaims, center or deepest")
     parser.add_argument("--output", help="output folder")

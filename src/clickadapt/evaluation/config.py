@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clickadapt.adaptation.strategies import STRATEGY_NAMES, strategy_config
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig
+from clickadapt.evaluation.stream import SubsetPolicy
 from clickadapt.tasks import TASKS
 
 DEFAULT_BUDGET = 10
@@ -87,7 +88,10 @@ class EvaluationConfig(BaseModel):
             user's clicks.
         budget: Clicks per image (the paper's T = 10).
         user: Simulated user (``oaims``, ``center``, ``deepest``).
-        limit: Use only the first N images of the stream and of the source validation set.
+        limit: Use at most N images of the stream and of the source validation set.
+        subset: Which N images ``limit`` keeps: ``first`` (dataset order, e.g. consecutive slices of the
+            first patient) or ``spread`` (patient-balanced, evenly spaced; see
+            :func:`~clickadapt.evaluation.stream.cap_stream`).
         shuffle: Seeded permutation of the stream per seed; ``False`` keeps the dataset order.
         click_sigma: σ of the Gaussian click maps in pixels; ``None`` = the one stored in the checkpoint
             (``preprocessing.click_sigma``), else the default 5.
@@ -106,6 +110,7 @@ class EvaluationConfig(BaseModel):
     budget: int = Field(default=DEFAULT_BUDGET, ge=1)
     user: str = DEFAULT_USER
     limit: int | None = Field(default=None, ge=1)
+    subset: SubsetPolicy = "first"
     shuffle: bool = True
     click_sigma: float | None = Field(default=None, gt=0)
     device: str = "cpu"

@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BUDGET = 10
 FROZEN_STRATEGY = "frozen"
+SubsetPolicy = Literal["first", "spread"]
+"""How a stream is capped to N images: ``first`` N in dataset order, or a patient-balanced ``spread``."""
 
 
 @dataclass
@@ -200,6 +202,65 @@ def stream_order(count: int, order_seed: int | None) -> list[int]:
     if order_seed is None:
         return list(range(count))
     return [int(index) for index in np.random.default_rng(order_seed).permutation(count)]
+
+
+def _spread_indices(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices evenly spaced over ``0..count−1`` (both ends included when ``wanted`` ≥ 2)."""
+    if wanted >= count:
+        return list(range(count))
+    if wanted == 1:
+        return [(count - 1) // 2]
+    return [round(index * (count - 1) / (wanted - 1)) for index in range(wanted)]
+
+
+def cap_stream(samples: Sequence[Sample], limit: int | None, subset: SubsetPolicy = "first") -> list[Sample]:
+    """At most ``limit`` samples of a stream, chosen deterministically.
+
+    ``first`` keeps the first ``limit`` samples in dataset order, which for a brain stream are consecutive
+    slices of its first patient. ``spread`` shares the ``limit`` between patients as evenly as their
+    sample counts allow (a patient with fewer samples than its share gives the rest to the others), and
+    within a patient takes evenly spaced samples (slices spread over the lesion); the result keeps
+    dataset order. With one sample per patient (fundus) it is an evenly spaced subset of the stream.
+
+    Args:
+        samples: The stream in dataset order.
+        limit: Maximum number of samples; ``None`` keeps all.
+        subset: ``"first"`` or ``"spread"``.
+
+    Returns:
+        The chosen samples, in dataset order.
+
+    Raises:
+        ValueError: If ``limit`` < 1 or ``subset`` is unknown.
+    """
+    if limit is None or limit >= len(samples):
+        return list(samples)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1 image, got {limit}")
+    if subset == "first":
+        return list(samples[:limit])
+    if subset != "spread":
+        raise ValueError(f"unknown subset policy {subset!r}; allowed: first, spread")
+    by_patient: dict[tuple[str, str, str], list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_patient.setdefault((sample.dataset, sample.domain, sample.patient), []).append(index)
+    groups = list(by_patient.values())
+    shares = [0] * len(groups)
+    remaining = limit
+    open_groups = [number for number, members in enumerate(groups) if members]
+    while remaining > 0 and open_groups:
+        portion, extra = divmod(remaining, len(open_groups))
+        for rank, number in enumerate(open_groups):
+            grant = min(portion + (1 if rank < extra else 0), len(groups[number]) - shares[number])
+            shares[number] += grant
+            remaining -= grant
+        open_groups = [number for number in open_groups if shares[number] < len(groups[number])]
+    chosen = sorted(
+        members[position]
+        for members, share in zip(groups, shares, strict=True)
+        for position in _spread_indices(len(members), share)
+    )
+    return [samples[index] for index in chosen]
 
 
 def image_click_seed(click_seed: int, key: str) -> int:

@@ -16,7 +16,7 @@ import abc
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from torch import nn
 
 from clickadapt.clicks.click import Click
+from clickadapt.losses.combined import SegmentationLoss
 from clickadapt.tasks import TaskSpec
 
 DEFAULT_LEARNING_RATES: dict[str, float] = {"fundus": 1e-4, "brain": 5e-5}
@@ -53,34 +54,6 @@ class StrategyConfig(BaseModel):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
     weight_decay: float = Field(default=0.0, ge=0.0)
-
-
-class ClickLossSettings(BaseModel):
-    """Loss settings shared by the OAIMS strategies: L = L_DF + β·L_CCG (method.md §4).
-
-    Attributes:
-        beta: Weight β of the click-centred Gaussian loss.
-        dice_focal_alpha: α of the Dice-Focal loss, (1 − α)·Dice + α·Focal.
-        focal_gamma: Focal γ.
-        ccg_sigma: σ of the click-centred Gaussian (pixels).
-        ccg_window: Half-width of its window in pixels; ``None`` = ⌈3σ⌉ (the released code uses 10).
-        ccg_form: ``"log"`` (textbook cross-entropy) or ``"linear"`` (released code).
-        ccg_normalisation: ``"clicks"`` (Σ/(|C|·H·W), paper) or ``"pixels"`` (Σ/(B·H·W), released code).
-        ccg_class_constrained: Keep the indicator 1[P = y_c] (the point of the loss).
-        ccg_flat_window: Replace the Gaussian by 1 inside the window (ablation).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    beta: float = Field(default=200.0, ge=0.0)
-    dice_focal_alpha: float = Field(default=0.7, ge=0.0, le=1.0)
-    focal_gamma: float = Field(default=2.0, ge=0.0)
-    ccg_sigma: PositiveFloat = 3.0
-    ccg_window: int | None = Field(default=None, ge=0)
-    ccg_form: Literal["log", "linear"] = "log"
-    ccg_normalisation: Literal["clicks", "pixels"] = "clicks"
-    ccg_class_constrained: bool = True
-    ccg_flat_window: bool = False
 
 
 class ForwardFn(Protocol):
@@ -136,12 +109,15 @@ class ClickEvent:
         image: The image ``(C, H, W)`` on the model's device.
         clicks: All clicks of the image so far, the new one last (C_t).
         previous_logits: Logits ``(1, K, H, W)`` on screen before this click (f(I, C_{t−1}) with the weights
-            of that moment, no graph); ``None`` at the first click. A later optimisation may replace
-            this by the graph-carrying forward of the displayed mask.
+            of that moment, no graph); ``None`` at the first click.
         forward: Runs the shared network on this image with any clicks.
         inputs: Builds the network input for any clicks (for strategies with a network of their own).
         task: The task.
         image_id: Caller's identifier of the image.
+        previous_graph: The same logits as ``previous_logits`` but still carrying the autograd graph of the
+            forward that displayed them, handed over by the session when the strategy asked for it
+            (:meth:`AdaptationStrategy.backpropagates_through_previous_forward`) and the weights have not
+            changed since; ``None`` otherwise. Read it through :meth:`previous_logits_with_graph`.
     """
 
     image: torch.Tensor
@@ -151,6 +127,7 @@ class ClickEvent:
     inputs: InputFn
     task: TaskSpec
     image_id: str = ""
+    previous_graph: torch.Tensor | None = field(default=None, repr=False)
     _current_logits: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -173,6 +150,23 @@ class ClickEvent:
         if self._current_logits is None:
             self._current_logits = self.forward(self.clicks, grad=False)
         return self._current_logits
+
+    def previous_logits_with_graph(self) -> torch.Tensor:
+        """f(I, C_{t−1}; θ) with its autograd graph, for one backward pass.
+
+        The session's displayed forward of the previous click is reused when it kept its graph (the
+        weights are then the same θ, so the values and gradients are those of a recomputation); otherwise
+        the forward is recomputed here. The kept graph is handed out once: a second call recomputes.
+
+        Raises:
+            ValueError: At the first click (there is no previous forward).
+        """
+        if self.click_index < 1:
+            raise ValueError("the first click has no previous forward")
+        kept, self.previous_graph = self.previous_graph, None
+        if kept is not None:
+            return kept
+        return self.forward(self.clicks[:-1], grad=True)
 
     @property
     def computed_current_logits(self) -> torch.Tensor | None:
@@ -279,6 +273,15 @@ class AdaptationStrategy(abc.ABC):
         """Whether :meth:`after_click` may change weights at the click with this 0-based index."""
         return False
 
+    def backpropagates_through_previous_forward(self, click_index: int) -> bool:
+        """Whether :meth:`after_click` at this click back-propagates through f(I, C_{t−1}; θ).
+
+        When true, the session runs the displayed forward of the click before (index ``click_index − 1``)
+        with autograd and keeps its graph, so the update needs no second forward on the same input with
+        the same weights (see :meth:`ClickEvent.previous_logits_with_graph`). Default: ``False``.
+        """
+        return False
+
     def updates_after_image(self) -> bool:
         """Whether :meth:`after_image` may change weights (the session calls it only then)."""
         return True
@@ -350,6 +353,24 @@ def click_cross_entropy(logits: torch.Tensor, clicks: Sequence[Click]) -> torch.
     labels = torch.tensor([c.label for c in clicks], device=logits.device)
     click_logits = logits[0, :, rows, cols].transpose(0, 1)  # (N, K)
     return nn.functional.cross_entropy(click_logits, labels)
+
+
+def image_loss(
+    loss: SegmentationLoss, logits: torch.Tensor, target: torch.Tensor, clicks: Sequence[Click]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``L_DF + β·L_CCG`` of one image and its terms as floats, for a step and its report.
+
+    Args:
+        loss: The loss (built from the strategy's :class:`~clickadapt.losses.combined.LossConfig` settings).
+        logits: ``(1, K, H, W)`` with graph.
+        target: ``(1, H, W)`` int64 (pseudo-)label.
+        clicks: Clicks of the CCG term; none makes that term 0.
+
+    Returns:
+        The total loss and ``{"dice_focal", "click_gaussian", "total"}`` as floats.
+    """
+    terms = loss.components(logits, target, [list(clicks)])
+    return terms.total, terms.as_floats()
 
 
 def pseudo_label(logits: torch.Tensor) -> torch.Tensor:

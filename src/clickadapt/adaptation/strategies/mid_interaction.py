@@ -5,18 +5,18 @@ from __future__ import annotations
 from clickadapt.adaptation.strategies.base import (
     AdaptationStrategy,
     ClickEvent,
-    ClickLossSettings,
     ImageEvent,
     StepReport,
     StrategyConfig,
+    image_loss,
     pseudo_label,
 )
-from clickadapt.adaptation.strategies.click_losses import OaimsUpdateLoss
+from clickadapt.losses.combined import LossConfig, SegmentationLoss
 from clickadapt.tasks import TaskSpec
 
 
-class MidInteractionConfig(StrategyConfig, ClickLossSettings):
-    """Settings of Mid-Interaction adaptation.
+class MidInteractionConfig(StrategyConfig, LossConfig):
+    """Settings of Mid-Interaction adaptation: Adam (:class:`StrategyConfig`), the loss (:class:`LossConfig`).
 
     Attributes:
         click_loss: Add β·L_CCG on the new click (``False`` is the ablation "MI without CCG", which
@@ -27,22 +27,25 @@ class MidInteractionConfig(StrategyConfig, ClickLossSettings):
 
 
 def mid_interaction_update(
-    strategy: AdaptationStrategy, loss: OaimsUpdateLoss, event: ClickEvent, click_loss: bool
+    strategy: AdaptationStrategy, loss: SegmentationLoss, event: ClickEvent, click_loss: bool
 ) -> StepReport:
     """One MI step: L_DF(f(I, C_{t−1}), P_t^init) + β·L_CCG(c_t), P_t^init = f(I, C_t) without grad.
 
+    Costs one no-grad forward (P_t^init) and one backward: f(I, C_{t−1}; θ) is the graph the session kept
+    from the forward that displayed the previous mask (recomputed only when it was not kept).
+
     Args:
         strategy: Owner of the optimizer.
-        loss: The OAIMS loss.
+        loss: L_DF + β·L_CCG.
         event: The click event (its ``current_logits`` give the pseudo-label).
-        click_loss: Include the CCG term on the new click.
+        click_loss: Include the CCG term on the new click (else that term is 0).
 
     Returns:
         The step report (``updated=False`` with a note if the loss was not finite).
     """
     target = pseudo_label(event.current_logits())
-    previous_logits = event.forward(event.clicks[:-1], grad=True)
-    total, values = loss(previous_logits, target, [event.new_click] if click_loss else None)
+    previous_logits = event.previous_logits_with_graph()
+    total, values = image_loss(loss, previous_logits, target, [event.new_click] if click_loss else [])
     stepped = strategy.gradient_step(total)
     return StepReport(
         updated=stepped, losses=values, steps=int(stepped), note="" if stepped else "non-finite loss; step skipped"
@@ -57,10 +60,14 @@ class MidInteractionStrategy(AdaptationStrategy):
     def __init__(self, task: TaskSpec, config: MidInteractionConfig | None = None) -> None:
         self.settings = config or MidInteractionConfig()
         super().__init__(task, self.settings)
-        self.loss = OaimsUpdateLoss(self.settings)
+        self.loss = self.settings.build()
 
     def updates_on_click(self, click_index: int) -> bool:
         """From the second click on."""
+        return click_index >= 1
+
+    def backpropagates_through_previous_forward(self, click_index: int) -> bool:
+        """Every MI step back-propagates through f(I, C_{t−1}; θ)."""
         return click_index >= 1
 
     def after_click(self, event: ClickEvent) -> StepReport | None:

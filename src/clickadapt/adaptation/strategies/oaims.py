@@ -14,7 +14,6 @@ from clickadapt.adaptation.strategies.base import (
     rng_state,
     set_rng_state,
 )
-from clickadapt.adaptation.strategies.click_losses import OaimsUpdateLoss
 from clickadapt.adaptation.strategies.mid_interaction import MidInteractionConfig, mid_interaction_update
 from clickadapt.adaptation.strategies.post_interaction import PostInteractionConfig, post_interaction_update
 from clickadapt.tasks import TaskSpec
@@ -32,11 +31,15 @@ class OaimsStrategy(AdaptationStrategy):
     def __init__(self, task: TaskSpec, config: OaimsConfig | None = None) -> None:
         self.settings = config or OaimsConfig()
         super().__init__(task, self.settings)
-        self.loss = OaimsUpdateLoss(self.settings)
+        self.loss = self.settings.build()
         self.rng = np.random.default_rng(self.settings.seed)
 
     def updates_on_click(self, click_index: int) -> bool:
         """From the second click on."""
+        return click_index >= 1
+
+    def backpropagates_through_previous_forward(self, click_index: int) -> bool:
+        """Every MI step back-propagates through f(I, C_{t−1}; θ)."""
         return click_index >= 1
 
     def after_click(self, event: ClickEvent) -> StepReport | None:

@@ -19,22 +19,22 @@ from pydantic import Field
 from clickadapt.adaptation.strategies.base import (
     AdaptationStrategy,
     ClickEvent,
-    ClickLossSettings,
     ImageEvent,
     StepReport,
     StrategyConfig,
+    image_loss,
     pseudo_label,
     rng_state,
     set_rng_state,
 )
-from clickadapt.adaptation.strategies.click_losses import OaimsUpdateLoss
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import error_components, random_pixel
+from clickadapt.losses.combined import LossConfig, SegmentationLoss
 from clickadapt.tasks import TaskSpec
 
 
-class PostInteractionConfig(StrategyConfig, ClickLossSettings):
-    """Settings of Post-Interaction adaptation.
+class PostInteractionConfig(StrategyConfig, LossConfig):
+    """Settings of Post-Interaction adaptation: Adam (:class:`StrategyConfig`), the loss (:class:`LossConfig`).
 
     Attributes:
         stage1_click_loss: Add β·L_CCG on the first click to the Stage-1 loss (released code; the paper
@@ -75,7 +75,7 @@ def synthetic_correction_clicks(
 
 def post_interaction_update(
     strategy: AdaptationStrategy,
-    loss: OaimsUpdateLoss,
+    loss: SegmentationLoss,
     event: ImageEvent,
     settings: PostInteractionConfig,
     rng: np.random.Generator,
@@ -88,8 +88,8 @@ def post_interaction_update(
     """
     target = event.final_mask.unsqueeze(0)
     first_click_logits = event.forward([event.first_click], grad=True)
-    stage1_total, stage1_values = loss(
-        first_click_logits, target, [event.first_click] if settings.stage1_click_loss else None
+    stage1_total, stage1_values = image_loss(
+        loss, first_click_logits, target, [event.first_click] if settings.stage1_click_loss else []
     )
     values = {f"stage1_{key}": value for key, value in stage1_values.items()}
     steps = int(strategy.gradient_step(stage1_total))
@@ -103,7 +103,7 @@ def post_interaction_update(
     else:
         stage2_clicks = [event.first_click, *clicks] if settings.stage2_include_first_click else clicks
         stage2_logits = event.forward(stage2_clicks, grad=True)
-        stage2_total, stage2_values = loss(stage2_logits, target, clicks)
+        stage2_total, stage2_values = image_loss(loss, stage2_logits, target, clicks)
         values.update({f"stage2_{key}": value for key, value in stage2_values.items()})
         stage2_stepped = strategy.gradient_step(stage2_total)
         steps += int(stage2_stepped)
@@ -121,7 +121,7 @@ class PostInteractionStrategy(AdaptationStrategy):
     def __init__(self, task: TaskSpec, config: PostInteractionConfig | None = None) -> None:
         self.settings = config or PostInteractionConfig()
         super().__init__(task, self.settings)
-        self.loss = OaimsUpdateLoss(self.settings)
+        self.loss = self.settings.build()
         self.rng = np.random.default_rng(self.settings.seed)
 
     def after_click(self, event: ClickEvent) -> StepReport | None:

@@ -1,0 +1,725 @@
+"""Safe continual adaptation: an update guard, bounded snapshots, a drift monitor with rollback, an anchor.
+
+A model that learns from its own refined outputs can accumulate errors over a long stream. This module
+hangs a safety layer on the shared :class:`~clickadapt.adaptation.model_state.ModelState` without touching
+the strategies, so it works with every updating strategy::
+
+    state = ModelState(network, task, make_strategy("oaims", task))
+    safety = attach_safety(state)                  # SafetyConfig() defaults: guard + monitor, no anchor
+    session = InteractiveSession(state)
+    ...                                            # set_image, add_click, …
+    final_mask = safety.finish(session)            # = session.finish() + safety.image_finished(session)
+    safety.events                                  # [SafetyEvent(kind, image_id, reason, version, …)]
+
+What it does:
+
+- **Update guard** (an update listener, so it sees every weight change of every session): an update
+  whose loss is not finite, whose weights are not finite, or whose step ‖Δθ‖ is abnormally large —
+  relative to ‖θ‖, or to the running median of recent steps of the same kind — is undone at once: the
+  weights *and* the strategy's state (Adam moments, generators) go back bit for bit to the last accepted
+  state, which the guard keeps in a preallocated buffer (one in-place copy per accepted update). The
+  session carries on with the restored weights; nothing is raised at the user.
+- **Snapshots** at every finished image, in a bounded history: the last ``recent_snapshots`` images
+  densely, plus one every ``sparse_snapshot_every`` images for the last ``sparse_snapshots`` of those,
+  so that a rollback can reach back before a slow drift began. The weights the monitor was attached
+  with (the source model) are pinned and always a candidate.
+- **Drift monitor** on signals that need no ground truth, computed from each finished session:
+  the agreement (Dice) between the first-click prediction and the final mask the user accepted, how
+  many clicks it took until the prediction agreed with the final mask, and the fraction of the user's
+  later clicks the first-click prediction already agreed with. The decision statistic is the first-click
+  agreement, compared over a sliding window of ``window`` images either with the *source model on the
+  same images* (``reference="source"``, default: one extra forward per image, and the difficulty of a
+  new domain cancels out) or with the first ``window`` images after attaching (``reference="window"``).
+  When it worsens by more than ``max_drop``, the candidates (source model and the history's good
+  snapshots) are replayed on the window's images with their first clicks and scored against the
+  accepted masks; the best one is restored if it beats the current weights by ``min_improvement``
+  (a ``rollback`` event), otherwise a ``drift_unresolved`` event is recorded and nothing changes.
+- **Anchor** (off by default, see ``bench/results/long_stream.md``): after each accepted update,
+  θ ← θ − λ(θ − θ_source), an exponential pull towards the source weights that needs no change to the
+  update losses.
+
+The web server persists versions itself; the snapshots here live in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from torch import nn
+
+from clickadapt.adaptation.model_state import ModelState, StateSnapshot, UpdateEvent
+from clickadapt.adaptation.session import InteractiveSession
+from clickadapt.clicks.click import Click
+from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA, model_input
+from clickadapt.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+SafetyEventKind = Literal["update_rejected", "rollback", "drift_unresolved"]
+
+
+class SafetyConfig(BaseModel):
+    """Settings of the safety layer (defaults are the ones the application uses).
+
+    Attributes:
+        guard: Check every weight update and undo the abnormal ones.
+        max_relative_step: Reject an update whose step ‖Δθ‖ exceeds this fraction of ‖θ‖. Adam moves each
+            weight by about the learning rate per step, so normal online steps are 1e-4–1e-2 of ‖θ‖.
+        max_step_over_median: Reject an update whose ‖Δθ‖ exceeds this multiple of the median of the last
+            accepted steps of the same kind (click or image updates).
+        step_median_of: How many recent accepted steps of each kind the median is taken over.
+        step_median_after: Accepted steps of a kind needed before the median test applies.
+        recent_snapshots: Snapshots kept of the latest finished images (dense part of the history).
+        sparse_snapshot_every: Also keep the snapshot of every n-th finished image …
+        sparse_snapshots: … the latest this many of them (sparse part of the history, reaching back
+            ``sparse_snapshot_every × sparse_snapshots`` images).
+        monitor: Watch the ground-truth-free signals of finished images and roll back on drift.
+        reference: ``"source"``: compare the first-click agreement with the accepted mask to that of the
+            source model on the same images (one extra forward per image); ``"window"``: compare with the
+            first ``window`` images after attaching (no extra forward; a harder domain also looks like
+            drift).
+        window: Images in the sliding window (and in the reference window).
+        min_images: Images the window needs before the monitor may fire (also after a rollback).
+        max_drop: Fire when the window's mean first-click agreement is this much (Dice, 0–1) below the
+            reference.
+        min_improvement: A rollback candidate must beat the current weights by this much (mean Dice of
+            first-click predictions against the window's accepted masks) to be restored.
+        agreement_threshold: Dice with the final mask from which a prediction counts as final (for the
+            clicks-to-final signal).
+        anchor_rate: λ of the anchor θ ← θ − λ(θ − θ_source) applied after each accepted update; 0 = off.
+        signal_history: Finished images whose signals are kept for reports (oldest dropped first).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    guard: bool = True
+    max_relative_step: PositiveFloat = 0.05
+    max_step_over_median: PositiveFloat = 20.0
+    step_median_of: PositiveInt = 50
+    step_median_after: PositiveInt = 10
+    recent_snapshots: int = Field(default=4, ge=1)
+    sparse_snapshot_every: PositiveInt = 10
+    sparse_snapshots: int = Field(default=6, ge=0)
+    monitor: bool = True
+    reference: Literal["source", "window"] = "source"
+    window: int = Field(default=10, ge=2)
+    min_images: int = Field(default=5, ge=1)
+    max_drop: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_improvement: float = Field(default=0.01, ge=0.0, le=1.0)
+    agreement_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    anchor_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    signal_history: PositiveInt = 10_000
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """Something the safety layer did, for the server and reports.
+
+    Attributes:
+        kind: ``update_rejected`` (the guard undid an update), ``rollback`` (the monitor restored a
+            snapshot) or ``drift_unresolved`` (drift detected but no snapshot was better; nothing changed).
+        image_id: The image the update learnt from, or the finished image that triggered the monitor.
+        reason: A sentence saying why, with the numbers.
+        version: The model version after the event.
+        image_index: 0-based count of finished images (since attaching) when it happened.
+        restored_version: For ``rollback``: the version of the restored snapshot (the source model's
+            version when it rolled back to the source).
+    """
+
+    kind: SafetyEventKind
+    image_id: str
+    reason: str
+    version: int
+    image_index: int
+    restored_version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageSignals:
+    """The ground-truth-free signals of one finished image.
+
+    Attributes:
+        image_index: 0-based count of finished images since attaching.
+        image_id: The session's image id.
+        version: Model version that produced the first-click prediction.
+        clicks: Clicks the user made.
+        first_final_dice: Mean over the task's regions of the Dice between the first-click prediction
+            and the final (accepted) mask.
+        clicks_to_final: First click whose prediction reached ``agreement_threshold`` Dice with the final
+            mask.
+        first_click_agreement: Fraction of the clicks after the first at whose pixel the first-click
+            prediction already had the clicked class (NaN with a single click).
+        source_first_final_dice: The same as ``first_final_dice`` for the source model with the same first
+            click (``None`` unless ``reference="source"``).
+    """
+
+    image_index: int
+    image_id: str
+    version: int
+    clicks: int
+    first_final_dice: float
+    clicks_to_final: int
+    first_click_agreement: float
+    source_first_final_dice: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass
+class SnapshotRecord:
+    """One snapshot of the history.
+
+    Attributes:
+        image_index: Finished images (since attaching) when it was taken; -1 for the pinned source.
+        image_id: The image finished just before it ("" for the source).
+        snapshot: Weights and strategy state.
+        good: Whether the monitor saw no drift when it was taken (only good ones are rollback candidates).
+    """
+
+    image_index: int
+    image_id: str
+    snapshot: StateSnapshot
+    good: bool = True
+
+    @property
+    def version(self) -> int:
+        """The model version of the snapshot."""
+        return self.snapshot.version
+
+
+@dataclass(frozen=True)
+class _ReplayItem:
+    image: torch.Tensor  # (C, H, W) on the model's device
+    first_click: Click
+    final_mask: np.ndarray  # (H, W) int64
+    click_sigma: float
+
+
+RollbackHook = Callable[[SafetyEvent, StateSnapshot, StateSnapshot], None]
+"""Called after a rollback with the event, the weights before it and the restored snapshot (benchmarks)."""
+
+
+def mean_region_dice(prediction: np.ndarray, reference: np.ndarray, task: TaskSpec) -> float:
+    """Mean over the task's regions of the Dice between two class maps (1.0 where both are empty).
+
+    Raises:
+        ValueError: If the shapes differ.
+    """
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
+    values = []
+    for classes in task.regions.values():
+        predicted = np.isin(prediction, classes)
+        expected = np.isin(reference, classes)
+        total = int(predicted.sum()) + int(expected.sum())
+        values.append(1.0 if total == 0 else 2.0 * int(np.logical_and(predicted, expected).sum()) / total)
+    return float(np.mean(values)) if values else 1.0
+
+
+def image_signals(
+    predictions: Sequence[np.ndarray],
+    clicks: Sequence[Click],
+    task: TaskSpec,
+    agreement_threshold: float = 0.9,
+) -> tuple[float, int, float]:
+    """First-click agreement with the final mask, clicks until final, and clicks the first guess agreed with.
+
+    Args:
+        predictions: The prediction after each click; the last one is the final mask.
+        clicks: The clicks, in order (as many as predictions).
+        task: The task (regions).
+        agreement_threshold: Dice with the final mask from which a prediction counts as final.
+
+    Returns:
+        ``(first_final_dice, clicks_to_final, first_click_agreement)`` as in :class:`ImageSignals`.
+
+    Raises:
+        ValueError: Without predictions, or when clicks and predictions differ in number.
+    """
+    if not predictions:
+        raise ValueError("the session has no prediction; finish an image with at least one click")
+    if len(predictions) != len(clicks):
+        raise ValueError(f"{len(predictions)} predictions but {len(clicks)} clicks")
+    final = predictions[-1]
+    first = predictions[0]
+    first_final = mean_region_dice(first, final, task)
+    clicks_to_final = next(
+        index
+        for index, prediction in enumerate(predictions, start=1)
+        if mean_region_dice(prediction, final, task) >= agreement_threshold
+    )
+    later = clicks[1:]
+    agreement = float(np.mean([first[c.row, c.col] == c.label for c in later])) if later else math.nan
+    return first_final, clicks_to_final, agreement
+
+
+def _copy_into(target: Any, source: Any) -> Any:
+    """Copy ``source`` (nested dicts/lists/tuples of tensors and values) into ``target``'s tensors in place.
+
+    Tensors of matching shape, dtype and device are reused (no allocation); anything else is cloned.
+    Returns the new ``target``.
+    """
+    if isinstance(source, torch.Tensor):
+        if (
+            isinstance(target, torch.Tensor)
+            and target.shape == source.shape
+            and target.dtype == source.dtype
+            and target.device == source.device
+        ):
+            target.copy_(source)
+            return target
+        return source.detach().clone()
+    if isinstance(source, dict):
+        old = target if isinstance(target, dict) else {}
+        return {key: _copy_into(old.get(key), value) for key, value in source.items()}
+    if isinstance(source, list | tuple):
+        previous = list(target) if isinstance(target, list | tuple) and len(target) == len(source) else []
+        items = [_copy_into(previous[i] if previous else None, value) for i, value in enumerate(source)]
+        return items if isinstance(source, list) else tuple(items)
+    return copy.deepcopy(source)
+
+
+class _AcceptedState:
+    """The last accepted weights and strategy state, kept in preallocated buffers."""
+
+    def __init__(self) -> None:
+        self.model_state: dict[str, torch.Tensor] = {}
+        self.strategy_state: dict[str, Any] = {}
+        self.strategy = ""
+        self.version = -1
+
+    def remember(self, state: ModelState) -> None:
+        with torch.no_grad():
+            self.model_state = _copy_into(self.model_state, state.model.state_dict())
+            self.strategy_state = _copy_into(self.strategy_state, state.strategy.state_dict())
+        self.strategy = state.strategy.name
+        self.version = state.version
+
+    def snapshot(self) -> StateSnapshot:
+        return StateSnapshot(self.version, self.strategy, self.model_state, self.strategy_state)
+
+
+class SafetyMonitor:
+    """The safety layer attached to one :class:`ModelState`; make it with :func:`attach_safety`.
+
+    Args:
+        state: The shared model state to protect.
+        config: Settings.
+
+    Attributes:
+        events: Everything the layer did, in order.
+        signals: The signals of the latest finished images.
+        history: The snapshot history (oldest first), the pinned source first.
+    """
+
+    def __init__(self, state: ModelState, config: SafetyConfig | None = None) -> None:
+        self.state = state
+        self.config = config or SafetyConfig()
+        self.events: list[SafetyEvent] = []
+        self.signals: deque[ImageSignals] = deque(maxlen=self.config.signal_history)
+        self._rollback_hooks: list[RollbackHook] = []
+        self._image_index = 0
+        self._restoring = False
+        self._step_norms: dict[str, deque[float]] = {}
+        self._accepted = _AcceptedState()
+        self._window: deque[float] = deque(maxlen=self.config.window)
+        self._reference_values: list[float] = []
+        self._replay: deque[_ReplayItem] = deque(maxlen=self.config.window)
+        self._recent: deque[SnapshotRecord] = deque(maxlen=self.config.recent_snapshots)
+        self._sparse: deque[SnapshotRecord] = deque(maxlen=max(self.config.sparse_snapshots, 1))
+        with state.lock:
+            self.source = SnapshotRecord(image_index=-1, image_id="", snapshot=state.snapshot(), good=True)
+            self._source_parameters = {
+                name: self.source.snapshot.model_state[name] for name, _ in state.model.named_parameters()
+            }
+            self._probe: nn.Module = copy.deepcopy(state.model).eval()
+            self._probe.requires_grad_(False)
+            self._probe_version: int | None = self.source.version
+            if self.config.guard:
+                self._accepted.remember(state)
+            state.add_listener(self._on_update)
+        self._attached = True
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def history(self) -> list[SnapshotRecord]:
+        """The pinned source snapshot, then the kept snapshots of finished images, oldest first."""
+        kept = {id(record): record for record in (*self._sparse, *self._recent)}
+        ordered = sorted(kept.values(), key=lambda record: record.image_index)
+        return [self.source, *ordered]
+
+    @property
+    def images_seen(self) -> int:
+        """Finished images reported to :meth:`image_finished` since attaching."""
+        return self._image_index
+
+    def add_rollback_hook(self, hook: RollbackHook) -> None:
+        """Call ``hook(event, before, restored)`` after each rollback (e.g. a benchmark judging it)."""
+        self._rollback_hooks.append(hook)
+
+    def detach(self) -> None:
+        """Stop guarding (the listener is removed); the history and events stay readable."""
+        if self._attached:
+            self.state.remove_listener(self._on_update)
+            self._attached = False
+
+    def counts(self) -> dict[str, int]:
+        """Number of events of each kind."""
+        kinds: tuple[SafetyEventKind, ...] = ("update_rejected", "rollback", "drift_unresolved")
+        return {kind: sum(event.kind == kind for event in self.events) for kind in kinds}
+
+    def finish(self, session: InteractiveSession) -> np.ndarray:
+        """``session.finish()`` followed by :meth:`image_finished`; returns the final mask.
+
+        Raises:
+            ValueError: As ``session.finish`` does, or if the session is not on this monitor's model.
+        """
+        self._require_own(session)
+        final_mask = session.finish()
+        self.image_finished(session)
+        return final_mask
+
+    def image_finished(self, session: InteractiveSession) -> list[SafetyEvent]:
+        """Record a finished image: signals, replay item, drift check (maybe a rollback), snapshot.
+
+        Args:
+            session: A session on this monitor's model whose image was just finished.
+
+        Returns:
+            The events this call produced (a rollback or an unresolved drift), usually none.
+
+        Raises:
+            ValueError: If the session is on another model, not finished, or has no click.
+        """
+        self._require_own(session)
+        if not session.finished:
+            raise ValueError(f"image {session.image_id!r} is not finished; call session.finish() first")
+        return self.record_image(
+            _session_image(session),
+            session.clicks,
+            session.predictions,
+            image_id=session.image_id,
+            click_sigma=session.config.click_sigma,
+            version=session.versions[0] if session.versions else None,
+        )
+
+    def record_image(
+        self,
+        image: np.ndarray | torch.Tensor,
+        clicks: Sequence[Click],
+        predictions: Sequence[np.ndarray],
+        image_id: str = "",
+        click_sigma: float = DEFAULT_CLICK_SIGMA,
+        version: int | None = None,
+    ) -> list[SafetyEvent]:
+        """Record a finished image given by its parts (what :meth:`image_finished` does with a session).
+
+        Args:
+            image: The image ``(C, H, W)`` as the network saw it.
+            clicks: The user's clicks, in order.
+            predictions: The prediction after each click; the last one is the accepted final mask.
+            image_id: Identifier for events.
+            click_sigma: σ of the click maps the network expects.
+            version: Model version that produced the first prediction (default: the current one).
+
+        Returns:
+            The events this call produced.
+
+        Raises:
+            ValueError: For mismatching shapes or counts, or no click.
+        """
+        tensor = torch.as_tensor(np.asarray(image, dtype=np.float32) if isinstance(image, np.ndarray) else image)
+        tensor = tensor.to(device=self.state.device, dtype=torch.float32)
+        task = self.state.task
+        if tensor.ndim != 3 or tensor.shape[0] != task.image_channels:
+            raise ValueError(
+                f"image must have shape (C, H, W) with C = {task.image_channels} for task {task.name!r}, "
+                f"got {tuple(tensor.shape)}"
+            )
+        shape = (int(tensor.shape[1]), int(tensor.shape[2]))
+        for index, prediction in enumerate(predictions):
+            if np.shape(prediction) != shape:
+                raise ValueError(f"prediction {index} has shape {np.shape(prediction)}, the image is {shape}")
+        first_final, clicks_to_final, agreement = image_signals(
+            predictions, clicks, task, self.config.agreement_threshold
+        )
+        events: list[SafetyEvent] = []
+        with self.state.lock:
+            final_mask = np.asarray(predictions[-1], dtype=np.int64)
+            source_first_final: float | None = None
+            if self.config.monitor and self.config.reference == "source":
+                source_prediction = self._first_click_prediction(self.source, tensor, clicks[0], click_sigma)
+                source_first_final = mean_region_dice(source_prediction, final_mask, task)
+            signals = ImageSignals(
+                image_index=self._image_index,
+                image_id=image_id,
+                version=self.state.version if version is None else version,
+                clicks=len(clicks),
+                first_final_dice=first_final,
+                clicks_to_final=clicks_to_final,
+                first_click_agreement=agreement,
+                source_first_final_dice=source_first_final,
+            )
+            self.signals.append(signals)
+            good = True
+            if self.config.monitor:
+                self._replay.append(_ReplayItem(tensor.detach().clone(), clicks[0], final_mask.copy(), click_sigma))
+                drift_reason = self._drift(signals)
+                if drift_reason is not None:
+                    event = self._resolve_drift(drift_reason, image_id)
+                    events.append(event)
+                    good = event.kind == "rollback"  # the restored weights, or drifting ones kept for lack of better
+            self._keep_snapshot(image_id, good=good)
+            self._image_index += 1
+        return events
+
+    # ------------------------------------------------------------------ update guard and anchor
+    def _on_update(self, event: UpdateEvent) -> None:
+        if self._restoring:
+            return
+        if event.kind in ("restore", "load"):  # undo, server rollback: the new weights are the accepted ones
+            if self.config.guard:
+                self._accepted.remember(self.state)
+            return
+        if self.config.guard:
+            reason = self._abnormal(event)
+            if reason is not None:
+                self._reject(event, reason)
+                return
+        if self.config.anchor_rate > 0.0:
+            self._anchor()
+        if self.config.guard:
+            self._accepted.remember(self.state)
+
+    def _abnormal(self, event: UpdateEvent) -> str | None:
+        """Why the update is abnormal, or ``None`` (and the step is recorded) if it is acceptable."""
+        bad_losses = {name: value for name, value in event.losses.items() if not math.isfinite(value)}
+        if bad_losses:
+            return f"loss not finite ({', '.join(f'{name}={value}' for name, value in bad_losses.items())})"
+        step, norm = self._step_norm()
+        if not (math.isfinite(step) and math.isfinite(norm)):
+            return "weights not finite after the update"
+        relative = step / max(norm, 1e-12)
+        if relative > self.config.max_relative_step:
+            return f"step ‖Δθ‖/‖θ‖ = {relative:.3g} above the limit {self.config.max_relative_step:g}"
+        recent = self._step_norms.setdefault(event.kind, deque(maxlen=self.config.step_median_of))
+        if len(recent) >= self.config.step_median_after:
+            median = float(np.median(recent))
+            if step > self.config.max_step_over_median * median:
+                return (
+                    f"step ‖Δθ‖ = {step:.3g} is {step / median:.1f}× the median {median:.3g} of the last "
+                    f"{len(recent)} {event.kind} updates (limit {self.config.max_step_over_median:g}×)"
+                )
+        recent.append(step)
+        return None
+
+    def _step_norm(self) -> tuple[float, float]:
+        """‖θ − θ_accepted‖ and ‖θ_accepted‖ over the floating-point entries of the state dict."""
+        step_sq = 0.0
+        norm_sq = 0.0
+        with torch.no_grad():
+            for name, tensor in self.state.model.state_dict().items():
+                if not tensor.is_floating_point():
+                    continue
+                accepted = self._accepted.model_state[name]
+                step_sq += float(torch.linalg.vector_norm(tensor - accepted)) ** 2
+                norm_sq += float(torch.linalg.vector_norm(accepted)) ** 2
+        return math.sqrt(step_sq), math.sqrt(norm_sq)
+
+    def _reject(self, event: UpdateEvent, reason: str) -> None:
+        snapshot = self._accepted.snapshot()
+        self._restoring = True
+        try:
+            if snapshot.strategy == self.state.strategy.name:
+                self.state.restore(snapshot)
+                restored = "weights and strategy state restored"
+            else:  # the strategy was switched since; its own state cannot come from the buffer
+                self.state.load_weights(snapshot.model_state)
+                restored = "weights restored (strategy switched since; its state kept)"
+        finally:
+            self._restoring = False
+        self._accepted.version = self.state.version
+        rejected = SafetyEvent(
+            kind="update_rejected",
+            image_id=event.image_id,
+            reason=f"{event.kind} update to version {event.version} rejected: {reason}; {restored}",
+            version=self.state.version,
+            image_index=self._image_index,
+            restored_version=snapshot.version,
+        )
+        self.events.append(rejected)
+        logger.warning("safety: %s", rejected.reason)
+
+    def _anchor(self) -> None:
+        """θ ← θ − λ(θ − θ_source) for every parameter."""
+        rate = self.config.anchor_rate
+        with torch.no_grad():
+            for name, parameter in self.state.model.named_parameters():
+                parameter.lerp_(self._source_parameters[name], rate)
+
+    # ------------------------------------------------------------------ drift monitor
+    def _drift(self, signals: ImageSignals) -> str | None:
+        """Update the window with this image; a sentence if it drifted beyond the threshold, else ``None``."""
+        config = self.config
+        if config.reference == "source":
+            assert signals.source_first_final_dice is not None
+            self._window.append(signals.first_final_dice - signals.source_first_final_dice)
+            if len(self._window) < config.min_images:
+                return None
+            margin = float(np.mean(self._window))
+            if margin >= -config.max_drop:
+                return None
+            return (
+                f"first-click agreement with the accepted masks was {-margin:.3f} Dice below the source model's "
+                f"over the last {len(self._window)} images (threshold {config.max_drop:g})"
+            )
+        if len(self._reference_values) < config.window:
+            self._reference_values.append(signals.first_final_dice)
+            return None
+        self._window.append(signals.first_final_dice)
+        if len(self._window) < config.min_images:
+            return None
+        reference = float(np.mean(self._reference_values))
+        recent = float(np.mean(self._window))
+        if recent >= reference - config.max_drop:
+            return None
+        return (
+            f"first-click agreement with the accepted masks fell from {reference:.3f} (first "
+            f"{len(self._reference_values)} images) to {recent:.3f} over the last {len(self._window)} images "
+            f"(threshold {config.max_drop:g})"
+        )
+
+    def _resolve_drift(self, reason: str, image_id: str) -> SafetyEvent:
+        """Replay the window on the candidates; restore the best if it beats the current weights."""
+        current = self._replay_score(None)
+        candidates = [record for record in self.history if record.good]
+        scored = [(self._replay_score(record), record) for record in candidates]
+        best_score, best = max(scored, key=lambda item: (item[0], item[1].image_index))
+        self._window.clear()
+        summary = (
+            f"{reason}; replaying the window's first clicks: current weights {current:.3f}, best candidate "
+            f"{'source model' if best is self.source else f'snapshot after image {best.image_index}'} "
+            f"(version {best.version}) {best_score:.3f}"
+        )
+        if best_score < current + self.config.min_improvement:
+            event = SafetyEvent(
+                kind="drift_unresolved",
+                image_id=image_id,
+                reason=f"{summary}; no candidate better by {self.config.min_improvement:g}, weights kept",
+                version=self.state.version,
+                image_index=self._image_index,
+            )
+        else:
+            before = self.state.snapshot()
+            self._restore(best.snapshot)
+            for record in self.history[1:]:  # the trajectory after the restored snapshot was the drifting one
+                if record.image_index > best.image_index:
+                    record.good = False
+            event = SafetyEvent(
+                kind="rollback",
+                image_id=image_id,
+                reason=f"{summary}; rolled back",
+                version=self.state.version,
+                image_index=self._image_index,
+                restored_version=best.version,
+            )
+            for hook in self._rollback_hooks:
+                hook(event, before, best.snapshot)
+        self.events.append(event)
+        logger.warning("safety: %s", event.reason)
+        return event
+
+    def _restore(self, snapshot: StateSnapshot) -> None:
+        self._restoring = True
+        try:
+            if snapshot.strategy == self.state.strategy.name:
+                self.state.restore(snapshot)
+            else:
+                self.state.load_weights(snapshot.model_state)
+        finally:
+            self._restoring = False
+        if self.config.guard:
+            self._accepted.remember(self.state)
+
+    def _keep_snapshot(self, image_id: str, good: bool) -> None:
+        record = SnapshotRecord(self._image_index, image_id, self.state.snapshot(), good)
+        self._recent.append(record)
+        if self.config.sparse_snapshots > 0 and self._image_index % self.config.sparse_snapshot_every == 0:
+            self._sparse.append(record)
+
+    # ------------------------------------------------------------------ probe forwards
+    def _load_probe(self, record: SnapshotRecord | None) -> None:
+        """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
+        if record is None:
+            with torch.no_grad():
+                self._probe.load_state_dict(self.state.model.state_dict())
+            self._probe_version = None
+        elif self._probe_version != record.version:
+            with torch.no_grad():
+                self._probe.load_state_dict(record.snapshot.model_state)
+            self._probe_version = record.version
+
+    def _first_click_prediction(
+        self, record: SnapshotRecord | None, image: torch.Tensor, click: Click, sigma: float
+    ) -> np.ndarray:
+        self._load_probe(record)
+        inputs = model_input(image, [click], self.state.task.num_classes, sigma).unsqueeze(0)
+        with torch.inference_mode():
+            logits = self._probe(inputs)
+        prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+        return prediction
+
+    def _replay_score(self, record: SnapshotRecord | None) -> float:
+        """Mean Dice of the first-click predictions of ``record`` (``None`` = live weights) vs accepted masks."""
+        scores = [
+            mean_region_dice(
+                self._first_click_prediction(record, item.image, item.first_click, item.click_sigma),
+                item.final_mask,
+                self.state.task,
+            )
+            for item in self._replay
+        ]
+        return float(np.mean(scores)) if scores else math.nan
+
+    def _require_own(self, session: InteractiveSession) -> None:
+        if session.state is not self.state:
+            raise ValueError("the session works on another ModelState than the one this safety monitor guards")
+
+
+def _session_image(session: InteractiveSession) -> torch.Tensor:
+    """The open image ``(C, H, W)`` of a session (its public ``image`` property where it has one)."""
+    image = getattr(session, "image", None)
+    if image is None:
+        image = session._require_image()
+    if not isinstance(image, torch.Tensor):
+        image = torch.as_tensor(np.asarray(image, dtype=np.float32), device=session.state.device)
+    return image
+
+
+def attach_safety(state: ModelState, config: SafetyConfig | None = None) -> SafetyMonitor:
+    """Protect a shared model with the safety layer (one call; the server switches it on with this line).
+
+    Args:
+        state: The shared model state.
+        config: Settings; ``None`` = :class:`SafetyConfig` defaults.
+
+    Returns:
+        The monitor: call :meth:`SafetyMonitor.finish` (or ``image_finished`` after ``session.finish()``)
+        for every finished image; read :attr:`SafetyMonitor.events`.
+    """
+    return SafetyMonitor(state, config)

@@ -1,0 +1,324 @@
+"""The safety layer: update guard, anchor, snapshot history, drift monitor and rollback."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from adaptation_testing import (
+    BRAIN_CLICKS,
+    equal_states,
+    one_torch_thread,
+    synthetic_image,
+    tiny_state,
+    weights,
+)
+from torch import nn
+
+from clickadapt.adaptation.model_state import ModelState
+from clickadapt.adaptation.safety import (
+    SafetyConfig,
+    SafetyMonitor,
+    attach_safety,
+    image_signals,
+    mean_region_dice,
+)
+from clickadapt.adaptation.session import InteractiveSession
+from clickadapt.adaptation.strategies import (
+    AdaptationStrategy,
+    ClickEvent,
+    ImageEvent,
+    StepReport,
+    StrategyConfig,
+    make_strategy,
+)
+from clickadapt.adaptation.strategies.base import deep_copy_state
+from clickadapt.clicks.click import Click
+from clickadapt.tasks import BRAIN, FUNDUS
+
+SIZE = 24
+CENTRE = Click(12, 12, 1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from one_torch_thread()
+
+
+# ------------------------------------------------------------------------------------------ test doubles
+
+
+class ThresholdNet(nn.Module):
+    """Lesion where ``gain·image + 0.4·(lesion map − background map) > threshold``: predictable by hand.
+
+    With threshold 0.5 it segments exactly the pixels brighter than 0.5 (click maps never exceed 1); with a
+    threshold above 1.4 it segments nothing.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = nn.Parameter(torch.tensor(threshold))
+        self.gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        image, background_map, lesion_map = inputs[:, 0], inputs[:, 1], inputs[:, 2]
+        lesion = self.gain * image + 0.4 * (lesion_map - background_map)
+        return torch.stack([self.threshold.expand_as(lesion), lesion], dim=1)
+
+
+def disk_image(distractor: bool = False) -> np.ndarray:
+    """A disk of 1.0 (radius 5) at the centre; optionally a 0.6 blob in a corner."""
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    image = ((rows - 12) ** 2 + (cols - 12) ** 2 <= 25).astype(np.float32)
+    if distractor:
+        image[1:5, 1:5] = 0.6
+    return image[None]
+
+
+def disk_mask() -> np.ndarray:
+    return disk_image()[0].astype(np.int64)
+
+
+class ScriptedStrategy(AdaptationStrategy):
+    """Changes the weights at every click from the second on by a scripted function of the click index."""
+
+    name: ClassVar[str] = "scripted"
+
+    def __init__(self, change: dict[int, tuple[float, dict[str, float]]]) -> None:
+        super().__init__(BRAIN, StrategyConfig(lr=1e-3))
+        self.change = change  # click index → (amount added to every parameter, reported losses)
+
+    def updates_on_click(self, click_index: int) -> bool:
+        return click_index in self.change
+
+    def after_click(self, event: ClickEvent) -> StepReport | None:
+        amount, losses = self.change[event.click_index]
+        loss = event.forward(event.clicks, grad=True).mean()  # a real Adam step changes the optimizer state
+        self.gradient_step(loss)
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                parameter.add_(amount)
+        return StepReport(updated=True, losses=losses, steps=1)
+
+    def after_image(self, event: ImageEvent) -> StepReport | None:
+        return None
+
+
+def click_through(state: ModelState, clicks: list[Click], image: np.ndarray | None = None) -> InteractiveSession:
+    session = InteractiveSession(state, undo_depth=0)
+    session.set_image(disk_image() if image is None else image, image_id="img")
+    for click in clicks:
+        session.add_click(click)
+    return session
+
+
+# ------------------------------------------------------------------------------------------ update guard
+
+
+def test_guard_rejects_a_non_finite_loss_and_restores_weights_and_optimizer_bit_for_bit() -> None:
+    strategy = ScriptedStrategy({1: (0.0, {"total": 0.5}), 2: (0.0, {"total": math.nan})})
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    monitor = attach_safety(state, SafetyConfig(monitor=False))
+    session = click_through(state, [CENTRE, Click(1, 1, 0)])  # click 2: an accepted real Adam step
+    before_weights, before_optimizer = weights(state.model), deep_copy_state(strategy.state_dict())
+    assert before_optimizer["optimizer"]["state"]  # Adam moments exist
+    session.add_click(Click(2, 2, 0))  # click 3: a step that reports a NaN loss
+    assert equal_states(weights(state.model), before_weights)
+    assert equal_states(strategy.state_dict(), before_optimizer)
+    assert [event.kind for event in monitor.events] == ["update_rejected"]
+    assert "loss not finite (total=nan)" in monitor.events[0].reason
+    assert monitor.events[0].version == state.version
+
+
+def test_guard_rejects_a_huge_step_and_the_session_shows_the_restored_weights() -> None:
+    strategy = ScriptedStrategy({1: (5.0, {"total": 0.5})})  # θ = (0.5, 1) + 5: ‖Δθ‖/‖θ‖ ≈ 6.3
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    monitor = attach_safety(state, SafetyConfig(monitor=False))
+    before = weights(state.model)
+    session = click_through(state, [CENTRE, Click(1, 1, 0)])
+    assert equal_states(weights(state.model), before)
+    assert monitor.counts() == {"update_rejected": 1, "rollback": 0, "drift_unresolved": 0}
+    assert "above the limit 0.05" in monitor.events[0].reason
+    np.testing.assert_array_equal(session.predictions[-1], disk_mask())  # the original model's mask
+
+
+def test_guard_rejects_a_step_far_above_the_running_median() -> None:
+    # Ten small steps (+1e-5 per weight) set the median; then one 100× larger (still < 5 % of ‖θ‖).
+    change = {index: (1e-5, {"total": 0.1}) for index in range(1, 11)}
+    change[11] = (1e-3, {"total": 0.1})
+    strategy = ScriptedStrategy(change)
+    strategy.gradient_step = lambda loss: True  # type: ignore[method-assign]  # only the scripted change
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    monitor = attach_safety(state, SafetyConfig(monitor=False, step_median_after=10))
+    clicks = [CENTRE] + [Click(0, index, 0) for index in range(11)]
+    click_through(state, clicks)
+    assert [event.kind for event in monitor.events] == ["update_rejected"]
+    assert "× the median" in monitor.events[0].reason
+    assert state.model.threshold.item() == pytest.approx(0.5 + 10 * 1e-5, abs=1e-6)
+
+
+def test_normal_oaims_updates_pass_the_guard() -> None:
+    state = tiny_state(BRAIN, "oaims")
+    monitor = attach_safety(state, SafetyConfig(monitor=False))
+    session = InteractiveSession(state, undo_depth=0)
+    session.set_image(synthetic_image(BRAIN), image_id="a")
+    for click in BRAIN_CLICKS:
+        session.add_click(click)
+    monitor.finish(session)
+    assert state.version >= 2 and monitor.events == []
+
+
+def test_anchor_pulls_accepted_updates_towards_the_source_weights() -> None:
+    strategy = ScriptedStrategy({1: (0.01, {"total": 0.1})})
+    strategy.gradient_step = lambda loss: True  # type: ignore[method-assign]
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    attach_safety(state, SafetyConfig(monitor=False, anchor_rate=0.25))
+    click_through(state, [CENTRE, Click(1, 1, 0)])
+    # θ = θ_src + 0.01, then θ ← θ − 0.25·(θ − θ_src) = θ_src + 0.0075
+    assert state.model.threshold.item() == pytest.approx(0.5075, abs=1e-6)
+    assert state.model.gain.item() == pytest.approx(1.0075, abs=1e-6)
+
+
+def test_undo_restores_are_accepted_without_a_rejection() -> None:
+    state = tiny_state(BRAIN, "mid")
+    monitor = attach_safety(state, SafetyConfig(monitor=False))
+    session = InteractiveSession(state, undo_depth=3)
+    session.set_image(synthetic_image(BRAIN))
+    for click in BRAIN_CLICKS[:3]:
+        session.add_click(click)
+    session.undo()
+    session.add_click(BRAIN_CLICKS[2])
+    assert monitor.events == [] and session.last_undo is not None and session.last_undo.restored_weights
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+
+def test_image_signals_by_hand() -> None:
+    final = np.zeros((4, 4), dtype=np.int64)
+    final[:2, :2] = 1  # 4 lesion pixels
+    first = np.zeros((4, 4), dtype=np.int64)
+    first[0, :2] = 1  # 2 of them: Dice 2·2/(2+4) = 2/3
+    middle = final.copy()
+    middle[3, 3] = 1  # Dice 2·4/(5+4) = 0.889 < 0.9
+    clicks = [Click(0, 0, 1), Click(1, 1, 1), Click(3, 3, 0)]
+    first_final, to_final, agreement = image_signals([first, middle, final], clicks, BRAIN, 0.9)
+    assert first_final == pytest.approx(2 / 3)
+    assert to_final == 3
+    assert agreement == pytest.approx(0.5)  # (1, 1) lesion: first says 0 ✘; (3, 3) background ✔
+    assert mean_region_dice(np.zeros((4, 4), np.int64), np.zeros((4, 4), np.int64), FUNDUS) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ drift monitor
+
+
+def monitored(threshold: float = 0.5, **config: float | int | str | bool) -> tuple[ModelState, SafetyMonitor]:
+    state = ModelState(ThresholdNet(threshold), BRAIN, make_strategy("frozen", BRAIN))
+    settings = {"window": 4, "min_images": 4, "max_drop": 0.1, **config}
+    return state, attach_safety(state, SafetyConfig.model_validate(settings))
+
+
+def half_disk() -> np.ndarray:
+    mask = disk_mask()
+    mask[:, 12:] = 0
+    return mask
+
+
+def record(monitor: SafetyMonitor, first: np.ndarray, image: np.ndarray | None = None) -> None:
+    """One finished image whose final (accepted) mask is the disk and whose first-click prediction is ``first``."""
+    clicks = [CENTRE, Click(12, 9, 1)]
+    monitor.record_image(disk_image() if image is None else image, clicks, [first, disk_mask()], image_id="x")
+
+
+def test_monitor_stays_quiet_on_a_stable_stream() -> None:
+    _, monitor = monitored()
+    for _ in range(12):
+        record(monitor, disk_mask())
+    assert monitor.events == []
+    assert [s.first_final_dice for s in monitor.signals] == [1.0] * 12
+    assert [s.source_first_final_dice for s in monitor.signals] == [1.0] * 12  # the source segments the disk
+
+
+def test_monitor_rolls_back_bit_for_bit_when_the_model_degrades() -> None:
+    state, monitor = monitored()
+    source = weights(state.model)
+    for _ in range(3):
+        record(monitor, disk_mask())
+    state.load_weights({"threshold": torch.tensor(1.5), "gain": torch.tensor(1.0)})  # silently broken weights
+    record(monitor, np.zeros((SIZE, SIZE), np.int64))  # … whose first-click prediction is empty
+    # Margins to the source over the window of 4: 0, 0, 0, −1 → mean −0.25 < −0.1: fires at image 3.
+    assert [event.kind for event in monitor.events] == ["rollback"]
+    event = monitor.events[0]
+    assert event.image_index == 3 and event.restored_version == 0 and event.version == state.version
+    assert "current weights 0.000" in event.reason and "1.000" in event.reason
+    assert equal_states(weights(state.model), source)
+
+
+def test_monitor_prefers_a_better_snapshot_to_the_source() -> None:
+    state, monitor = monitored()
+    image = disk_image(distractor=True)  # the source (threshold 0.5) also segments the 0.6 distractor
+    state.load_weights({"threshold": torch.tensor(0.8), "gain": torch.tensor(1.0)})  # adapted: ignores it
+    adapted = weights(state.model)
+    for _ in range(4):
+        record(monitor, disk_mask(), image)  # margin 1 − 0.91 each
+    state.load_weights({"threshold": torch.tensor(1.5), "gain": torch.tensor(1.0)})
+    record(monitor, np.zeros((SIZE, SIZE), np.int64), image)
+    assert [event.kind for event in monitor.events] == ["rollback"]
+    assert "snapshot after image 3" in monitor.events[0].reason
+    assert equal_states(weights(state.model), adapted)
+    assert not monitor.history[-1].good or monitor.history[-1].image_index == 4
+
+
+def test_drift_without_a_better_candidate_changes_nothing() -> None:
+    state, monitor = monitored(reference="window", window=2, min_images=2)
+    for _ in range(2):
+        record(monitor, disk_mask())  # reference window: first-click agreement 1.0
+    for _ in range(2):
+        record(monitor, half_disk())  # agreement 2·(40)/(40+81) ≈ 0.66: a drop of 0.34
+    assert [event.kind for event in monitor.events] == ["drift_unresolved"]
+    assert "weights kept" in monitor.events[0].reason  # every candidate is the same model: none is better
+    assert equal_states(weights(state.model), weights(ThresholdNet()))
+
+
+def test_snapshot_history_is_bounded_and_spaced() -> None:
+    _, monitor = monitored(recent_snapshots=4, sparse_snapshot_every=10, sparse_snapshots=3, monitor=False)
+    for _ in range(50):
+        record(monitor, disk_mask())
+    assert [record.image_index for record in monitor.history] == [-1, 20, 30, 40, 46, 47, 48, 49]
+
+
+def test_finishing_real_sessions_through_the_monitor() -> None:
+    state = tiny_state(BRAIN, "oaims")
+    monitor = attach_safety(state, SafetyConfig(window=3, min_images=3))
+    for seed in range(2):
+        session = InteractiveSession(state, undo_depth=0)
+        session.set_image(synthetic_image(BRAIN, seed), image_id=f"img{seed}")
+        for click in BRAIN_CLICKS[:3]:
+            session.add_click(click)
+        final = monitor.finish(session)
+        np.testing.assert_array_equal(final, session.final_mask)
+    assert [s.image_id for s in monitor.signals] == ["img0", "img1"]
+    assert all(s.source_first_final_dice is not None and s.clicks == 3 for s in monitor.signals)
+    assert [r.image_index for r in monitor.history] == [-1, 0, 1] and monitor.images_seen == 2
+
+
+def test_monitor_refuses_unfinished_foreign_and_malformed_input() -> None:
+    state, monitor = monitored()
+    session = InteractiveSession(state)
+    session.set_image(disk_image())
+    session.add_click(CENTRE)
+    with pytest.raises(ValueError, match="not finished"):
+        monitor.image_finished(session)
+    other = InteractiveSession(ModelState(ThresholdNet(), BRAIN))
+    with pytest.raises(ValueError, match="another ModelState"):
+        monitor.finish(other)
+    with pytest.raises(ValueError, match=r"C = 1"):
+        monitor.record_image(np.zeros((3, SIZE, SIZE), np.float32), [CENTRE], [disk_mask()])
+    with pytest.raises(ValueError, match="prediction 0 has shape"):
+        monitor.record_image(disk_image(), [CENTRE], [np.zeros((5, 5), np.int64)])
+    with pytest.raises(ValueError, match="no prediction"):
+        monitor.record_image(disk_image(), [], [])

@@ -1,0 +1,307 @@
+"""``clickadapt bench``: config errors, the run cache, the report from raw files, the dry run, stream caps."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from clickadapt import cli
+from clickadapt.data.sample import Sample
+from clickadapt.evaluation import bench
+from clickadapt.evaluation.bench import (
+    BENCH_JSON,
+    DISCUSSION_BEGIN,
+    DISCUSSION_END,
+    RAW_CSV,
+    REPORT_MD,
+    RUNS_CSV,
+    compare,
+    load_bench_config,
+    parse_bench_config,
+    read_raw,
+    run_bench,
+    stream_numbers,
+    write_bench_report,
+)
+from clickadapt.evaluation.stream import cap_stream
+from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
+from clickadapt.models.factory import ModelConfig, build_model
+from clickadapt.tasks import BRAIN
+
+SIZE = 32
+IMAGES = 4
+BUDGET = 2
+
+
+def write_folder_dataset(root: Path, count: int) -> Path:
+    """``images/*.png`` grey squares with a bright lesion and ``masks/*.png`` holding class indices."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        mask[5 + index : 15 + 2 * index, 8 : 18 + index] = 1
+        image = (60 + 120 * mask + rng.integers(0, 30, (SIZE, SIZE))).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"case{index}.png")
+        Image.fromarray(mask).save(root / "masks" / f"case{index}.png")
+    return root
+
+
+def write_tiny_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    config = ModelConfig(widths=[4, 8], affine_norm=True)
+    model = build_model(config, BRAIN.input_channels, BRAIN.num_classes)
+    save_checkpoint(path, model, CheckpointMeta(task="brain", model=config, preprocessing={"size": SIZE}))
+    return path
+
+
+def bench_mapping(root: Path) -> dict[str, Any]:
+    """A one-stream suite: frozen and post × 2 seeds, post at a 1-click budget, an ablation label."""
+    data = write_folder_dataset(root / "lesions", IMAGES)
+    folder = {"reader": "folder", "root": str(data), "task": "brain", "size": SIZE}
+    return {
+        "title": "tiny bench",
+        "models": {"brain": str(write_tiny_checkpoint(root / "tiny.pt"))},
+        "streams": [{"name": "tiny", "title": "Tiny lesions", "shift": "modality", "data": folder}],
+        "source_validation": {"brain": folder},
+        "source_validation_max_images": 2,
+        "experiments": [
+            {"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET], "seeds": [0, 1]},
+            {"streams": ["tiny"], "strategies": ["post"], "budgets": [1], "seeds": [0]},
+        ],
+        "ablations": [
+            {
+                "streams": ["tiny"],
+                "strategies": ["post", {"name": "post", "label": "post-linear", "overrides": {"ccg_form": "linear"}}],
+                "budgets": [BUDGET],
+                "seeds": [0],
+            }
+        ],
+        "max_images": 3,
+        "workers": 1,
+        "cache_dir": str(root / "cache"),
+        "data_cache_dir": None,
+        "output": str(root / "results"),
+    }
+
+
+@dataclass
+class BenchOutcome:
+    """Two runs of the same suite and the calls each made to the evaluation path."""
+
+    config_path: Path
+    output: Path
+    first_calls: dict[str, int]
+    second_calls: dict[str, int]
+    report: str
+
+
+def counting(function: Callable[..., Any], calls: dict[str, int], name: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls[name] = calls.get(name, 0) + 1
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> BenchOutcome:
+    root = tmp_path_factory.mktemp("bench")
+    mapping = bench_mapping(root)
+    config_path = root / "bench.yaml"
+    config_path.write_text(yaml.safe_dump(mapping))
+    config = load_bench_config(config_path)
+    counts: list[dict[str, int]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        for _ in range(2):
+            calls: dict[str, int] = {}
+            patch.setattr(bench, "run_evaluation", counting(bench.run_evaluation, calls, "run_evaluation"))
+            patch.setattr(bench, "evaluate_frozen", counting(bench.evaluate_frozen, calls, "evaluate_frozen"))
+            run_bench(config, command="clickadapt bench tiny.yaml")
+            counts.append(calls)
+            patch.undo()
+    return BenchOutcome(config_path, config.output, counts[0], counts[1], (config.output / REPORT_MD).read_text())
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path)
+    bad_strategy = mapping | {"experiments": [{"streams": ["all"], "strategies": ["frozen", "nope"]}]}
+    with pytest.raises(
+        ValueError, match=r"suite\.yaml: experiments\.0\.strategies\.1\.name: .*unknown strategy 'nope'"
+    ):
+        parse_bench_config(bad_strategy, "suite.yaml")
+    bad_budget = mapping | {"experiments": [{"streams": ["all"], "strategies": ["frozen"], "budgets": [0]}]}
+    with pytest.raises(ValueError, match=r"experiments\.0\.budgets: .*at least 1 click"):
+        parse_bench_config(bad_budget, "suite.yaml")
+    bad_stream = mapping | {"ablations": [{"streams": ["absent"], "strategies": ["frozen"]}]}
+    with pytest.raises(ValueError, match=r"ablations\.0\.streams: unknown stream\(s\) \['absent'\]"):
+        parse_bench_config(bad_stream, "suite.yaml")
+    with pytest.raises(ValueError, match=r"streams\.0\.name: String should match pattern"):
+        parse_bench_config(mapping | {"streams": [mapping["streams"][0] | {"name": "Bad Name"}]}, "suite.yaml")
+    clash = {"streams": ["tiny"], "strategies": [{"name": "post", "label": "frozen"}], "budgets": [BUDGET]}
+    with pytest.raises(ValueError, match=r"label 'frozen' means two different strategies on stream 'tiny'"):
+        parse_bench_config(mapping | {"ablations": [clash]}, "suite.yaml")
+    with pytest.raises(ValueError, match=r"suite\.yaml: streams: Field required"):
+        parse_bench_config({key: value for key, value in mapping.items() if key != "streams"}, "suite.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match=r"list\.yaml: expected a mapping"):
+        load_bench_config(path)
+    with pytest.raises(FileNotFoundError, match=r"absent\.yaml does not exist"):
+        load_bench_config(tmp_path / "absent.yaml")
+
+
+def test_same_setting_under_two_labels_shares_one_cache_key(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path)
+    mapping["ablations"][0]["strategies"].append(
+        {"name": "post", "label": "post-sigma3", "overrides": {"ccg_sigma": 3}}
+    )
+    plan = bench.plan_bench(parse_bench_config(mapping))
+    keys = {(job.label, job.budget, job.seed): job.key for job in plan.jobs}
+    assert keys[("post-sigma3", BUDGET, 0)] == keys[("post", BUDGET, 0)]  # σ = 3 is the default
+    assert keys[("post-linear", BUDGET, 0)] != keys[("post", BUDGET, 0)]
+    assert keys[("post", BUDGET, 0)] != keys[("post", BUDGET, 1)] != keys[("post", 1, 0)]
+    post = next(job for job in plan.jobs if job.label == "post" and job.budget == BUDGET and job.seed == 0)
+    assert post.groups == ["main", "ablation"]  # listed once, reported in both sections
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_second_run_computes_nothing(outcome: BenchOutcome) -> None:
+    # 5 distinct runs: frozen/post × seeds 0, 1 at budget 2, post at budget 1, post-linear (post is shared);
+    # the original model on the source set once per (budget, seed): (2, 0), (2, 1), (1, 0).
+    assert outcome.first_calls == {"run_evaluation": 6, "evaluate_frozen": 3}
+    assert outcome.second_calls == {}
+    assert len(list((outcome.output.parent / "cache" / "runs").glob("*.json"))) == 6
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_raw_files_hold_every_run(outcome: BenchOutcome) -> None:
+    meta, runs = read_raw(outcome.output)
+    assert meta["command"] == "clickadapt bench tiny.yaml" and meta["missing"] == []
+    assert meta["streams"][0]["used"] == 3 and meta["streams"][0]["available"] == IMAGES
+    found = sorted((run.label, run.budget, run.result.click_seed, "+".join(run.groups)) for run in runs)
+    assert found == [
+        ("frozen", 2, 0, "main"),
+        ("frozen", 2, 1, "main"),
+        ("post", 1, 0, "main"),
+        ("post", 2, 0, "main+ablation"),
+        ("post", 2, 1, "main"),
+        ("post-linear", 2, 0, "ablation"),
+    ]
+    frozen = next(run for run in runs if run.label == "frozen")
+    assert [len(image.dice["lesion"]) for image in frozen.result.images] == [BUDGET] * 3
+    assert frozen.result.validation_before == frozen.result.validation_after  # frozen forgets nothing
+    post = next(run for run in runs if run.label == "post" and run.budget == BUDGET)
+    assert post.result.final_version >= 3  # Post-Interaction learns after every image
+    with (outcome.output / RAW_CSV).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 6 * 3  # runs × images (one region)
+    assert {len(row["dice"].split()) for row in rows} == {1, 2}
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_report_regenerates_from_raw_files_alone(outcome: BenchOutcome, tmp_path: Path) -> None:
+    copy = tmp_path / "results"
+    copy.mkdir()
+    for name in (RAW_CSV, RUNS_CSV, BENCH_JSON):
+        shutil.copy(outcome.output / name, copy / name)
+    paths = write_bench_report(copy)
+    report = (copy / REPORT_MD).read_text()
+    assert paths[0] == copy / REPORT_MD and report == outcome.report
+    assert (copy / "plots" / "tiny_dice_vs_click.png").is_file()
+    assert (copy / "plots" / "tiny_learning_curves.png").is_file()
+    assert (copy / "plots" / "tiny_ablation_dice_vs_click.png").is_file()
+    for text in ("Command: `clickadapt bench tiny.yaml`", "## Tiny lesions (`tiny`)", "## Ablations", "post-linear"):
+        assert text in report
+    assert "| frozen |" in report and "lesion Dice@1" in report and "forgetting@2" in report
+    edited = report.replace(bench.DISCUSSION_PLACEHOLDER, "Hand-written: PI helps here.")
+    (copy / REPORT_MD).write_text(edited)
+    write_bench_report(copy)
+    regenerated = (copy / REPORT_MD).read_text()
+    begin, end = regenerated.index(DISCUSSION_BEGIN), regenerated.index(DISCUSSION_END)
+    assert "Hand-written: PI helps here." in regenerated[begin:end]
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_report_only_needs_no_models(outcome: BenchOutcome, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", str(outcome.config_path), "--report-only"]) == 0
+    assert "Report regenerated" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_dry_run_lists_the_experiments(
+    outcome: BenchOutcome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["bench", str(outcome.config_path), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    lines = [line.split() for line in listing.splitlines() if line.startswith("tiny ")]
+    assert [line[:6] for line in lines] == [
+        ["tiny", "frozen", "2", "0", "3", "cached"],
+        ["tiny", "frozen", "2", "1", "3", "cached"],
+        ["tiny", "post", "2", "0", "3", "cached"],
+        ["tiny", "post", "2", "1", "3", "cached"],
+        ["tiny", "post", "1", "0", "3", "cached"],
+        ["tiny", "post-linear", "2", "0", "3", "cached"],
+    ]
+    assert "6 runs, 6 distinct (6 cached, 0 to run)" in listing
+    fresh = yaml.safe_load(outcome.config_path.read_text()) | {"cache_dir": str(tmp_path / "empty")}
+    fresh_path = tmp_path / "fresh.yaml"
+    fresh_path.write_text(yaml.safe_dump(fresh))
+    assert cli.main(["bench", str(fresh_path), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "(0 cached, 6 to run)" in listing and "Estimated CPU time" in listing
+    assert not (tmp_path / "empty").exists()  # a dry run computes nothing
+    assert cli.main(["bench", str(fresh_path), "--dry-run", "--only", "nope"]) == 2
+    assert "--only: unknown stream(s) ['nope']" in capsys.readouterr().err
+
+
+def sample(patient: str, slice_index: int) -> Sample:
+    return Sample(
+        image=np.zeros((1, 4, 4), dtype=np.float32),
+        label=np.zeros((4, 4), dtype=np.int64),
+        task="brain",
+        dataset="d",
+        domain="m",
+        patient=patient,
+        slice_index=slice_index,
+        source="memory",
+    )
+
+
+def test_cap_stream_spreads_over_patients() -> None:
+    stream = [sample("a", index) for index in range(10)] + [sample("b", 0), sample("b", 1)]
+    stream += [sample("c", index) for index in range(5)]
+    assert [s.key for s in cap_stream(stream, 3, "first")] == ["d/m/a/0", "d/m/a/1", "d/m/a/2"]
+    # 7 images over patients with 10, 2 and 5 slices: b gives its 2, the other 5 are shared 3 / 2 (a / c).
+    chosen = [(s.patient, s.slice_index) for s in cap_stream(stream, 7, "spread")]
+    assert chosen == [("a", 0), ("a", 4), ("a", 9), ("b", 0), ("b", 1), ("c", 0), ("c", 4)]
+    assert [s.slice_index for s in cap_stream(stream[:10], 4, "spread")] == [0, 3, 6, 9]
+    assert cap_stream(stream, None, "spread") == stream and cap_stream(stream, 99, "spread") == stream
+    with pytest.raises(ValueError, match="at least 1 image"):
+        cap_stream(stream, 0, "spread")
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_compare_pairs_orders(outcome: BenchOutcome) -> None:
+    _, runs = read_raw(outcome.output)
+    numbers = stream_numbers(runs, "main")
+    comparison = compare(numbers, "post", "frozen", BUDGET, "lesion", BUDGET)
+    assert comparison is not None
+    post = numbers[("post", BUDGET)].stat("lesion", f"dice@{BUDGET}")
+    frozen = numbers[("frozen", BUDGET)].stat("lesion", f"dice@{BUDGET}")
+    assert post is not None and frozen is not None
+    differences = [100 * (p - f) for p, f in zip(post["per_seed"], frozen["per_seed"], strict=True)]
+    assert comparison[0] == pytest.approx(np.mean(differences))
+    expected = "holds" if min(differences) > 0 else "reversed" if max(differences) < 0 else comparison[1]
+    assert comparison[1] == expected
+    assert compare(numbers, "post", "absent", BUDGET, "lesion", BUDGET) is None
