@@ -60,6 +60,8 @@ from clickadapt.tasks import get_task
 logger = logging.getLogger("long_stream")
 
 RESULTS_DIR = Path("bench/results")
+NOTES_NAME = "long_stream_notes.md"
+"""Hand-written findings inserted before the first task's section of the generated report."""
 REPORTED_CLICKS = (1, 5, 10)
 UNGUARDED_LABEL = "oaims"
 FROZEN_LABEL = "frozen"
@@ -564,7 +566,11 @@ def write_reports(results_dir: Path) -> None:
     if not summaries:
         return
     fill_gain_kept(summaries)
-    (results_dir / "long_stream.md").write_text(render(summaries))
+    report = render(summaries)
+    notes = results_dir / NOTES_NAME
+    if notes.is_file():  # hand-written findings, kept across regenerations
+        report = report.replace("\n## ", "\n" + notes.read_text().strip() + "\n\n## ", 1)
+    (results_dir / "long_stream.md").write_text(report)
     with (results_dir / "long_stream.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         metrics = ["dice@1", "dice@5", "dice@10", "delta@1", "delta@5", "delta@10"]

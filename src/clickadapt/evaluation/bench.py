@@ -214,20 +214,20 @@ PAPER_ORDERING: tuple[tuple[str, str], ...] = (
 """The paper's claimed ordering oaims > post > tsca, ia-sa > frozen, as the pairs the analysis checks."""
 
 COST_PER_CLICK_S: dict[str, float] = {
-    "frozen": 0.035,
-    "post": 0.035,
-    "mid": 0.146,
-    "oaims": 0.09,
-    "ia-sa": 0.37,
-    "tsca": 0.51,
-    "tent": 0.086,
-    "self-train": 0.035,
+    "frozen": 0.087,
+    "post": 0.087,
+    "mid": 0.37,
+    "oaims": 0.33,
+    "ia-sa": 0.71,
+    "tsca": 1.07,
+    "tent": 0.20,
+    "self-train": 0.087,
 }
-"""Seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates) for the
-shipped 256×256 models on one idle core, from ``bench/README.md``'s measurements. Only used for
-``--dry-run`` estimates and to schedule the longest runs first."""
-COST_PER_IMAGE_S: dict[str, float] = {"post": 0.54, "oaims": 0.55, "self-train": 0.07}
-"""Seconds of the after-image update (Post-Interaction, self-training), per image."""
+"""CPU seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates) for the
+shipped 256×256 models with one torch thread, measured on the 2-core development machine (see
+``bench/README.md``). Only used for ``--dry-run`` estimates and to schedule the longest runs first."""
+COST_PER_IMAGE_S: dict[str, float] = {"post": 1.4, "oaims": 1.0, "self-train": 0.25}
+"""CPU seconds of the after-image update (Post-Interaction, self-training), per image."""
 DEFAULT_COST_PER_CLICK_S = 0.2
 
 

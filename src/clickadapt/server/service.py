@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 
 from clickadapt.adaptation.model_state import ModelState
+from clickadapt.adaptation.safety import attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, AdaptationStrategy, make_strategy
 from clickadapt.clicks.click import Click
@@ -255,6 +256,8 @@ class AnnotationService:
         self.strategy_name = strategy_name
         self.adaptation = adaptation
         self.state = ModelState(model, self.task, self._strategy(), self.settings.device, version=version)
+        # Safety layer on by default: update guard, bounded snapshots, drift monitor with rollback (issue 7).
+        self.safety = attach_safety(self.state)
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
@@ -843,7 +846,7 @@ class AnnotationService:
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "finish")
             version_before = self.state.version
-            final = live.session.finish()
+            final = self.safety.finish(live.session)
             version = self.state.version
             self.store.finish_session(live.session_id, final, version)
             if self.store.get_model_version(version) is None:
