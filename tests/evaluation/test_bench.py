@@ -33,6 +33,7 @@ from clickadapt.evaluation.bench import (
     stream_numbers,
     write_bench_report,
 )
+from clickadapt.evaluation.config import parse_evaluation_config
 from clickadapt.evaluation.stream import cap_stream
 from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
 from clickadapt.models.factory import ModelConfig, build_model
@@ -305,3 +306,32 @@ def test_compare_pairs_orders(outcome: BenchOutcome) -> None:
     expected = "holds" if min(differences) > 0 else "reversed" if max(differences) < 0 else comparison[1]
     assert comparison[1] == expected
     assert compare(numbers, "post", "absent", BUDGET, "lesion", BUDGET) is None
+
+
+def test_evaluation_config_takes_a_subset_policy(tmp_path: Path) -> None:
+    folder = {"reader": "folder", "root": str(tmp_path), "task": "brain", "size": SIZE}
+    base = {"model": "brain", "stream": folder, "strategies": ["frozen"], "output": str(tmp_path / "out")}
+    assert parse_evaluation_config(base).subset == "first"  # the old behaviour stays the default
+    assert parse_evaluation_config(base | {"subset": "spread", "limit": 5}).subset == "spread"
+    with pytest.raises(ValueError, match=r"eval\.yaml: subset: Input should be 'first' or 'spread'"):
+        parse_evaluation_config(base | {"subset": "random"}, "eval.yaml")
+
+
+@pytest.mark.slow  # one more (mostly cached) run of the tiny suite
+def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome: BenchOutcome, tmp_path: Path) -> None:
+    config = load_bench_config(outcome.config_path)
+    cache, output = tmp_path / "cache", tmp_path / "results"
+    shutil.copytree(config.cache_dir, cache)
+    output.mkdir()
+    shutil.copy(outcome.output / BENCH_JSON, output / BENCH_JSON)
+    removed = sorted((cache / "runs").glob("*.json"))[0]
+    removed.unlink()
+    calls: dict[str, int] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench, "run_evaluation", counting(bench.run_evaluation, calls, "run_evaluation"))
+        run_bench(config.model_copy(update={"cache_dir": cache, "output": output}), command="resume")
+    assert calls == {"run_evaluation": 1} and removed.is_file()
+    meta, runs = read_raw(output)
+    assert meta["computed_runs"] == 1 and meta["cached_runs"] == 5 and meta["missing"] == [] and len(runs) == 6
+    assert [entry["computed_runs"] for entry in meta["invocations"]] == [6, 1]
+    assert "The runs were computed over 2 invocations" in (output / REPORT_MD).read_text()

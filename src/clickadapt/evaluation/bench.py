@@ -979,9 +979,33 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         full_plan, started_at, time.perf_counter() - wall_start, len(missing), len(baseline_calls), command
     )
     meta["failed"] = failed
+    earlier = _earlier_invocations(config.output, meta)
+    meta["invocations"] = [*earlier, _invocation(meta)] if meta["computed_runs"] or not earlier else earlier
     write_raw(config.output, full_plan, meta)
     write_bench_report(config.output)
     return config.output
+
+
+def _invocation(meta: dict[str, Any]) -> dict[str, Any]:
+    """The record of one ``clickadapt bench`` invocation kept in ``bench.json``."""
+    return {name: meta[name] for name in ("command", "date", "wall_s", "computed_runs", "cached_runs", "workers")}
+
+
+def _earlier_invocations(output: Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Invocations recorded in an existing ``bench.json`` that computed runs (which this report may still use).
+
+    The history restarts when this invocation computed every run (nothing came from the cache) or when
+    the code digest changed.
+    """
+    if meta["cached_runs"] == 0:
+        return []
+    previous = _read_json(output / BENCH_JSON)
+    if previous is None or previous.get("code_version") != meta["code_version"]:
+        return []
+    earlier = previous.get("invocations")
+    if not isinstance(earlier, list):
+        return []
+    return [entry for entry in earlier if isinstance(entry, dict) and entry.get("computed_runs")]
 
 
 def _unique_keys(jobs: Iterable[BenchJob]) -> list[BenchJob]:
@@ -1095,7 +1119,7 @@ def bench_metadata(
         "computed_runs": computed,
         "failed": [],
         "computed_baselines": computed_baselines,
-        "cached_runs": len(plan.jobs) - computed,
+        "cached_runs": len({job.key for job in plan.jobs}) - computed,
         "workers": config.workers,
         "threads_per_worker": config.threads_per_worker,
         "device": config.device,
@@ -1525,7 +1549,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
         "mean ± sd over stream orders (seeds).",
         "",
         f"- Command: `{meta.get('command', '?')}`",
-        f"- Date (UTC): {meta.get('date', '?')}",
+        f"- Started (UTC): {meta.get('date', '?')}",
         f"- Machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} logical CPUs; "
         f"torch {machine.get('torch', '?')}, Python {machine.get('python', '?')}; device {meta.get('device', '?')}; "
         f"{meta.get('workers', '?')} worker process(es) × {meta.get('threads_per_worker', '?')} torch thread(s); "
@@ -1533,6 +1557,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
         f"- Wall time of this invocation: {meta.get('wall_s', float('nan')) / 60:.1f} min "
         f"({meta.get('computed_runs', 0)} runs computed, {meta.get('cached_runs', 0)} taken from the cache); "
         f"CPU time of all {len(runs)} runs in the report: {sum(run.cpu_s for run in runs) / 60:.1f} min",
+        *_invocation_lines(meta.get("invocations", [])),
         f"- Simulated user `{meta.get('user', '?')}`; click budget {main_budget} unless stated; code digest "
         f"`{str(meta.get('code_version', ''))[:12]}`",
     ]
@@ -1572,13 +1597,30 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
     return "\n".join(lines)
 
 
+def _invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
+    """A line per invocation when the runs were computed by more than one (an interrupted, resumed bench)."""
+    if len(invocations) < 2:
+        return []
+    total = sum(float(entry.get("wall_s") or 0.0) for entry in invocations)
+    parts = [
+        f"{entry.get('date', '?')}: {float(entry.get('wall_s') or 0.0) / 60:.1f} min, "
+        f"{entry.get('computed_runs', 0)} computed"
+        for entry in invocations
+    ]
+    return [
+        f"- The runs were computed over {len(invocations)} invocations ({total / 60:.1f} min in all): "
+        + "; ".join(parts)
+    ]
+
+
 def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]]) -> list[str]:
     lines = [
         "## Streams",
         "",
         f"Streams are capped to the number of images given under *used*, chosen by the `{meta.get('subset')}` "
         "policy (patient-balanced: the cap is shared between patients, evenly spaced slices within each); "
-        "every order (seed) is a different permutation of the same images. Patients never overlap the "
+        "every order (seed) is a different permutation of the same images. The caps are what the whole "
+        "suite allows in its time budget on this machine (see `bench/README.md`). Patients never overlap the "
         "source model's training set.",
         "",
     ]

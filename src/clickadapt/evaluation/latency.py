@@ -1054,9 +1054,10 @@ def render_report(report: dict[str, Any]) -> str:
         "these are the Mid-Interaction clicks; *MI update* is the strategy hook alone. *Finish*: `finish()`, with",
         "`oaims` the Post-Interaction update. Dice (%) after clicks 1 / 5 / T, mean over the stream's images.",
         (
-            "Each row runs in a fresh process; peak RSS is that process's (`getrusage`), baseline = after loading."
+            "Each row runs in a fresh process; peak RSS is that process's (`VmHWM`, else `getrusage`), "
+            "baseline = after loading."
             if settings["isolate"]
-            else "All rows ran in one process: peak RSS (`getrusage`) is that process's peak so far."
+            else "All rows ran in one process: peak RSS is that process's peak so far."
         ),
         "",
         "| task | size | strategy | variant | threads | images | click→mask | first click | clicks 2..T | MI update "
