@@ -334,4 +334,4 @@ def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome:
     meta, runs = read_raw(output)
     assert meta["computed_runs"] == 1 and meta["cached_runs"] == 5 and meta["missing"] == [] and len(runs) == 6
     assert [entry["computed_runs"] for entry in meta["invocations"]] == [6, 1]
-    assert "The runs were computed over 2 invocations" in (output / REPORT_MD).read_text()
+    assert "The runs were computed by 2 invocation(s)" in (output / REPORT_MD).read_text()

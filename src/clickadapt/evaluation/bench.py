@@ -214,19 +214,20 @@ PAPER_ORDERING: tuple[tuple[str, str], ...] = (
 """The paper's claimed ordering oaims > post > tsca, ia-sa > frozen, as the pairs the analysis checks."""
 
 COST_PER_CLICK_S: dict[str, float] = {
-    "frozen": 0.087,
-    "post": 0.087,
-    "mid": 0.37,
-    "oaims": 0.33,
-    "ia-sa": 0.71,
-    "tsca": 1.07,
-    "tent": 0.20,
-    "self-train": 0.087,
+    "frozen": 0.095,
+    "post": 0.095,
+    "mid": 0.40,
+    "oaims": 0.36,
+    "ia-sa": 0.85,
+    "tsca": 1.25,
+    "tent": 0.22,
+    "self-train": 0.095,
 }
 """CPU seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates) for the
-shipped 256×256 models with one torch thread, measured on the 2-core development machine (see
-``bench/README.md``). Only used for ``--dry-run`` estimates and to schedule the longest runs first."""
-COST_PER_IMAGE_S: dict[str, float] = {"post": 1.4, "oaims": 1.0, "self-train": 0.25}
+shipped 256×256 models with one torch thread while a second worker keeps the other core busy, measured on
+the 2-core development machine (see ``bench/README.md``). Only used for ``--dry-run`` estimates and to
+schedule the longest runs first."""
+COST_PER_IMAGE_S: dict[str, float] = {"post": 1.45, "oaims": 1.0, "self-train": 0.23}
 """CPU seconds of the after-image update (Post-Interaction, self-training), per image."""
 DEFAULT_COST_PER_CLICK_S = 0.2
 
@@ -1557,7 +1558,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
         f"- Wall time of this invocation: {meta.get('wall_s', float('nan')) / 60:.1f} min "
         f"({meta.get('computed_runs', 0)} runs computed, {meta.get('cached_runs', 0)} taken from the cache); "
         f"CPU time of all {len(runs)} runs in the report: {sum(run.cpu_s for run in runs) / 60:.1f} min",
-        *_invocation_lines(meta.get("invocations", [])),
+        *_invocation_lines(meta.get("invocations", []), str(meta.get("date"))),
         f"- Simulated user `{meta.get('user', '?')}`; click budget {main_budget} unless stated; code digest "
         f"`{str(meta.get('code_version', ''))[:12]}`",
     ]
@@ -1597,9 +1598,10 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
     return "\n".join(lines)
 
 
-def _invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
-    """A line per invocation when the runs were computed by more than one (an interrupted, resumed bench)."""
-    if len(invocations) < 2:
+def _invocation_lines(invocations: list[dict[str, Any]], current: str) -> list[str]:
+    """When the runs were computed by other invocations than this one (a resumed bench, or a rerun that
+    found everything cached): when each ran, how long it took, and how many runs it computed."""
+    if not invocations or (len(invocations) == 1 and invocations[0].get("date") == current):
         return []
     total = sum(float(entry.get("wall_s") or 0.0) for entry in invocations)
     parts = [
@@ -1608,7 +1610,7 @@ def _invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
         for entry in invocations
     ]
     return [
-        f"- The runs were computed over {len(invocations)} invocations ({total / 60:.1f} min in all): "
+        f"- The runs were computed by {len(invocations)} invocation(s) ({total / 60:.1f} min in all): "
         + "; ".join(parts)
     ]
 
