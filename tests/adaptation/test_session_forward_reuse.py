@@ -25,7 +25,9 @@ from clickadapt.adaptation.strategies import make_strategy
 from clickadapt.clicks.click import Click
 from clickadapt.tasks import BRAIN, FUNDUS, TaskSpec
 
-TOLERANCE = 1e-6
+TOLERANCE = 1e-5
+"""Float rounding only: the reused forward runs with autograd in the contiguous layout, the naive one
+without autograd in the channels-last layout (see ``ReferenceUNet.forward``); differences seen: ~2e-6."""
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,9 @@ from clickadapt.evaluation.latency import (
     render_report,
     run_benchmark,
     target_rows,
+    untune_network,
 )
-from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
+from clickadapt.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.models.factory import ModelConfig, build_model
 from clickadapt.tasks import BRAIN
 
@@ -73,10 +75,24 @@ def test_measure_stream_times_every_click_and_finish(tmp_path: Path) -> None:
 
 def test_variants_and_untrained_stand_in_run(tmp_path: Path) -> None:
     samples = [lesion_sample(0)]
-    for changes in ({"channels_last": True}, {"reuse_displayed_forward": False, "undo_depth": 3}):
+    for changes in ({"channels_last": True}, {"untuned": True}, {"reuse_displayed_forward": False, "undo_depth": 3}):
         spec = RunSpec(label="v", task="brain", strategy="oaims", model_path=None, widths=(4, 8), budget=2, **changes)
         result = measure_stream(spec, samples)
         assert not result.trained and len(result.click_s) >= 1
+
+
+def test_untuned_network_computes_the_same_function(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    tuned = load_checkpoint(checkpoint).model.eval()
+    untuned = copy.deepcopy(tuned)
+    untune_network(untuned)
+    assert any(type(module) is torch.nn.InstanceNorm2d for module in untuned.modules())
+    assert not any(type(module) is torch.nn.InstanceNorm2d for module in tuned.modules())
+    inputs = torch.randn(1, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        fast, plain = tuned(inputs), untuned(inputs)
+    assert fast.is_contiguous(memory_format=torch.channels_last) and plain.is_contiguous()
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
 
 
 def test_statistics_in_milliseconds() -> None:

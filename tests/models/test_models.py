@@ -9,7 +9,7 @@ import torch
 
 from clickadapt.models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.models.factory import ModelConfig, build_model, count_parameters
-from clickadapt.models.unet import REFERENCE_WIDTHS, ReferenceUNet
+from clickadapt.models.unet import REFERENCE_WIDTHS, InstanceNorm, ReferenceUNet
 from clickadapt.tasks import BRAIN, FUNDUS
 
 
@@ -23,6 +23,30 @@ def test_unet_keeps_spatial_size_even_when_not_a_multiple_of_the_levels(size: tu
     model = ReferenceUNet(3, 2, widths=[4, 8, 16, 32])
     logits = model(torch.randn(2, 3, *size))
     assert logits.shape == (2, 2, *size)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_group_norm_instance_norm_matches_torch_instance_norm(affine: bool) -> None:
+    torch.manual_seed(0)
+    ours, theirs = InstanceNorm(5, affine=affine), torch.nn.InstanceNorm2d(5, affine=affine)
+    if affine:
+        with torch.no_grad():
+            theirs.weight.normal_()
+            theirs.bias.normal_()
+    ours.load_state_dict(theirs.state_dict())  # same keys, so old checkpoints load unchanged
+    x = torch.randn(3, 5, 9, 11) * 4 + 2
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours(x.contiguous(memory_format=torch.channels_last)), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_unet_gives_the_same_logits_with_and_without_autograd() -> None:
+    torch.manual_seed(0)
+    model = ReferenceUNet(3, 2, widths=[4, 8, 16]).eval()
+    x = torch.randn(1, 3, 40, 36)
+    with torch.inference_mode():
+        fast = model(x)  # channels-last path
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, model(x).detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_affine_norm_adds_only_normalisation_parameters() -> None:

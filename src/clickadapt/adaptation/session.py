@@ -44,6 +44,7 @@ from clickadapt.adaptation.strategies import (
     StepReport,
     make_strategy,
 )
+from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA, model_input
 from clickadapt.tasks import TaskSpec
@@ -124,6 +125,11 @@ class _ClickRecord:
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
+
+
+def _prediction(logits: torch.Tensor) -> np.ndarray:
+    """The read-only ``(H, W)`` int64 class map of logits ``(1, K, H, W)`` (a fast exact argmax)."""
+    return _read_only(pseudo_label(logits)[0].cpu().numpy())
 
 
 class InteractiveSession:
@@ -392,7 +398,7 @@ class InteractiveSession:
                 self._roll_back(snapshot, error)
                 raise
             version = self.state.version
-        prediction = _read_only(logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64))
+        prediction = _prediction(logits)
         self._records.append(
             _ClickRecord(
                 click=click,
@@ -482,7 +488,7 @@ class InteractiveSession:
                 start = time.perf_counter()
                 logits = self._forward(self.clicks)
                 previous.logits = logits
-                previous.prediction = _read_only(logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64))
+                previous.prediction = _prediction(logits)
                 previous.version = self.state.version
                 previous.timing = StepTiming(
                     time.perf_counter() - start, previous.timing.update_s, previous.timing.snapshot_s

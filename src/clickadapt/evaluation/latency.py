@@ -153,7 +153,9 @@ class RunSpec:
         threads: Intra-op threads (``None`` = default).
         reuse_displayed_forward: The session's hot-path option (``False`` = naive path).
         undo_depth: Undo snapshots per click (0 in benchmarks; the server keeps 3).
-        channels_last: Weights and inputs in channels-last memory layout.
+        channels_last: Weights and inputs in channels-last memory layout (also for the backward).
+        untuned: The network as before the CPU tuning of issue 6: PyTorch's ``nn.InstanceNorm2d`` and the
+            contiguous layout for inference forwards too (same function, slower).
         bf16: Forward passes under bfloat16 autocast.
         budget: Clicks per image.
         user: Simulated user.
@@ -170,6 +172,7 @@ class RunSpec:
     reuse_displayed_forward: bool = True
     undo_depth: int = 0
     channels_last: bool = False
+    untuned: bool = False
     bf16: bool = False
     budget: int = 10
     user: str = "oaims"
@@ -365,6 +368,19 @@ class Bfloat16Network(nn.Module):
         return logits.float()
 
 
+def untune_network(network: nn.Module) -> None:
+    """Undo, in place, the reference U-Net's CPU tuning: ``nn.InstanceNorm2d`` modules, no channels-last input."""
+    device = next(network.parameters()).device
+    for module in list(network.modules()):
+        if isinstance(module, ReferenceUNet):
+            module.channels_last_inference = False
+        for name, child in module.named_children():
+            if isinstance(child, nn.InstanceNorm2d) and type(child) is not nn.InstanceNorm2d:
+                plain = nn.InstanceNorm2d(child.num_features, eps=child.eps, affine=child.affine).to(device)
+                plain.load_state_dict(child.state_dict())
+                setattr(module, name, plain)
+
+
 def resolve_model_path(spec: str) -> Path | None:
     """A checkpoint for ``spec``: a file, or a task name meaning its shipped model (else ``runs/<task>/best.pt``).
 
@@ -397,6 +413,8 @@ def build_network(spec: RunSpec, task: TaskSpec) -> tuple[nn.Module, float, bool
         torch.manual_seed(spec.seed)
         network, trained = ReferenceUNet(task.input_channels, task.num_classes, spec.widths, affine_norm=True), False
     network = network.to(spec.device).eval()
+    if spec.untuned:
+        untune_network(network)
     if spec.channels_last:
         network = ChannelsLastNetwork(network)
     if spec.bf16:
@@ -920,7 +938,7 @@ def run_benchmark(settings: LatencySettings, command: str) -> dict[str, Any]:
 def _tuning_runs(
     settings: LatencySettings, task_name: str, model_path: Path | None, samples: Sequence[Sample]
 ) -> list[RunResult]:
-    """The CPU-tuning variants: the other thread count, the naive path, undo snapshots, channels-last.
+    """The CPU-tuning variants: the other thread count, the naive path, undo snapshots, untuned, channels-last.
 
     Brain runs the naive path, the snapshots and channels-last with ``oaims`` (and channels-last with
     ``frozen``) on the whole stream; fundus (512×512, slower) only the frozen ones. The thread count
@@ -932,7 +950,8 @@ def _tuning_runs(
         (thread_label, {"threads": other_threads}, ("frozen",), settings.short_images),
         ("naive path (no graph reuse)", {"reuse_displayed_forward": False}, ("oaims",), len(samples)),
         ("undo snapshots (depth 3, server)", {"undo_depth": 3}, ("oaims",), len(samples)),
-        ("channels_last", {"channels_last": True}, STRATEGIES, len(samples)),
+        ("untuned network (nn.InstanceNorm2d, contiguous)", {"untuned": True}, STRATEGIES, len(samples)),
+        ("channels_last weights", {"channels_last": True}, STRATEGIES, len(samples)),
     ]
     results = []
     for label, changes, strategies, count in variants:
@@ -955,7 +974,8 @@ def _precision_probes(
     """Inference-forward time of fp32, channels-last and bf16 autocast on one image (quick, no stream)."""
     variants: tuple[tuple[str, dict[str, Any]], ...] = (
         ("fp32", {}),
-        ("channels_last", {"channels_last": True}),
+        ("untuned network", {"untuned": True}),
+        ("channels_last weights", {"channels_last": True}),
         ("bf16 autocast", {"bf16": True}),
     )
     specs = [_spec(settings, task_name, "frozen", model_path, label=label, **changes) for label, changes in variants]

@@ -11,16 +11,33 @@ REFERENCE_WIDTHS: tuple[int, ...] = (12, 72, 144, 288, 576)
 """Widths of the paper's network (about 9.8 M parameters); the last one is the bottleneck."""
 
 
+class InstanceNorm(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (no running statistics) computed by ``group_norm`` with one group per channel.
+
+    The same function, parameters and state-dict keys as ``nn.InstanceNorm2d``, so checkpoints and
+    TENT (which adapts ``nn.InstanceNorm2d`` affine parameters) are unaffected. PyTorch's instance norm
+    repeats the input into a batch-norm call; ``group_norm`` normalises in place of that and, unlike it,
+    keeps a channels-last input channels-last (see :meth:`ReferenceUNet.forward`). Measured on the
+    project's 2-core CPU, it cut a batch-8 training step at 256×256 from 0.93 s to 0.65 s.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise each channel of each sample of ``(B, C, H, W)`` to zero mean and unit variance."""
+        if self.track_running_stats:
+            return super().forward(x)
+        return nn.functional.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 class DoubleConv(nn.Sequential):
     """Two (3×3 conv → InstanceNorm without affine → ReLU) layers."""
 
     def __init__(self, in_channels: int, out_channels: int, affine_norm: bool = False) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.InstanceNorm2d(out_channels, affine=affine_norm),
+            InstanceNorm(out_channels, affine=affine_norm),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-            nn.InstanceNorm2d(out_channels, affine=affine_norm),
+            InstanceNorm(out_channels, affine=affine_norm),
             nn.ReLU(inplace=True),
         )
 
@@ -63,13 +80,20 @@ class ReferenceUNet(nn.Module):
             channels = width
         self.head = nn.Conv2d(channels, out_channels, kernel_size=1)
         self.levels = len(widths) - 1
+        self.channels_last_inference = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map ``(B, in_channels, H, W)`` to logits ``(B, out_channels, H, W)``.
 
         ``H`` and ``W`` need not be multiples of ``2 ** levels``: the input is padded and the output
-        cropped back.
+        cropped back. Without autograd (``torch.inference_mode`` / ``torch.no_grad``) the input is made
+        channels-last, which oneDNN's convolutions run faster on a CPU (brain 256×256, 2 threads:
+        about 40 → 31 ms; fundus 512×512: 151 → 114 ms); the logits are then channels-last too. With
+        autograd the layout is left alone: the channels-last backward was slower on the same machine.
+        Set ``channels_last_inference = False`` to keep the contiguous layout throughout.
         """
+        if self.channels_last_inference and not torch.is_grad_enabled():
+            x = x.contiguous(memory_format=torch.channels_last)
         height, width = x.shape[-2:]
         multiple = 2**self.levels
         pad_h, pad_w = (-height) % multiple, (-width) % multiple
