@@ -43,7 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from clickadapt.adaptation.model_state import StateSnapshot
-from clickadapt.adaptation.safety import SafetyConfig, SafetyEvent
+from clickadapt.adaptation.safety import SAFETY_EVENT_KINDS, SafetyConfig, SafetyEvent
 from clickadapt.data.registry import DatasetConfig, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.long_stream import (
@@ -94,6 +94,7 @@ class VariantConfig(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
     safety: SafetyConfig | None = None
     resume_from: str | None = None
+    sentinel: bool = False
 
 
 class LongStreamConfig(BaseModel):
@@ -114,6 +115,8 @@ class LongStreamConfig(BaseModel):
     judge_images: int = Field(default=20, ge=1)
     judge_budget: int = Field(default=5, ge=1)
     forgetting_limit: int | None = 30
+    sentinel_data: list[DatasetConfig] = Field(default_factory=list)
+    sentinel_images: int = Field(default=12, ge=1)
     cache_dir: Path | None = Path(".cache/clickadapt")
 
 
@@ -221,10 +224,7 @@ def summarise(
     computed = result.images[result.resumed_at or 0 :]
     summary["seconds_per_image"] = float(np.mean([image.seconds for image in computed])) if computed else float("nan")
     summary["resumed_at"] = result.resumed_at
-    summary["events"] = {
-        kind: sum(event["kind"] == kind for event in result.events)
-        for kind in ("update_rejected", "rollback", "drift_unresolved")
-    }
+    summary["events"] = {kind: sum(event["kind"] == kind for event in result.events) for kind in SAFETY_EVENT_KINDS}
     if result.signals:
         margins = [
             s["first_final_dice"] - s["source_first_final_dice"]
@@ -246,6 +246,16 @@ def summarise(
                 }
                 summary["signals"].append({"segment": name, **mean})
     return summary
+
+
+def sentinel_pairs(config: LongStreamConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The labelled source images of the safety layer's source sentinel: a seeded sample of ``sentinel_data``."""
+    if not config.sentinel_data:
+        raise ValueError("a variant with sentinel: true needs sentinel_data (labelled source-domain images)")
+    samples = [s for dataset in config.sentinel_data for s in load_samples(dataset, config.cache_dir)]
+    samples = [sample for sample in samples if np.any(sample.label > 0)]
+    chosen = np.random.default_rng([config.order_seed, 7]).permutation(len(samples))[: config.sentinel_images]
+    return [(samples[int(i)].image, samples[int(i)].label) for i in chosen]
 
 
 def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -302,6 +312,7 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
             order_seed=config.order_seed,
             rollback_hook=lambda event, before, restored, into=captured: into.append((event, before, restored)),
             resume_from=fork,
+            sentinel_images=sentinel_pairs(config) if variant.sentinel else (),
             progress=not args.no_progress,
         )
         results[variant.label] = result
@@ -333,6 +344,7 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
         summary["forgetting"] = forgetting_rows[label]
         summary["rollbacks"] = rollbacks[label]
         summary["safety"] = result.safety
+        summary["sentinel_checks"] = result.sentinel_checks
         summary["strategy"] = result.strategy
         summaries.append(summary)
     write_images_csv(results, RESULTS_DIR / f"long_stream_{output_name(task.name, args.tag)}_images.csv")
@@ -463,8 +475,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
             "### Whole stream",
             "",
             "| variant | Dice@1 | Dice@5 | Dice@10 | Δ@1 | Δ@5 | Δ@10 | worst window Δ@5 (start) | gain kept | "
-            "s/image | rejected | rollbacks (right) | unresolved | signal r |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "s/image | rejected | rollbacks (right) | unresolved | sentinel pull-backs | signal r |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v in task_summary["variants"]:
             right = sum(r["right"] for r in v["rollbacks"])
@@ -475,7 +487,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
                 f"| {v['worst_window@5']:+.2f} ({v['worst_window_start']}) "
                 f"| {'' if kept is None else f'{100 * kept:.0f} %'} | {seconds(v['seconds_per_image'])} "
                 f"| {v['events']['update_rejected']} | {v['events']['rollback']} ({right}) "
-                f"| {v['events']['drift_unresolved']} | {v.get('signal_vs_truth_r', float('nan')):.2f} |"
+                f"| {v['events']['drift_unresolved']} | {v['events'].get('sentinel_pullback', 0)} "
+                f"| {v.get('signal_vs_truth_r', float('nan')):.2f} |"
             )
         out += ["", "### Per segment (Dice@1 / @5 / @10, Δ@5 vs frozen)", ""]
         names = [s["name"] for s in task_summary["segments"]]
@@ -510,6 +523,22 @@ def render(summaries: list[dict[str, Any]]) -> str:
                 cells.append(" / ".join(f"{f[f'{when} dice@{c}']:.1f}" for c in REPORTED_CLICKS))
                 cells.append(f"{f[f'{when} forgetting@5']:+.2f}")
             out.append(f"| {v['label']} | " + " | ".join(cells) + " |")
+        for v in task_summary["variants"]:
+            checks = v.get("sentinel_checks") or []
+            if checks:
+                pulled = [c for c in checks if c["alpha"] is not None]
+                out += [
+                    "",
+                    f"Source sentinel of `{v['label']}`: {len(checks)} checks, sentinel Dice of the source model "
+                    f"{100 * checks[0]['source_score']:.1f}; live scores "
+                    + ", ".join(f"{100 * c['score']:.1f}" for c in checks)
+                    + f"; {len(pulled)} pull-back(s)"
+                    + (
+                        " (α " + ", ".join(f"{c['alpha']:g} at image {c['image_index']}" for c in pulled) + ")"
+                        if pulled
+                        else ""
+                    ),
+                ]
         signal_rows = [(v["label"], row) for v in task_summary["variants"] for row in v.get("signals", [])]
         if signal_rows:
             out += [

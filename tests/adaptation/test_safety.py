@@ -23,6 +23,7 @@ from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.safety import (
     SafetyConfig,
     SafetyMonitor,
+    SentinelConfig,
     attach_safety,
     image_signals,
     mean_region_dice,
@@ -141,7 +142,7 @@ def test_guard_rejects_a_huge_step_and_the_session_shows_the_restored_weights() 
     before = weights(state.model)
     session = click_through(state, [CENTRE, Click(1, 1, 0)])
     assert equal_states(weights(state.model), before)
-    assert monitor.counts() == {"update_rejected": 1, "rollback": 0, "drift_unresolved": 0}
+    assert monitor.counts() == {"update_rejected": 1, "rollback": 0, "drift_unresolved": 0, "sentinel_pullback": 0}
     assert "above the limit 0.05" in monitor.events[0].reason
     np.testing.assert_array_equal(session.predictions[-1], disk_mask())  # the original model's mask
 
@@ -322,3 +323,55 @@ def test_monitor_refuses_unfinished_foreign_and_malformed_input() -> None:
         monitor.record_image(disk_image(), [CENTRE], [np.zeros((5, 5), np.int64)])
     with pytest.raises(ValueError, match="no prediction"):
         monitor.record_image(disk_image(), [], [])
+
+
+# ------------------------------------------------------------------------------------------ source sentinel
+
+
+def sentinel_state(every: int = 1) -> tuple[ModelState, SafetyMonitor]:
+    state = ModelState(ThresholdNet(), BRAIN)
+    config = SafetyConfig(monitor=False, sentinel=SentinelConfig(every=every, budget=1, max_drop=0.005))
+    return state, attach_safety(state, config, sentinel_images=[(disk_image(), disk_mask())])
+
+
+def finish_one(state: ModelState, monitor: SafetyMonitor) -> None:
+    monitor.finish(click_through(state, [CENTRE]))
+
+
+def test_sentinel_pulls_forgotten_weights_back_along_the_line_to_the_source() -> None:
+    state, monitor = sentinel_state()
+    assert monitor.sentinel_source_score == pytest.approx(1.0)  # threshold 0.5 segments the disk exactly
+    state.load_weights({"threshold": torch.tensor(1.3), "gain": torch.tensor(1.0)})  # only pixels near the click
+    finish_one(state, monitor)
+    [event] = monitor.events
+    assert event.kind == "sentinel_pullback" and "α=0.75" in event.reason
+    # θ_src + 0.75·(θ − θ_src) = 0.5 + 0.75·0.8 = 1.1: the click map lifts the whole disk above it again
+    assert state.model.threshold.item() == pytest.approx(1.1, abs=1e-6)
+    [check] = monitor.sentinel_checks
+    assert check["score"] < 0.9 and check["alpha"] == 0.75 and check["blended_score"] == pytest.approx(1.0)
+
+
+def test_sentinel_goes_back_to_the_source_when_no_blend_is_good_enough() -> None:
+    state, monitor = sentinel_state()
+    state.load_weights({"threshold": torch.tensor(4.5), "gain": torch.tensor(1.0)})  # segments nothing
+    finish_one(state, monitor)
+    assert [event.kind for event in monitor.events] == ["sentinel_pullback"]
+    assert monitor.sentinel_checks[0]["alpha"] == 0.0
+    assert state.model.threshold.item() == pytest.approx(0.5) and state.model.gain.item() == pytest.approx(1.0)
+
+
+def test_sentinel_checks_on_schedule_and_leaves_good_weights_alone() -> None:
+    state, monitor = sentinel_state(every=2)
+    finish_one(state, monitor)
+    assert monitor.sentinel_checks == []
+    finish_one(state, monitor)
+    assert [check["alpha"] for check in monitor.sentinel_checks] == [None] and monitor.events == []
+    assert state.model.threshold.item() == pytest.approx(0.5)
+
+
+def test_sentinel_refuses_images_it_cannot_use() -> None:
+    state = ModelState(ThresholdNet(), BRAIN)
+    with pytest.raises(ValueError, match="no foreground"):
+        attach_safety(state, sentinel_images=[(disk_image(), np.zeros((SIZE, SIZE), dtype=np.int64))])
+    with pytest.raises(ValueError, match="sentinel images must be"):
+        attach_safety(state, sentinel_images=[(disk_image()[0], disk_mask())])

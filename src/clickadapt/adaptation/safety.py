@@ -37,6 +37,14 @@ What it does:
 - **Anchor** (off by default, see ``bench/results/long_stream.md``): after each accepted update,
   θ ← θ − λ(θ − θ_source), an exponential pull towards the source weights that needs no change to the
   update losses.
+- **Source sentinel** (off unless labelled source images are given): the drift monitor sees only the
+  stream, so it cannot notice that adaptation erodes the source domain (forgetting). Every
+  ``sentinel.every`` finished images a simulated user segments a few labelled *source* images (e.g. a
+  sample of the training set the vendor ships with the model) with the live weights, frozen; if their
+  Dice at ``sentinel.budget`` clicks is more than ``sentinel.max_drop`` below the source model's, the
+  weights are pulled back along the straight line to the source weights, θ ← θ_src + α(θ − θ_src), with the
+  largest α of ``sentinel.blends`` that brings the sentinel back within the limit (a ``sentinel_pullback``
+  event; interpolating adapted and source weights keeps much of the adaptation, cf. WiSE-FT).
 
 The web server persists versions itself; the snapshots here live in memory.
 """
@@ -60,11 +68,41 @@ from clickadapt.adaptation.model_state import ModelState, StateSnapshot, UpdateE
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA, model_input
+from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-SafetyEventKind = Literal["update_rejected", "rollback", "drift_unresolved"]
+SafetyEventKind = Literal["update_rejected", "rollback", "drift_unresolved", "sentinel_pullback"]
+SAFETY_EVENT_KINDS: tuple[SafetyEventKind, ...] = (
+    "update_rejected",
+    "rollback",
+    "drift_unresolved",
+    "sentinel_pullback",
+)
+
+
+class SentinelConfig(BaseModel):
+    """Settings of the source sentinel (see the module docstring).
+
+    Attributes:
+        every: Check after every n-th finished image.
+        budget: Clicks of the simulated user on each sentinel image; the score is the Dice after the last.
+        max_drop: Largest tolerated drop of the sentinel score below the source model's (Dice, 0–1).
+        blends: Candidate α of θ_src + α(θ − θ_src), tried from the first; the first within the limit is used
+            (0 = back to the source weights, always within it).
+        user: Simulated user.
+        seed: Seed of the simulated user (combined with each sentinel image's index).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: PositiveInt = 10
+    budget: PositiveInt = 5
+    max_drop: float = Field(default=0.005, ge=0.0, le=1.0)
+    blends: tuple[float, ...] = (0.75, 0.5, 0.25, 0.0)
+    user: str = "oaims"
+    seed: int = 0
 
 
 class SafetyConfig(BaseModel):
@@ -96,6 +134,8 @@ class SafetyConfig(BaseModel):
         agreement_threshold: Dice with the final mask from which a prediction counts as final (for the
             clicks-to-final signal).
         anchor_rate: λ of the anchor θ ← θ − λ(θ − θ_source) applied after each accepted update; 0 = off.
+        sentinel: Source-sentinel settings; used only when labelled source images are given to
+            :func:`attach_safety`.
         signal_history: Finished images whose signals are kept for reports (oldest dropped first).
     """
 
@@ -117,6 +157,7 @@ class SafetyConfig(BaseModel):
     min_improvement: float = Field(default=0.01, ge=0.0, le=1.0)
     agreement_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     anchor_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    sentinel: SentinelConfig = SentinelConfig()
     signal_history: PositiveInt = 10_000
 
 
@@ -126,7 +167,8 @@ class SafetyEvent:
 
     Attributes:
         kind: ``update_rejected`` (the guard undid an update), ``rollback`` (the monitor restored a
-            snapshot) or ``drift_unresolved`` (drift detected but no snapshot was better; nothing changed).
+            snapshot), ``drift_unresolved`` (drift detected but no snapshot was better; nothing changed) or
+            ``sentinel_pullback`` (the source sentinel pulled the weights back towards the source).
         image_id: The image the update learnt from, or the finished image that triggered the monitor.
         reason: A sentence saying why, with the numbers.
         version: The model version after the event.
@@ -320,17 +362,27 @@ class SafetyMonitor:
     Args:
         state: The shared model state to protect.
         config: Settings.
+        sentinel_images: Labelled source-domain images ``(image (C, H, W), label (H, W))`` for the source
+            sentinel; empty = no sentinel.
 
     Attributes:
         events: Everything the layer did, in order.
+        sentinel_checks: Every sentinel check: image index, live score, source score, α applied (or ``None``).
         signals: The signals of the latest finished images.
         history: The snapshot history (oldest first), the pinned source first.
     """
 
-    def __init__(self, state: ModelState, config: SafetyConfig | None = None) -> None:
+    def __init__(
+        self,
+        state: ModelState,
+        config: SafetyConfig | None = None,
+        sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    ) -> None:
         self.state = state
         self.config = config or SafetyConfig()
         self.events: list[SafetyEvent] = []
+        self.sentinel_checks: list[dict[str, Any]] = []
+        self._blends_made = 0
         self.signals: deque[ImageSignals] = deque(maxlen=self.config.signal_history)
         self._rollback_hooks: list[RollbackHook] = []
         self._image_index = 0
@@ -353,6 +405,8 @@ class SafetyMonitor:
             if self.config.guard:
                 self._accepted.remember(state)
             state.add_listener(self._on_update)
+        self._sentinel = [_sentinel_item(image, label, state) for image, label in sentinel_images]
+        self.sentinel_source_score = self._sentinel_score(self.source) if self._sentinel else None
         self._attached = True
 
     # ------------------------------------------------------------------ public API
@@ -380,8 +434,7 @@ class SafetyMonitor:
 
     def counts(self) -> dict[str, int]:
         """Number of events of each kind."""
-        kinds: tuple[SafetyEventKind, ...] = ("update_rejected", "rollback", "drift_unresolved")
-        return {kind: sum(event.kind == kind for event in self.events) for kind in kinds}
+        return {kind: sum(event.kind == kind for event in self.events) for kind in SAFETY_EVENT_KINDS}
 
     def finish(self, session: InteractiveSession) -> np.ndarray:
         """``session.finish()`` followed by :meth:`image_finished`; returns the final mask.
@@ -484,6 +537,10 @@ class SafetyMonitor:
                     event = self._resolve_drift(drift_reason, image_id)
                     events.append(event)
                     good = event.kind == "rollback"  # the restored weights, or drifting ones kept for lack of better
+            if self._sentinel and (self._image_index + 1) % self.config.sentinel.every == 0:
+                pullback = self._check_sentinel(image_id)
+                if pullback is not None:
+                    events.append(pullback)
             self._keep_snapshot(image_id, good=good)
             self._image_index += 1
         return events
@@ -662,6 +719,91 @@ class SafetyMonitor:
         if self.config.sparse_snapshots > 0 and self._image_index % self.config.sparse_snapshot_every == 0:
             self._sparse.append(record)
 
+    # ------------------------------------------------------------------ source sentinel
+    def _sentinel_score(self, record: SnapshotRecord | None) -> float:
+        """Mean Dice after ``sentinel.budget`` simulated clicks on the sentinel images, weights frozen."""
+        config = self.config.sentinel
+        task = self.state.task
+        scores = []
+        self._load_probe(record)
+        for index, item in enumerate(self._sentinel):
+            user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + index)
+            clicks = [user.first_click(item.label)]
+            while True:
+                inputs = model_input(item.image, clicks, task.num_classes, DEFAULT_CLICK_SIGMA).unsqueeze(0)
+                with torch.inference_mode():
+                    prediction = self._probe(inputs).argmax(dim=1)[0].cpu().numpy()
+                if len(clicks) >= config.budget:
+                    break
+                click = user.next_click(item.label, prediction)
+                if click is None:
+                    break
+                clicks.append(click)
+            scores.append(mean_region_dice(prediction, item.label, task))
+        return float(np.mean(scores))
+
+    def _blend(self, alpha: float) -> SnapshotRecord:
+        """A transient record of θ_src + α(θ_live − θ_src) (buffers of the live weights)."""
+        live = self.state.model.state_dict()
+        blended = {
+            name: torch.lerp(self._source_parameters[name], tensor, alpha)
+            if name in self._source_parameters
+            else tensor
+            for name, tensor in live.items()
+        }
+        self._blends_made += 1
+        snapshot = StateSnapshot(-self._blends_made, self.state.strategy.name, blended, {})  # unique probe key
+        return SnapshotRecord(self._image_index, "", snapshot, good=True)
+
+    def _check_sentinel(self, image_id: str) -> SafetyEvent | None:
+        """Score the live weights on the sentinel; pull them back towards the source when they forgot."""
+        config = self.config.sentinel
+        assert self.sentinel_source_score is not None
+        live = self._sentinel_score(None)
+        check: dict[str, Any] = {
+            "image_index": self._image_index,
+            "score": live,
+            "source_score": self.sentinel_source_score,
+            "alpha": None,
+        }
+        self.sentinel_checks.append(check)
+        limit = self.sentinel_source_score - config.max_drop
+        if live >= limit:
+            return None
+        tried = []
+        alpha, score = 0.0, self.sentinel_source_score
+        for candidate in config.blends:
+            record = self._blend(candidate)
+            candidate_score = self._sentinel_score(record) if candidate > 0 else self.sentinel_source_score
+            tried.append(f"α={candidate:g}: {candidate_score:.3f}")
+            if candidate_score >= limit:
+                alpha, score = candidate, candidate_score
+                break
+        chosen = self._blend(alpha)
+        self._restoring = True
+        try:
+            self.state.load_weights(chosen.snapshot.model_state)
+        finally:
+            self._restoring = False
+        self._probe_version = None
+        if self.config.guard:
+            self._accepted.remember(self.state)
+        check.update(alpha=alpha, blended_score=score)
+        event = SafetyEvent(
+            kind="sentinel_pullback",
+            image_id=image_id,
+            reason=(
+                f"source sentinel Dice@{config.budget} {live:.3f} is {self.sentinel_source_score - live:.3f} below "
+                f"the source model's {self.sentinel_source_score:.3f} (limit {config.max_drop:g}); tried "
+                f"{', '.join(tried)}; weights set to θ_src + {alpha:g}·(θ − θ_src)"
+            ),
+            version=self.state.version,
+            image_index=self._image_index,
+        )
+        self.events.append(event)
+        logger.warning("safety: %s", event.reason)
+        return event
+
     # ------------------------------------------------------------------ probe forwards
     def _load_probe(self, record: SnapshotRecord | None) -> None:
         """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
@@ -711,15 +853,41 @@ def _session_image(session: InteractiveSession) -> torch.Tensor:
     return image
 
 
-def attach_safety(state: ModelState, config: SafetyConfig | None = None) -> SafetyMonitor:
+@dataclass(frozen=True)
+class _SentinelItem:
+    image: torch.Tensor
+    label: np.ndarray
+
+
+def _sentinel_item(image: np.ndarray, label: np.ndarray, state: ModelState) -> _SentinelItem:
+    """Validate one labelled sentinel image against the task and put it on the model's device."""
+    task = state.task
+    pixels = np.asarray(image, dtype=np.float32)
+    classes = np.asarray(label)
+    if pixels.ndim != 3 or pixels.shape[0] != task.image_channels or classes.shape != pixels.shape[1:]:
+        raise ValueError(
+            f"sentinel images must be (C, H, W) with C = {task.image_channels} and labels (H, W) of the same "
+            f"size, got {pixels.shape} and {classes.shape}"
+        )
+    if not np.any(classes > 0):
+        raise ValueError("a sentinel label has no foreground: the simulated user would have nothing to click")
+    return _SentinelItem(torch.as_tensor(pixels, device=state.device), classes.astype(np.int64))
+
+
+def attach_safety(
+    state: ModelState,
+    config: SafetyConfig | None = None,
+    sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> SafetyMonitor:
     """Protect a shared model with the safety layer (one call; the server switches it on with this line).
 
     Args:
         state: The shared model state.
         config: Settings; ``None`` = :class:`SafetyConfig` defaults.
+        sentinel_images: Labelled source-domain ``(image, label)`` pairs for the source sentinel (none = off).
 
     Returns:
         The monitor: call :meth:`SafetyMonitor.finish` (or ``image_finished`` after ``session.finish()``)
         for every finished image; read :attr:`SafetyMonitor.events`.
     """
-    return SafetyMonitor(state, config)
+    return SafetyMonitor(state, config, sentinel_images)

@@ -129,6 +129,7 @@ class LongStreamResult:
         final_model: The adapted network at the end (not serialised).
         fork: Guarded runs: where an unguarded run would part from this one (not serialised).
         resumed_at: Runs resumed from a fork: the position of the first image they computed themselves.
+        sentinel_checks: Guarded runs with a source sentinel: every check (see ``SafetyMonitor``).
     """
 
     label: str
@@ -147,6 +148,7 @@ class LongStreamResult:
     final_model: nn.Module | None = field(default=None, repr=False)
     fork: StreamFork | None = field(default=None, repr=False)
     resumed_at: int | None = None
+    sentinel_checks: list[dict[str, Any]] = field(default_factory=list)
 
     def dice_at(self, click: int) -> np.ndarray:
         """Per image, the mean-over-regions Dice after the 1-based ``click``."""
@@ -171,6 +173,7 @@ class LongStreamResult:
             "skipped": self.skipped,
             "events": self.events,
             "signals": self.signals,
+            "sentinel_checks": self.sentinel_checks,
             "images": [
                 {
                     "position": image.position,
@@ -231,6 +234,7 @@ def run_long_stream(
     device: str = "cpu",
     rollback_hook: RollbackHook | None = None,
     resume_from: StreamFork | None = None,
+    sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     progress: bool = True,
 ) -> LongStreamResult:
     """Process a long, domain-switching stream prequentially with a simulated user.
@@ -252,6 +256,7 @@ def run_long_stream(
         rollback_hook: Called after each rollback of the safety layer (see ``SafetyMonitor.add_rollback_hook``).
         resume_from: Start from a guarded run's :attr:`LongStreamResult.fork` (same stream, strategy, seeds):
             its shared records are copied and only the rest of the stream is computed.
+        sentinel_images: Labelled source images for the safety layer's source sentinel (guarded runs).
         progress: Show a progress bar when stderr is a terminal.
 
     Returns:
@@ -272,7 +277,7 @@ def run_long_stream(
     overrides = dict(strategy_overrides or {})
     working = copy.deepcopy(model).to(device)
     state = ModelState(working, task, make_strategy(strategy_name, task, **overrides), device)
-    monitor = attach_safety(state, safety) if safety is not None else None
+    monitor = attach_safety(state, safety, sentinel_images) if safety is not None else None
     if monitor is not None and rollback_hook is not None:
         monitor.add_rollback_hook(rollback_hook)
     result = LongStreamResult(
@@ -327,6 +332,7 @@ def run_long_stream(
     if monitor is not None:
         result.events = [event.to_dict() for event in monitor.events]
         result.signals = [signals.to_dict() for signals in monitor.signals]
+        result.sentinel_checks = list(monitor.sentinel_checks)
         monitor.detach()
     return result
 
