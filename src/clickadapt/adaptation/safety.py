@@ -844,13 +844,14 @@ class SafetyMonitor:
 
 
 def _session_image(session: InteractiveSession) -> torch.Tensor:
-    """The open image ``(C, H, W)`` of a session (its public ``image`` property where it has one)."""
-    image = getattr(session, "image", None)
-    if image is None:
-        image = session._require_image()
-    if not isinstance(image, torch.Tensor):
-        image = torch.as_tensor(np.asarray(image, dtype=np.float32), device=session.state.device)
-    return image
+    """The open image ``(C, H, W)`` of a session.
+
+    Raises:
+        ValueError: If the session never opened an image.
+    """
+    if session.image is None:
+        raise ValueError("the session has no image; call set_image(image) first")
+    return session.image
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,12 @@ class InteractiveSession:
         return [record.report for record in self._records]
 
     @property
+    def image(self) -> torch.Tensor | None:
+        """The open image ``(C, H, W)`` as the network sees it (float32, on the model's device); ``None``
+        before :meth:`set_image`. It stays readable after :meth:`finish` (the safety layer replays it)."""
+        return self._image
+
+    @property
     def prediction(self) -> np.ndarray | None:
         """The latest prediction, ``None`` before the first click."""
         return self._records[-1].prediction if self._records else None
