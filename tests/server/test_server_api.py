@@ -511,3 +511,32 @@ def test_concurrent_clients_updates_are_serialised(client: TestClient) -> None:
         view = client.get(f"/api/images/{image_id}/session").json()
         recorded += [click["model_version"] for click in view["clicks"][1:]]
     assert sorted(recorded) == [1, 2, 3, 4, 5, 6]
+
+
+def write_sentinel_folder(folder: Path, count: int = 3) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for index in range(count):
+        rows, cols = np.mgrid[:IMAGE_SIZE, :IMAGE_SIZE]
+        mask = ((rows - 20 - index) ** 2 + (cols - 24) ** 2 <= 64).astype(np.uint8)
+        Image.fromarray((40 + 150 * mask).astype(np.uint8)).save(folder / "images" / f"s{index}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"s{index}.png")
+    return folder
+
+
+def test_source_sentinel_from_a_labelled_folder(make_client: AppFactory, tmp_path: Path) -> None:
+    client = make_client(sentinel=write_sentinel_folder(tmp_path / "sentinel"))
+    safety = client.app.state.service.safety
+    assert safety.sentinel_source_score is not None and 0.0 <= safety.sentinel_source_score <= 1.0
+    plain = make_client(store=tmp_path / "other")
+    assert plain.app.state.service.safety.sentinel_source_score is None
+
+
+def test_a_bad_sentinel_folder_is_refused_by_name(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(FileNotFoundError, match="no-such-folder"):
+        create_app(ServerSettings(store=tmp_path / "store", model=str(tiny_checkpoint), sentinel=missing))
+    folder = write_sentinel_folder(tmp_path / "bad")
+    Image.fromarray(np.full((IMAGE_SIZE, IMAGE_SIZE), 7, np.uint8)).save(folder / "masks" / "s0.png")
+    with pytest.raises(ValueError, match=r"s0\.png"):
+        create_app(ServerSettings(store=tmp_path / "store2", model=str(tiny_checkpoint), sentinel=folder))

@@ -28,11 +28,10 @@ from clickadapt.adaptation.model_state import ModelState, StateSnapshot
 from clickadapt.adaptation.safety import RollbackHook, SafetyConfig, SafetyMonitor, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import make_strategy
-from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.metrics import region_dice
+from clickadapt.evaluation.stream import click_through
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -354,18 +353,7 @@ def _interact(
     """One image: clicks until the budget or a perfect mask, then finish (through the safety layer)."""
     user = make_simulated_user(user_name, user_seed(click_seed, sample.key))
     session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
-    session.set_image(sample.image, image_id=sample.key)
-    curves: dict[str, list[float]] = {region: [] for region in task.regions}
-    click: Click | None = user.first_click(sample.label)
-    while click is not None:
-        prediction = session.add_click(click)
-        for region, value in region_dice(prediction, sample.label, task).items():
-            curves[region].append(value)
-        if len(session.clicks) >= budget:
-            break
-        click = user.next_click(sample.label, prediction)
-    for values in curves.values():
-        values.extend([values[-1]] * (budget - len(values)))
+    curves = click_through(session, sample, user, budget, task)
     if monitor is not None:
         monitor.finish(session)
     else:

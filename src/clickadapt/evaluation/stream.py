@@ -376,17 +376,15 @@ def run_stream(
     return result
 
 
-def _interact(
-    state: ModelState,
-    task: TaskSpec,
-    sample: Sample,
-    user: SimulatedUser,
-    budget: int,
-    position: int,
-    click_sigma: float,
-) -> ImageRecord:
-    """One image: clicks until the budget or a perfect mask, then finish."""
-    session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
+def click_through(
+    session: InteractiveSession, sample: Sample, user: SimulatedUser, budget: int, task: TaskSpec
+) -> dict[str, list[float]]:
+    """Open ``sample`` in ``session`` and let ``user`` click until ``budget`` clicks or a perfect mask.
+
+    Returns:
+        Per region, the Dice against the ground truth after clicks 1..budget (the last value repeated
+        when the user stopped early). The session is left open (not finished).
+    """
     session.set_image(sample.image, image_id=sample.key)
     curves: dict[str, list[float]] = {region: [] for region in task.regions}
     click: Click | None = user.first_click(sample.label)
@@ -399,6 +397,21 @@ def _interact(
         click = user.next_click(sample.label, prediction)
     for values in curves.values():
         values.extend([values[-1]] * (budget - len(values)))
+    return curves
+
+
+def _interact(
+    state: ModelState,
+    task: TaskSpec,
+    sample: Sample,
+    user: SimulatedUser,
+    budget: int,
+    position: int,
+    click_sigma: float,
+) -> ImageRecord:
+    """One image: clicks until the budget or a perfect mask, then finish."""
+    session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
+    curves = click_through(session, sample, user, budget, task)
     session.finish()
     timings = list(session.timings)
     finish_s = session.finish_timing.update_s if session.finish_timing is not None else 0.0

@@ -32,13 +32,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MB (default 64)")
     parser.add_argument("--image-size", type=int, help="side of the preprocessed images (default: the model's)")
     parser.add_argument("--device", help="torch device of the model (default cpu)")
+    parser.add_argument(
+        "--sentinel", help="folder of labelled source images (images/ + masks/) for the safety layer's source sentinel"
+    )
     parser.set_defaults(handler=run_serve)
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The server settings of a parsed command line (options not given fall back to the environment)."""
     overrides: dict[str, Any] = {}
-    for name in ("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device"):
+    for name in ("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device", "sentinel"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

@@ -43,6 +43,7 @@ from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, Adaptat
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.data.preprocess import default_size
+from clickadapt.data.registry import DatasetConfig, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import (
     CheckpointError,
@@ -256,11 +257,27 @@ class AnnotationService:
         self.strategy_name = strategy_name
         self.adaptation = adaptation
         self.state = ModelState(model, self.task, self._strategy(), self.settings.device, version=version)
-        # Safety layer on by default: update guard, bounded snapshots, drift monitor with rollback (issue 7).
-        self.safety = attach_safety(self.state)
+        # Safety layer on by default: update guard, bounded snapshots, drift monitor with rollback (issue 7);
+        # the source sentinel when labelled source images are given.
+        self.safety = attach_safety(self.state, sentinel_images=self._sentinel_images())
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
+
+    def _sentinel_images(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The labelled source images of ``settings.sentinel`` (none when unset).
+
+        Raises:
+            FileNotFoundError: The folder, its ``images/`` or a mask is missing (the path is named).
+            ValueError: A mask holds a class the task does not have, or has no foreground.
+        """
+        if self.settings.sentinel is None:
+            return []
+        config = DatasetConfig(reader="folder", root=self.settings.sentinel, task=self.task.name, size=self.image_size)
+        samples = load_samples(config)
+        if not samples:
+            raise ValueError(f"sentinel folder {self.settings.sentinel} holds no image/mask pairs")
+        return [(sample.image, sample.label) for sample in samples]
 
     def _initial_setting(self, field: str, value: str) -> str:
         """A setting given on the command line wins; otherwise the one stored by the page, else the default."""

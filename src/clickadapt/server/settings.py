@@ -65,6 +65,9 @@ class ServerSettings(BaseSettings):
         claim_timeout_s: An image open in another browser session is refused for this long after that session's
             last request.
         seed: Seed of the adaptation strategy's random choices (synthetic clicks).
+        sentinel: Folder of labelled source-domain images (``images/`` + ``masks/``, the ``folder`` reader's
+            layout) for the safety layer's source sentinel, which pulls the weights back towards the source
+            model when they lose accuracy there; ``None`` = no sentinel.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLICKADAPT_", extra="ignore")
@@ -84,6 +87,7 @@ class ServerSettings(BaseSettings):
     max_live_sessions: int = Field(16, ge=1)
     claim_timeout_s: float = Field(300.0, ge=0)
     seed: int = 0
+    sentinel: Path | None = None
 
     @field_validator("token")
     @classmethod
