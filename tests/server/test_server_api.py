@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from server_helpers import IMAGE_SIZE, AppFactory, dicom_bytes, store_snapshot, synthetic_brain_slice
 
+from clickadapt.adaptation.safety import SafetyEvent
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.server.app import create_app
 from clickadapt.server.settings import ServerSettings
@@ -540,3 +541,17 @@ def test_a_bad_sentinel_folder_is_refused_by_name(tiny_checkpoint: Path, tmp_pat
     Image.fromarray(np.full((IMAGE_SIZE, IMAGE_SIZE), 7, np.uint8)).save(folder / "masks" / "s0.png")
     with pytest.raises(ValueError, match=r"s0\.png"):
         create_app(ServerSettings(store=tmp_path / "store2", model=str(tiny_checkpoint), sentinel=folder))
+
+
+def test_safety_events_are_shown_with_the_model(client: TestClient) -> None:
+    model = client.get("/api/model").json()
+    assert model["safety_events"] == [] and model["source_sentinel"] is False
+    safety = client.app.state.service.safety
+    safety.events.append(SafetyEvent("rollback", "img-3", "drift: first-click agreement fell", 7, 3, 2))
+    [event] = client.get("/api/model").json()["safety_events"]
+    assert event == {
+        "kind": "rollback",
+        "image_id": "img-3",
+        "reason": "drift: first-click agreement fell",
+        "version": 7,
+    }

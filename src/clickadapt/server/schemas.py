@@ -83,6 +83,15 @@ class ModelVersionInfo(BaseModel):
     note: str = ""
 
 
+class SafetyEventOut(BaseModel):
+    """Something the safety layer did to the shared model (see ``clickadapt.adaptation.safety``)."""
+
+    kind: str = Field(description="update_rejected, rollback, drift_unresolved or sentinel_pullback")
+    image_id: str
+    reason: str = Field(description="a sentence saying why, with the numbers")
+    version: int = Field(description="model version after the event")
+
+
 class ModelInfo(BaseModel):
     """The shared model: current version, adaptation settings and saved versions."""
 
@@ -94,6 +103,10 @@ class ModelInfo(BaseModel):
     adaptation: bool
     strategies: list[str]
     versions: list[ModelVersionInfo]
+    safety_events: list[SafetyEventOut] = Field(
+        default_factory=list, description="the safety layer's latest actions since the server started, newest last"
+    )
+    source_sentinel: bool = Field(False, description="whether the source sentinel is on (serve --sentinel)")
 
 
 class ModelSettingsIn(BaseModel):

@@ -82,6 +82,7 @@ from clickadapt.server.schemas import (
     ImageInfo,
     ModelInfo,
     ModelVersionInfo,
+    SafetyEventOut,
     SessionView,
     SourceInfo,
     UploadResult,
@@ -90,6 +91,9 @@ from clickadapt.server.settings import ServerSettings, resolve_model_path
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
+
+SAFETY_EVENTS_SHOWN = 50
+"""The safety layer's latest events returned with the model information."""
 
 AUTOSAVE_NAME = "autosave.pt"
 MODELS_FOLDER = "models"
@@ -1068,6 +1072,11 @@ class AnnotationService:
                 )
                 for item in versions
             ],
+            safety_events=[
+                SafetyEventOut(kind=event.kind, image_id=event.image_id, reason=event.reason, version=event.version)
+                for event in self.safety.events[-SAFETY_EVENTS_SHOWN:]
+            ],
+            source_sentinel=self.safety.sentinel_source_score is not None,
         )
 
     def set_model_settings(

@@ -137,6 +137,17 @@
       versions.append(new Option(`v${version.version} · ${version.kind} · ${when}`, String(version.version)));
     }
     if (picked && model.versions.some((v) => String(v.version) === picked)) versions.value = picked;
+    const events = model.safety_events || [];
+    const status = $("safety-status");
+    const guard = model.source_sentinel ? "Safety layer on (with source sentinel)" : "Safety layer on";
+    if (events.length) {
+      const last = events[events.length - 1];
+      status.textContent = `${guard}: ${events.length} action(s); latest ${last.kind.replace("_", " ")} at v${last.version}.`;
+      status.title = last.reason;
+    } else {
+      status.textContent = `${guard}: no action needed so far.`;
+      status.title = "";
+    }
   }
 
   async function refreshModel() {
