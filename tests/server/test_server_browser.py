@@ -107,6 +107,7 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 page.wait_for_function(f"document.getElementById('model-version').textContent !== '{version_before}'")
                 assert int(page.text_content("#model-version") or "0") > int(version_before or "0")
                 assert page.text_content("#progress") == "1 / 24 done"
+                assert page.text_content("#safety-status") == "Safety layer on: no action needed so far."
                 assert "done" in (items.nth(2).get_attribute("data-status") or "")
                 page.screenshot(path=str(tmp_path / "3-finished.png"))
 
