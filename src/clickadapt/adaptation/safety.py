@@ -730,9 +730,7 @@ class SafetyMonitor:
             user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + index)
             clicks = [user.first_click(item.label)]
             while True:
-                inputs = model_input(item.image, clicks, task.num_classes, DEFAULT_CLICK_SIGMA).unsqueeze(0)
-                with torch.inference_mode():
-                    prediction = self._probe(inputs).argmax(dim=1)[0].cpu().numpy()
+                prediction = self._probe_prediction(item.image, clicks, DEFAULT_CLICK_SIGMA)
                 if len(clicks) >= config.budget:
                     break
                 click = user.next_click(item.label, prediction)
@@ -772,14 +770,16 @@ class SafetyMonitor:
             return None
         tried = []
         alpha, score = 0.0, self.sentinel_source_score
+        chosen: SnapshotRecord | None = None
         for candidate in config.blends:
-            record = self._blend(candidate)
-            candidate_score = self._sentinel_score(record) if candidate > 0 else self.sentinel_source_score
+            record = self._blend(candidate) if candidate > 0 else None
+            candidate_score = self._sentinel_score(record) if record is not None else self.sentinel_source_score
             tried.append(f"α={candidate:g}: {candidate_score:.3f}")
             if candidate_score >= limit:
-                alpha, score = candidate, candidate_score
+                alpha, score, chosen = candidate, candidate_score, record
                 break
-        chosen = self._blend(alpha)
+        if chosen is None:  # α = 0: back to the source weights
+            chosen = self._blend(0.0)
         self._restoring = True
         try:
             self.state.load_weights(chosen.snapshot.model_state)
@@ -820,7 +820,11 @@ class SafetyMonitor:
         self, record: SnapshotRecord | None, image: torch.Tensor, click: Click, sigma: float
     ) -> np.ndarray:
         self._load_probe(record)
-        inputs = model_input(image, [click], self.state.task.num_classes, sigma).unsqueeze(0)
+        return self._probe_prediction(image, [click], sigma)
+
+    def _probe_prediction(self, image: torch.Tensor, clicks: Sequence[Click], sigma: float) -> np.ndarray:
+        """The class map ``(H, W)`` of the probe network (whatever weights it holds) on ``image`` with ``clicks``."""
+        inputs = model_input(image, clicks, self.state.task.num_classes, sigma).unsqueeze(0)
         with torch.inference_mode():
             logits = self._probe(inputs)
         prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)

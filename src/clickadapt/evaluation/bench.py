@@ -32,9 +32,7 @@ import logging
 import math
 import multiprocessing
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +54,7 @@ from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.command import checkpoint_click_sigma, load_model, run_evaluation
 from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
+from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import noc_key
 from clickadapt.evaluation.plots import moving_average, plot_dice_vs_click, plot_stream_dice
 from clickadapt.evaluation.report import reported_clicks, summarise
@@ -1089,17 +1088,8 @@ def _parse_numbers(text: str) -> list[float]:
 
 
 def machine_description() -> dict[str, str]:
-    """CPU model (``lscpu``), logical CPUs, torch and Python versions."""
-    info = {"cpu": platform.processor() or platform.machine(), "cpus": str(os.cpu_count())}
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        info["cpu"] = fields.get("Model name", info["cpu"]).strip()
-        info["cpus"] = fields.get("CPU(s)", info["cpus"]).strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    info["torch"] = torch.__version__
-    info["python"] = platform.python_version()
+    """CPU model (``lscpu``), logical CPUs, torch and Python versions, and the load average."""
+    info = cpu_and_versions()
     try:
         info["load"] = " / ".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:

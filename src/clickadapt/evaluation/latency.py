@@ -28,7 +28,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -55,6 +54,7 @@ from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, load_samples
 from clickadapt.data.sample import Sample
+from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import region_dice
 from clickadapt.evaluation.stream import image_click_seed, seeded_overrides, stream_order
 from clickadapt.models.checkpoint import load_checkpoint
@@ -303,16 +303,8 @@ def process_peak_rss_mb(pid: int) -> float | None:
 
 def machine_description(device: str) -> dict[str, str]:
     """CPU model and cores (``lscpu``), torch version, device, load and the date, for the report."""
-    info = {"cpu": platform.processor() or platform.machine(), "cores": str(os.cpu_count())}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
-        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
-        info["cpu"] = fields.get("Model name", info["cpu"]).strip()
-        info["cores"] = fields.get("CPU(s)", info["cores"]).strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    info["torch"] = torch.__version__
-    info["python"] = platform.python_version()
+    info = cpu_and_versions()
+    info["cores"] = info.pop("cpus")
     info["device"] = device
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))

@@ -17,8 +17,8 @@ class InstanceNorm(nn.InstanceNorm2d):
     The same function, parameters and state-dict keys as ``nn.InstanceNorm2d``, so checkpoints and
     TENT (which adapts ``nn.InstanceNorm2d`` affine parameters) are unaffected. PyTorch's instance norm
     repeats the input into a batch-norm call; ``group_norm`` normalises in place of that and, unlike it,
-    keeps a channels-last input channels-last (see :meth:`ReferenceUNet.forward`). Measured on the
-    project's 2-core CPU, it cut a batch-8 training step at 256×256 from 0.93 s to 0.65 s.
+    keeps a channels-last input channels-last (see :meth:`ReferenceUNet.forward`). Its effect on the
+    click latency is the *untuned network* row of ``bench/results/latency.md`` (``python bench/latency.py``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,9 +87,11 @@ class ReferenceUNet(nn.Module):
 
         ``H`` and ``W`` need not be multiples of ``2 ** levels``: the input is padded and the output
         cropped back. Without autograd (``torch.inference_mode`` / ``torch.no_grad``) the input is made
-        channels-last, which oneDNN's convolutions run faster on a CPU (brain 256×256, 2 threads:
-        about 40 → 31 ms; fundus 512×512: 151 → 114 ms); the logits are then channels-last too. With
-        autograd the layout is left alone: the channels-last backward was slower on the same machine.
+        channels-last, which oneDNN's convolutions run faster on a CPU (together with the group-norm
+        ``InstanceNorm``: one forward 43 → 29 ms at 256×256 and 158 → 101 ms at 512×512 on the 2-core
+        machine, *precision and layout probes* of ``bench/results/latency.md``); the logits are then
+        channels-last too. With autograd the layout is left alone: channels-last weights made the
+        Mid-Interaction click slower there (``channels_last weights`` rows: 194 vs 167 ms).
         Set ``channels_last_inference = False`` to keep the contiguous layout throughout.
         """
         if self.channels_last_inference and not torch.is_grad_enabled():

@@ -592,6 +592,18 @@ class AnnotationService:
         """
         return self._source_info(self._require_source(source_id))
 
+    def _require_volume(self, source_id: str) -> SourceRecord:
+        """The source, which must be a volume.
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: It is a 2D image.
+        """
+        source = self._require_source(source_id)
+        if source.kind != "volume":
+            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+        return source
+
     def slice_preview(self, source_id: str, index: int) -> bytes:
         """An 8-bit PNG of one slice of a volume (for the page's slice slider).
 
@@ -599,9 +611,7 @@ class AnnotationService:
             NotFound: Unknown source.
             BadRequest: Not a volume, or the index is outside it.
         """
-        source = self._require_source(source_id)
-        if source.kind != "volume":
-            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+        source = self._require_volume(source_id)
         with self._lock:
             decoded = self._decoded_source(source)
             try:
@@ -616,9 +626,7 @@ class AnnotationService:
             NotFound: Unknown source.
             BadRequest: Not a volume, or the index is outside it.
         """
-        source = self._require_source(source_id)
-        if source.kind != "volume":
-            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+        source = self._require_volume(source_id)
         with self._lock:
             decoded = self._decoded_source(source)
             return self._image_info(self._image_from_source(source, decoded, index))
