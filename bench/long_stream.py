@@ -95,6 +95,7 @@ class VariantConfig(BaseModel):
     safety: SafetyConfig | None = None
     resume_from: str | None = None
     sentinel: bool = False
+    rehearsal: bool = False
 
 
 class LongStreamConfig(BaseModel):
@@ -117,6 +118,9 @@ class LongStreamConfig(BaseModel):
     forgetting_limit: int | None = 30
     sentinel_data: list[DatasetConfig] = Field(default_factory=list)
     sentinel_images: int = Field(default=12, ge=1)
+    sentinel_skip_first: int = Field(default=0, ge=0)
+    rehearsal_data: list[DatasetConfig] = Field(default_factory=list)
+    rehearsal_images: int = Field(default=32, ge=1)
     cache_dir: Path | None = Path(".cache/clickadapt")
 
 
@@ -248,13 +252,18 @@ def summarise(
     return summary
 
 
-def sentinel_pairs(config: LongStreamConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The labelled source images of the safety layer's source sentinel: a seeded sample of ``sentinel_data``."""
-    if not config.sentinel_data:
-        raise ValueError("a variant with sentinel: true needs sentinel_data (labelled source-domain images)")
-    samples = [s for dataset in config.sentinel_data for s in load_samples(dataset, config.cache_dir)]
+def labelled_pairs(
+    datasets: list[DatasetConfig], count: int, config: LongStreamConfig, role: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A seeded sample of ``count`` labelled source images (with foreground) for the sentinel or the rehearsal."""
+    if not datasets:
+        raise ValueError(f"a variant with {role}: true needs {role}_data (labelled source-domain images)")
+    samples = [s for dataset in datasets for s in load_samples(dataset, config.cache_dir)]
+    if role == "sentinel":
+        samples = samples[config.sentinel_skip_first :]
     samples = [sample for sample in samples if np.any(sample.label > 0)]
-    chosen = np.random.default_rng([config.order_seed, 7]).permutation(len(samples))[: config.sentinel_images]
+    salt = {"sentinel": 7, "rehearsal": 11}[role]
+    chosen = np.random.default_rng([config.order_seed, salt]).permutation(len(samples))[:count]
     return [(samples[int(i)].image, samples[int(i)].label) for i in chosen]
 
 
@@ -282,7 +291,12 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
     logger.info("%s: %s; forgetting set %d images", task.name, [len(s.samples) for s in segments], len(forgetting))
     wanted = set(args.variants.split(",")) if args.variants else None
     variants = [variant for variant in config.variants if wanted is None or variant.label in wanted]
-    eval_kwargs = {"user_name": config.user, "budget": config.budget, "click_seed": config.click_seed}
+    eval_kwargs: dict[str, Any] = {
+        "user_name": config.user,
+        "budget": config.budget,
+        "click_seed": config.click_seed,
+        "device": args.device,
+    }
     source_forgetting = evaluate_weights(model, None, task, forgetting, **eval_kwargs)
     results: dict[str, LongStreamResult] = {}
     rollbacks: dict[str, list[dict[str, Any]]] = {}
@@ -312,7 +326,17 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
             order_seed=config.order_seed,
             rollback_hook=lambda event, before, restored, into=captured: into.append((event, before, restored)),
             resume_from=fork,
-            sentinel_images=sentinel_pairs(config) if variant.sentinel else (),
+            sentinel_images=(
+                labelled_pairs(config.sentinel_data, config.sentinel_images, config, "sentinel")
+                if variant.sentinel
+                else ()
+            ),
+            rehearsal_images=(
+                labelled_pairs(config.rehearsal_data, config.rehearsal_images, config, "rehearsal")
+                if variant.rehearsal
+                else ()
+            ),
+            device=args.device,
             progress=not args.no_progress,
         )
         results[variant.label] = result
@@ -345,6 +369,7 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
         summary["rollbacks"] = rollbacks[label]
         summary["safety"] = result.safety
         summary["sentinel_checks"] = result.sentinel_checks
+        summary["rehearsals"] = result.rehearsals
         summary["strategy"] = result.strategy
         summaries.append(summary)
     write_images_csv(results, RESULTS_DIR / f"long_stream_{output_name(task.name, args.tag)}_images.csv")
@@ -363,8 +388,10 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
         "window": config.window,
         "variants": summaries,
         "command": command,
+        "device": args.device,
         "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPU(s), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s)",
+        f"{torch.get_num_threads()} thread(s)"
+        + (f", {torch.cuda.get_device_name(args.device)}" if args.device.startswith("cuda") else ""),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": time.time() - started,
     }
@@ -385,6 +412,8 @@ def fill_gain_kept(summaries: list[dict[str, Any]]) -> None:
             for other in summaries:
                 same_stream = other["task"] == task_summary["task"] and other["segments"] == task_summary["segments"]
                 same_stream = same_stream and other["click_seed"] == task_summary["click_seed"]
+                same_stream = same_stream and other.get("order_seed") == task_summary.get("order_seed")
+                same_stream = same_stream and other.get("device", "cpu") == task_summary.get("device", "cpu")
                 unguarded = [v for v in other["variants"] if v["label"] == UNGUARDED_LABEL]
                 if same_stream and unguarded and unguarded[0]["delta@5"] > 0:
                     variant["gain_kept@5"] = variant["delta@5"] / unguarded[0]["delta@5"]
@@ -625,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=None, help="comma-separated labels to run (frozen is required)")
     parser.add_argument("--model", default=None, help="model file (default: shipped, else runs/<task>/best.pt)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, …)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the Markdown and CSV reports")
     parser.add_argument("--tag", default=None, help="suffix of the output files (a second run of the same task)")
     parser.add_argument("--no-progress", action="store_true")

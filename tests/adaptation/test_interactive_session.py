@@ -299,6 +299,45 @@ def test_finish_errors_leave_state_unchanged() -> None:
     assert session.clicks == (BRAIN_CLICKS[0],)
 
 
+def test_finish_with_an_edited_mask_hands_that_mask_to_the_strategy() -> None:
+    state = tiny_state(BRAIN, "post", lr=1e-3)
+    seen: list[np.ndarray] = []
+    original = state.strategy.after_image
+    state.strategy.after_image = lambda event: seen.append(event.final_mask.cpu().numpy()) or original(event)  # type: ignore[method-assign]
+    session = InteractiveSession(state)
+    session.set_image(synthetic_image(BRAIN), "img-8")
+    session.add_click(BRAIN_CLICKS[0])
+    edited = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    edited[10:20, 12:22] = 1
+    final = session.finish(final_mask=edited)
+    np.testing.assert_array_equal(final, edited)
+    np.testing.assert_array_equal(seen[0], edited)
+    assert final.dtype == np.int64 and session.final_mask is not None and not session.final_mask.flags.writeable
+    assert state.version == 1  # the image update ran on the edited mask
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [
+        (np.zeros((SIZE, SIZE + 1), dtype=np.int64), "final_mask has shape"),
+        (np.zeros((SIZE, SIZE), dtype=np.float32), "integer class indices"),
+        (np.full((SIZE, SIZE), 2, dtype=np.int64), r"classes 2\.\.2; task 'brain' has classes 0\.\.1"),
+        (np.full((SIZE, SIZE), -1, dtype=np.int64), "classes -1"),
+    ],
+)
+def test_finish_refuses_an_unusable_final_mask_and_changes_nothing(mask: np.ndarray, message: str) -> None:
+    state = tiny_state(BRAIN, "post", lr=1e-3)
+    session = InteractiveSession(state)
+    session.set_image(synthetic_image(BRAIN), "img-9")
+    session.add_click(BRAIN_CLICKS[0])
+    before = weights(state.model)
+    with pytest.raises(ValueError, match=message):
+        session.finish(final_mask=mask)
+    assert not session.finished and state.version == 0 and equal_states(weights(state.model), before)
+    session.finish()  # the image can still be finished
+    assert session.finished
+
+
 def test_constructor_rejects_mismatching_arguments() -> None:
     state = ModelState(tiny_network(BRAIN), BRAIN)
     with pytest.raises(ValueError, match="does not match"):

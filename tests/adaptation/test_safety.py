@@ -21,6 +21,7 @@ from torch import nn
 
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.safety import (
+    RehearsalConfig,
     SafetyConfig,
     SafetyMonitor,
     SentinelConfig,
@@ -375,3 +376,92 @@ def test_sentinel_refuses_images_it_cannot_use() -> None:
         attach_safety(state, sentinel_images=[(disk_image(), np.zeros((SIZE, SIZE), dtype=np.int64))])
     with pytest.raises(ValueError, match="sentinel images must be"):
         attach_safety(state, sentinel_images=[(disk_image()[0], disk_mask())])
+
+
+# ------------------------------------------------------------------------------------------ source rehearsal
+
+
+class RecordingStrategy(AdaptationStrategy):
+    """Records every hook call; each image update adds ``image_step`` to every parameter (a scripted loss)."""
+
+    name: ClassVar[str] = "recording"
+
+    def __init__(self, image_loss: float = 0.1) -> None:
+        super().__init__(BRAIN, StrategyConfig(lr=1e-3))
+        self.image_loss = image_loss
+        self.click_calls = 0
+        self.images: list[tuple[str, tuple[Click, ...], np.ndarray, np.ndarray]] = []
+
+    def updates_on_click(self, click_index: int) -> bool:
+        return True
+
+    def after_click(self, event: ClickEvent) -> StepReport | None:
+        self.click_calls += 1
+        return None
+
+    def after_image(self, event: ImageEvent) -> StepReport | None:
+        self.images.append((event.image_id, event.clicks, event.image.cpu().numpy(), event.final_mask.cpu().numpy()))
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                parameter.add_(0.01)
+        return StepReport(updated=True, losses={"total": self.image_loss}, steps=1)
+
+
+def ring_mask() -> np.ndarray:
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    return ((rows - 8) ** 2 + (cols - 16) ** 2 <= 9).astype(np.int64)
+
+
+def test_rehearsal_replays_labelled_source_images_through_the_image_update_on_schedule() -> None:
+    strategy = RecordingStrategy()
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    rehearsal = [(disk_image(), disk_mask()), (ring_mask()[None].astype(np.float32), ring_mask())]
+    config = SafetyConfig(monitor=False, rehearsal=RehearsalConfig(every=2, images=2))
+    monitor = attach_safety(state, config, rehearsal_images=rehearsal)
+    finish_one(state, monitor)
+    assert [image_id for image_id, *_ in strategy.images] == ["img"] and monitor.rehearsals == 0
+    clicks_before = strategy.click_calls
+    finish_one(state, monitor)
+    replayed = strategy.images[2:]  # after the second stream image's own update
+    assert sorted(image_id for image_id, *_ in replayed) == ["rehearsal:0", "rehearsal:1"]
+    assert strategy.click_calls == clicks_before + 1  # the stream image's click only: no click-time update
+    for image_id, clicks, image, final_mask in replayed:
+        source_image, label = rehearsal[int(image_id.split(":")[1])]
+        np.testing.assert_array_equal(image, source_image)
+        np.testing.assert_array_equal(final_mask, label)  # the reference label stands in for the user's mask
+        [click] = clicks
+        assert click.label == 1 and label[click.row, click.col] == 1  # the simulated first click is on the object
+    assert monitor.rehearsals == 2 and state.version == 4  # two stream images + two rehearsed ones
+
+
+def test_rehearsal_updates_pass_the_guard() -> None:
+    strategy = RecordingStrategy(image_loss=math.nan)
+    state = ModelState(ThresholdNet(), BRAIN, strategy)
+    monitor = attach_safety(state, SafetyConfig(monitor=False), rehearsal_images=[(disk_image(), disk_mask())])
+    finish_one(state, monitor)
+    assert [event.image_id for event in monitor.events] == ["img", "rehearsal:0"]
+    assert all(event.kind == "update_rejected" for event in monitor.events)
+    assert state.model.threshold.item() == pytest.approx(0.5)  # both non-finite updates undone
+
+
+def test_rehearsal_with_oaims_changes_the_weights_of_a_real_network() -> None:
+    state = tiny_state(BRAIN, "oaims")
+    label = (synthetic_image(BRAIN, 3)[0] > 0.5).astype(np.int64)
+    monitor = attach_safety(state, SafetyConfig(monitor=False), rehearsal_images=[(synthetic_image(BRAIN, 3), label)])
+    session = InteractiveSession(state, undo_depth=0)
+    session.set_image(synthetic_image(BRAIN, 0), image_id="img")
+    session.add_click(BRAIN_CLICKS[0])
+    session.finish()
+    before = weights(state.model)
+    monitor.image_finished(session)
+    assert monitor.rehearsals == 1 and not equal_states(weights(state.model), before)
+
+
+def test_rehearsal_refuses_images_it_cannot_use() -> None:
+    state = ModelState(ThresholdNet(), BRAIN)
+    with pytest.raises(ValueError, match=r"rehearsal label holds classes 0\.\.3"):
+        attach_safety(state, rehearsal_images=[(disk_image(), disk_mask() * 3)])
+    with pytest.raises(ValueError, match="rehearsal image contains NaN"):
+        attach_safety(state, rehearsal_images=[(disk_image() * np.nan, disk_mask())])
+    with pytest.raises(ValueError, match="rehearsal images must be"):
+        attach_safety(state, rehearsal_images=[(disk_image()[0], disk_mask())])

@@ -533,6 +533,30 @@ def test_source_sentinel_from_a_labelled_folder(make_client: AppFactory, tmp_pat
     assert plain.app.state.service.safety.sentinel_source_score is None
 
 
+def test_source_rehearsal_from_a_labelled_folder_runs_after_each_finished_image(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    client = make_client(rehearsal=write_sentinel_folder(tmp_path / "rehearsal", count=2))
+    safety = client.app.state.service.safety
+    assert safety.rehearsing and client.get("/api/model").json()["source_rehearsal"] is True
+    image_id = first_image(client)
+    client.post(f"/api/images/{image_id}/open")
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    finished = client.post(f"/api/images/{image_id}/finish").json()
+    assert safety.rehearsals == 1 and finished["image"]["status"] == "done"
+    plain = make_client(store=tmp_path / "other")
+    assert not plain.app.state.service.safety.rehearsing
+    assert plain.get("/api/model").json()["source_rehearsal"] is False
+
+
+def test_a_bad_rehearsal_folder_is_refused_by_name(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-rehearsal"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    with pytest.raises(ValueError, match=r"rehearsal folder .*empty-rehearsal holds no image/mask pairs"):
+        create_app(ServerSettings(store=tmp_path / "store", model=str(tiny_checkpoint), rehearsal=empty))
+
+
 def test_a_bad_sentinel_folder_is_refused_by_name(tiny_checkpoint: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     with pytest.raises(FileNotFoundError, match="no-such-folder"):

@@ -45,6 +45,11 @@ What it does:
   weights are pulled back along the straight line to the source weights, θ ← θ_src + α(θ − θ_src), with the
   largest α of ``sentinel.blends`` that brings the sentinel back within the limit (a ``sentinel_pullback``
   event; interpolating adapted and source weights keeps much of the adaptation, cf. WiSE-FT).
+- **Source rehearsal** (off unless labelled source images are given): after every ``rehearsal.every``
+  finished images, ``rehearsal.images`` labelled source images are replayed through the strategy's own
+  image update, as if a user had segmented them (one simulated first click) and accepted their reference
+  label: experience replay, the classic remedy for forgetting in continual learning, that needs no change
+  to any strategy. These updates pass the guard and the anchor like any other.
 
 The web server persists versions itself; the snapshots here live in memory.
 """
@@ -105,6 +110,24 @@ class SentinelConfig(BaseModel):
     seed: int = 0
 
 
+class RehearsalConfig(BaseModel):
+    """Settings of the source rehearsal (see the module docstring).
+
+    Attributes:
+        every: Rehearse after every n-th finished image.
+        images: Labelled source images replayed each time (taken in turn from a seeded shuffle).
+        user: Simulated user who places the first click on each rehearsed image.
+        seed: Seed of the shuffle and of the simulated user.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: PositiveInt = 1
+    images: PositiveInt = 1
+    user: str = "oaims"
+    seed: int = 0
+
+
 class SafetyConfig(BaseModel):
     """Settings of the safety layer (defaults are the ones the application uses).
 
@@ -136,6 +159,8 @@ class SafetyConfig(BaseModel):
         anchor_rate: λ of the anchor θ ← θ − λ(θ − θ_source) applied after each accepted update; 0 = off.
         sentinel: Source-sentinel settings; used only when labelled source images are given to
             :func:`attach_safety`.
+        rehearsal: Source-rehearsal settings; used only when labelled rehearsal images are given to
+            :func:`attach_safety`.
         signal_history: Finished images whose signals are kept for reports (oldest dropped first).
     """
 
@@ -158,6 +183,7 @@ class SafetyConfig(BaseModel):
     agreement_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
     anchor_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     sentinel: SentinelConfig = SentinelConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
     signal_history: PositiveInt = 10_000
 
 
@@ -364,10 +390,13 @@ class SafetyMonitor:
         config: Settings.
         sentinel_images: Labelled source-domain images ``(image (C, H, W), label (H, W))`` for the source
             sentinel; empty = no sentinel.
+        rehearsal_images: Labelled source-domain images, same form, for the source rehearsal; empty = none.
+            Keep them apart from the sentinel's, or the sentinel measures what was rehearsed.
 
     Attributes:
         events: Everything the layer did, in order.
         sentinel_checks: Every sentinel check: image index, live score, source score, α applied (or ``None``).
+        rehearsals: Rehearsed source images so far.
         signals: The signals of the latest finished images.
         history: The snapshot history (oldest first), the pinned source first.
     """
@@ -377,6 +406,7 @@ class SafetyMonitor:
         state: ModelState,
         config: SafetyConfig | None = None,
         sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+        rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     ) -> None:
         self.state = state
         self.config = config or SafetyConfig()
@@ -405,7 +435,12 @@ class SafetyMonitor:
             if self.config.guard:
                 self._accepted.remember(state)
             state.add_listener(self._on_update)
-        self._sentinel = [_sentinel_item(image, label, state) for image, label in sentinel_images]
+        self._sentinel = [_labelled_source_image(image, label, state, "sentinel") for image, label in sentinel_images]
+        self._rehearsal = [
+            _labelled_source_image(image, label, state, "rehearsal") for image, label in rehearsal_images
+        ]
+        self._rehearsal_order = np.random.default_rng(self.config.rehearsal.seed).permutation(len(self._rehearsal))
+        self.rehearsals = 0
         self.sentinel_source_score = self._sentinel_score(self.source) if self._sentinel else None
         self._attached = True
 
@@ -416,6 +451,11 @@ class SafetyMonitor:
         kept = {id(record): record for record in (*self._sparse, *self._recent)}
         ordered = sorted(kept.values(), key=lambda record: record.image_index)
         return [self.source, *ordered]
+
+    @property
+    def rehearsing(self) -> bool:
+        """Whether the source rehearsal is on (labelled rehearsal images were given)."""
+        return bool(self._rehearsal)
 
     @property
     def images_seen(self) -> int:
@@ -462,10 +502,13 @@ class SafetyMonitor:
         self._require_own(session)
         if not session.finished:
             raise ValueError(f"image {session.image_id!r} is not finished; call session.finish() first")
+        predictions = session.predictions
+        if session.final_mask is not None:  # the accepted mask (the user may have edited the last prediction)
+            predictions = [*predictions[:-1], session.final_mask]
         return self.record_image(
             _session_image(session),
             session.clicks,
-            session.predictions,
+            predictions,
             image_id=session.image_id,
             click_sigma=session.config.click_sigma,
             version=session.versions[0] if session.versions else None,
@@ -537,6 +580,8 @@ class SafetyMonitor:
                     event = self._resolve_drift(drift_reason, image_id)
                     events.append(event)
                     good = event.kind == "rollback"  # the restored weights, or drifting ones kept for lack of better
+            if self._rehearsal and (self._image_index + 1) % self.config.rehearsal.every == 0:
+                self._rehearse()
             if self._sentinel and (self._image_index + 1) % self.config.sentinel.every == 0:
                 pullback = self._check_sentinel(image_id)
                 if pullback is not None:
@@ -804,6 +849,21 @@ class SafetyMonitor:
         logger.warning("safety: %s", event.reason)
         return event
 
+    # ------------------------------------------------------------------ source rehearsal
+    def _rehearse(self) -> None:
+        """Replay ``rehearsal.images`` labelled source images through the strategy's image update."""
+        config = self.config.rehearsal
+        for _ in range(config.images):
+            index = int(self._rehearsal_order[self.rehearsals % len(self._rehearsal)])
+            item = self._rehearsal[index]
+            user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + self.rehearsals)
+            session = InteractiveSession(self.state, undo_depth=0, adapt=False)  # no click-time update
+            session.set_image(item.image.cpu().numpy(), image_id=f"rehearsal:{index}")
+            session.add_click(user.first_click(item.label))
+            session.adapt = True  # only the image update: the reference label stands in for the user's mask
+            session.finish(final_mask=item.label)
+            self.rehearsals += 1
+
     # ------------------------------------------------------------------ probe forwards
     def _load_probe(self, record: SnapshotRecord | None) -> None:
         """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
@@ -859,30 +919,38 @@ def _session_image(session: InteractiveSession) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _SentinelItem:
+class _LabelledSourceImage:
     image: torch.Tensor
     label: np.ndarray
 
 
-def _sentinel_item(image: np.ndarray, label: np.ndarray, state: ModelState) -> _SentinelItem:
-    """Validate one labelled sentinel image against the task and put it on the model's device."""
+def _labelled_source_image(image: np.ndarray, label: np.ndarray, state: ModelState, role: str) -> _LabelledSourceImage:
+    """Validate one labelled source image (``role``: sentinel or rehearsal) and put it on the model's device."""
     task = state.task
     pixels = np.asarray(image, dtype=np.float32)
     classes = np.asarray(label)
     if pixels.ndim != 3 or pixels.shape[0] != task.image_channels or classes.shape != pixels.shape[1:]:
         raise ValueError(
-            f"sentinel images must be (C, H, W) with C = {task.image_channels} and labels (H, W) of the same "
+            f"{role} images must be (C, H, W) with C = {task.image_channels} and labels (H, W) of the same "
             f"size, got {pixels.shape} and {classes.shape}"
         )
     if not np.any(classes > 0):
-        raise ValueError("a sentinel label has no foreground: the simulated user would have nothing to click")
-    return _SentinelItem(torch.as_tensor(pixels, device=state.device), classes.astype(np.int64))
+        raise ValueError(f"a {role} label has no foreground: the simulated user would have nothing to click")
+    if classes.min() < 0 or classes.max() >= task.num_classes:
+        raise ValueError(
+            f"a {role} label holds classes {classes.min()}..{classes.max()}; task {task.name!r} has classes "
+            f"0..{task.num_classes - 1}"
+        )
+    if not np.isfinite(pixels).all():
+        raise ValueError(f"a {role} image contains NaN or infinite values")
+    return _LabelledSourceImage(torch.as_tensor(pixels, device=state.device), classes.astype(np.int64))
 
 
 def attach_safety(
     state: ModelState,
     config: SafetyConfig | None = None,
     sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> SafetyMonitor:
     """Protect a shared model with the safety layer (one call; the server switches it on with this line).
 
@@ -890,9 +958,10 @@ def attach_safety(
         state: The shared model state.
         config: Settings; ``None`` = :class:`SafetyConfig` defaults.
         sentinel_images: Labelled source-domain ``(image, label)`` pairs for the source sentinel (none = off).
+        rehearsal_images: Labelled source-domain pairs for the source rehearsal (none = off).
 
     Returns:
         The monitor: call :meth:`SafetyMonitor.finish` (or ``image_finished`` after ``session.finish()``)
         for every finished image; read :attr:`SafetyMonitor.events`.
     """
-    return SafetyMonitor(state, config, sentinel_images)
+    return SafetyMonitor(state, config, sentinel_images, rehearsal_images)

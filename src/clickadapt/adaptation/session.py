@@ -512,19 +512,26 @@ class InteractiveSession:
         self.state.drop_graph(self.session_id)
         self.last_undo = None
 
-    def finish(self) -> np.ndarray:
-        """Accept the latest prediction as the image's final mask and run the strategy's ``after_image``.
+    def finish(self, final_mask: np.ndarray | None = None) -> np.ndarray:
+        """Accept the image's final mask and run the strategy's ``after_image`` with it as pseudo-label.
+
+        Args:
+            final_mask: The mask the user accepted, ``(H, W)`` of class indices, when it is not the latest
+                prediction (edited with another tool, or the reference label of a labelled image replayed
+                for rehearsal); ``None`` = the latest prediction.
 
         Returns:
             The final mask ``(H, W)`` int64 (a copy).
 
         Raises:
-            ValueError: Without an open image, with no click, or when already finished (state unchanged).
+            ValueError: Without an open image, with no click, when already finished, or for a ``final_mask``
+                of another shape or with classes outside the task (state unchanged).
         """
         image = self._require_open()
         if not self._records:
             raise ValueError(f"cannot finish image {self.image_id!r}: it has no click yet")
         last = self._records[-1]
+        accepted = last.prediction if final_mask is None else self._accepted_mask(final_mask)
         report: StepReport | None = None
         update_s = snapshot_s = 0.0
         self.state.drop_graph(self.session_id)  # no click follows: free the graph's activations first
@@ -539,7 +546,7 @@ class InteractiveSession:
                 event = ImageEvent(
                     image=image,
                     clicks=self.clicks,
-                    final_mask=torch.from_numpy(last.prediction.copy()).to(self.state.device),
+                    final_mask=torch.from_numpy(accepted.copy()).to(self.state.device),
                     final_logits=last.logits,
                     forward=self._forward,
                     inputs=self._inputs,
@@ -558,7 +565,22 @@ class InteractiveSession:
         for record in self._records:
             record.snapshot = None
         self._finished = True
-        self.final_mask = last.prediction
+        self.final_mask = accepted
         self.finish_report = report
         self.finish_timing = StepTiming(forward_s=0.0, update_s=update_s, snapshot_s=snapshot_s)
-        return last.prediction.copy()
+        return accepted.copy()
+
+    def _accepted_mask(self, final_mask: np.ndarray) -> np.ndarray:
+        """A caller's final mask checked against the open image and the task (read-only int64 copy)."""
+        mask = np.asarray(final_mask)
+        shape = self.image_shape
+        if mask.shape != shape:
+            raise ValueError(f"final_mask has shape {mask.shape}, the image {self.image_id!r} is {shape}")
+        if mask.dtype.kind not in "iub":
+            raise ValueError(f"final_mask must hold integer class indices, got dtype {mask.dtype}")
+        if mask.size and (int(mask.min()) < 0 or int(mask.max()) >= self.task.num_classes):
+            raise ValueError(
+                f"final_mask holds classes {int(mask.min())}..{int(mask.max())}; task {self.task.name!r} has "
+                f"classes 0..{self.task.num_classes - 1}"
+            )
+        return _read_only(mask.astype(np.int64, copy=True))

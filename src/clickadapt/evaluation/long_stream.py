@@ -129,6 +129,7 @@ class LongStreamResult:
         fork: Guarded runs: where an unguarded run would part from this one (not serialised).
         resumed_at: Runs resumed from a fork: the position of the first image they computed themselves.
         sentinel_checks: Guarded runs with a source sentinel: every check (see ``SafetyMonitor``).
+        rehearsals: Guarded runs with a source rehearsal: labelled source images replayed.
     """
 
     label: str
@@ -148,6 +149,7 @@ class LongStreamResult:
     fork: StreamFork | None = field(default=None, repr=False)
     resumed_at: int | None = None
     sentinel_checks: list[dict[str, Any]] = field(default_factory=list)
+    rehearsals: int = 0
 
     def dice_at(self, click: int) -> np.ndarray:
         """Per image, the mean-over-regions Dice after the 1-based ``click``."""
@@ -173,6 +175,7 @@ class LongStreamResult:
             "events": self.events,
             "signals": self.signals,
             "sentinel_checks": self.sentinel_checks,
+            "rehearsals": self.rehearsals,
             "images": [
                 {
                     "position": image.position,
@@ -234,6 +237,7 @@ def run_long_stream(
     rollback_hook: RollbackHook | None = None,
     resume_from: StreamFork | None = None,
     sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     progress: bool = True,
 ) -> LongStreamResult:
     """Process a long, domain-switching stream prequentially with a simulated user.
@@ -256,6 +260,7 @@ def run_long_stream(
         resume_from: Start from a guarded run's :attr:`LongStreamResult.fork` (same stream, strategy, seeds):
             its shared records are copied and only the rest of the stream is computed.
         sentinel_images: Labelled source images for the safety layer's source sentinel (guarded runs).
+        rehearsal_images: Labelled source images for the safety layer's source rehearsal (guarded runs).
         progress: Show a progress bar when stderr is a terminal.
 
     Returns:
@@ -276,7 +281,7 @@ def run_long_stream(
     overrides = dict(strategy_overrides or {})
     working = copy.deepcopy(model).to(device)
     state = ModelState(working, task, make_strategy(strategy_name, task, **overrides), device)
-    monitor = attach_safety(state, safety, sentinel_images) if safety is not None else None
+    monitor = attach_safety(state, safety, sentinel_images, rehearsal_images) if safety is not None else None
     if monitor is not None and rollback_hook is not None:
         monitor.add_rollback_hook(rollback_hook)
     result = LongStreamResult(
@@ -332,6 +337,7 @@ def run_long_stream(
         result.events = [event.to_dict() for event in monitor.events]
         result.signals = [signals.to_dict() for signals in monitor.signals]
         result.sentinel_checks = list(monitor.sentinel_checks)
+        result.rehearsals = monitor.rehearsals
         monitor.detach()
     return result
 

@@ -35,6 +35,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--sentinel", help="folder of labelled source images (images/ + masks/) for the safety layer's source sentinel"
     )
+    parser.add_argument(
+        "--rehearsal",
+        help="folder of labelled source images (images/ + masks/) replayed after each finished image",
+    )
     parser.set_defaults(handler=run_serve)
 
 
@@ -45,6 +49,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "rehearsal", None) is not None:
+        overrides["rehearsal"] = args.rehearsal
     if args.no_adaptation:
         overrides["adaptation"] = False
     if args.max_upload_mb is not None:

@@ -107,6 +107,7 @@ class ModelInfo(BaseModel):
         default_factory=list, description="the safety layer's latest actions since the server started, newest last"
     )
     source_sentinel: bool = Field(False, description="whether the source sentinel is on (serve --sentinel)")
+    source_rehearsal: bool = Field(False, description="whether the source rehearsal is on (serve --rehearsal)")
 
 
 class ModelSettingsIn(BaseModel):

@@ -262,25 +262,29 @@ class AnnotationService:
         self.adaptation = adaptation
         self.state = ModelState(model, self.task, self._strategy(), self.settings.device, version=version)
         # Safety layer on by default: update guard, bounded snapshots, drift monitor with rollback (issue 7);
-        # the source sentinel when labelled source images are given.
-        self.safety = attach_safety(self.state, sentinel_images=self._sentinel_images())
+        # the source sentinel and the source rehearsal when labelled source images are given.
+        self.safety = attach_safety(
+            self.state,
+            sentinel_images=self._labelled_source_images(self.settings.sentinel, "sentinel"),
+            rehearsal_images=self._labelled_source_images(self.settings.rehearsal, "rehearsal"),
+        )
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
 
-    def _sentinel_images(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The labelled source images of ``settings.sentinel`` (none when unset).
+    def _labelled_source_images(self, folder: Path | None, role: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The labelled source images of a ``--sentinel`` or ``--rehearsal`` folder (none when unset).
 
         Raises:
             FileNotFoundError: The folder, its ``images/`` or a mask is missing (the path is named).
-            ValueError: A mask holds a class the task does not have, or has no foreground.
+            ValueError: A mask holds a class the task does not have, or the folder has no image/mask pair.
         """
-        if self.settings.sentinel is None:
+        if folder is None:
             return []
-        config = DatasetConfig(reader="folder", root=self.settings.sentinel, task=self.task.name, size=self.image_size)
+        config = DatasetConfig(reader="folder", root=folder, task=self.task.name, size=self.image_size)
         samples = load_samples(config)
         if not samples:
-            raise ValueError(f"sentinel folder {self.settings.sentinel} holds no image/mask pairs")
+            raise ValueError(f"{role} folder {folder} holds no image/mask pairs")
         return [(sample.image, sample.label) for sample in samples]
 
     def _initial_setting(self, field: str, value: str) -> str:
@@ -1085,6 +1089,7 @@ class AnnotationService:
                 for event in self.safety.events[-SAFETY_EVENTS_SHOWN:]
             ],
             source_sentinel=self.safety.sentinel_source_score is not None,
+            source_rehearsal=self.safety.rehearsing,
         )
 
     def set_model_settings(

@@ -68,6 +68,9 @@ class ServerSettings(BaseSettings):
         sentinel: Folder of labelled source-domain images (``images/`` + ``masks/``, the ``folder`` reader's
             layout) for the safety layer's source sentinel, which pulls the weights back towards the source
             model when they lose accuracy there; ``None`` = no sentinel.
+        rehearsal: Folder of labelled source-domain images (same layout) that the safety layer replays through
+            the image update after every finished image, so that adapting to new images does not erode the
+            source domain; ``None`` = no rehearsal. Use other images than the sentinel's.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLICKADAPT_", extra="ignore")
@@ -88,6 +91,7 @@ class ServerSettings(BaseSettings):
     claim_timeout_s: float = Field(300.0, ge=0)
     seed: int = 0
     sentinel: Path | None = None
+    rehearsal: Path | None = None
 
     @field_validator("token")
     @classmethod

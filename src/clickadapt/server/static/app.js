@@ -139,7 +139,8 @@
     if (picked && model.versions.some((v) => String(v.version) === picked)) versions.value = picked;
     const events = model.safety_events || [];
     const status = $("safety-status");
-    const guard = model.source_sentinel ? "Safety layer on (with source sentinel)" : "Safety layer on";
+    const extras = [model.source_sentinel && "source sentinel", model.source_rehearsal && "source rehearsal"].filter(Boolean);
+    const guard = extras.length ? `Safety layer on (with ${extras.join(" and ")})` : "Safety layer on";
     if (events.length) {
       const last = events[events.length - 1];
       status.textContent = `${guard}: ${events.length} action(s); latest ${last.kind.replace("_", " ")} at v${last.version}.`;
