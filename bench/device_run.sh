@@ -12,7 +12,7 @@
 set -u
 OUT=${OUT:-/tmp/device-out}
 CACHE_DATA_ROOT=${CACHE_DATA_ROOT:-/work/shared/data}
-STREAM_TIMEOUT=${STREAM_TIMEOUT:-480}
+STREAM_TIMEOUT=${STREAM_TIMEOUT:-470}
 LATENCY_TIMEOUT=${LATENCY_TIMEOUT:-150}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT/logs"
@@ -53,6 +53,7 @@ run gpu-rehearsal frozen,oaims+safety+rehearsal &
 run gpu-rehearsal-sentinel frozen,oaims+safety+rehearsal+sentinel &
 run gpu-rehearsal-sentinel-fine frozen,oaims+safety+rehearsal+sentinel-fine &
 run gpu-order1 frozen,oaims+safety,oaims configs/bench/long_stream_brain_order1.yaml &
+run gpu-order1-rehearsal-sentinel frozen,oaims+safety+rehearsal+sentinel configs/bench/long_stream_brain_order1.yaml &
 wait
 tar czf "$OUT/streams.tar.gz" bench/results/long_stream_brain-gpu* "$OUT/logs"
 
