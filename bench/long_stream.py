@@ -51,6 +51,7 @@ from clickadapt.evaluation.long_stream import (
     StreamSegment,
     evaluate_weights,
     ordered_stream,
+    run_domain_scoped_stream,
     run_long_stream,
 )
 from clickadapt.models.checkpoint import load_checkpoint
@@ -96,6 +97,7 @@ class VariantConfig(BaseModel):
     resume_from: str | None = None
     sentinel: bool = False
     rehearsal: bool = False
+    domain_scoped: bool = False
 
 
 class LongStreamConfig(BaseModel):
@@ -312,33 +314,41 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
                 raise ValueError(f"{variant.label}: resume_from {variant.resume_from!r} must be an earlier guarded run")
             fork = parent.fork
         begin = time.time()
-        result = run_long_stream(
-            model,
-            task,
-            segments,
-            variant.strategy,
-            variant.overrides,
-            variant.safety,
-            label=variant.label,
-            user_name=config.user,
-            budget=config.budget,
-            click_seed=config.click_seed,
-            order_seed=config.order_seed,
-            rollback_hook=lambda event, before, restored, into=captured: into.append((event, before, restored)),
-            resume_from=fork,
-            sentinel_images=(
+        common: dict[str, Any] = {
+            "label": variant.label,
+            "user_name": config.user,
+            "budget": config.budget,
+            "click_seed": config.click_seed,
+            "order_seed": config.order_seed,
+            "sentinel_images": (
                 labelled_pairs(config.sentinel_data, config.sentinel_images, config, "sentinel")
                 if variant.sentinel
                 else ()
             ),
-            rehearsal_images=(
+            "rehearsal_images": (
                 labelled_pairs(config.rehearsal_data, config.rehearsal_images, config, "rehearsal")
                 if variant.rehearsal
                 else ()
             ),
-            device=args.device,
-            progress=not args.no_progress,
-        )
+            "device": args.device,
+            "progress": not args.no_progress,
+        }
+        if variant.domain_scoped:
+            result = run_domain_scoped_stream(
+                model, task, segments, variant.strategy, variant.overrides, variant.safety, **common
+            )
+        else:
+            result = run_long_stream(
+                model,
+                task,
+                segments,
+                variant.strategy,
+                variant.overrides,
+                variant.safety,
+                rollback_hook=lambda event, before, restored, into=captured: into.append((event, before, restored)),
+                resume_from=fork,
+                **common,
+            )
         results[variant.label] = result
         logger.info("%s %s: %.0f s, events %s", task.name, variant.label, time.time() - begin, result.events[-3:])
         rollbacks[variant.label] = judge_rollbacks(captured, model, config, stream)
@@ -347,6 +357,8 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
             "after targets": result.segment_end_weights[last_target] if last_target is not None else None,
             "end of stream": result.segment_end_weights[-1],
         }
+        for domain, weights in result.domain_end_weights.items():  # domain-scoped: a source image filed there
+            points[f"{domain} model"] = weights
         for when, weights in points.items():
             if weights is None or variant.strategy == "frozen":
                 curves = source_forgetting
@@ -552,6 +564,21 @@ def render(summaries: list[dict[str, Any]]) -> str:
                 cells.append(" / ".join(f"{f[f'{when} dice@{c}']:.1f}" for c in REPORTED_CLICKS))
                 cells.append(f"{f[f'{when} forgetting@5']:+.2f}")
             out.append(f"| {v['label']} | " + " | ".join(cells) + " |")
+        misrouted = [
+            (v["label"], when.removesuffix(" forgetting@5"), value)
+            for v in task_summary["variants"]
+            for when, value in v["forgetting"].items()
+            if when.endswith(" model forgetting@5")
+        ]
+        if misrouted:
+            out += [
+                "",
+                "Domain-scoped runs serve source images with the frozen source model (forgetting 0 by construction). "
+                "Were a source image filed under a target domain, that domain's model at the end of the stream "
+                "would forget (Dice@5 points): "
+                + "; ".join(f"`{label}` {when} {value:+.2f}" for label, when, value in misrouted)
+                + ".",
+            ]
         for v in task_summary["variants"]:
             checks = v.get("sentinel_checks") or []
             if checks:

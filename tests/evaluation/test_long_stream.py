@@ -10,7 +10,13 @@ import torch
 
 from clickadapt.adaptation.safety import SafetyConfig
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.long_stream import StreamSegment, evaluate_weights, ordered_stream, run_long_stream
+from clickadapt.evaluation.long_stream import (
+    StreamSegment,
+    evaluate_weights,
+    ordered_stream,
+    run_domain_scoped_stream,
+    run_long_stream,
+)
 from clickadapt.models.unet import ReferenceUNet
 from clickadapt.tasks import BRAIN
 
@@ -87,3 +93,26 @@ def test_evaluate_weights_is_a_frozen_evaluation_of_given_weights() -> None:
     zeroed = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     flat = evaluate_weights(model, zeroed, BRAIN, samples, budget=2)  # all-zero logits: class 0 everywhere
     np.testing.assert_array_equal(flat, np.zeros((2, 2)))
+
+
+def test_domain_scoped_stream_adapts_each_domain_apart_and_serves_source_images_with_the_source_model() -> None:
+    model = network()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_domain_scoped_stream(
+        model, BRAIN, segments(), "oaims", safety=SafetyConfig(), budget=3, click_seed=1, progress=False
+    )
+    assert [image.segment for image in result.images] == [0, 0, 0, 1, 1, 2, 2]
+    # The weights that serve source images never changed, at any segment's end.
+    assert len(result.segment_end_weights) == 3
+    for weights in result.segment_end_weights:
+        assert all(torch.equal(weights[name], original[name]) for name in original)
+    assert [image.version_after for image in result.images[-2:]] == [0, 0]  # source images: frozen model
+    # Each target domain adapted its own copy, starting from the source weights (not from the previous domain).
+    assert sorted(result.domain_end_weights) == ["A", "B"]
+    first_b = result.images[3]
+    assert first_b.version_first == 0 and result.images[2].version_after > 0
+    a_weights, b_weights = result.domain_end_weights["A"], result.domain_end_weights["B"]
+    assert any(not torch.equal(a_weights[name], original[name]) for name in original)
+    assert any(not torch.equal(a_weights[name], b_weights[name]) for name in original)
+    assert len(result.signals) == 5  # the safety layer finished every adapted image, none of the source ones
+    assert all(torch.equal(tensor, original[name]) for name, tensor in model.state_dict().items())

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from clickadapt.adaptation.domains import DomainScopedModels
 from clickadapt.adaptation.model_state import ModelState, StateSnapshot
 from clickadapt.adaptation.safety import RollbackHook, SafetyConfig, SafetyMonitor, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
@@ -130,6 +131,7 @@ class LongStreamResult:
         resumed_at: Runs resumed from a fork: the position of the first image they computed themselves.
         sentinel_checks: Guarded runs with a source sentinel: every check (see ``SafetyMonitor``).
         rehearsals: Guarded runs with a source rehearsal: labelled source images replayed.
+        domain_end_weights: Domain-scoped runs: the weights of every adapted domain at the end (not serialised).
     """
 
     label: str
@@ -150,6 +152,7 @@ class LongStreamResult:
     resumed_at: int | None = None
     sentinel_checks: list[dict[str, Any]] = field(default_factory=list)
     rehearsals: int = 0
+    domain_end_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def dice_at(self, click: int) -> np.ndarray:
         """Per image, the mean-over-regions Dice after the 1-based ``click``."""
@@ -339,6 +342,104 @@ def run_long_stream(
         result.sentinel_checks = list(monitor.sentinel_checks)
         result.rehearsals = monitor.rehearsals
         monitor.detach()
+    return result
+
+
+SOURCE_DOMAIN = "source"
+"""Domain key of every source-domain segment in :func:`run_domain_scoped_stream`."""
+
+
+def segment_domain(segment: StreamSegment) -> str:
+    """The domain key of a segment: ``"source"`` for source-domain segments, else the segment's name."""
+    return SOURCE_DOMAIN if segment.source_domain else segment.name
+
+
+def run_domain_scoped_stream(
+    model: nn.Module,
+    task: TaskSpec,
+    segments: Sequence[StreamSegment],
+    strategy_name: str,
+    strategy_overrides: dict[str, Any] | None = None,
+    safety: SafetyConfig | None = None,
+    *,
+    label: str | None = None,
+    user_name: str = "oaims",
+    budget: int = 10,
+    click_seed: int = 0,
+    order_seed: int | None = 0,
+    click_sigma: float = DEFAULT_CLICK_SIGMA,
+    device: str = "cpu",
+    sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    progress: bool = True,
+) -> LongStreamResult:
+    """Process a long stream with :class:`~clickadapt.adaptation.domains.DomainScopedModels`.
+
+    Each image is segmented by the model of its segment's domain (:func:`segment_domain`: the image's
+    metadata is taken to say where it comes from); source-domain segments are served by the frozen source
+    model. Arguments and result as :func:`run_long_stream`, except that :attr:`LongStreamResult.segment_end_weights`
+    holds the weights that serve *source-domain* images at each segment's end (what the forgetting measure
+    asks about) and :attr:`LongStreamResult.domain_end_weights` those of every adapted domain at the end.
+    """
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 click, got {budget}")
+    for segment in segments:
+        for sample in segment.samples:
+            if sample.task != task.name:
+                raise ValueError(f"sample {sample.key} is a {sample.task!r} image but the model is for {task.name!r}")
+    make_simulated_user(user_name, click_seed)
+    models = DomainScopedModels(
+        model,
+        task,
+        strategy_name,
+        strategy_overrides,
+        source_domains={SOURCE_DOMAIN},
+        safety=safety,
+        device=device,
+        sentinel_images=sentinel_images,
+        rehearsal_images=rehearsal_images,
+    )
+    source_model = models.state(SOURCE_DOMAIN).model
+    result = LongStreamResult(
+        label=label or f"{strategy_name}+domains",
+        strategy=strategy_name,
+        overrides=dict(strategy_overrides or {}),
+        safety=safety.model_dump() if safety is not None else None,
+        task=task.name,
+        regions=list(task.regions),
+        segments=[segment.name for segment in segments],
+        budget=budget,
+        final_model=source_model,
+    )
+    stream = ordered_stream(segments, order_seed)
+    show = progress and sys.stderr.isatty()
+    for segment_index, sample in tqdm(stream, desc=result.label, unit="image", disable=not show):
+        while len(result.segment_end_weights) < segment_index:
+            result.segment_end_weights.append(_weights(source_model))
+        if not np.any(sample.label > 0):
+            logger.warning("skipping %s: its label has no foreground for the simulated user to click", sample.key)
+            result.skipped.append(sample.key)
+            continue
+        domain = segment_domain(segments[segment_index])
+        state, monitor = models.state(domain), models.monitor(domain)
+        events_before = len(monitor.events) if monitor is not None else 0
+        began = time.perf_counter()
+        image = _interact(state, monitor, task, sample, budget, user_name, click_seed, click_sigma)
+        image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
+        if monitor is not None:
+            image.events = [{**event.to_dict(), "domain": domain} for event in monitor.events[events_before:]]
+            result.events.extend(image.events)
+            result.signals.append(monitor.signals[-1].to_dict())
+        result.images.append(image)
+    while len(result.segment_end_weights) < len(segments):
+        result.segment_end_weights.append(_weights(source_model))
+    result.domain_end_weights = {
+        domain: _weights(models.state(domain).model) for domain in models.domains if not models.is_source(domain)
+    }
+    for monitor in models.monitors().values():
+        result.sentinel_checks.extend(monitor.sentinel_checks)
+        result.rehearsals += monitor.rehearsals
+    models.detach()
     return result
 
 
