@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
 from adaptation_testing import BRAIN_CLICKS, equal_states, one_torch_thread, synthetic_image, tiny_network, weights
 
 from clickadapt.adaptation.domains import DomainScopedModels
