@@ -116,3 +116,26 @@ def test_domain_scoped_stream_adapts_each_domain_apart_and_serves_source_images_
     assert any(not torch.equal(a_weights[name], b_weights[name]) for name in original)
     assert len(result.signals) == 5  # the safety layer finished every adapted image, none of the source ones
     assert all(torch.equal(tensor, original[name]) for name, tensor in model.state_dict().items())
+
+
+def test_gain_kept_is_taken_only_from_an_unguarded_run_of_the_same_stream() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "long_stream.py"
+    spec = importlib.util.spec_from_file_location("bench_long_stream", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(tag: str, order_seed: int, variants: list[dict[str, object]]) -> dict[str, object]:
+        segments = [{"name": "A", "images": 4, "source": False}]
+        return {"task": "brain", "tag": tag, "segments": segments, "click_seed": 0, "order_seed": order_seed,
+                "variants": variants}  # fmt: skip
+
+    guarded = {"label": "oaims+safety+domains", "safety": {}, "delta@5": 3.0, "gain_kept@5": float("nan")}
+    other_order = run("order1", 1, [{"label": "oaims", "safety": None, "delta@5": 1.0}])
+    same_order = run("main", 0, [{"label": "oaims", "safety": None, "delta@5": 4.0}])
+    summaries = [run("domains", 0, [guarded]), other_order, same_order]
+    bench.fill_gain_kept(summaries)
+    assert guarded["gain_kept@5"] == 0.75 and guarded["gain_kept_from"] == "main"
