@@ -98,6 +98,7 @@ class VariantConfig(BaseModel):
     sentinel: bool = False
     rehearsal: bool = False
     domain_scoped: bool = False
+    targets_share_model: bool = False
 
 
 class LongStreamConfig(BaseModel):
@@ -335,7 +336,14 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
         }
         if variant.domain_scoped:
             result = run_domain_scoped_stream(
-                model, task, segments, variant.strategy, variant.overrides, variant.safety, **common
+                model,
+                task,
+                segments,
+                variant.strategy,
+                variant.overrides,
+                variant.safety,
+                targets_share_model=variant.targets_share_model,
+                **common,
             )
         else:
             result = run_long_stream(

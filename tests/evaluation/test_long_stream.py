@@ -139,3 +139,16 @@ def test_gain_kept_is_taken_only_from_an_unguarded_run_of_the_same_stream() -> N
     summaries = [run("domains", 0, [guarded]), other_order, same_order]
     bench.fill_gain_kept(summaries)
     assert guarded["gain_kept@5"] == 0.75 and guarded["gain_kept_from"] == "main"
+
+
+def test_targets_can_share_one_adapting_model_while_source_images_keep_the_source_model() -> None:
+    model = network()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_domain_scoped_stream(
+        model, BRAIN, segments(), "oaims", budget=3, click_seed=1, targets_share_model=True, progress=False
+    )
+    assert list(result.domain_end_weights) == ["targets"]
+    first_b = result.images[3]
+    assert first_b.version_first == result.images[2].version_after > 0  # B continues from A's weights
+    assert [image.version_after for image in result.images[-2:]] == [0, 0]
+    assert all(torch.equal(result.segment_end_weights[-1][name], original[name]) for name in original)

@@ -347,11 +347,16 @@ def run_long_stream(
 
 SOURCE_DOMAIN = "source"
 """Domain key of every source-domain segment in :func:`run_domain_scoped_stream`."""
+SHARED_TARGET_DOMAIN = "targets"
+"""Domain key of every target segment when the targets share one adapting model."""
 
 
-def segment_domain(segment: StreamSegment) -> str:
-    """The domain key of a segment: ``"source"`` for source-domain segments, else the segment's name."""
-    return SOURCE_DOMAIN if segment.source_domain else segment.name
+def segment_domain(segment: StreamSegment, targets_share_model: bool = False) -> str:
+    """The domain key of a segment: ``"source"`` for source-domain segments, else the segment's name
+    (``"targets"`` for every target segment when ``targets_share_model``)."""
+    if segment.source_domain:
+        return SOURCE_DOMAIN
+    return SHARED_TARGET_DOMAIN if targets_share_model else segment.name
 
 
 def run_domain_scoped_stream(
@@ -371,13 +376,17 @@ def run_domain_scoped_stream(
     device: str = "cpu",
     sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    targets_share_model: bool = False,
     progress: bool = True,
 ) -> LongStreamResult:
     """Process a long stream with :class:`~clickadapt.adaptation.domains.DomainScopedModels`.
 
     Each image is segmented by the model of its segment's domain (:func:`segment_domain`: the image's
     metadata is taken to say where it comes from); source-domain segments are served by the frozen source
-    model. Arguments and result as :func:`run_long_stream`, except that :attr:`LongStreamResult.segment_end_weights`
+    model. With ``targets_share_model`` all target segments adapt one model in turn (what is learnt on
+    one target domain carries over to the next) and only the source domain is kept apart.
+
+    Arguments and result as :func:`run_long_stream`, except that :attr:`LongStreamResult.segment_end_weights`
     holds the weights that serve *source-domain* images at each segment's end (what the forgetting measure
     asks about) and :attr:`LongStreamResult.domain_end_weights` those of every adapted domain at the end.
     """
@@ -420,7 +429,7 @@ def run_domain_scoped_stream(
             logger.warning("skipping %s: its label has no foreground for the simulated user to click", sample.key)
             result.skipped.append(sample.key)
             continue
-        domain = segment_domain(segments[segment_index])
+        domain = segment_domain(segments[segment_index], targets_share_model)
         state, monitor = models.state(domain), models.monitor(domain)
         events_before = len(monitor.events) if monitor is not None else 0
         began = time.perf_counter()
