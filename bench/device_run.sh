@@ -15,6 +15,9 @@ CACHE_DATA_ROOT=${CACHE_DATA_ROOT:-/work/shared/data}
 STREAM_TIMEOUT=${STREAM_TIMEOUT:-470}
 LATENCY_TIMEOUT=${LATENCY_TIMEOUT:-150}
 export PYTHONUNBUFFERED=1
+# One CPU thread per process: the 2026-11-30 run left these unset, and nine processes of 16 threads each on
+# 16 cores did not finish one adapting stream in 470 s (untested since: time one process before many).
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 mkdir -p "$OUT/logs"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD/bench
