@@ -334,29 +334,16 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
             "device": args.device,
             "progress": not args.no_progress,
         }
-        if variant.domain_scoped:
-            result = run_domain_scoped_stream(
-                model,
-                task,
-                segments,
-                variant.strategy,
-                variant.overrides,
-                variant.safety,
-                targets_share_model=variant.targets_share_model,
-                **common,
-            )
-        else:
-            result = run_long_stream(
-                model,
-                task,
-                segments,
-                variant.strategy,
-                variant.overrides,
-                variant.safety,
-                rollback_hook=lambda event, before, restored, into=captured: into.append((event, before, restored)),
-                resume_from=fork,
-                **common,
-            )
+        extra: dict[str, Any] = (
+            {"targets_share_model": variant.targets_share_model}
+            if variant.domain_scoped
+            else {
+                "rollback_hook": lambda event, before, restored, into=captured: into.append((event, before, restored)),
+                "resume_from": fork,
+            }
+        )
+        runner = run_domain_scoped_stream if variant.domain_scoped else run_long_stream
+        result = runner(model, task, segments, variant.strategy, variant.overrides, variant.safety, **common, **extra)
         results[variant.label] = result
         logger.info("%s %s: %.0f s, events %s", task.name, variant.label, time.time() - begin, result.events[-3:])
         rollbacks[variant.label] = judge_rollbacks(captured, model, config, stream)

@@ -274,13 +274,7 @@ def run_long_stream(
         ValueError: For a budget below 1, a sample of another task, an unknown strategy or user, or a fork
             of another strategy.
     """
-    if budget < 1:
-        raise ValueError(f"budget must be at least 1 click, got {budget}")
-    for segment in segments:
-        for sample in segment.samples:
-            if sample.task != task.name:
-                raise ValueError(f"sample {sample.key} is a {sample.task!r} image but the model is for {task.name!r}")
-    make_simulated_user(user_name, click_seed)  # validates the name before any work
+    _check_stream_inputs(task, segments, budget, user_name, click_seed)
     overrides = dict(strategy_overrides or {})
     working = copy.deepcopy(model).to(device)
     state = ModelState(working, task, make_strategy(strategy_name, task, **overrides), device)
@@ -314,9 +308,7 @@ def run_long_stream(
         while current_segment < segment_index:  # segments may be empty
             result.segment_end_weights.append(_weights(working))
             current_segment += 1
-        if not np.any(sample.label > 0):
-            logger.warning("skipping %s: its label has no foreground for the simulated user to click", sample.key)
-            result.skipped.append(sample.key)
+        if _skip_unclickable(sample, result):
             continue
         events_before = len(monitor.events) if monitor is not None else 0
         before = state.snapshot() if monitor is not None and result.fork is None else None
@@ -390,13 +382,7 @@ def run_domain_scoped_stream(
     holds the weights that serve *source-domain* images at each segment's end (what the forgetting measure
     asks about) and :attr:`LongStreamResult.domain_end_weights` those of every adapted domain at the end.
     """
-    if budget < 1:
-        raise ValueError(f"budget must be at least 1 click, got {budget}")
-    for segment in segments:
-        for sample in segment.samples:
-            if sample.task != task.name:
-                raise ValueError(f"sample {sample.key} is a {sample.task!r} image but the model is for {task.name!r}")
-    make_simulated_user(user_name, click_seed)
+    _check_stream_inputs(task, segments, budget, user_name, click_seed)
     models = DomainScopedModels(
         model,
         task,
@@ -425,9 +411,7 @@ def run_domain_scoped_stream(
     for segment_index, sample in tqdm(stream, desc=result.label, unit="image", disable=not show):
         while len(result.segment_end_weights) < segment_index:
             result.segment_end_weights.append(_weights(source_model))
-        if not np.any(sample.label > 0):
-            logger.warning("skipping %s: its label has no foreground for the simulated user to click", sample.key)
-            result.skipped.append(sample.key)
+        if _skip_unclickable(sample, result):
             continue
         domain = segment_domain(segments[segment_index], targets_share_model)
         state, monitor = models.state(domain), models.monitor(domain)
@@ -450,6 +434,28 @@ def run_domain_scoped_stream(
         result.rehearsals += monitor.rehearsals
     models.detach()
     return result
+
+
+def _check_stream_inputs(
+    task: TaskSpec, segments: Sequence[StreamSegment], budget: int, user_name: str, click_seed: int
+) -> None:
+    """Refuse a budget below 1, a sample of another task or an unknown user before any work."""
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 click, got {budget}")
+    for segment in segments:
+        for sample in segment.samples:
+            if sample.task != task.name:
+                raise ValueError(f"sample {sample.key} is a {sample.task!r} image but the model is for {task.name!r}")
+    make_simulated_user(user_name, click_seed)  # validates the name
+
+
+def _skip_unclickable(sample: Sample, result: LongStreamResult) -> bool:
+    """Record and report a sample whose label has no foreground (nothing for the simulated user to click)."""
+    if np.any(sample.label > 0):
+        return False
+    logger.warning("skipping %s: its label has no foreground for the simulated user to click", sample.key)
+    result.skipped.append(sample.key)
+    return True
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
