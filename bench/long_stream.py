@@ -42,6 +42,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from clickadapt.adaptation.domains import SourceMode
 from clickadapt.adaptation.model_state import StateSnapshot
 from clickadapt.adaptation.safety import SAFETY_EVENT_KINDS, SafetyConfig, SafetyEvent
 from clickadapt.data.registry import DatasetConfig, load_samples
@@ -99,6 +100,7 @@ class VariantConfig(BaseModel):
     rehearsal: bool = False
     domain_scoped: bool = False
     targets_share_model: bool = False
+    source_mode: SourceMode = "frozen"
 
 
 class LongStreamConfig(BaseModel):
@@ -181,10 +183,14 @@ def judge_rollbacks(
         if not images:
             images = stream[max(0, start - config.judge_images) : start]
             where = "the last images before it (end of stream)"
-        kwargs = {"user_name": config.user, "budget": config.judge_budget, "click_seed": config.click_seed}
         task = get_task(config.task)
-        before_dice = evaluate_weights(model, before.model_state, task, images, **kwargs)[:, -1].mean()
-        after_dice = evaluate_weights(model, restored.model_state, task, images, **kwargs)[:, -1].mean()
+        before_dice, after_dice = (
+            evaluate_weights(
+                model, weights, task, images, user_name=config.user, budget=config.judge_budget,
+                click_seed=config.click_seed,
+            )[:, -1].mean()
+            for weights in (before.model_state, restored.model_state)
+        )  # fmt: skip
         judged.append(
             {
                 **event.to_dict(),
@@ -335,7 +341,7 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
             "progress": not args.no_progress,
         }
         extra: dict[str, Any] = (
-            {"targets_share_model": variant.targets_share_model}
+            {"targets_share_model": variant.targets_share_model, "source_mode": variant.source_mode}
             if variant.domain_scoped
             else {
                 "rollback_hook": lambda event, before, restored, into=captured: into.append((event, before, restored)),
@@ -348,17 +354,17 @@ def run_task(config: LongStreamConfig, args: argparse.Namespace, command: str) -
         logger.info("%s %s: %.0f s, events %s", task.name, variant.label, time.time() - begin, result.events[-3:])
         rollbacks[variant.label] = judge_rollbacks(captured, model, config, stream)
         row: dict[str, float] = {}
-        points = {
+        points: dict[str, dict[str, torch.Tensor] | None] = {
             "after targets": result.segment_end_weights[last_target] if last_target is not None else None,
             "end of stream": result.segment_end_weights[-1],
         }
-        for domain, weights in result.domain_end_weights.items():  # domain-scoped: a source image filed there
-            points[f"{domain} model"] = weights
-        for when, weights in points.items():
-            if weights is None or variant.strategy == "frozen":
+        for domain, domain_weights in result.domain_end_weights.items():  # domain-scoped: a source image filed there
+            points[f"{domain} model"] = domain_weights
+        for when, point_weights in points.items():
+            if point_weights is None or variant.strategy == "frozen":
                 curves = source_forgetting
             else:
-                curves = evaluate_weights(model, weights, task, forgetting, **eval_kwargs)
+                curves = evaluate_weights(model, point_weights, task, forgetting, **eval_kwargs)
             for click in REPORTED_CLICKS:
                 row[f"{when} dice@{click}"] = 100 * float(curves[:, click - 1].mean())
                 row[f"{when} forgetting@{click}"] = 100 * float(
@@ -568,7 +574,8 @@ def render(summaries: list[dict[str, Any]]) -> str:
         if misrouted:
             out += [
                 "",
-                "Domain-scoped runs serve source images with the frozen source model (forgetting 0 by construction). "
+                "Domain-scoped runs serve source images with the source weights, never changed (forgetting 0 by "
+                "construction): frozen, or with per-image updates undone after each image (`source-episodic`). "
                 "Were a source image filed under a target domain, that domain's model at the end of the stream "
                 "would forget (Dice@5 points): "
                 + "; ".join(f"`{label}` {when} {value:+.2f}" for label, when, value in misrouted)

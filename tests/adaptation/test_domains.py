@@ -1,13 +1,14 @@
-"""Domain-scoped adaptation: one adapting copy per domain, the source domain frozen."""
+"""Domain-scoped adaptation: one adapting copy per domain, the source domain frozen or episodic."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from adaptation_testing import BRAIN_CLICKS, equal_states, one_torch_thread, synthetic_image, tiny_network, weights
 
-from clickadapt.adaptation.domains import DomainScopedModels
+from clickadapt.adaptation.domains import DomainScopedModels, EpisodicModel, mid_interaction_overrides
 from clickadapt.adaptation.safety import SafetyConfig
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.tasks import BRAIN
@@ -24,11 +25,7 @@ def segment_one(models: DomainScopedModels, domain: str, seed: int = 0) -> None:
     session.set_image(synthetic_image(BRAIN, seed), image_id=f"{domain}-{seed}")
     for click in BRAIN_CLICKS[:3]:
         session.add_click(click)
-    monitor = models.monitor(domain)
-    if monitor is not None:
-        monitor.finish(session)
-    else:
-        session.finish()
+    models.finish(domain, session)
 
 
 def test_each_domain_adapts_its_own_copy_and_the_source_domain_stays_frozen() -> None:
@@ -54,3 +51,62 @@ def test_domains_without_safety_and_bad_arguments() -> None:
         models.state("")
     with pytest.raises(ValueError, match="unknown"):
         DomainScopedModels(tiny_network(BRAIN), BRAIN, "no-such-strategy")
+
+
+def test_episodic_source_images_adapt_during_their_clicks_and_the_source_weights_come_back() -> None:
+    network = tiny_network(BRAIN)
+    source = weights(network)
+    # lr and seed are OAIMS settings; only the MI ones (lr) reach the source domain's ``mid`` strategy.
+    models = DomainScopedModels(
+        network, BRAIN, "oaims", {"lr": 1e-3, "seed": 3}, source_domains={"source"}, safety=SafetyConfig(),
+        source_mode="episodic",
+    )  # fmt: skip
+    state = models.state("source")
+    assert models.is_episodic("source") and not models.is_episodic("site-A")
+    assert state.strategy.name == "mid" and state.strategy.learning_rate == 1e-3
+    session = InteractiveSession(state, undo_depth=0)
+    session.set_image(synthetic_image(BRAIN, 0), image_id="source-0")
+    for click in BRAIN_CLICKS[:3]:
+        session.add_click(click)
+    assert state.version == 2 and not equal_states(weights(state.model), source)  # MI at clicks 2 and 3
+    first_image_last = session.predictions[-1]
+    monitor = models.monitor("source")
+    assert monitor is not None and monitor.config.monitor is False  # the guard only: nothing outlives the image
+    models.finish("source", session)
+    assert equal_states(weights(state.model), source) and len(monitor.signals) == 1
+    # The next source image starts from the source weights and a fresh optimizer: the same clicks on the
+    # same image give the same masks again.
+    again = InteractiveSession(state, undo_depth=0)
+    again.set_image(synthetic_image(BRAIN, 0), image_id="source-1")
+    for click in BRAIN_CLICKS[:3]:
+        again.add_click(click)
+    np.testing.assert_array_equal(again.predictions[-1], first_image_last)
+    models.finish("source", again)
+    assert equal_states(weights(state.model), source) and equal_states(weights(network), source)
+
+
+def test_finish_refuses_a_session_of_another_domain_and_an_unknown_source_mode() -> None:
+    models = DomainScopedModels(tiny_network(BRAIN), BRAIN, "oaims", source_domains={"source"})
+    session = InteractiveSession(models.state("site-A"), undo_depth=0)
+    session.set_image(synthetic_image(BRAIN, 0), image_id="a-0")
+    session.add_click(BRAIN_CLICKS[0])
+    with pytest.raises(ValueError, match="not on the model of domain 'site-B'"):
+        models.finish("site-B", session)
+    assert not session.finished  # refused before anything changed
+    with pytest.raises(ValueError, match="unknown source_mode 'sometimes'"):
+        DomainScopedModels(tiny_network(BRAIN), BRAIN, "oaims", source_mode="sometimes")  # type: ignore[arg-type]
+
+
+def test_episodic_model_alone_refuses_a_foreign_session_and_settings_mid_does_not_have() -> None:
+    network = tiny_network(BRAIN)
+    episodic = EpisodicModel(network, BRAIN, {"lr": 1e-3}, version=7)
+    assert episodic.state.version == 7 and episodic.monitor is None
+    foreign = InteractiveSession(DomainScopedModels(network, BRAIN, "oaims").state("site-A"), undo_depth=0)
+    foreign.set_image(synthetic_image(BRAIN, 0), image_id="elsewhere")
+    foreign.add_click(BRAIN_CLICKS[0])
+    with pytest.raises(ValueError, match="'elsewhere' is not on this episodic model"):
+        episodic.finish(foreign)
+    assert not foreign.finished and episodic.images == 0
+    with pytest.raises(ValueError, match="seed"):
+        EpisodicModel(network, BRAIN, {"seed": 1})
+    assert mid_interaction_overrides({"lr": 1e-3, "seed": 1, "click_loss": False}) == {"lr": 1e-3, "click_loss": False}

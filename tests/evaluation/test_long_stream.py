@@ -152,3 +152,19 @@ def test_targets_can_share_one_adapting_model_while_source_images_keep_the_sourc
     assert first_b.version_first == result.images[2].version_after > 0  # B continues from A's weights
     assert [image.version_after for image in result.images[-2:]] == [0, 0]
     assert all(torch.equal(result.segment_end_weights[-1][name], original[name]) for name in original)
+
+
+def test_episodic_source_images_adapt_within_the_image_and_never_change_the_source_weights() -> None:
+    model = network()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_domain_scoped_stream(
+        model, BRAIN, segments(), "oaims", safety=SafetyConfig(), budget=3, click_seed=1, targets_share_model=True,
+        source_mode="episodic", progress=False,
+    )  # fmt: skip
+    assert result.label == "oaims+domains+episodic-source"
+    for weights in result.segment_end_weights:  # what the forgetting measure evaluates: the source weights
+        assert all(torch.equal(weights[name], original[name]) for name in original)
+    source_images = result.images[-2:]
+    for image in source_images:  # MI updates during the clicks, then the restore: versions move on
+        assert image.version_after >= image.version_first + 2
+    assert len(result.signals) == 7  # the source domain's guard-only layer also saw its images

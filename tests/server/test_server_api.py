@@ -579,3 +579,49 @@ def test_safety_events_are_shown_with_the_model(client: TestClient) -> None:
         "reason": "drift: first-click agreement fell",
         "version": 7,
     }
+
+
+def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared_model(
+    make_client: AppFactory,
+) -> None:
+    client = make_client(source_domains=["synthetic/T1/case0/*"])
+    service = client.app.state.service
+    base_version = service.base_version
+    shared_before = {name: tensor.clone() for name, tensor in service.state.model.state_dict().items()}
+    source_state = service.source_model.state
+    images = {image["name"]: image["id"] for image in client.get("/api/images").json()}
+    source_id, other_id = images["synthetic/T1/case0/0"], images["synthetic/T1/case1/1"]
+    assert client.get("/api/model").json()["source_domains"] == ["synthetic/T1/case0/*"]
+
+    client.post(f"/api/images/{source_id}/open")
+    client.post(f"/api/images/{source_id}/clicks", json=LESION_CLICK)
+    view = client.post(f"/api/images/{source_id}/clicks", json={"row": 4, "col": 4, "label": 0}).json()
+    assert view["source_domain"] is True and view["mask_model_version"] == base_version
+    assert all(click["model_version"] == base_version for click in view["clicks"])
+    assert source_state.version > base_version  # the copy learnt from the second click (Mid-Interaction)
+    assert view["model_version"] == service.state.version == base_version  # the shared model did not
+    finished = client.post(f"/api/images/{source_id}/finish").json()
+    assert finished["image"]["status"] == "done" and "source-domain image" in finished["message"]
+    assert finished["source_domain"] is True and service.state.version == base_version
+    for name, tensor in service.state.model.state_dict().items():
+        assert torch.equal(tensor, shared_before[name])
+    for name, tensor in source_state.model.state_dict().items():  # the copy is back to the base weights
+        assert torch.equal(tensor, shared_before[name])
+    assert [item["model_version"] for item in client.get("/api/stats/chart").json()] == [base_version]
+
+    client.post(f"/api/images/{other_id}/open")
+    client.post(f"/api/images/{other_id}/clicks", json=LESION_CLICK)
+    other = client.post(f"/api/images/{other_id}/finish").json()
+    assert other["source_domain"] is False and service.state.version > base_version  # the shared model adapts
+
+
+def test_source_domain_images_follow_the_adaptation_switch(make_client: AppFactory) -> None:
+    client = make_client(source_domains=["synthetic/*"], adaptation=False)
+    service = client.app.state.service
+    image_id = first_image(client)
+    client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    client.post(f"/api/images/{image_id}/clicks", json={"row": 4, "col": 4, "label": 0})
+    assert service.source_model.state.version == service.base_version  # adaptation off: no update
+    client.put("/api/model/settings", json={"adaptation": True})
+    client.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
+    assert service.source_model.state.version > service.base_version

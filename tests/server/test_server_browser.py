@@ -66,7 +66,8 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
         model = Path(os.environ.get("CLICKADAPT_SCREENSHOT_MODEL", shipped_model_path("brain")))
         model = model if model.is_file() else tiny_checkpoint
     lesion_row, lesion_col = lesion_centre(load_demo_samples()[2].label)
-    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store")])
+    # Uploaded volumes count as the model's source domain: served by a per-image copy of the base model.
+    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--source-domain", "upload*"])
     url = server.start()
     try:
         with sync_api.sync_playwright() as playwright:
@@ -107,7 +108,9 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 page.wait_for_function(f"document.getElementById('model-version').textContent !== '{version_before}'")
                 assert int(page.text_content("#model-version") or "0") > int(version_before or "0")
                 assert page.text_content("#progress") == "1 / 24 done"
-                assert page.text_content("#safety-status") == "Safety layer on: no action needed so far."
+                assert page.text_content("#safety-status") == (
+                    "Safety layer on (with source domain kept (upload*)): no action needed so far."
+                )
                 assert "done" in (items.nth(2).get_attribute("data-status") or "")
                 page.screenshot(path=str(tmp_path / "3-finished.png"))
 
@@ -126,6 +129,9 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 page.set_input_files("#upload-input", str(volume_path))
                 page.wait_for_selector("#volume-panel:not([hidden])")
                 assert page.text_content("#image-name") == "upload.nii.gz [slice 5]"
+                click_pixel(page, 20, 20)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                assert "source domain" in (page.text_content("#mask-version") or "")
                 page.locator("#slice-slider").fill("3")
                 assert page.text_content("#slice-value") == "3"
                 page.click("#add-slice")

@@ -41,6 +41,11 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert settings.data == tmp_path and settings.store == tmp_path / "s"
     assert settings.max_upload_bytes == 2 * 1024 * 1024 and settings.adaptation is False
     assert settings.strategy == "post"  # from the environment
+    assert settings.source_domains == []
+    kept = settings_from_args(parse("--source-domain", "site-A/*", "--source-domain", "demo*"))
+    assert kept.source_domains == ["site-A/*", "demo*"]
+    with pytest.raises(ValueError, match="source-domain pattern must not be empty"):
+        ServerSettings(source_domains=["site-A/*", " "])
 
 
 def test_exposed_host_gets_a_generated_token_or_keeps_the_given_one() -> None:

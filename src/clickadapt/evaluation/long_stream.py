@@ -15,7 +15,7 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clickadapt.adaptation.domains import DomainScopedModels
+from clickadapt.adaptation.domains import DomainScopedModels, SourceMode
 from clickadapt.adaptation.model_state import ModelState, StateSnapshot
-from clickadapt.adaptation.safety import RollbackHook, SafetyConfig, SafetyMonitor, attach_safety
+from clickadapt.adaptation.safety import RollbackHook, SafetyConfig, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import make_strategy
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
@@ -313,7 +313,8 @@ def run_long_stream(
         events_before = len(monitor.events) if monitor is not None else 0
         before = state.snapshot() if monitor is not None and result.fork is None else None
         began = time.perf_counter()
-        image = _interact(state, monitor, task, sample, budget, user_name, click_seed, click_sigma)
+        finish = monitor.finish if monitor is not None else InteractiveSession.finish
+        image = _interact(state, finish, task, sample, budget, user_name, click_seed, click_sigma)
         image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
         if monitor is not None:
             image.events = [event.to_dict() for event in monitor.events[events_before:]]
@@ -369,14 +370,16 @@ def run_domain_scoped_stream(
     sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     targets_share_model: bool = False,
+    source_mode: SourceMode = "frozen",
     progress: bool = True,
 ) -> LongStreamResult:
     """Process a long stream with :class:`~clickadapt.adaptation.domains.DomainScopedModels`.
 
     Each image is segmented by the model of its segment's domain (:func:`segment_domain`: the image's
-    metadata is taken to say where it comes from); source-domain segments are served by the frozen source
-    model. With ``targets_share_model`` all target segments adapt one model in turn (what is learnt on
-    one target domain carries over to the next) and only the source domain is kept apart.
+    metadata is taken to say where it comes from); source-domain segments are served by the source model,
+    frozen or with per-image Mid-Interaction updates that are undone after the image (``source_mode``).
+    With ``targets_share_model`` all target segments adapt one model in turn (what is learnt on one target
+    domain carries over to the next) and only the source domain is kept apart.
 
     Arguments and result as :func:`run_long_stream`, except that :attr:`LongStreamResult.segment_end_weights`
     holds the weights that serve *source-domain* images at each segment's end (what the forgetting measure
@@ -393,10 +396,11 @@ def run_domain_scoped_stream(
         device=device,
         sentinel_images=sentinel_images,
         rehearsal_images=rehearsal_images,
+        source_mode=source_mode,
     )
     source_model = models.state(SOURCE_DOMAIN).model
     result = LongStreamResult(
-        label=label or f"{strategy_name}+domains",
+        label=label or f"{strategy_name}+domains" + ("+episodic-source" if source_mode == "episodic" else ""),
         strategy=strategy_name,
         overrides=dict(strategy_overrides or {}),
         safety=safety.model_dump() if safety is not None else None,
@@ -417,7 +421,11 @@ def run_domain_scoped_stream(
         state, monitor = models.state(domain), models.monitor(domain)
         events_before = len(monitor.events) if monitor is not None else 0
         began = time.perf_counter()
-        image = _interact(state, monitor, task, sample, budget, user_name, click_seed, click_sigma)
+
+        def finish(session: InteractiveSession, domain: str = domain) -> None:
+            models.finish(domain, session)
+
+        image = _interact(state, finish, task, sample, budget, user_name, click_seed, click_sigma)
         image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
         if monitor is not None:
             image.events = [{**event.to_dict(), "domain": domain} for event in monitor.events[events_before:]]
@@ -464,7 +472,7 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _interact(
     state: ModelState,
-    monitor: SafetyMonitor | None,
+    finish: Callable[[InteractiveSession], object],
     task: TaskSpec,
     sample: Sample,
     budget: int,
@@ -472,14 +480,12 @@ def _interact(
     click_seed: int,
     click_sigma: float,
 ) -> LongStreamImage:
-    """One image: clicks until the budget or a perfect mask, then finish (through the safety layer)."""
+    """One image: clicks until the budget or a perfect mask, then ``finish(session)`` (e.g. through the safety
+    layer); the model version after the image is read after ``finish``."""
     user = make_simulated_user(user_name, user_seed(click_seed, sample.key))
     session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
     curves = click_through(session, sample, user, budget, task)
-    if monitor is not None:
-        monitor.finish(session)
-    else:
-        session.finish()
+    finish(session)
     return LongStreamImage(
         position=-1,
         segment=-1,

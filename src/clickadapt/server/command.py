@@ -39,6 +39,15 @@ def register(subparsers: Any) -> None:
         "--rehearsal",
         help="folder of labelled source images (images/ + masks/) replayed after each finished image",
     )
+    parser.add_argument(
+        "--source-domain",
+        action="append",
+        metavar="PATTERN",
+        help=(
+            "glob over image names (e.g. 'site-A/*') marking images of the model's source domain: they adapt only "
+            "a per-image copy of the base model and never change the shared model (repeatable)"
+        ),
+    )
     parser.set_defaults(handler=run_serve)
 
 
@@ -51,6 +60,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             overrides[name] = value
     if getattr(args, "rehearsal", None) is not None:
         overrides["rehearsal"] = args.rehearsal
+    if getattr(args, "source_domain", None):
+        overrides["source_domains"] = list(args.source_domain)
     if args.no_adaptation:
         overrides["adaptation"] = False
     if args.max_upload_mb is not None:

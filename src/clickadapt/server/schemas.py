@@ -55,6 +55,14 @@ class SessionView(BaseModel):
     )
     mask_model_version: int | None = Field(None, description="model version that produced the current mask")
     model_version: int = Field(description="current version of the shared model")
+    source_domain: bool = Field(
+        False,
+        description=(
+            "whether the image is of the model's source domain (serve --source-domain): it is segmented by a "
+            "per-image copy of the base model (mask_model_version is the base version) and never changes the "
+            "shared model"
+        ),
+    )
     last_click_s: float | None = Field(None, description="seconds the last click took (forward + update)")
     weights_restored: bool | None = Field(
         None, description="after an undo: whether the click's weight update was undone too"
@@ -108,6 +116,9 @@ class ModelInfo(BaseModel):
     )
     source_sentinel: bool = Field(False, description="whether the source sentinel is on (serve --sentinel)")
     source_rehearsal: bool = Field(False, description="whether the source rehearsal is on (serve --rehearsal)")
+    source_domains: list[str] = Field(
+        default_factory=list, description="patterns of image names served by per-image copies of the base model"
+    )
 
 
 class ModelSettingsIn(BaseModel):

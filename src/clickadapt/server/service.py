@@ -18,11 +18,16 @@ drives :class:`~clickadapt.adaptation.session.InteractiveSession` objects on one
 - **Restart.** Re-opening an in-progress image replays its stored clicks through a session with
   adaptation switched off (the restored weights already contain their updates). Undo after a restart
   removes the click but cannot take back its weight update (there is no snapshot any more).
+- **Source domain.** Images whose name matches ``--source-domain`` are segmented by an
+  :class:`~clickadapt.adaptation.domains.EpisodicModel`: a copy of the base model that learns from that
+  image's clicks only and is reset when the image is finished. They never change the shared model, and
+  their clicks and masks are recorded with the base model's version.
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import logging
 import re
@@ -36,8 +41,9 @@ from typing import Literal
 
 import numpy as np
 
+from clickadapt.adaptation.domains import EpisodicModel
 from clickadapt.adaptation.model_state import ModelState
-from clickadapt.adaptation.safety import attach_safety
+from clickadapt.adaptation.safety import SafetyConfig, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, AdaptationStrategy, make_strategy
 from clickadapt.clicks.click import Click
@@ -267,6 +273,15 @@ class AnnotationService:
             self.state,
             sentinel_images=self._labelled_source_images(self.settings.sentinel, "sentinel"),
             rehearsal_images=self._labelled_source_images(self.settings.rehearsal, "rehearsal"),
+        )
+        # Source-domain images: a per-image copy of the base model (guarded), reset after every image.
+        self.base_version = base.meta.version
+        self.source_model = (
+            EpisodicModel(
+                base.model, self.task, safety=SafetyConfig(), device=self.settings.device, version=self.base_version
+            )
+            if self.settings.source_domains
+            else None
         )
         self._autosaved_version = version
         if stored_base is None:
@@ -660,8 +675,33 @@ class AnnotationService:
         self._touch_client(client_id, live.image_id)
         self._live.move_to_end(live.image_id)
 
-    def _new_session(self) -> InteractiveSession:
-        return InteractiveSession(self.state, click_sigma=self.click_sigma)
+    def is_source_domain(self, record: ImageRecord) -> bool:
+        """Whether the image's name matches a ``--source-domain`` pattern (served by the episodic base model)."""
+        return any(fnmatch.fnmatchcase(record.name, pattern) for pattern in self.settings.source_domains)
+
+    def _served_by_source_model(self, record: ImageRecord) -> bool:
+        return self.source_model is not None and self.is_source_domain(record)
+
+    def _model_for(self, record: ImageRecord) -> ModelState:
+        """The model an image is segmented with: the episodic base model for source-domain images."""
+        if self.source_model is not None and self.is_source_domain(record):
+            return self.source_model.state
+        return self.state
+
+    def _on_source_model(self, session: InteractiveSession) -> bool:
+        return self.source_model is not None and session.state is self.source_model.state
+
+    def _new_session(self, record: ImageRecord) -> InteractiveSession:
+        session = InteractiveSession(self._model_for(record), click_sigma=self.click_sigma)
+        if self._on_source_model(session):
+            session.adapt = self.adaptation  # the per-image copy learns only while adaptation is on
+        return session
+
+    def _mask_version(self, session: InteractiveSession) -> int | None:
+        """The model version recorded for the session's current mask (the base version on the source model)."""
+        if not session.versions:
+            return None
+        return self.base_version if self._on_source_model(session) else int(session.versions[-1])
 
     def _live_image(self, image_id: str, client_id: str, relabel: bool = False) -> LiveImage:
         """The in-memory session of an image for ``client_id``: existing, replayed from the store, or new."""
@@ -679,21 +719,26 @@ class AnnotationService:
                 "(the finished label is kept)"
             )
         pixels = self.image_data(image_id).pixels
-        session = self._new_session()
+        session = self._new_session(record)
         session.set_image(pixels, image_id)
         if stored is None or stored.status == "done":
-            stored = self.store.start_session(image_id, client_id, self._strategy().name, self.state.version)
+            if self._on_source_model(session):
+                strategy, version = ("mid" if session.adapt else "frozen"), self.base_version
+            else:
+                strategy, version = self._strategy().name, self.state.version
+            stored = self.store.start_session(image_id, client_id, strategy, version)
             if relabel and record.status == "done":
                 self.store.add_event("relabel", {"image_id": image_id, "session_id": stored.id}, client_id)
         else:
             clicks = self.store.active_clicks(stored.id)
             if clicks:
+                adapt = session.adapt
                 session.adapt = False  # the restored weights already contain these clicks' updates
                 try:
                     for click in clicks:
                         session.add_click(Click(click.row, click.col, click.label))
                 finally:
-                    session.adapt = True
+                    session.adapt = adapt
         live = LiveImage(image_id, stored.id, session, client_id, time.monotonic())
         self._live[image_id] = live
         self._claim(live, client_id)
@@ -771,6 +816,7 @@ class AnnotationService:
                 state=record.status,
                 clicks=[self._click_out(click) for click in clicks],
                 model_version=self.state.version,
+                source_domain=self._served_by_source_model(record),
                 message="open the image to see its mask",
             )
 
@@ -826,7 +872,7 @@ class AnnotationService:
                     created="",
                     forward_s=timing.forward_s,
                     update_s=timing.update_s,
-                    model_version=session.versions[-1],
+                    model_version=self._mask_version(session) or 0,  # set: the click produced a mask
                 ),
                 original_mask=session.prediction if first else None,
             )
@@ -878,6 +924,16 @@ class AnnotationService:
         """
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "finish")
+            if self.source_model is not None and self._on_source_model(live.session):
+                final = self.source_model.finish(live.session)
+                self.store.finish_session(live.session_id, final, self.state.version)
+                live.message = (
+                    "finished; a source-domain image: its clicks adapted a copy of the base model, now reset; "
+                    f"the shared model stays at version {self.state.version}"
+                )
+                view = self._view(live)
+                del self._live[image_id]
+                return view
             version_before = self.state.version
             final = self.safety.finish(live.session)
             version = self.state.version
@@ -924,8 +980,9 @@ class AnnotationService:
             state=record.status,
             clicks=clicks,
             mask_overlay=self._overlay(session.prediction),
-            mask_model_version=session.versions[-1] if session.versions else None,
+            mask_model_version=self._mask_version(session),
             model_version=self.state.version,
+            source_domain=self._on_source_model(session),
             last_click_s=round(timings[-1].total_s, 4) if timings else None,
             message=live.message,
         )
@@ -942,6 +999,7 @@ class AnnotationService:
             mask_overlay=self._overlay(final.mask if final is not None else None),
             mask_model_version=clicks[-1].model_version if clicks else None,
             model_version=self.state.version,
+            source_domain=self._served_by_source_model(record),
             message=message or "finished",
         )
 
@@ -960,7 +1018,7 @@ class AnnotationService:
             self._require_image(image_id)
             live = self._live.get(image_id)
             if tag == "current" and live is not None and live.session.prediction is not None:
-                return live.session.prediction, live.session.versions[-1]
+                return live.session.prediction, self._mask_version(live.session) or 0
             if tag == "current":
                 stored = self.store.latest_session(image_id)
                 tag = "final" if stored is not None and stored.status == "done" else "original"
@@ -1090,6 +1148,7 @@ class AnnotationService:
             ],
             source_sentinel=self.safety.sentinel_source_score is not None,
             source_rehearsal=self.safety.rehearsing,
+            source_domains=list(self.settings.source_domains),
         )
 
     def set_model_settings(
@@ -1118,6 +1177,9 @@ class AnnotationService:
                     self._strategies.pop(new_strategy, None)
                     raise BadRequest(f"cannot use strategy {new_strategy!r} with this model: {error}") from error
                 self.strategy_name, self.adaptation = new_strategy, new_adaptation
+                for live in self._live.values():  # open source-domain images follow the on/off switch
+                    if self._on_source_model(live.session):
+                        live.session.adapt = new_adaptation
                 self.store.set_meta("strategy", new_strategy)
                 self.store.set_meta("adaptation", "1" if new_adaptation else "0")
                 self.store.add_event("model_settings", changes, client_id)

@@ -71,6 +71,13 @@ class ServerSettings(BaseSettings):
         rehearsal: Folder of labelled source-domain images (same layout) that the safety layer replays through
             the image update after every finished image, so that adapting to new images does not erode the
             source domain; ``None`` = no rehearsal. Use other images than the sentinel's.
+        source_domains: Glob patterns (``fnmatch``, case-sensitive) over image names — the path inside the
+            data folder, the uploaded file's name, or the demo key — that mark images of the model's source
+            domain. Those images never change the shared model: each is segmented by a copy of the base model
+            that learns from that image's clicks only (Mid-Interaction) and is reset when it is finished, so
+            the model's accuracy on its own domain cannot erode however long it adapts elsewhere
+            (``bench/results/long_stream.md``, variant ``oaims+safety+source-episodic``). Empty = every image
+            adapts the shared model.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLICKADAPT_", extra="ignore")
@@ -92,6 +99,15 @@ class ServerSettings(BaseSettings):
     seed: int = 0
     sentinel: Path | None = None
     rehearsal: Path | None = None
+    source_domains: list[str] = Field(default_factory=list)
+
+    @field_validator("source_domains")
+    @classmethod
+    def _non_empty_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip():
+                raise ValueError("a source-domain pattern must not be empty (e.g. 'site-A/*')")
+        return value
 
     @field_validator("token")
     @classmethod

@@ -139,7 +139,8 @@
     if (picked && model.versions.some((v) => String(v.version) === picked)) versions.value = picked;
     const events = model.safety_events || [];
     const status = $("safety-status");
-    const extras = [model.source_sentinel && "source sentinel", model.source_rehearsal && "source rehearsal"].filter(Boolean);
+    const domains = (model.source_domains || []).length ? `source domain kept (${model.source_domains.join(", ")})` : "";
+    const extras = [model.source_sentinel && "source sentinel", model.source_rehearsal && "source rehearsal", domains].filter(Boolean);
     const guard = extras.length ? `Safety layer on (with ${extras.join(" and ")})` : "Safety layer on";
     if (events.length) {
       const last = events[events.length - 1];
@@ -263,7 +264,10 @@
     $("image-name").textContent = view.image.name;
     $("image-state").textContent = { new: "new", in_progress: "in progress", done: "done" }[view.state];
     $("click-count").textContent = view.clicks.length;
-    $("mask-version").textContent = view.mask_model_version === null ? "—" : view.mask_model_version;
+    const maskVersion = view.mask_model_version === null ? "—" : String(view.mask_model_version);
+    $("mask-version").textContent = view.source_domain && view.mask_model_version !== null
+      ? `${maskVersion} (source domain: base model, learns from this image only)`
+      : maskVersion;
     $("click-time").textContent = view.last_click_s === null ? "—" : `${view.last_click_s.toFixed(2)} s`;
     $("model-version").textContent = view.model_version;
     canvas.dataset.clicks = String(view.clicks.length);
