@@ -584,28 +584,34 @@ def test_safety_events_are_shown_with_the_model(client: TestClient) -> None:
 def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared_model(
     make_client: AppFactory,
 ) -> None:
-    client = make_client(source_domains=["synthetic/T1/case0/*"])
+    client = make_client(source_domains=["synthetic/T1/case0/*", "synthetic/T1/case2/*"])
     service = client.app.state.service
     base_version = service.base_version
     shared_before = {name: tensor.clone() for name, tensor in service.state.model.state_dict().items()}
-    source_state = service.source_model.state
     images = {image["name"]: image["id"] for image in client.get("/api/images").json()}
-    source_id, other_id = images["synthetic/T1/case0/0"], images["synthetic/T1/case1/1"]
-    assert client.get("/api/model").json()["source_domains"] == ["synthetic/T1/case0/*"]
+    source_id, second_source_id = images["synthetic/T1/case0/0"], images["synthetic/T1/case2/2"]
+    other_id = images["synthetic/T1/case1/1"]
+    assert client.get("/api/model").json()["source_domains"] == ["synthetic/T1/case0/*", "synthetic/T1/case2/*"]
 
     client.post(f"/api/images/{source_id}/open")
     client.post(f"/api/images/{source_id}/clicks", json=LESION_CLICK)
     view = client.post(f"/api/images/{source_id}/clicks", json={"row": 4, "col": 4, "label": 0}).json()
+    copy = service.source_copy(source_id)
     assert view["source_domain"] is True and view["mask_model_version"] == base_version
     assert all(click["model_version"] == base_version for click in view["clicks"])
-    assert source_state.version > base_version  # the copy learnt from the second click (Mid-Interaction)
+    assert copy.state.version > base_version  # the image's own copy learnt from the second click (MI)
     assert view["model_version"] == service.state.version == base_version  # the shared model did not
+    # A second source image open at the same time has its own copy, starting from the base weights.
+    client.post(f"/api/images/{second_source_id}/clicks", json=LESION_CLICK)
+    second = service.source_copy(second_source_id)
+    assert second is not copy and second.state.version == base_version
+    for name, tensor in second.state.model.state_dict().items():
+        assert torch.equal(tensor, shared_before[name])
     finished = client.post(f"/api/images/{source_id}/finish").json()
     assert finished["image"]["status"] == "done" and "source-domain image" in finished["message"]
     assert finished["source_domain"] is True and service.state.version == base_version
+    assert service.source_copy(source_id) is None and service.source_copy(second_source_id) is second
     for name, tensor in service.state.model.state_dict().items():
-        assert torch.equal(tensor, shared_before[name])
-    for name, tensor in source_state.model.state_dict().items():  # the copy is back to the base weights
         assert torch.equal(tensor, shared_before[name])
     assert [item["model_version"] for item in client.get("/api/stats/chart").json()] == [base_version]
 
@@ -621,7 +627,25 @@ def test_source_domain_images_follow_the_adaptation_switch(make_client: AppFacto
     image_id = first_image(client)
     client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{image_id}/clicks", json={"row": 4, "col": 4, "label": 0})
-    assert service.source_model.state.version == service.base_version  # adaptation off: no update
+    assert service.source_copy(image_id).state.version == service.base_version  # adaptation off: no update
     client.put("/api/model/settings", json={"adaptation": True})
     client.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
-    assert service.source_model.state.version > service.base_version
+    assert service.source_copy(image_id).state.version > service.base_version
+
+
+def test_an_in_progress_source_domain_image_is_replayed_on_the_base_weights_after_a_restart(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    settings = {"store": tmp_path / "kept", "source_domains": ["synthetic/*"]}
+    first = make_client(**settings)
+    image_id = first_image(first)
+    first.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
+    first.post(f"/api/images/{image_id}/clicks", json={"row": 4, "col": 4, "label": 0})
+    restarted = make_client(**settings)
+    view = restarted.post(f"/api/images/{image_id}/open").json()
+    service = restarted.app.state.service
+    copy = service.source_copy(image_id)
+    assert view["source_domain"] is True and len(view["clicks"]) == 2
+    assert copy.state.version == service.base_version  # replayed without updates, on the base weights
+    restarted.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
+    assert copy.state.version > service.base_version  # new clicks adapt the copy again

@@ -20,13 +20,16 @@ drives :class:`~clickadapt.adaptation.session.InteractiveSession` objects on one
   removes the click but cannot take back its weight update (there is no snapshot any more).
 - **Source domain.** Images whose name matches ``--source-domain`` are segmented by an
   :class:`~clickadapt.adaptation.domains.EpisodicModel`: a copy of the base model that learns from that
-  image's clicks only and is reset when the image is finished. They never change the shared model, and
-  their clicks and masks are recorded with the base model's version.
+  image's clicks only. They never change the shared model, and
+  their clicks and masks are recorded with the base model's version. Each open source-domain image has its
+  own copy (dropped when it is finished or leaves memory); after a restart an in-progress source image is
+  replayed on the base weights (its updates are not saved).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import fnmatch
 import hashlib
 import logging
@@ -274,15 +277,10 @@ class AnnotationService:
             sentinel_images=self._labelled_source_images(self.settings.sentinel, "sentinel"),
             rehearsal_images=self._labelled_source_images(self.settings.rehearsal, "rehearsal"),
         )
-        # Source-domain images: a per-image copy of the base model (guarded), reset after every image.
+        # Source-domain images: each open one gets its own guarded copy of the base model (EpisodicModel).
         self.base_version = base.meta.version
-        self.source_model = (
-            EpisodicModel(
-                base.model, self.task, safety=SafetyConfig(), device=self.settings.device, version=self.base_version
-            )
-            if self.settings.source_domains
-            else None
-        )
+        self._base_network = copy.deepcopy(base.model) if self.settings.source_domains else None
+        self._source_copies: dict[str, EpisodicModel] = {}
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
@@ -680,22 +678,32 @@ class AnnotationService:
         return any(fnmatch.fnmatchcase(record.name, pattern) for pattern in self.settings.source_domains)
 
     def _served_by_source_model(self, record: ImageRecord) -> bool:
-        return self.source_model is not None and self.is_source_domain(record)
+        return self._base_network is not None and self.is_source_domain(record)
 
-    def _model_for(self, record: ImageRecord) -> ModelState:
-        """The model an image is segmented with: the episodic base model for source-domain images."""
-        if self.source_model is not None and self.is_source_domain(record):
-            return self.source_model.state
-        return self.state
+    def source_copy(self, image_id: str) -> EpisodicModel | None:
+        """The per-image copy of the base model that serves an open source-domain image, if any."""
+        return self._source_copies.get(image_id)
 
     def _on_source_model(self, session: InteractiveSession) -> bool:
-        return self.source_model is not None and session.state is self.source_model.state
+        return any(episodic.state is session.state for episodic in self._source_copies.values())
 
     def _new_session(self, record: ImageRecord) -> InteractiveSession:
-        session = InteractiveSession(self._model_for(record), click_sigma=self.click_sigma)
-        if self._on_source_model(session):
-            session.adapt = self.adaptation  # the per-image copy learns only while adaptation is on
+        """A session on the shared model, or on a fresh copy of the base model for a source-domain image."""
+        if self._base_network is None or not self.is_source_domain(record):
+            return InteractiveSession(self.state, click_sigma=self.click_sigma)
+        episodic = EpisodicModel(
+            self._base_network, self.task, safety=SafetyConfig(), device=self.settings.device, version=self.base_version
+        )
+        self._drop_source_copy(record.id)
+        self._source_copies[record.id] = episodic
+        session = InteractiveSession(episodic.state, click_sigma=self.click_sigma)
+        session.adapt = self.adaptation  # the copy learns only while adaptation is on
         return session
+
+    def _drop_source_copy(self, image_id: str) -> None:
+        episodic = self._source_copies.pop(image_id, None)
+        if episodic is not None:
+            episodic.detach()
 
     def _mask_version(self, session: InteractiveSession) -> int | None:
         """The model version recorded for the session's current mask (the base version on the source model)."""
@@ -747,6 +755,7 @@ class AnnotationService:
             if oldest_id == image_id:
                 break
             self._live.pop(oldest_id)
+            self._drop_source_copy(oldest_id)
             if oldest.client_id is not None and self._current.get(oldest.client_id) == oldest_id:
                 self._current.pop(oldest.client_id, None)
         return live
@@ -924,11 +933,13 @@ class AnnotationService:
         """
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "finish")
-            if self.source_model is not None and self._on_source_model(live.session):
-                final = self.source_model.finish(live.session)
+            episodic = self._source_copies.get(image_id)
+            if episodic is not None and episodic.state is live.session.state:
+                final = episodic.finish(live.session)
+                self._drop_source_copy(image_id)
                 self.store.finish_session(live.session_id, final, self.state.version)
                 live.message = (
-                    "finished; a source-domain image: its clicks adapted a copy of the base model, now reset; "
+                    "finished; a source-domain image: its clicks adapted its own copy of the base model, now gone; "
                     f"the shared model stays at version {self.state.version}"
                 )
                 view = self._view(live)
