@@ -601,6 +601,14 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
     assert all(click["model_version"] == base_version for click in view["clicks"])
     assert copy.state.version > base_version  # the image's own copy learnt from the second click (MI)
     assert view["model_version"] == service.state.version == base_version  # the shared model did not
+    # The copy's update guard works and its actions are listed: with a tiny step limit it rejects the next update.
+    copy.monitor.config = copy.monitor.config.model_copy(update={"max_relative_step": 1e-12})
+    weights_before = {name: tensor.clone() for name, tensor in copy.state.model.state_dict().items()}
+    client.post(f"/api/images/{source_id}/clicks", json={"row": 6, "col": 6, "label": 0})
+    for name, tensor in copy.state.model.state_dict().items():
+        assert torch.equal(tensor, weights_before[name])  # the rejected update was undone
+    [event] = client.get("/api/model").json()["source_copy_events"]
+    assert event["kind"] == "update_rejected" and event["image_id"] == source_id
     # A second source image open at the same time has its own copy, starting from the base weights.
     client.post(f"/api/images/{second_source_id}/clicks", json=LESION_CLICK)
     second = service.source_copy(second_source_id)
@@ -614,6 +622,7 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
     for name, tensor in service.state.model.state_dict().items():
         assert torch.equal(tensor, shared_before[name])
     assert [item["model_version"] for item in client.get("/api/stats/chart").json()] == [base_version]
+    assert len(client.get("/api/model").json()["source_copy_events"]) == 1  # kept after the copy is gone
 
     client.post(f"/api/images/{other_id}/open")
     client.post(f"/api/images/{other_id}/clicks", json=LESION_CLICK)

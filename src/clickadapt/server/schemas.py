@@ -119,6 +119,10 @@ class ModelInfo(BaseModel):
     source_domains: list[str] = Field(
         default_factory=list, description="patterns of image names served by per-image copies of the base model"
     )
+    source_copy_events: list[SafetyEventOut] = Field(
+        default_factory=list,
+        description="what the update guard did on the per-image copies that serve source-domain images, newest last",
+    )
 
 
 class ModelSettingsIn(BaseModel):

@@ -36,7 +36,7 @@ import logging
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,7 @@ import numpy as np
 
 from clickadapt.adaptation.domains import EpisodicModel
 from clickadapt.adaptation.model_state import ModelState
-from clickadapt.adaptation.safety import SafetyConfig, attach_safety
+from clickadapt.adaptation.safety import SafetyConfig, SafetyEvent, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, AdaptationStrategy, make_strategy
 from clickadapt.clicks.click import Click
@@ -281,6 +281,7 @@ class AnnotationService:
         self.base_version = base.meta.version
         self._base_network = copy.deepcopy(base.model) if self.settings.source_domains else None
         self._source_copies: dict[str, EpisodicModel] = {}
+        self._source_copy_events: deque[SafetyEvent] = deque(maxlen=SAFETY_EVENTS_SHOWN)
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
@@ -704,6 +705,16 @@ class AnnotationService:
         episodic = self._source_copies.pop(image_id, None)
         if episodic is not None:
             episodic.detach()
+            if episodic.monitor is not None:  # keep what its guard did (it is gone with the copy otherwise)
+                self._source_copy_events.extend(episodic.monitor.events)
+
+    def _source_copy_safety_events(self) -> list[SafetyEvent]:
+        """The guard events of source-domain copies: dropped ones first, then the open ones."""
+        events = list(self._source_copy_events)
+        for episodic in self._source_copies.values():
+            if episodic.monitor is not None:
+                events.extend(episodic.monitor.events)
+        return events[-SAFETY_EVENTS_SHOWN:]
 
     def _mask_version(self, session: InteractiveSession) -> int | None:
         """The model version recorded for the session's current mask (the base version on the source model)."""
@@ -1156,6 +1167,10 @@ class AnnotationService:
             safety_events=[
                 SafetyEventOut(kind=event.kind, image_id=event.image_id, reason=event.reason, version=event.version)
                 for event in self.safety.events[-SAFETY_EVENTS_SHOWN:]
+            ],
+            source_copy_events=[
+                SafetyEventOut(kind=event.kind, image_id=event.image_id, reason=event.reason, version=event.version)
+                for event in self._source_copy_safety_events()
             ],
             source_sentinel=self.safety.sentinel_source_score is not None,
             source_rehearsal=self.safety.rehearsing,

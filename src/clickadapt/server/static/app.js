@@ -140,7 +140,9 @@
     const events = model.safety_events || [];
     const status = $("safety-status");
     const domains = (model.source_domains || []).length ? `source domain kept (${model.source_domains.join(", ")})` : "";
-    const extras = [model.source_sentinel && "source sentinel", model.source_rehearsal && "source rehearsal", domains].filter(Boolean);
+    const copyEvents = (model.source_copy_events || []).length;
+    const copies = copyEvents ? `${copyEvents} update(s) rejected on source-domain images` : "";
+    const extras = [model.source_sentinel && "source sentinel", model.source_rehearsal && "source rehearsal", domains, copies].filter(Boolean);
     const guard = extras.length ? `Safety layer on (with ${extras.join(" and ")})` : "Safety layer on";
     if (events.length) {
       const last = events[events.length - 1];
