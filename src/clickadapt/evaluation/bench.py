@@ -219,21 +219,22 @@ PAPER_ORDERING: tuple[tuple[str, str], ...] = (
 """The paper's claimed ordering oaims > post > tsca, ia-sa > frozen, as the pairs the analysis checks."""
 
 COST_PER_CLICK_S: dict[str, float] = {
-    "frozen": 0.095,
-    "post": 0.095,
-    "mid": 0.40,
-    "oaims": 0.36,
-    "ia-sa": 0.85,
-    "tsca": 1.25,
-    "tent": 0.22,
-    "self-train": 0.095,
+    "frozen": 0.051,
+    "post": 0.041,
+    "mid": 0.24,
+    "oaims": 0.26,
+    "ia-sa": 0.64,
+    "tsca": 1.02,
+    "tent": 0.18,
+    "self-train": 0.071,
 }
-"""CPU seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates) for the
-shipped 256×256 models with one torch thread while a second worker keeps the other core busy, measured on
-the 2-core development machine (see ``bench/README.md``). Only used for ``--dry-run`` estimates and to
-schedule the longest runs first."""
-COST_PER_IMAGE_S: dict[str, float] = {"post": 1.45, "oaims": 1.0, "self-train": 0.23}
-"""CPU seconds of the after-image update (Post-Interaction, self-training), per image."""
+"""CPU seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates), averaged
+over the suite's mix of brain (256×256) and fundus (512×512) streams with one torch thread per worker on the
+2-core development machine: a least-squares fit to the CPU seconds of the 504 cached runs of the measured full
+run of 2026-11-29 (tuned network of issue 6; see ``bench/README.md``). Only used for ``--dry-run`` estimates and
+to schedule the longest runs first."""
+COST_PER_IMAGE_S: dict[str, float] = {"post": 0.62, "oaims": 0.23, "self-train": 0.17}
+"""CPU seconds of the after-image update (Post-Interaction, self-training), per image (same fit)."""
 DEFAULT_COST_PER_CLICK_S = 0.2
 
 
