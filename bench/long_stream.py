@@ -685,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, …)")
     parser.add_argument("--order-seed", type=int, default=None, help="stream order seed (default: the config's)")
+    parser.add_argument("--click-seed", type=int, default=None, help="simulated user's seed (default: the config's)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the Markdown and CSV reports")
     parser.add_argument("--tag", default=None, help="suffix of the output files (a second run of the same task)")
     parser.add_argument("--no-progress", action="store_true")
@@ -697,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
         config = LongStreamConfig.model_validate(yaml.safe_load(args.config.read_text()))
         if args.order_seed is not None:
             config = config.model_copy(update={"order_seed": args.order_seed})
+        if args.click_seed is not None:
+            config = config.model_copy(update={"click_seed": args.click_seed})
         command = "python " + " ".join(shlex.quote(part) for part in ["bench/long_stream.py", *(argv or sys.argv[1:])])
         summary = run_task(config, args, command)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ class EpisodicModel:
 
 
 class DomainScopedModels:
-    """One :class:`ModelState` per domain, each starting from the source model; source domains stay frozen.
+    """One :class:`ModelState` per domain, each starting from the source model; source weights never change.
 
     Args:
         model: The source model; copied, never changed.

@@ -20,10 +20,10 @@ drives :class:`~clickadapt.adaptation.session.InteractiveSession` objects on one
   removes the click but cannot take back its weight update (there is no snapshot any more).
 - **Source domain.** Images whose name matches ``--source-domain`` are segmented by an
   :class:`~clickadapt.adaptation.domains.EpisodicModel`: a copy of the base model that learns from that
-  image's clicks only. They never change the shared model, and
-  their clicks and masks are recorded with the base model's version. Each open source-domain image has its
-  own copy (dropped when it is finished or leaves memory); after a restart an in-progress source image is
-  replayed on the base weights (its updates are not saved).
+  image's clicks only. They never change the shared model, and their clicks and masks are recorded with
+  the base model's version. Each open source-domain image has its own copy (dropped when it is finished or
+  leaves memory); after a restart an in-progress source image is replayed on the base weights (its
+  updates are not saved).
 """
 
 from __future__ import annotations
