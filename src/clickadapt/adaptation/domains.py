@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from torch import nn
@@ -40,7 +40,7 @@ from clickadapt.tasks import TaskSpec
 
 SourceMode = Literal["frozen", "episodic"]
 """How source-domain images are served: by the frozen source model, or with per-image (episodic) MI updates."""
-SOURCE_MODES: tuple[str, ...] = ("frozen", "episodic")
+SOURCE_MODES: tuple[str, ...] = get_args(SourceMode)
 
 
 def mid_interaction_overrides(strategy_overrides: dict[str, Any]) -> dict[str, Any]:
@@ -109,9 +109,7 @@ class EpisodicModel:
         """
         if session.state is not self.state:
             raise ValueError(f"session on image {session.image_id!r} is not on this episodic model")
-        mask = session.finish(final_mask)
-        if self.monitor is not None:
-            self.monitor.image_finished(session)
+        mask = _finish(session, self.monitor, final_mask)
         self.state.restore(self._start)
         self.images += 1
         return mask
@@ -197,18 +195,19 @@ class DomainScopedModels:
         if not domain:
             raise ValueError("a domain name is required (e.g. the site or scanner of the image)")
         if domain not in self._states:
-            network = copy.deepcopy(self._source).to(self.device)
-            if self.is_source(domain) and self.source_mode == "frozen":
-                self._states[domain] = ModelState(network, self.task, make_strategy("frozen", self.task), self.device)
-            elif self.is_source(domain):
+            if self.is_episodic(domain):  # EpisodicModel makes its own copy of the source model
                 episodic = EpisodicModel(
-                    network, self.task, self._episodic_overrides, safety=self.safety, device=self.device
+                    self._source, self.task, self._episodic_overrides, safety=self.safety, device=self.device
                 )
                 self._episodic[domain] = episodic
                 self._states[domain] = episodic.state
                 if episodic.monitor is not None:  # the guard still vets every step inside the image
                     self._monitors[domain] = episodic.monitor
+            elif self.is_source(domain):
+                network = copy.deepcopy(self._source).to(self.device)
+                self._states[domain] = ModelState(network, self.task, make_strategy("frozen", self.task), self.device)
             else:
+                network = copy.deepcopy(self._source).to(self.device)
                 strategy = make_strategy(self.strategy_name, self.task, **self.strategy_overrides)
                 state = ModelState(network, self.task, strategy, self.device)
                 self._states[domain] = state
@@ -249,11 +248,7 @@ class DomainScopedModels:
             raise ValueError(f"session on image {session.image_id!r} is not on the model of domain {domain!r}")
         if domain in self._episodic:
             return self._episodic[domain].finish(session, final_mask)
-        monitor = self._monitors.get(domain)
-        mask = session.finish(final_mask)
-        if monitor is not None:
-            monitor.image_finished(session)
-        return mask
+        return _finish(session, self._monitors.get(domain), final_mask)
 
     def monitors(self) -> dict[str, SafetyMonitor]:
         """The safety layers of the adapting domains, by domain."""
@@ -263,3 +258,8 @@ class DomainScopedModels:
         """Detach every safety layer (their events stay readable)."""
         for monitor in self._monitors.values():
             monitor.detach()
+
+
+def _finish(session: InteractiveSession, monitor: SafetyMonitor | None, final_mask: np.ndarray | None) -> np.ndarray:
+    """Finish a session through its model's safety layer, or directly when the model has none."""
+    return monitor.finish(session, final_mask) if monitor is not None else session.finish(final_mask)

@@ -476,16 +476,20 @@ class SafetyMonitor:
         """Number of events of each kind."""
         return {kind: sum(event.kind == kind for event in self.events) for kind in SAFETY_EVENT_KINDS}
 
-    def finish(self, session: InteractiveSession) -> np.ndarray:
-        """``session.finish()`` followed by :meth:`image_finished`; returns the final mask.
+    def finish(self, session: InteractiveSession, final_mask: np.ndarray | None = None) -> np.ndarray:
+        """``session.finish(final_mask)`` followed by :meth:`image_finished`; returns the final mask.
+
+        Args:
+            session: A session on this monitor's model.
+            final_mask: The mask the user accepted, if edited (see ``InteractiveSession.finish``).
 
         Raises:
             ValueError: As ``session.finish`` does, or if the session is not on this monitor's model.
         """
         self._require_own(session)
-        final_mask = session.finish()
+        mask = session.finish(final_mask)
         self.image_finished(session)
-        return final_mask
+        return mask
 
     def image_finished(self, session: InteractiveSession) -> list[SafetyEvent]:
         """Record a finished image: signals, replay item, drift check (maybe a rollback), snapshot.

@@ -11,6 +11,7 @@ at every domain switch. The caller's model is copied and never changed.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import sys
@@ -421,10 +422,7 @@ def run_domain_scoped_stream(
         state, monitor = models.state(domain), models.monitor(domain)
         events_before = len(monitor.events) if monitor is not None else 0
         began = time.perf_counter()
-
-        def finish(session: InteractiveSession, domain: str = domain) -> None:
-            models.finish(domain, session)
-
+        finish = functools.partial(models.finish, domain)
         image = _interact(state, finish, task, sample, budget, user_name, click_seed, click_sigma)
         image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
         if monitor is not None:

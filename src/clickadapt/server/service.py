@@ -690,7 +690,7 @@ class AnnotationService:
 
     def _new_session(self, record: ImageRecord) -> InteractiveSession:
         """A session on the shared model, or on a fresh copy of the base model for a source-domain image."""
-        if self._base_network is None or not self.is_source_domain(record):
+        if self._base_network is None or not self._served_by_source_model(record):
             return InteractiveSession(self.state, click_sigma=self.click_sigma)
         episodic = EpisodicModel(
             self._base_network, self.task, safety=SafetyConfig(), device=self.settings.device, version=self.base_version
