@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 import clickadapt.data.brain as brain_module
 from clickadapt.data.base import select_lesion_slices
@@ -182,12 +184,82 @@ def test_lgg_sites_modalities_and_per_slice_stats(real_config: Any, data_root: P
     for sample in samples:
         check_brain_sample(sample)
         assert sample.domain == "HT-post-contrast" and sample.patient.startswith("TCGA_HT_")
-        raw = tifffile.imread(sample.source)[..., 2].astype(float)
+        assert sample.source.endswith(".webp")
+        raw = np.asarray(Image.open(sample.source))[..., 2].astype(float)
         brain = raw != 0
         assert abs(float(sample.image[0][brain].mean())) < 1e-3
         assert float(sample.image[0][brain].std()) == pytest.approx(1.0, abs=1e-3)
-        mask = tifffile.imread(sample.source.replace(".tif", "_mask.tif"))
+        mask = np.asarray(Image.open(sample.source.replace(".webp", "_mask.webp")).convert("L"))
         np.testing.assert_array_equal(sample.label, mask > 0)
+
+
+LGG_COPY_PATIENT = "TCGA_HT_7877_19980917"  # pre- and post-contrast are FLAIR copies (selected_slices.tsv)
+
+
+def copy_lgg_patient_as_tif(data_root: Path, patient: str, target: Path) -> Path:
+    """Write one real LGG patient in the original download's layout (``.tif``) under ``target``."""
+    source = data_root / "brain/lgg-kaggle3m/kaggle_3m" / patient
+    folder = target / "kaggle_3m" / patient
+    folder.mkdir(parents=True)
+    for path in sorted(source.glob("*.webp")):
+        pixels = np.asarray(Image.open(path).convert("L") if path.stem.endswith("_mask") else Image.open(path))
+        tifffile.imwrite(folder / f"{path.stem}.tif", pixels)
+    return target / "kaggle_3m"
+
+
+@pytest.mark.realdata
+def test_lgg_reads_the_original_tif_layout_like_the_webp_copy(data_root: Path, tmp_path: Path) -> None:
+    patient = "TCGA_EZ_7264_20010816"
+    tif_root = copy_lgg_patient_as_tif(data_root, patient, tmp_path)
+    webp = load_samples(
+        DatasetConfig(reader="lgg", root=data_root / "brain/lgg-kaggle3m/kaggle_3m", patients=[patient])
+    )
+    tif = load_samples(DatasetConfig(reader="lgg", root=tif_root, patients=[patient]))
+    assert len(webp) == len(tif) > 0
+    for a, b in zip(webp, tif, strict=True):
+        assert b.source.endswith(".tif") and a.source.endswith(".webp")
+        assert (a.patient, a.slice_index) == (b.patient, b.slice_index)
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("layout", ["webp", "tif"])
+def test_lgg_skips_a_patient_whose_sequence_is_a_flair_copy(
+    data_root: Path, tmp_path: Path, layout: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = data_root / "brain/lgg-kaggle3m/kaggle_3m"
+    if layout == "tif":
+        root = copy_lgg_patient_as_tif(data_root, LGG_COPY_PATIENT, tmp_path)
+    table = (data_root / "brain/lgg-kaggle3m/selected_slices.tsv").read_text().splitlines()
+    header = table[0].split("\t")
+    row = dict(zip(header, next(line.split("\t") for line in table if line.startswith(LGG_COPY_PATIENT)), strict=True))
+    assert row["pre_contrast_is_flair"] == row["post_contrast_is_flair"] == "1"
+    for modality in ("pre-contrast", "post-contrast"):
+        with caplog.at_level(logging.WARNING, logger="clickadapt.data.brain"):
+            samples = load_samples(
+                DatasetConfig(reader="lgg", root=root, patients=[LGG_COPY_PATIENT], modality=modality)
+            )
+        assert samples == []
+        assert f"skipping LGG patient {LGG_COPY_PATIENT}: its {modality} sequence is a copy of FLAIR" in caplog.text
+    flair = load_samples(
+        DatasetConfig(reader="lgg", root=root, patients=[LGG_COPY_PATIENT], modality="FLAIR", slice_policy="all")
+    )
+    assert len(flair) == int(row["lesion_slices_included"])
+
+
+@pytest.mark.realdata
+def test_lgg_flair_copies_match_the_shared_table(real_config: Any, data_root: Path) -> None:
+    """Every HT patient the table marks as a copy is skipped; every other HT patient is read."""
+    table = (data_root / "brain/lgg-kaggle3m/selected_slices.tsv").read_text().splitlines()
+    header = table[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"), strict=True)) for line in table[1:]]
+    ht = [row for row in rows if row["institution"] == "HT"]
+    assert len(ht) == 29
+    samples = load_samples(real_config("lgg", domains=["HT"], modality="post-contrast", slice_policy="largest"))
+    kept = {s.patient for s in samples}
+    assert kept == {row["patient"] for row in ht if row["post_contrast_is_flair"] == "0"}
+    assert len(kept) == 26
 
 
 @pytest.mark.realdata

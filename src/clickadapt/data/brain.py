@@ -1,7 +1,7 @@
-"""Brain MRI lesion readers: BRATS (NIfTI), MSLUB (NIfTI) and the TCGA lower-grade glioma TIFF slices.
+"""Brain MRI lesion readers: BRATS (NIfTI), MSLUB (NIfTI) and the TCGA lower-grade glioma slices (TIFF or WebP).
 
 Volumes are reoriented to (L, A, S) and cut into axial slices on the last axis, shown upright with
-the patient's right on the picture's left (:func:`~clickadapt.data.files.axial_slice`); the LGG TIFF
+the patient's right on the picture's left (:func:`~clickadapt.data.files.axial_slice`); the LGG
 slices are already upright. Intensities are normalised per volume (per slice for LGG) with
 :func:`~clickadapt.data.preprocess.normalise_brain_intensities`, then padded or cropped to
 ``size × size``. The label is binary: 0 background, 1 lesion (all tumour sub-labels merged).
@@ -13,6 +13,7 @@ its own there.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -33,6 +34,8 @@ from clickadapt.data.sample import Sample
 
 if TYPE_CHECKING:
     from clickadapt.data.registry import DatasetConfig
+
+logger = logging.getLogger(__name__)
 
 # A voxel of a 0/1 mask stored as float (0.99999997 in the BRATS brain masks) is "on" above this.
 MASK_THRESHOLD = 0.5
@@ -181,11 +184,18 @@ class MslubReader(DatasetReader):
 
 class LggReader(DatasetReader):
     """TCGA lower-grade glioma (kaggle_3m): ``<case>/<case>_<n>.tif`` (256×256×3: pre-contrast, FLAIR,
-    post-contrast) and ``<case>_<n>_mask.tif`` ({0, 255}).
+    post-contrast) and ``<case>_<n>_mask.tif`` ({0, 255}), as downloaded, or the same pixels stored as
+    lossless WebP (``<case>_<n>.webp``, ``<case>_<n>_mask.webp``).
 
     Domains filter the institution code in the case id (``CS``, ``DU``, ``EZ``, ``FG``, ``HT``); each
     slice is normalised with its own non-zero pixels. ``patient`` is the case id; ``slice_index`` the
     slice number in the file name; the policy picks slices per patient.
+
+    The dataset's authors replaced a missing sequence by a copy of FLAIR for some patients. Such a
+    patient is skipped (with a logged reason) when that sequence is requested: the reader checks the
+    pixels themselves (the requested channel equals the FLAIR channel on every chosen slice), which
+    works for both file layouts and agrees with the ``*_is_flair`` columns of the shared copy's
+    ``selected_slices.tsv``.
     """
 
     name: ClassVar[str] = "lgg"
@@ -194,10 +204,11 @@ class LggReader(DatasetReader):
     domains: ClassVar[tuple[str, ...]] = ("CS", "DU", "EZ", "FG", "HT")
     modalities: ClassVar[tuple[str, ...]] = ("pre-contrast", "FLAIR", "post-contrast")
     default_modality: ClassVar[str | None] = "FLAIR"
+    slice_suffixes: ClassVar[tuple[str, ...]] = (".tif", ".tiff", ".webp")
     slice_pattern: ClassVar[re.Pattern[str]] = re.compile(r"_(\d+)$")
 
     def list_units(self, config: DatasetConfig, root: Path) -> list[LoadUnit]:
-        """One unit per case folder of the selected sites, listing its slice files."""
+        """One unit per case folder of the selected sites, listing its slice files (TIFF or WebP)."""
         modality = config.resolved_modality
         units = []
         for folder in sorted(p for p in require_dir(root, "LGG folder").iterdir() if p.is_dir()):
@@ -206,10 +217,18 @@ class LggReader(DatasetReader):
             if site not in self.domains or (config.domains is not None and site not in config.domains):
                 continue
             slices: dict[int, Path] = {}
-            for path in folder.glob("*.tif"):
+            for path in sorted(folder.iterdir()):
+                if path.suffix.lower() not in self.slice_suffixes or path.stem.endswith("_mask"):
+                    continue
                 match = self.slice_pattern.search(path.stem)
-                if match and not path.stem.endswith("_mask"):
-                    slices[int(match.group(1))] = path
+                if match is None:
+                    continue
+                index = int(match.group(1))
+                if index in slices:
+                    raise ValueError(
+                        f"LGG slice {index} of {folder} is stored twice: {slices[index].name}, {path.name}"
+                    )
+                slices[index] = path
             files = {f"slice{index}": slices[index] for index in sorted(slices)}
             units.append(
                 LoadUnit(domain=f"{site}-{modality}", patient=folder.name, files=files, extra={"modality": modality})
@@ -217,32 +236,44 @@ class LggReader(DatasetReader):
         return units
 
     def load_unit(self, unit: LoadUnit, config: DatasetConfig) -> list[Sample]:
-        """Read every slice's mask, choose slices by the policy, then read and normalise those images."""
+        """Read every slice's mask, choose slices by the policy, then read and normalise those images.
+
+        Returns no sample (and logs why) when the requested sequence is a copy of FLAIR for this patient.
+        """
         channel = self.modalities.index(unit.extra["modality"])
+        flair = self.modalities.index("FLAIR")
         indices = [int(name.removeprefix("slice")) for name in unit.files]
         images = list(unit.files.values())
         masks = [path.with_name(f"{path.stem}_mask{path.suffix}") for path in images]
         lesions = [read_picture(mask, "L") > MASK_THRESHOLD for mask in masks]
         chosen = select_lesion_slices([int(m.sum()) for m in lesions], config.slice_policy, config.min_lesion_pixels)
-        samples = []
+        pictures = []
         for position in chosen:
-            image_path, mask_path = images[position], masks[position]
-            picture = read_picture(image_path)
+            picture = read_picture(images[position])
             if picture.ndim != 3 or picture.shape[-1] != len(self.modalities):
-                raise ValueError(f"LGG slice {image_path} has shape {picture.shape}; expected (H, W, 3)")
-            check_same_shape(image_path, picture.shape[:2], mask_path, lesions[position].shape)
-            samples.append(
-                Sample(
-                    image=preprocess_brain_slice(
-                        picture[..., channel], None, config.resolved_size, config.clip_percentiles
-                    ),
-                    label=pad_or_crop_label(lesions[position], config.resolved_size),
-                    task="brain",
-                    dataset=self.name,
-                    domain=unit.domain,
-                    patient=unit.patient,
-                    slice_index=indices[position],
-                    source=str(image_path),
-                )
+                raise ValueError(f"LGG slice {images[position]} has shape {picture.shape}; expected (H, W, 3)")
+            check_same_shape(images[position], picture.shape[:2], masks[position], lesions[position].shape)
+            pictures.append(picture)
+        if channel != flair and pictures and all(np.array_equal(p[..., channel], p[..., flair]) for p in pictures):
+            logger.warning(
+                "skipping LGG patient %s: its %s sequence is a copy of FLAIR (%s)",
+                unit.patient,
+                unit.extra["modality"],
+                images[chosen[0]].parent,
             )
-        return samples
+            return []
+        return [
+            Sample(
+                image=preprocess_brain_slice(
+                    picture[..., channel], None, config.resolved_size, config.clip_percentiles
+                ),
+                label=pad_or_crop_label(lesions[position], config.resolved_size),
+                task="brain",
+                dataset=self.name,
+                domain=unit.domain,
+                patient=unit.patient,
+                slice_index=indices[position],
+                source=str(images[position]),
+            )
+            for position, picture in zip(chosen, pictures, strict=True)
+        ]
