@@ -179,3 +179,55 @@ def test_empty_foreground_label_gets_a_background_first_click() -> None:
 def test_bad_input_is_rejected(images: torch.Tensor, labels: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sample_training_clicks(ConstantModel(0), images, labels, NUM_CLASSES, np.random.default_rng(0))
+
+
+class OversizedCupModel(nn.Module):
+    """Predicts the whole disc as cup (2): the systematic error of the first shipped fundus model."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        disc = inputs[:, 0] > 1.0  # _fundus_like_batch adds the label to the image: disc pixels are > 1
+        logits = torch.zeros((inputs.shape[0], NUM_CLASSES, *inputs.shape[-2:]))
+        logits[:, 0] = (~disc).float()
+        logits[:, 2] = disc.float()
+        return logits
+
+
+def _rim_inside_predicted_cup_share(largest_error_share: float) -> float:
+    images, labels = _fundus_like_batch(batch_size=1)
+    images[0, 0, 26:29, 26:29] = 0.0  # the stray rim blob is not part of the predicted disc
+    rim_in_cup = total = 0
+    for seed in range(40):
+        clicks = sample_training_clicks(
+            OversizedCupModel(),
+            images,
+            labels,
+            NUM_CLASSES,
+            np.random.default_rng(seed),
+            max_clicks=6,
+            include_first_click=False,
+            largest_error_share=largest_error_share,
+        )
+        _assert_valid(clicks, labels, max_clicks=6)
+        click = clicks[0][0]  # the first correction click: an error entry is always left for it
+        total += 1
+        inside_disc = 4 <= click.row < 20 and 6 <= click.col < 22
+        rim_in_cup += click.label == 1 and inside_disc
+    return rim_in_cup / total
+
+
+def test_largest_error_share_places_clicks_like_the_evaluation_user() -> None:
+    # The largest error is the rim the model calls cup; a uniform class choice puts the first correction
+    # there in about a third of the images (a rim click elsewhere is impossible: all rim is predicted cup,
+    # so a uniform rim click lands there too only when class 1 is drawn), the user-like choice always.
+    uniform = _rim_inside_predicted_cup_share(0.0)
+    user_like = _rim_inside_predicted_cup_share(1.0)
+    assert 0.15 < uniform < 0.6
+    assert user_like == 1.0
+
+
+def test_largest_error_share_outside_zero_one_is_refused() -> None:
+    images, labels = _fundus_like_batch(batch_size=1)
+    with pytest.raises(ValueError, match="largest_error_share"):
+        sample_training_clicks(
+            ConstantModel(0), images, labels, NUM_CLASSES, np.random.default_rng(0), largest_error_share=1.5
+        )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clickadapt.data.registry import DatasetConfig, cache_key, data_digest, load_samples
+from clickadapt.data.registry import DatasetConfig, PatientFold, cache_key, data_digest, load_samples
 from clickadapt.data.sample import Sample
 
 
@@ -175,3 +175,25 @@ def test_data_digest_hashes_keys_in_order() -> None:
     assert data_digest(samples) == expected
     assert data_digest(samples[::-1]) != expected
     assert data_digest([]) == hashlib.sha256(b"").hexdigest()
+
+
+def test_patient_fold_keeps_every_nth_patient_by_sorted_id_or_the_rest() -> None:
+    patients = [f"p{n:02d}" for n in range(12)][::-1]
+    fold = PatientFold(every=5, offset=1)
+    assert fold.select(patients) == {"p01", "p06", "p11"}
+    rest = PatientFold(every=5, offset=1, keep="rest").select(patients)
+    assert rest == set(patients) - {"p01", "p06", "p11"}
+    with pytest.raises(ValueError, match="offset must be below every=5"):
+        PatientFold(every=5, offset=5)
+
+
+@pytest.mark.realdata
+def test_patient_fold_splits_lgg_patients_disjointly(data_root: Path) -> None:
+    base = {"reader": "lgg", "domains": ["CS", "DU", "EZ", "FG"], "slice_policy": "largest"}
+    fold = load_samples(DatasetConfig(**base, patient_fold=PatientFold(every=5)))
+    rest = load_samples(DatasetConfig(**base, patient_fold=PatientFold(every=5, keep="rest")))
+    everyone = load_samples(DatasetConfig(**base))
+    fold_ids, rest_ids = {s.patient for s in fold}, {s.patient for s in rest}
+    assert not fold_ids & rest_ids
+    assert fold_ids | rest_ids == {s.patient for s in everyone}
+    assert len(fold_ids) == 15  # 71 patients at sites CS/DU/EZ/FG: positions 0, 5, …, 70

@@ -129,7 +129,7 @@ def test_run_benchmark_writes_the_report_with_command_machine_and_date(
     assert [run["spec"]["strategy"] for run in raw["runs"]] == ["frozen", "oaims"]
     targets = dict((name, measured) for name, measured, _ in target_rows(report))
     assert targets["frozen click-to-mask median, brain 256"] is not None
-    assert targets["frozen click-to-mask median, fundus 512"] is None  # no fundus run
+    assert targets["frozen click-to-mask median, fundus 256"] is None  # no fundus run
     assert render_report(raw) == text
 
 

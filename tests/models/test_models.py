@@ -9,6 +9,7 @@ import torch
 
 from clickadapt.models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.models.factory import ModelConfig, build_model, count_parameters
+from clickadapt.models.resized import ResizedInputNetwork
 from clickadapt.models.unet import REFERENCE_WIDTHS, InstanceNorm, ReferenceUNet
 from clickadapt.tasks import BRAIN, FUNDUS
 
@@ -102,3 +103,45 @@ def test_truncated_and_missing_checkpoints_are_refused_with_the_file_name(tmp_pa
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_resized_input_network_runs_small_and_answers_at_the_input_size() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(widths=[4, 8, 16], affine_norm=True, input_size=32)
+    model = build_model(config, BRAIN.input_channels, BRAIN.num_classes)
+    assert isinstance(model, ResizedInputNetwork)
+    seen: list[tuple[int, ...]] = []
+    model.network.register_forward_hook(lambda _m, inputs, _o: seen.append(tuple(inputs[0].shape)))
+    logits = model(torch.randn(2, BRAIN.input_channels, 64, 48))
+    assert logits.shape == (2, BRAIN.num_classes, 64, 48)
+    assert seen == [(2, BRAIN.input_channels, 32, 24)]  # longer side to 32, aspect kept
+    same = torch.randn(1, BRAIN.input_channels, 32, 32)
+    torch.testing.assert_close(model(same), model.network(same))  # already the network's size: untouched
+
+
+def test_resized_input_network_passes_gradients_and_upsamples_logits_smoothly() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(widths=[4, 8], input_size=16), BRAIN.input_channels, BRAIN.num_classes)
+    inputs = torch.randn(1, BRAIN.input_channels, 64, 64)
+    logits = model(inputs)
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # Bilinear logits: inside each 4×4 block of the 16-px grid the values vary (nearest would repeat them).
+    block = logits[0, 0, 4:8, 4:8].detach()
+    assert torch.unique(block).numel() > 4
+
+
+def test_resized_model_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    config = ModelConfig(widths=[4, 8], affine_norm=True, input_size=16)
+    model = build_model(config, BRAIN.input_channels, BRAIN.num_classes)
+    save_checkpoint(tmp_path / "m.pt", model, CheckpointMeta(task="brain", model=config))
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.meta.model.input_size == 16
+    inputs = torch.randn(1, BRAIN.input_channels, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(inputs), model.eval()(inputs))
+
+
+def test_input_size_below_eight_pixels_is_refused() -> None:
+    with pytest.raises(ValueError, match="input_size"):
+        ModelConfig(input_size=4)

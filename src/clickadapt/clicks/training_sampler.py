@@ -18,6 +18,11 @@ Details chosen here (the paper is silent; the authors' released code is followed
   is a uniformly random pixel of its component, drawn when used). When that class has no error
   entry left, the click is a uniformly random ground-truth pixel of the class; when the class does
   not occur in the label at all, a uniformly random pixel of the image with its true class.
+- ``largest_error_share`` (default 0, the released code's behaviour) places that share of the
+  correction clicks like the evaluation users do instead: on the largest error entry left over all
+  classes. With a uniform class choice, a systematic error of one kind (a fundus cup drawn twice too
+  large, corrected at test time by rim clicks inside it) gets only a third of the training clicks;
+  ``bench/cup_diagnosis.py`` measures this.
 - Only the ``n`` largest components of a class can be reached by ``n`` clicks (a component's
   extra entries are smaller than the component), so only those are expanded.
 - A label with no foreground gets a random pixel (class 0) as first click instead of the
@@ -87,6 +92,7 @@ def _correction_clicks(
     count: int,
     rng: np.random.Generator,
     split_area: int | Mapping[int, int],
+    largest_error_share: float = 0.0,
 ) -> list[Click]:
     """``count`` clicks from the error components of one element (see the module docstring)."""
     queues = _class_queues(_component_refs(label, prediction, max_per_true_class=count), num_classes, count, split_area)
@@ -94,6 +100,10 @@ def _correction_clicks(
     clicks: list[Click] = []
     for _ in range(count):
         chosen_class = int(rng.integers(num_classes))
+        if largest_error_share > 0 and rng.random() < largest_error_share:
+            left = [(queues[c][used[c]][0], -c) for c in range(num_classes) if used[c] < len(queues[c])]
+            if left:
+                chosen_class = -max(left)[1]
         if used[chosen_class] < len(queues[chosen_class]):
             _, ref = queues[chosen_class][used[chosen_class]]
             used[chosen_class] += 1
@@ -118,6 +128,7 @@ def sample_training_clicks(
     click_sigma: float = DEFAULT_CLICK_SIGMA,
     split_area: int | Mapping[int, int] = DEFAULT_SPLIT_AREA,
     include_first_click: bool = True,
+    largest_error_share: float = 0.0,
 ) -> list[list[Click]]:
     """Simulate the clicks of one training batch from the model's own errors (method.md §6).
 
@@ -132,6 +143,8 @@ def sample_training_clicks(
         split_area: Area threshold (px) for extra clicks in large components; a mapping gives one
             threshold per true class (the released fundus code uses 80 for the cup, 150 otherwise).
         include_first_click: Keep the first click as click 1 (see the module docstring).
+        largest_error_share: Share of correction clicks placed on the largest error entry left over
+            all classes (as the evaluation users click) instead of a uniformly chosen class's next one.
 
     Returns:
         One list of clicks per batch element, each of length ``1..max_clicks``; every click lies in
@@ -148,6 +161,8 @@ def sample_training_clicks(
         raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match")
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
+    if not 0.0 <= largest_error_share <= 1.0:
+        raise ValueError(f"largest_error_share must lie in [0, 1], got {largest_error_share}")
     label_maps = labels.detach().cpu().numpy().astype(np.int64)
     if label_maps.size and (label_maps.min() < 0 or label_maps.max() >= num_classes):
         raise ValueError(f"labels hold classes {label_maps.min()}..{label_maps.max()}, outside 0..{num_classes - 1}")
@@ -169,7 +184,13 @@ def sample_training_clicks(
     for index in range(batch_size):
         clicks = [first_clicks[index]] if include_first_click else []
         clicks += _correction_clicks(
-            label_maps[index], predictions[index], num_classes, correction_counts[index], rng, split_area
+            label_maps[index],
+            predictions[index],
+            num_classes,
+            correction_counts[index],
+            rng,
+            split_area,
+            largest_error_share,
         )
         result.append(clicks)
     return result

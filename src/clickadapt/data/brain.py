@@ -205,6 +205,7 @@ class LggReader(DatasetReader):
     modalities: ClassVar[tuple[str, ...]] = ("pre-contrast", "FLAIR", "post-contrast")
     default_modality: ClassVar[str | None] = "FLAIR"
     slice_suffixes: ClassVar[tuple[str, ...]] = (".tif", ".tiff", ".webp")
+    version: ClassVar[int] = 2  # 2: WebP slices; patients whose sequence is a FLAIR copy are skipped
     slice_pattern: ClassVar[re.Pattern[str]] = re.compile(r"_(\d+)$")
 
     def list_units(self, config: DatasetConfig, root: Path) -> list[LoadUnit]:

@@ -21,7 +21,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -84,6 +84,37 @@ def _canonical(value: str, allowed: Sequence[str], field: str, reader: str) -> s
     raise ValueError(f"unknown {field} {value!r} for reader {reader!r}; allowed: {list(allowed)}")
 
 
+class PatientFold(BaseModel):
+    """A fixed patient subset chosen by rule, written in the config before any training.
+
+    The candidate patients (after ``split``, ``domains``, ``patients`` and ``exclude_patients``) are
+    sorted by id; the fold is every ``every``-th of them starting at position ``offset``.
+
+    Attributes:
+        every: Fold stride (5 = every fifth patient).
+        offset: Position of the fold's first patient, ``0 <= offset < every``.
+        keep: ``"fold"`` keeps the fold's patients (e.g. validation), ``"rest"`` the others (training).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(ge=2)
+    offset: int = Field(default=0, ge=0)
+    keep: Literal["fold", "rest"] = "fold"
+
+    @model_validator(mode="after")
+    def _offset_below_stride(self) -> PatientFold:
+        if self.offset >= self.every:
+            raise ValueError(f"patient_fold.offset must be below every={self.every}, got {self.offset}")
+        return self
+
+    def select(self, patients: Sequence[str]) -> set[str]:
+        """The patients of ``patients`` this rule keeps."""
+        ordered = sorted(set(patients))
+        fold = set(ordered[self.offset :: self.every])
+        return fold if self.keep == "fold" else set(ordered) - fold
+
+
 class DatasetConfig(BaseModel):
     """Which samples to load and how to preprocess them.
 
@@ -104,6 +135,7 @@ class DatasetConfig(BaseModel):
             ``pre-contrast``/``FLAIR``/``post-contrast`` (TIFF channels 0/1/2). Default ``FLAIR``.
         patients: Keep only these patient ids (``Sample.patient``); an id not found is an error.
         exclude_patients: Drop these patient ids.
+        patient_fold: Keep a rule-based patient subset (:class:`PatientFold`), applied last.
         slice_policy: Brain: ``largest`` = one slice per volume (LGG: per patient), the one with most
             lesion pixels, as in the paper; ``all`` = every slice with at least ``min_lesion_pixels``.
         min_lesion_pixels: Brain: slices with less lesion are never used.
@@ -124,6 +156,7 @@ class DatasetConfig(BaseModel):
     modality: str | None = None
     patients: list[str] | None = None
     exclude_patients: list[str] = Field(default_factory=list)
+    patient_fold: PatientFold | None = None
     slice_policy: SlicePolicy = "largest"
     min_lesion_pixels: int = Field(default=1, ge=1)
     size: int | None = Field(default=None, gt=0)
@@ -223,7 +256,11 @@ def _select_units(config: DatasetConfig, units: list[LoadUnit]) -> list[LoadUnit
         wanted = set(config.patients)
         units = [unit for unit in units if unit.patient in wanted]
     excluded = set(config.exclude_patients)
-    return sorted((unit for unit in units if unit.patient not in excluded), key=lambda unit: unit.sort_key)
+    units = [unit for unit in units if unit.patient not in excluded]
+    if config.patient_fold is not None:
+        kept = config.patient_fold.select([unit.patient for unit in units])
+        units = [unit for unit in units if unit.patient in kept]
+    return sorted(units, key=lambda unit: unit.sort_key)
 
 
 def cache_key(config: DatasetConfig) -> str:

@@ -5,7 +5,8 @@ stream, exactly as in ``clickadapt evaluate``, and every ``add_click`` (click �
 ``finish`` (the Post-Interaction update) is timed by the wall clock:
 
 - brain at 256×256: BRATS test patients' T1c slices (the demo slices when the data folder is absent);
-- fundus at 512×512: RIM-ONE r1 test images.
+  the shipped brain network runs at 128×128 inside (:class:`~clickadapt.models.resized.ResizedInputNetwork`);
+- fundus at 256×256 (the shipped model's input size): RIM-ONE r1 test images.
 
 Per (task, strategy, variant) it reports the click-to-mask median and 95th percentile (for ``oaims``
 separately for the first click and for the Mid-Interaction clicks 2..T), the MI update alone, the PI
@@ -66,11 +67,11 @@ from clickadapt.tasks import TaskSpec, get_task
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT = Path("bench") / "results" / "latency.md"
-SHIPPED_WIDTHS: tuple[int, ...] = (8, 16, 32, 64, 128)
+SHIPPED_WIDTHS: tuple[int, ...] = (16, 32, 64, 128, 256)
 """Widths of the shipped models (used for an untrained stand-in when a checkpoint is missing)."""
 BACKBONE_WIDTHS: dict[str, tuple[int, ...]] = {
     "shipped": SHIPPED_WIDTHS,
-    "double": (16, 32, 64, 128, 256),
+    "first shipped (2026-11-29)": (8, 16, 32, 64, 128),
     "paper": REFERENCE_WIDTHS,
 }
 """Backbone variants of the backbone table."""
@@ -78,16 +79,18 @@ STREAMS: dict[str, DatasetConfig] = {
     "brain": DatasetConfig(
         reader="brats", split="test", modality="T1c", slice_policy="all", min_lesion_pixels=200, size=256
     ),
-    "fundus": DatasetConfig(reader="rimone-dl", split="test", domains=["r1"], size=512),
+    "fundus": DatasetConfig(reader="rimone-dl", split="test", domains=["r1"], size=256),
 }
-"""The real streams: brain at 256×256 (BRATS test T1c), fundus at 512×512 (RIM-ONE r1 test)."""
+"""The real streams: brain at 256×256 (BRATS test T1c), fundus at 256×256 (RIM-ONE r1 test)."""
 TARGETS_MS: dict[str, float] = {
     "frozen click-to-mask median, brain 256": 60.0,
-    "frozen click-to-mask median, fundus 512": 200.0,
+    "frozen click-to-mask median, fundus 256": 200.0,
     "Mid-Interaction click-to-mask median, brain 256": 250.0,
+    "Mid-Interaction click-to-mask median, fundus 256": 250.0,
     "Post-Interaction finish median, brain 256": 400.0,
+    "Post-Interaction finish median, fundus 256": 400.0,
 }
-"""Issue 6's targets on the 2-core CPU."""
+"""Issues 6 and 13's targets on the 2-core CPU, at the shipped models' input size."""
 STRATEGIES = ("frozen", "oaims")
 SERVER_START_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 120.0
@@ -933,7 +936,7 @@ def _tuning_runs(
     """The CPU-tuning variants: the other thread count, the naive path, undo snapshots, untuned, channels-last.
 
     Brain runs the naive path, the snapshots and channels-last with ``oaims`` (and channels-last with
-    ``frozen``) on the whole stream; fundus (512×512, slower) only the frozen ones. The thread count
+    ``frozen``) on the whole stream; fundus (slower) only the frozen ones. The thread count
     (1 ↔ the default) is compared on ``frozen`` over the first ``short_images`` images.
     """
     other_threads = 1 if settings.threads != 1 else max(os.cpu_count() or 1, 2)
@@ -1018,9 +1021,11 @@ def target_rows(report: dict[str, Any]) -> list[tuple[str, float | None, float]]
     """(target, measured median ms or ``None``, limit ms) for each of issue 6's targets."""
     picks = {
         "frozen click-to-mask median, brain 256": ("brain", "frozen", "click_s"),
-        "frozen click-to-mask median, fundus 512": ("fundus", "frozen", "click_s"),
+        "frozen click-to-mask median, fundus 256": ("fundus", "frozen", "click_s"),
         "Mid-Interaction click-to-mask median, brain 256": ("brain", "oaims", "later_click_s"),
+        "Mid-Interaction click-to-mask median, fundus 256": ("fundus", "oaims", "later_click_s"),
         "Post-Interaction finish median, brain 256": ("brain", "oaims", "finish_s"),
+        "Post-Interaction finish median, fundus 256": ("fundus", "oaims", "finish_s"),
     }
     rows = []
     for name, limit in TARGETS_MS.items():

@@ -8,6 +8,7 @@ import monai.networks.nets as monai_nets
 from pydantic import BaseModel, Field
 from torch import nn
 
+from clickadapt.models.resized import ResizedInputNetwork
 from clickadapt.models.unet import REFERENCE_WIDTHS, ReferenceUNet
 
 
@@ -21,12 +22,16 @@ class ModelConfig(BaseModel):
         affine_norm: Learnable affine parameters in InstanceNorm (reference U-Net only).
         arguments: Extra constructor arguments for a MONAI network; ``spatial_dims``, ``in_channels``
             and ``out_channels`` are filled in.
+        input_size: Run the network with the image's longer side resampled to this many pixels and
+            return logits at the image's own size (:class:`~clickadapt.models.resized.ResizedInputNetwork`);
+            ``None`` runs it at the image's size.
     """
 
     name: str = "reference-unet"
     widths: list[int] = Field(default_factory=lambda: list(REFERENCE_WIDTHS))
     affine_norm: bool = False
     arguments: dict[str, Any] = Field(default_factory=dict)
+    input_size: int | None = Field(None, ge=8)
 
 
 def build_model(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
@@ -40,6 +45,11 @@ def build_model(config: ModelConfig, in_channels: int, out_channels: int) -> nn.
     Raises:
         ValueError: If ``config.name`` is neither ``"reference-unet"`` nor a MONAI network.
     """
+    network = _build_network(config, in_channels, out_channels)
+    return network if config.input_size is None else ResizedInputNetwork(network, config.input_size)
+
+
+def _build_network(config: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     if config.name == "reference-unet":
         return ReferenceUNet(in_channels, out_channels, config.widths, config.affine_norm)
     network_class = getattr(monai_nets, config.name, None)

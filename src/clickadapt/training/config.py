@@ -31,6 +31,9 @@ class ClickConfig(BaseModel):
     sigma: float = 5.0
     max_clicks: int = 10
     split_area: int = 150
+    largest_error_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of correction clicks on the largest error left (as test-time users)"
+    )
 
 
 class AugmentationConfig(BaseModel):

@@ -293,6 +293,7 @@ def _train_one_epoch(
             max_clicks=config.clicks.max_clicks,
             click_sigma=config.clicks.sigma,
             split_area=config.clicks.split_area,
+            largest_error_share=config.clicks.largest_error_share,
         )
         network.train()
         inputs = torch.stack(

@@ -1,0 +1,268 @@
+"""The source-model study: accuracy, speed and cost of candidate source models, into bench/results/models.md.
+
+Each candidate is a checkpoint written by ``clickadapt train CONFIG``. For every one this measures,
+with no adaptation (the model as shipped):
+
+- Dice after clicks 1 / 5 / 10 of the ``oaims`` simulated user on the task's evaluation sets, for
+  3 click seeds (mean ± sd over the seeds of the mean over images), with n images and n patients;
+- milliseconds per forward pass and per click of an interactive session (frozen click → mask, OAIMS
+  Mid-Interaction click, OAIMS Post-Interaction finish), medians on this CPU with 2 torch threads;
+- parameters, and the training wall time summed from the run's ``train_log.jsonl``.
+
+Evaluation sets (none of their patients or images is trained on; none is used for model selection):
+
+- brain: the validation patients of ``configs/train_brain.yaml`` (every fifth LGG patient of sites
+  CS/DU/EZ/FG by case id: all lesion slices with ≥ 30 lesion pixels, and the largest-lesion slice per
+  patient, the paper's protocol); LGG site HT FLAIR (another site, same sequence), both ways. The
+  model is *selected* on the validation patients' all-slices Dice@5, so that row is optimistic by the
+  selection; HT is untouched.
+- fundus: all 84 ``r2_`` images of RIM-ONE DL's official test split (model selection used every sixth
+  ``r2_`` *train* image).
+
+Usage::
+
+    python bench/models.py evaluate NAME CHECKPOINT [--train-log runs/x/train_log.jsonl] [--note TEXT]
+    python bench/models.py report          # bench/results/models.md from bench/results/models/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clickadapt.adaptation.model_state import ModelState
+from clickadapt.adaptation.session import InteractiveSession
+from clickadapt.adaptation.strategies import make_strategy
+from clickadapt.clicks.simulators import make_simulated_user
+from clickadapt.data.registry import DatasetConfig, PatientFold, load_samples
+from clickadapt.data.sample import Sample
+from clickadapt.evaluation.machine import cpu_and_versions
+from clickadapt.evaluation.stream import click_through, evaluate_frozen, image_click_seed
+from clickadapt.models.checkpoint import LoadedModel, load_checkpoint
+from clickadapt.models.factory import count_parameters
+
+RESULTS = Path("bench/results/models")
+REPORT = Path("bench/results/models.md")
+CLICK_SEEDS = (0, 1, 2)
+THREADS = 2
+CACHE = Path(".cache/clickadapt")
+
+_LGG_VALIDATION = {"domains": ["CS", "DU", "EZ", "FG"], "patient_fold": PatientFold(every=5, offset=0, keep="fold")}
+EVALUATION_SETS: dict[str, dict[str, DatasetConfig]] = {
+    "brain": {
+        "validation, all slices": DatasetConfig(
+            reader="lgg", modality="FLAIR", slice_policy="all", min_lesion_pixels=30, **_LGG_VALIDATION
+        ),
+        "validation, largest slice": DatasetConfig(
+            reader="lgg", modality="FLAIR", slice_policy="largest", **_LGG_VALIDATION
+        ),
+        "HT FLAIR, all slices": DatasetConfig(
+            reader="lgg", modality="FLAIR", domains=["HT"], slice_policy="all", min_lesion_pixels=30
+        ),
+        "HT FLAIR, largest slice": DatasetConfig(
+            reader="lgg", modality="FLAIR", domains=["HT"], slice_policy="largest"
+        ),
+    },
+    "fundus": {
+        "RIM-ONE r2 test": DatasetConfig(reader="rimone-dl", split="test", domains=["r2"]),
+    },
+}
+"""Per task, the named evaluation sets (the image size is taken from each checkpoint)."""
+
+
+def _checkpoint_size(loaded: LoadedModel) -> int:
+    return int(loaded.meta.preprocessing.get("size", 256))
+
+
+def _click_sigma(loaded: LoadedModel) -> float:
+    return float(loaded.meta.preprocessing.get("click_sigma", 5.0))
+
+
+def accuracy(loaded: LoadedModel, samples: list[Sample]) -> dict[str, dict[str, list[float]]]:
+    """Per region, Dice@1/5/10 for each click seed (mean over the samples)."""
+    per_seed: dict[str, dict[str, list[float]]] = {}
+    for seed in CLICK_SEEDS:
+        curves = evaluate_frozen(
+            loaded.model, loaded.task, samples, "oaims", 10, seed, click_sigma=_click_sigma(loaded)
+        )
+        for region, curve in curves.items():
+            for click in (1, 5, 10):
+                per_seed.setdefault(region, {}).setdefault(f"dice@{click}", []).append(100 * float(curve[click - 1]))
+    return per_seed
+
+
+def speed(loaded: LoadedModel, samples: list[Sample], images: int = 6) -> dict[str, float]:
+    """Median ms of a forward pass, a frozen click, an OAIMS Mid-Interaction click and an OAIMS finish."""
+    torch.set_num_threads(THREADS)
+    sample = samples[0]
+    inputs = torch.zeros((1, loaded.task.input_channels, *sample.label.shape))
+    inputs[:, : sample.image.shape[0]] = torch.as_tensor(sample.image)
+    model = loaded.model.eval()
+    with torch.inference_mode():
+        for _ in range(3):
+            model(inputs)
+        forwards = []
+        for _ in range(20):
+            started = time.perf_counter()
+            model(inputs)
+            forwards.append(time.perf_counter() - started)
+    result = {"forward_ms": 1000 * statistics.median(forwards)}
+    for strategy in ("frozen", "oaims"):
+        state = ModelState(loaded.model, loaded.task, make_strategy(strategy, loaded.task), "cpu")
+        clicks: list[float] = []
+        finishes: list[float] = []
+        for sample in samples[:images]:
+            session = InteractiveSession(state, click_sigma=_click_sigma(loaded), undo_depth=0)
+            user = make_simulated_user("oaims", image_click_seed(0, sample.key))
+            click_through(session, sample, user, 10, loaded.task)
+            clicks.extend(timing.total_s for timing in session.timings[1:])
+            started = time.perf_counter()
+            session.finish()
+            finishes.append(time.perf_counter() - started)
+        result[f"{strategy}_click_ms"] = 1000 * statistics.median(clicks)
+        if strategy == "oaims":
+            result["oaims_finish_ms"] = 1000 * statistics.median(finishes)
+    return result
+
+
+def training_seconds(log: Path | None) -> float | None:
+    """Wall seconds summed over the epochs of a ``train_log.jsonl`` (``None`` without a log)."""
+    if log is None or not log.is_file():
+        return None
+    return float(sum(json.loads(line).get("seconds", 0.0) for line in log.read_text().splitlines() if line.strip()))
+
+
+def evaluate(name: str, checkpoint: Path, train_log: Path | None, note: str) -> dict[str, Any]:
+    """Measure one candidate and write ``bench/results/models/NAME.json``."""
+    torch.set_num_threads(THREADS)
+    started = time.perf_counter()
+    loaded = load_checkpoint(checkpoint)
+    size = _checkpoint_size(loaded)
+    sets: dict[str, Any] = {}
+    first_samples: list[Sample] = []
+    for set_name, config in EVALUATION_SETS[loaded.task.name].items():
+        samples = load_samples(config.model_copy(update={"size": size}), cache_dir=CACHE)
+        first_samples = first_samples or samples
+        sets[set_name] = {
+            "images": len(samples),
+            "patients": len({s.patient for s in samples}),
+            "dice": accuracy(loaded, samples),
+        }
+    record = {
+        "name": name,
+        "checkpoint": str(checkpoint),
+        "sha256": loaded.sha256,
+        "task": loaded.task.name,
+        "model": loaded.meta.model.model_dump(mode="json"),
+        "size": size,
+        "parameters": count_parameters(loaded.model),
+        "epochs": loaded.meta.training.get("epochs_completed"),
+        "training_seconds": training_seconds(train_log),
+        "selection_metrics": loaded.meta.metrics,
+        "sets": sets,
+        "speed": speed(loaded, first_samples),
+        "note": note,
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": cpu_and_versions(),
+        "load_average": list(os.getloadavg()),
+        "command": " ".join(["python", "bench/models.py", *sys.argv[1:]]),
+        "evaluation_seconds": time.perf_counter() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def _cell(values: list[float]) -> str:
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def report() -> str:
+    """Compose ``bench/results/models.md`` from every recorded candidate."""
+    records = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))]
+    lines = [
+        "# Source-model study",
+        "",
+        "Generated by `python bench/models.py report` from `bench/results/models/*.json`; each candidate measured by",
+        "`python bench/models.py evaluate NAME CHECKPOINT` (command, date, machine and load in its JSON). Dice in %,",
+        f"`oaims` simulated user, no adaptation, mean ± sd over click seeds {list(CLICK_SEEDS)} of the mean over",
+        f"images. Speed: medians on the CPU with {THREADS} torch threads at the model's data size; *click* = one",
+        "`InteractiveSession.add_click` (clicks 2–10), *finish* = the OAIMS Post-Interaction update. Speed rows",
+        "measured while training jobs shared the 2 cores are upper bounds (load average in the JSON);",
+        "`bench/results/latency.md` has the idle-machine latency of the shipped models.",
+        "",
+    ]
+    for task in ("brain", "fundus"):
+        rows = [r for r in records if r["task"] == task]
+        if not rows:
+            continue
+        lines += [
+            f"## {task}",
+            "",
+            "| candidate | network | data / network size | params | epochs | train min | forward ms "
+            "| frozen click ms | MI click ms | PI finish ms | note |",
+            "|" + "---|" * 11,
+        ]
+        for r in rows:
+            model = r["model"]
+            network = model["name"] + (f" {model['widths']}" if model["name"] == "reference-unet" else "")
+            grid = f"{r['size']} / {model.get('input_size') or r['size']}"
+            minutes = f"{r['training_seconds'] / 60:.0f}" if r["training_seconds"] else "–"
+            s = r["speed"]
+            lines.append(
+                f"| {r['name']} | {network} | {grid} | {r['parameters'] / 1e6:.2f} M | {r['epochs']} | {minutes} "
+                f"| {s['forward_ms']:.0f} | {s['frozen_click_ms']:.0f} | {s['oaims_click_ms']:.0f} "
+                f"| {s['oaims_finish_ms']:.0f} | {r['note']} |"
+            )
+        lines.append("")
+        set_names = list(rows[0]["sets"])
+        for set_name in set_names:
+            first = rows[0]["sets"][set_name]
+            lines += [f"### {set_name} (n = {first['images']} images, {first['patients']} patients)", ""]
+            lines += ["| candidate | region | Dice@1 | Dice@5 | Dice@10 |", "|---|---|---|---|---|"]
+            for r in rows:
+                entry = r["sets"].get(set_name)
+                if entry is None:
+                    continue
+                for region, values in entry["dice"].items():
+                    lines.append(
+                        f"| {r['name']} | {region} | {_cell(values['dice@1'])} | {_cell(values['dice@5'])} "
+                        f"| {_cell(values['dice@10'])} |"
+                    )
+            lines.append("")
+    text = "\n".join(lines)
+    REPORT.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``evaluate`` one candidate or write the ``report``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("evaluate", help="measure one candidate")
+    one.add_argument("name")
+    one.add_argument("checkpoint", type=Path)
+    one.add_argument("--train-log", type=Path, default=None)
+    one.add_argument("--note", default="")
+    commands.add_parser("report", help="write bench/results/models.md")
+    args = parser.parse_args(argv)
+    if args.command == "evaluate":
+        record = evaluate(args.name, args.checkpoint, args.train_log, args.note)
+        print(json.dumps({k: record[k] for k in ("name", "sets", "speed")}, indent=1))
+    else:
+        print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
