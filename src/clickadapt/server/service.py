@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +72,7 @@ from clickadapt.server.datastore import (
 )
 from clickadapt.server.images import (
     DecodedSource,
+    DecodeLimits,
     Geometry,
     ImageDecodeError,
     UnsupportedFormatError,
@@ -83,6 +84,7 @@ from clickadapt.server.images import (
     mask_to_source,
     overlay_png,
     prepare_source,
+    task_fit_warning,
     window_to_uint8,
 )
 from clickadapt.server.schemas import (
@@ -181,6 +183,9 @@ class LiveImage:
         client_id: Client that has it open now (``None`` once it moved on).
         last_seen: ``time.monotonic()`` of that client's last request on it.
         message: A note for the next answer (e.g. why an undo kept the weights).
+        replayed_updates: For each click replayed from the datastore (after a restart): whether it changed
+            the weights (it ran an update and the model version moved with it). Those updates are in the
+            restored weights and cannot be undone any more.
     """
 
     image_id: str
@@ -189,6 +194,7 @@ class LiveImage:
     client_id: str | None
     last_seen: float
     message: str = ""
+    replayed_updates: list[bool] = field(default_factory=list)
 
 
 class AnnotationService:
@@ -366,6 +372,8 @@ class AnnotationService:
         """
         if self.data_root is None:
             raise BadRequest("the server was started without a data folder (--data)")
+        if "\x00" in relative:
+            raise BadRequest("path must not contain a NUL byte")
         candidate = Path(relative)
         if candidate.is_absolute() or not relative.strip():
             raise BadRequest(f"path {relative!r} must be relative to the data folder")
@@ -386,7 +394,8 @@ class AnnotationService:
 
     def _decode(self, payload: bytes, name: str) -> DecodedSource:
         try:
-            return decode_file(payload, name)
+            limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
+            return decode_file(payload, name, limits)
         except UnsupportedFormatError as error:
             raise UnsupportedMediaType(str(error)) from error
         except ImageDecodeError as error:
@@ -404,22 +413,38 @@ class AnnotationService:
                 self._volumes.popitem(last=False)
         return decoded
 
-    def _image_from_source(
-        self, source: SourceRecord, decoded: DecodedSource | None, slice_index: int | None
-    ) -> ImageRecord:
-        """Register (or find) the image of a source and slice; decodes now when ``decoded`` is given."""
+    @staticmethod
+    def _checked_slice(source: SourceRecord, slice_index: int | None) -> int | None:
+        """The slice to label (the middle one of a volume by default).
+
+        Raises:
+            BadRequest: A slice of a 2D image, or a slice outside the volume.
+        """
         if source.kind == "volume" and slice_index is None:
             slice_index = (source.num_slices or 1) // 2
         if source.kind == "image" and slice_index is not None:
-            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+            raise BadRequest(f"{source.name} is a 2D image; it has no slices (leave out 'slice')")
         if slice_index is not None and not 0 <= slice_index < (source.num_slices or 0):
-            raise BadRequest(f"slice {slice_index} is outside {source.name} (0..{(source.num_slices or 1) - 1})")
+            raise BadRequest(f"slice {slice_index} is outside {source.name} (slices 0..{(source.num_slices or 1) - 1})")
+        return slice_index
+
+    def _image_from_source(
+        self,
+        source: SourceRecord,
+        decoded: DecodedSource | None,
+        slice_index: int | None,
+        data: ImageData | None = None,
+    ) -> ImageRecord:
+        """Register (or find) the image of a source and slice; decodes now when ``decoded`` is given (or uses
+        the already prepared ``data``)."""
+        slice_index = self._checked_slice(source, slice_index)
         existing = self.store.find_image(source.id, slice_index)
         if existing is not None:
             return existing
         image_id = source.id if slice_index is None else f"{source.id}-s{slice_index}"
         name = source.name if slice_index is None else f"{source.name} [slice {slice_index}]"
-        data = self._prepare(source, decoded, slice_index) if decoded is not None else None
+        if data is None and decoded is not None:
+            data = self._prepare(source, decoded, slice_index)
         origin = "upload" if source.origin == "upload" else "data"
         return self.store.add_image(image_id, name, origin, self.task.name, source.id, slice_index, data)
 
@@ -443,9 +468,12 @@ class AnnotationService:
                     f"{relative}: unsupported file type (expected PNG, JPEG, TIFF, NIfTI or DICOM)"
                 )
             decoded = self._decode(path.read_bytes(), relative)
-            source = self.store.add_source(
-                SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
-            )
+            candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
+            slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
+            data = self._prepare(candidate, decoded, slice_index)
+            source = self.store.add_source(candidate)
+            image = self._image_from_source(source, decoded, slice_index, data)
+            return UploadResult(source=self._source_info(source), image=self._image_info(image))
         image = self._image_from_source(source, decoded, slice_index)
         return UploadResult(source=self._source_info(source), image=self._image_info(image))
 
@@ -557,6 +585,12 @@ class AnnotationService:
         source_id = f"up-{digest[:16]}"
         with self._lock:
             source = self.store.get_source(source_id)
+            candidate = source or SourceRecord(source_id, name, "upload", "", decoded.kind, decoded.num_slices)
+            # Everything is checked (slice, preprocessing) before a file or a row is stored.
+            slice_index = self._checked_slice(candidate, slice_index)
+            existing = self.store.find_image(source_id, slice_index) if source is not None else None
+            data = self._prepare(candidate, decoded, slice_index) if existing is None else None
+            warning = task_fit_warning(decoded, self.task)
             if source is None:
                 suffix = ".nii.gz" if decoded.format == "nifti" and payload[:2] == b"\x1f\x8b" else ""
                 suffix = (
@@ -570,8 +604,10 @@ class AnnotationService:
                 )
             if decoded.kind == "volume":
                 self._volumes[source_id] = decoded
-            image = self._image_from_source(source, decoded, slice_index)
-        return UploadResult(source=self._source_info(source), image=self._image_info(image))
+                while len(self._volumes) > VOLUME_CACHE_SIZE:
+                    self._volumes.popitem(last=False)
+            image = existing or self._image_from_source(source, decoded, slice_index, data)
+        return UploadResult(source=self._source_info(source), image=self._image_info(image), warning=warning)
 
     def add_data_image(self, relative: str, slice_index: int | None = None) -> UploadResult:
         """Register a file of the data folder (and slice) as an image.
@@ -750,6 +786,10 @@ class AnnotationService:
                 self.store.add_event("relabel", {"image_id": image_id, "session_id": stored.id}, client_id)
         else:
             clicks = self.store.active_clicks(stored.id)
+            versions = [stored.model_version_start, *(click.model_version for click in clicks)]
+            replayed_updates = [
+                click.update_s > 0 and click.model_version != versions[index] for index, click in enumerate(clicks)
+            ]
             if clicks:
                 adapt = session.adapt
                 session.adapt = False  # the restored weights already contain these clicks' updates
@@ -759,6 +799,8 @@ class AnnotationService:
                 finally:
                     session.adapt = adapt
         live = LiveImage(image_id, stored.id, session, client_id, time.monotonic())
+        if session.clicks:
+            live.replayed_updates = replayed_updates
         self._live[image_id] = live
         self._claim(live, client_id)
         while len(self._live) > self.settings.max_live_sessions:
@@ -842,7 +884,7 @@ class AnnotationService:
 
     def _class_index(self, label: int | str) -> int:
         if isinstance(label, str):
-            if label.isdigit():
+            if label.isascii() and label.isdigit() and len(label) <= 3:
                 label = int(label)
             else:
                 try:
@@ -909,10 +951,19 @@ class AnnotationService:
         """
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "undo a click of")
+            position = len(live.session.clicks)  # of the click being undone, counting from 1
             live.session.undo()
             self.store.remove_last_click(live.session_id)
             outcome = live.session.last_undo
             live.message = outcome.reason if outcome is not None else ""
+            if position <= len(live.replayed_updates):  # a click replayed after a restart
+                live.message = (
+                    "the click changed the weights before the server restarted; that update cannot be taken back "
+                    "any more, so the weights are kept"
+                    if live.replayed_updates[position - 1]
+                    else "the click did not change the weights"
+                )
+                del live.replayed_updates[position - 1 :]
             self._autosave()
             view = self._view(live)
             view.weights_restored = outcome.restored_weights if outcome is not None else None
