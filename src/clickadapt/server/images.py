@@ -193,7 +193,7 @@ def has_supported_suffix(name: str) -> bool:
     return name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def detect_format(payload: bytes, filename: str = "") -> ImageFormat:
+def detect_format(payload: bytes | bytearray, filename: str = "") -> ImageFormat:
     """Recognise a file's format from its first bytes.
 
     Raises:
@@ -236,7 +236,9 @@ def _check_picture_size(filename: str, width: int, height: int, limits: DecodeLi
         raise ImageTooLargeError(message)
 
 
-def _decode_picture(payload: bytes, image_format: ImageFormat, filename: str, limits: DecodeLimits) -> np.ndarray:
+def _decode_picture(
+    payload: bytes | bytearray, image_format: ImageFormat, filename: str, limits: DecodeLimits
+) -> np.ndarray:
     if image_format == "tiff":
         with tifffile.TiffFile(io.BytesIO(payload)) as tiff:
             series = tiff.series[0]
@@ -273,14 +275,14 @@ def _decode_picture(payload: bytes, image_format: ImageFormat, filename: str, li
     return array
 
 
-def _nifti_stream(payload: bytes) -> io.BufferedIOBase:
+def _nifti_stream(payload: bytes | bytearray) -> io.BufferedIOBase:
     """The NIfTI bytes as a seekable file (decompressed on the fly when gzipped: never all in memory)."""
     if payload.startswith(b"\x1f\x8b"):
         return gzip.GzipFile(fileobj=io.BytesIO(payload), mode="rb")
     return io.BytesIO(payload)
 
 
-def _check_gzip_size(payload: bytes, expected: int, filename: str) -> None:
+def _check_gzip_size(payload: bytes | bytearray, expected: int, filename: str) -> None:
     """Decompress a gzipped NIfTI in chunks (nothing kept): it must hold its declared data and not much more.
 
     Raises:
@@ -300,7 +302,7 @@ def _check_gzip_size(payload: bytes, expected: int, filename: str) -> None:
         raise ImageDecodeError(f"{filename}: truncated: {total} of the {expected} declared bytes")
 
 
-def _decode_nifti(payload: bytes, filename: str, limits: DecodeLimits) -> DecodedSource:
+def _decode_nifti(payload: bytes | bytearray, filename: str, limits: DecodeLimits) -> DecodedSource:
     with _nifti_stream(payload) as stream:
         head = stream.read(NIFTI_HEADER_BYTES)
     nifti2 = head[4:8] in (b"n+2\x00", b"ni2\x00")
@@ -371,7 +373,7 @@ def _decode_nifti(payload: bytes, filename: str, limits: DecodeLimits) -> Decode
     )
 
 
-def _decode_dicom(payload: bytes, filename: str, limits: DecodeLimits) -> DecodedSource:
+def _decode_dicom(payload: bytes | bytearray, filename: str, limits: DecodeLimits) -> DecodedSource:
     import pydicom
 
     dataset = pydicom.dcmread(io.BytesIO(payload))
@@ -406,7 +408,9 @@ def _decode_dicom(payload: bytes, filename: str, limits: DecodeLimits) -> Decode
     raise ImageDecodeError(f"{filename}: unsupported DICOM pixel data of shape {pixels.shape}")
 
 
-def decode_file(payload: bytes, filename: str = "upload", limits: DecodeLimits | None = None) -> DecodedSource:
+def decode_file(
+    payload: bytes | bytearray, filename: str = "upload", limits: DecodeLimits | None = None
+) -> DecodedSource:
     """Decode the bytes of an image file, checking the size its header declares before decoding any pixel.
 
     Args:
@@ -496,7 +500,7 @@ def guess_brain_mask(slice2d: np.ndarray) -> np.ndarray:
     :data:`BACKGROUND_FRACTION` of the slice (zeros of a skull-stripped PNG, the constant negative value of
     a z-scored volume); otherwise every pixel counts as brain.
     """
-    values = np.asarray(slice2d, dtype=np.float64)
+    values = np.asarray(slice2d)
     background = values == values.min()
     if background.mean() >= BACKGROUND_FRACTION and not background.all():
         return ~background
@@ -521,9 +525,11 @@ def display_from_pixels(pixels: np.ndarray) -> np.ndarray:
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
-    """Grey ``float64 (H, W)`` of a grey or RGB picture (mean of the channels)."""
-    array = np.asarray(image, dtype=np.float64)
-    return array.mean(axis=-1) if array.ndim == 3 else array
+    """Grey ``float32 (H, W)`` of a grey or RGB picture (mean of the channels; float32 halves the memory a
+    4096 × 4096 picture needs, and holds 8- and 16-bit values exactly)."""
+    if image.ndim == 3:
+        return np.asarray(image, dtype=np.float32).mean(axis=-1, dtype=np.float32)
+    return np.asarray(image, dtype=np.float32)
 
 
 def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedImage:
@@ -550,8 +556,11 @@ def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedIma
     if array.dtype.kind == "f" or array.dtype.itemsize > 2 or array.dtype.kind == "i":
         array = window_to_uint8(array, (0.0, 100.0))  # floats, 32-bit or signed: rescale to 8 bits first
     try:
-        pixels = preprocess_fundus_image(array, size)
-        display = np.round(resize_channels(rgb_to_unit_float(array), size).clip(0.0, 1.0) * 255.0).astype(np.uint8)
+        # Resized once, then normalised: the same numbers as preprocess_fundus_image(array) (a size × size
+        # resize is the identity) without a second full-size float copy of a large photograph.
+        resized = resize_channels(rgb_to_unit_float(array), size).clip(0.0, 1.0)
+        pixels = preprocess_fundus_image(resized, size)
+        display = np.round(resized * 255.0).astype(np.uint8)
     except ValueError as error:
         raise ImageDecodeError(f"cannot use this picture for the {task.name} task: {error}") from error
     return PreparedImage(pixels, display, Geometry(kind="resize", source_shape=source_shape, size=size))
@@ -659,3 +668,32 @@ def overlay_png(mask: np.ndarray, colours: tuple[tuple[int, int, int], ...] = CL
         palette[index, :3] = colour
         palette[index, 3] = 0 if index == 0 else 255
     return encode_png(palette[np.clip(labels, 0, palette.shape[0] - 1)])
+
+
+def paint_stroke(mask: np.ndarray, points: list[tuple[int, int]], radius: float, label: int) -> np.ndarray:
+    """``mask`` with a brush stroke painted in: every pixel within ``radius`` of the polyline through
+    ``points`` (row, col) gets ``label`` (0 erases to background). Returns a new array."""
+    painted = np.array(mask, copy=True)
+    height, width = painted.shape
+    samples: list[tuple[float, float]] = []
+    for index, (row, col) in enumerate(points):
+        if index == 0:
+            samples.append((float(row), float(col)))
+            continue
+        previous_row, previous_col = points[index - 1]
+        steps = max(1, math.ceil(math.hypot(row - previous_row, col - previous_col) / max(radius / 2, 0.5)))
+        for step in range(1, steps + 1):
+            fraction = step / steps
+            samples.append(
+                (previous_row + (row - previous_row) * fraction, previous_col + (col - previous_col) * fraction)
+            )
+    reach = math.ceil(radius)
+    for centre_row, centre_col in samples:
+        top, bottom = max(int(centre_row) - reach, 0), min(int(centre_row) + reach + 1, height)
+        left, right = max(int(centre_col) - reach, 0), min(int(centre_col) + reach + 1, width)
+        if top >= bottom or left >= right:
+            continue
+        rows, cols = np.ogrid[top:bottom, left:right]
+        inside = (rows - centre_row) ** 2 + (cols - centre_col) ** 2 <= radius**2
+        painted[top:bottom, left:right][inside] = label
+    return painted

@@ -70,11 +70,24 @@ class SessionView(BaseModel):
             "shared model"
         ),
     )
+    corrections: int = Field(0, description="brush and eraser strokes painted over the mask")
     last_click_s: float | None = Field(None, description="seconds the last click took (forward + update)")
     weights_restored: bool | None = Field(
         None, description="after an undo: whether the click's weight update was undone too"
     )
     message: str = ""
+
+
+class CorrectionIn(BaseModel):
+    """A brush or eraser stroke over the current mask, in preprocessed image coordinates."""
+
+    points: list[tuple[Index, Index]] = Field(
+        min_length=1, max_length=5000, description="(row, col) points of the stroke, in order"
+    )
+    radius: float = Field(3.0, ge=0.5, le=64.0, description="brush radius in pixels")
+    label: Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)] | Annotated[str, Field(min_length=1, max_length=64)] = (
+        Field(1, description="class painted; 0 / 'background' erases")
+    )
 
 
 class OpenRequest(BaseModel):
