@@ -143,3 +143,17 @@ def test_fundus_preparation_gives_the_readers_numbers() -> None:
     np.testing.assert_allclose(prepared.pixels, preprocess_fundus_image(photo, 64), atol=1e-5)
     expected = np.round(resize_channels(rgb_to_unit_float(photo), 64).clip(0, 1) * 255).astype(np.uint8)
     np.testing.assert_array_equal(prepared.display, expected)
+
+
+def test_a_huge_brain_picture_is_normalised_like_the_reader_does() -> None:
+    from clickadapt.data.preprocess import preprocess_brain_slice
+    from clickadapt.server.images import guess_brain_mask, to_grey
+    from clickadapt.tasks import BRAIN
+
+    rng = np.random.default_rng(2)
+    picture = rng.normal(100, 20, (2100, 2100)).clip(1, 255).astype(np.uint8)
+    picture[:300] = 0  # a background band
+    prepared = prepare_image(picture, BRAIN, 64)  # 4.4 M pixels: statistics from a subsample
+    grey = to_grey(picture)
+    exact = preprocess_brain_slice(grey, guess_brain_mask(grey), 64)
+    np.testing.assert_allclose(prepared.pixels, exact, atol=0.02)

@@ -30,7 +30,10 @@ from pydantic import BaseModel
 
 from clickadapt.data.files import SLICING_AXCODES, axial_slice
 from clickadapt.data.preprocess import (
+    apply_brain_intensity_stats,
+    brain_intensity_stats,
     center_pad_or_crop,
+    finish_brain_slice,
     preprocess_brain_slice,
     preprocess_fundus_image,
     resize_channels,
@@ -60,6 +63,9 @@ GZIP_TRAILING_BYTES = 1024 * 1024
 """A gzipped NIfTI may decompress to at most this much more than its header declares (a gzip bomb otherwise)."""
 VOLUME_BYTES_PER_VOXEL = 4
 """Volumes may hold at most ``max_volume_voxels`` voxels of this many bytes (float32) when decoded."""
+STATS_SAMPLE_PIXELS = 4 * 1024 * 1024
+"""Brain pictures above this many pixels take their intensity statistics from an even subsample of about
+this size (memory: a 4096 × 4096 photograph would need ~1 GB of float64 copies otherwise)."""
 COLOUR_CHROMA = 0.04
 """A picture whose channels differ by more than this fraction of its range on average is in colour."""
 
@@ -549,7 +555,16 @@ def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedIma
     source_shape = (int(image2d.shape[0]), int(image2d.shape[1]))
     if task.image_channels == 1:
         grey = to_grey(image2d)
-        pixels = preprocess_brain_slice(grey, guess_brain_mask(grey), size)
+        mask = guess_brain_mask(grey)
+        if grey.size > STATS_SAMPLE_PIXELS and min(grey.shape) >= size:
+            # A huge picture: intensity statistics from an even subsample, normalisation of the kept centre
+            # only (pad-crop keeps size × size of it); the full-size float64 copies would need ~1 GB.
+            step = math.ceil(math.sqrt(grey.size / STATS_SAMPLE_PIXELS))
+            stats = brain_intensity_stats(grey[::step, ::step], mask[::step, ::step])
+            centre, centre_mask = center_pad_or_crop(grey, size), center_pad_or_crop(mask, size, False)
+            pixels = finish_brain_slice(apply_brain_intensity_stats(centre, centre_mask, stats), size)
+        else:
+            pixels = preprocess_brain_slice(grey, mask, size)
         display = window_to_uint8(center_pad_or_crop(grey, size, float(grey.min())))
         return PreparedImage(pixels, display, Geometry(kind="pad-crop", source_shape=source_shape, size=size))
     array = np.asarray(image2d)
