@@ -90,6 +90,7 @@
     $("busy-text").textContent = state.busy;
     document.body.dataset.busy = state.busy ? "true" : "false";
     updateButtons();
+    renderModelState();
   }
 
   function updateButtons() {
