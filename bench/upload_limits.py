@@ -11,7 +11,6 @@ with a 120 s timeout; only loopback is contacted.
 from __future__ import annotations
 
 import argparse
-import gzip
 import io
 import re
 import subprocess
@@ -73,13 +72,19 @@ def files() -> Iterator[tuple[str, str, bytes]]:
     yield "bomb-16000x16000.tif", "TIFF bomb (16000 × 16000 grey)", buffer.getvalue()
     rng = np.random.default_rng(0)
     volume = rng.integers(0, 4000, size=(256, 256, 500), dtype=np.int16)
-    yield "noise-256x256x500.nii", "64 MB NIfTI, int16 noise (uncompressed)", nib.Nifti1Image(volume, np.eye(4)).to_bytes()
+    yield (
+        "noise-256x256x500.nii",
+        "64 MB NIfTI, int16 noise (uncompressed)",
+        nib.Nifti1Image(volume, np.eye(4)).to_bytes(),
+    )
     del volume
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, size=(4096, 4096, 3), dtype=np.uint8)).save(buffer, format="PNG")
     yield "noise-4096x4096.png", "4096 × 4096 RGB PNG, noise (≈ 48 MB)", buffer.getvalue()
-    yield "flat-512cubed.nii.gz", "512³ float32 NIfTI, gzipped (the largest default volume)", nifti_gz(
-        (512, 512, 512), np.float32, 1.0
+    yield (
+        "flat-512cubed.nii.gz",
+        "512³ float32 NIfTI, gzipped (the largest default volume)",
+        nifti_gz((512, 512, 512), np.float32, 1.0),
     )
 
 
