@@ -184,7 +184,7 @@ def test_busy_confirmations_versions_brush_and_layout(browser_and_server: tuple[
     page.unroute("**/finish")
     page.wait_for_selector("#canvas[data-state=done]")
     assert page.get_attribute("#canvas", "data-clicks") == "2"  # the refused click was not sent
-    assert page.text_content("#saved-count") == "2"
+    page.wait_for_function("document.getElementById('saved-count').textContent === '2'")  # after the refresh
     click_pixel(page, 60, 60)
     message = page.text_content("#message") or ""
     assert "Relabel" in message and "relabel=true" not in message and "409" not in message
