@@ -289,7 +289,7 @@ def server(tmp_path: Path) -> Iterator[TestClient]:
     checkpoint = tmp_path / "tiny.pt"
     save_checkpoint(checkpoint, network, CheckpointMeta(task="brain", model=config, preprocessing={"size": 48}))
     app = create_app(ServerSettings(store=tmp_path / "store", model=str(checkpoint)), samples=[])
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         yield client
 
 

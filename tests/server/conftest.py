@@ -33,7 +33,7 @@ def make_client(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[AppFactory]:
             ServerSettings(**settings),
             samples=(samples if samples is not None else synthetic_samples()) if use_samples else None,
         )
-        client = TestClient(app)
+        client = TestClient(app, base_url="http://127.0.0.1:8000")
         client.__enter__()
         clients.append(client)
         return client

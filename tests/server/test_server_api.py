@@ -81,6 +81,8 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/{image_id}/open",
         "/api/images/{image_id}/session",
         "/api/images/{image_id}/clicks",
+        "/api/images/{image_id}/corrections",
+        "/api/images/{image_id}/release",
         "/api/images/{image_id}/undo",
         "/api/images/{image_id}/reset",
         "/api/images/{image_id}/finish",

@@ -104,6 +104,7 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 page.screenshot(path=str(tmp_path / "2-two-clicks.png"))
 
                 page.click("#finish")
+                page.click("#confirm-ok")  # finishing asks first
                 page.wait_for_selector("#canvas[data-state=done]")
                 page.wait_for_function(f"document.getElementById('model-version').textContent !== '{version_before}'")
                 assert int(page.text_content("#model-version") or "0") > int(version_before or "0")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from clickadapt import __version__
 from clickadapt.data.sample import Sample
 from clickadapt.server.auth import TOKEN_COOKIE, TOKEN_QUERY, client_id, get_service, require_token, token_is_valid
+from clickadapt.server.guards import RequestGuard
 from clickadapt.server.images import CLASS_COLOURS
 from clickadapt.server.routers import images, model, sources
 from clickadapt.server.schemas import ServerInfo
@@ -21,8 +23,20 @@ from clickadapt.server.service import AnnotationService, ServiceError
 from clickadapt.server.settings import ServerSettings, is_loopback
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-JSON_BODY_OVERHEAD = 1024 * 1024
-"""Requests other than uploads may be at most this much larger than nothing: JSON bodies are tiny."""
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """One readable line naming every invalid field, e.g. ``body.row: Input should be a valid integer``.
+
+    The offending input is never echoed (it may be huge, or a JSON ``NaN`` that cannot be serialised).
+    """
+    parts = []
+    for item in errors:
+        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body") or "body"
+        message = str(item.get("msg", "invalid value"))
+        parts.append(f"{location}: {message}")
+    return "invalid request: " + "; ".join(parts)[:2000]
+
 
 DESCRIPTION = """
 Interactive segmentation that keeps learning from your clicks (OAIMS). Every action of the web page is an
@@ -77,16 +91,11 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
     async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": error.message}, status_code=error.status)
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        declared = request.headers.get("content-length")
-        limit = settings.max_upload_bytes + (0 if request.url.path == "/api/uploads" else JSON_BODY_OVERHEAD)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return JSONResponse(
-                {"detail": f"request body of {declared} bytes exceeds the limit of {settings.max_upload_bytes} bytes"},
-                status_code=413,
-            )
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_validation_errors(error.errors())}, status_code=422)
+
+    app.add_middleware(RequestGuard, settings=settings)
 
     guarded = [Depends(require_token)]
     app.include_router(images.router, dependencies=guarded)

@@ -11,6 +11,7 @@ from clickadapt.server.service import AnnotationService, BadRequest, normalise_c
 TOKEN_COOKIE = "clickadapt_token"
 TOKEN_QUERY = "token"
 CLIENT_HEADER = "X-Client-Id"
+CLIENT_QUERY = "client"
 
 
 def supplied_token(request: Request) -> str | None:
@@ -46,13 +47,14 @@ def require_token(request: Request) -> None:
 
 
 def client_id(request: Request) -> str:
-    """FastAPI dependency: the client's identity (``X-Client-Id`` header, one per browser tab; else ``api``).
+    """FastAPI dependency: the client's identity (``X-Client-Id`` header, one per browser tab; else the ``client``
+    query parameter, for ``navigator.sendBeacon`` which cannot set headers; else ``api``).
 
     Raises:
         HTTPException: 400 for a malformed id.
     """
     try:
-        return normalise_client_id(request.headers.get(CLIENT_HEADER))
+        return normalise_client_id(request.headers.get(CLIENT_HEADER) or request.query_params.get(CLIENT_QUERY))
     except BadRequest as error:
         raise HTTPException(status_code=400, detail=error.message) from error
 

@@ -30,6 +30,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--strategy", help="adaptation strategy (default oaims; see `clickadapt bench`)")
     parser.add_argument("--no-adaptation", action="store_true", help="start with adaptation switched off")
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MB (default 64)")
+    parser.add_argument(
+        "--max-image-pixels", type=int, help="largest 2D picture a file may declare, height × width (default 4096²)"
+    )
+    parser.add_argument("--max-volume-voxels", type=int, help="largest volume a file may declare (default 512³)")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="host name the server answers to besides loopback names (no-token mode; repeatable)",
+    )
     parser.add_argument("--image-size", type=int, help="side of the preprocessed images (default: the model's)")
     parser.add_argument("--device", help="torch device of the model (default cpu)")
     parser.add_argument(
@@ -58,6 +68,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    for name in ("max_image_pixels", "max_volume_voxels"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if getattr(args, "allowed_host", None):
+        overrides["allowed_hosts"] = list(args.allowed_host)
     if getattr(args, "rehearsal", None) is not None:
         overrides["rehearsal"] = args.rehearsal
     if getattr(args, "source_domain", None):
@@ -70,11 +85,21 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0 picks a free one)."""
+    """A listening TCP socket on ``host:port`` (port 0 picks a free one).
+
+    Raises:
+        ValueError: One line saying why it cannot listen (port in use, address not available…).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        hint = " (another server is running there; stop it or choose another --port)" if port else ""
+        reason = error.strerror or str(error)
+        raise ValueError(f"cannot listen on {host}:{port}: {reason}{hint}") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -89,11 +114,15 @@ def run_serve(args: argparse.Namespace) -> int:
     from clickadapt.server.datastore import DatastoreError
 
     settings = settings_from_args(args)
+    sock = bind_socket(settings.host, settings.port)  # first: a port in use is reported at once
     try:
         app = create_app(settings)
     except (CheckpointError, DatastoreError) as error:  # reported as a clear start-up error by the CLI
+        sock.close()
         raise ValueError(str(error)) from error
-    sock = bind_socket(settings.host, settings.port)
+    except BaseException:
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     shown_host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"http://{shown_host}:{port}/"

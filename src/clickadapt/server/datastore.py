@@ -12,6 +12,7 @@ at least one click, else ``new``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sqlite3
@@ -108,6 +109,18 @@ CREATE TABLE IF NOT EXISTS model_versions (
     created TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS corrections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL REFERENCES sessions(id),
+    label INTEGER NOT NULL,
+    radius REAL NOT NULL,
+    points TEXT NOT NULL,
+    after_clicks INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    removed TEXT CHECK (removed IN ('undo', 'reset')),
+    removed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS corrections_session ON corrections (session_id, id);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created TEXT NOT NULL,
@@ -207,6 +220,29 @@ class ImageData:
     pixels: np.ndarray
     display_png: bytes
     geometry: dict[str, Any]
+
+
+@dataclass
+class CorrectionRecord:
+    """A brush (class label) or eraser (label 0) stroke on a session's mask: a final touch-up.
+
+    Attributes:
+        id: Row id (0 before it is stored).
+        session_id: The session.
+        label: Class painted (0 = eraser: background).
+        radius: Brush radius in pixels of the preprocessed image.
+        points: ``(row, col)`` points of the stroke, in order.
+        after_clicks: Clicks in force when it was made.
+        created: ISO time.
+    """
+
+    id: int
+    session_id: int
+    label: int
+    radius: float
+    points: list[tuple[int, int]]
+    after_clicks: int
+    created: str = ""
 
 
 @dataclass
@@ -693,6 +729,52 @@ class Datastore:
                 "UPDATE clicks SET removed = 'reset', removed_at = ? WHERE session_id = ? AND removed IS NULL",
                 (utc_now(), session_id),
             )
+            return int(cursor.rowcount)
+
+    def add_correction(self, correction: CorrectionRecord) -> CorrectionRecord:
+        """Store a brush or eraser stroke of a session; returns it with its row id and time."""
+        created = utc_now()
+        with self.transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO corrections (session_id, label, radius, points, after_clicks, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    correction.session_id,
+                    correction.label,
+                    correction.radius,
+                    json.dumps([list(point) for point in correction.points]),
+                    correction.after_clicks,
+                    created,
+                ),
+            )
+        return dataclasses.replace(correction, id=int(cursor.lastrowid or 0), created=created)
+
+    def active_corrections(self, session_id: int) -> list[CorrectionRecord]:
+        """The strokes in force of a session, oldest first."""
+        rows = self._connection.execute(
+            "SELECT * FROM corrections WHERE session_id = ? AND removed IS NULL ORDER BY id", (session_id,)
+        ).fetchall()
+        return [
+            CorrectionRecord(
+                id=row["id"],
+                session_id=row["session_id"],
+                label=row["label"],
+                radius=row["radius"],
+                points=[(int(point[0]), int(point[1])) for point in json.loads(row["points"])],
+                after_clicks=row["after_clicks"],
+                created=row["created"],
+            )
+            for row in rows
+        ]
+
+    def remove_corrections(self, session_id: int, reason: str, last_only: bool) -> int:
+        """Mark the last stroke in force (``last_only``) or all of them as removed (``undo`` / ``reset``)."""
+        with self.transaction() as connection:
+            where = "session_id = ? AND removed IS NULL"
+            if last_only:
+                where += " AND id = (SELECT MAX(id) FROM corrections WHERE session_id = ? AND removed IS NULL)"
+            parameters: tuple[object, ...] = (reason, utc_now(), session_id) + ((session_id,) if last_only else ())
+            cursor = connection.execute(f"UPDATE corrections SET removed = ?, removed_at = ? WHERE {where}", parameters)
             return int(cursor.rowcount)
 
     def finish_session(self, session_id: int, final_mask: np.ndarray, model_version: int) -> SessionRecord:

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +30,10 @@ from pydantic import BaseModel
 
 from clickadapt.data.files import SLICING_AXCODES, axial_slice
 from clickadapt.data.preprocess import (
+    apply_brain_intensity_stats,
+    brain_intensity_stats,
     center_pad_or_crop,
+    finish_brain_slice,
     preprocess_brain_slice,
     preprocess_fundus_image,
     resize_channels,
@@ -50,10 +56,39 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 200, 0),
 )
 """Overlay colours by class index (background is transparent)."""
+NIFTI_HEADER_BYTES = 540
+"""Enough bytes for a NIfTI-1 (348) or NIfTI-2 (540) header."""
+GZIP_CHUNK_BYTES = 1024 * 1024
+GZIP_TRAILING_BYTES = 1024 * 1024
+"""A gzipped NIfTI may decompress to at most this much more than its header declares (a gzip bomb otherwise)."""
+VOLUME_BYTES_PER_VOXEL = 4
+"""Volumes may hold at most ``max_volume_voxels`` voxels of this many bytes (float32) when decoded."""
+STATS_SAMPLE_PIXELS = 4 * 1024 * 1024
+"""Brain pictures above this many pixels take their intensity statistics from an even subsample of about
+this size (memory: a 4096 × 4096 photograph would need ~1 GB of float64 copies otherwise)."""
+COLOUR_CHROMA = 0.04
+"""A picture whose channels differ by more than this fraction of its range on average is in colour."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a file may *declare* before any pixel is decoded (decompression bombs are refused at the header).
+
+    Attributes:
+        max_image_pixels: Largest 2D picture, height × width.
+        max_volume_voxels: Largest volume; also bounds its decoded size to this many float32 voxels.
+    """
+
+    max_image_pixels: int = 4096 * 4096
+    max_volume_voxels: int = 512 * 512 * 512
 
 
 class ImageDecodeError(ValueError):
     """An upload or data file cannot be decoded (corrupt, truncated, or not an image)."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """A file whose header declares more pixels or voxels than the server accepts (refused before decoding)."""
 
 
 class UnsupportedFormatError(ValueError):
@@ -89,35 +124,58 @@ class DecodedSource:
     Attributes:
         format: The detected format.
         kind: ``"image"`` (2D) or ``"volume"``.
-        array: 2D ``(H, W)`` grey or ``(H, W, 3)`` RGB image; for volumes the volume reoriented to L, A, S
-            (axial slices on the last axis).
+        array: 2D ``(H, W)`` grey or ``(H, W, 3)`` RGB image; for in-memory volumes (multi-frame DICOM) the
+            volume with axial slices on the last axis; ``None`` for a NIfTI volume, which is read one slice at
+            a time (``reader``) so that a large volume never sits in memory whole.
         affine: NIfTI affine (volumes from NIfTI only).
         volume_shape: Stored (un-reoriented) shape of a NIfTI volume.
         axcodes: Stored orientation of a NIfTI volume.
+        reader: Reads the upright axial slice ``index`` (in L, A, S orientation) of a lazily read volume.
+        slices: Number of axial slices of a lazily read volume.
     """
 
     format: ImageFormat
     kind: Literal["image", "volume"]
-    array: np.ndarray
+    array: np.ndarray | None
     affine: np.ndarray | None = None
     volume_shape: tuple[int, ...] | None = None
     axcodes: tuple[str, str, str] | None = None
+    reader: Callable[[int], np.ndarray] | None = None
+    slices: int | None = None
 
     @property
     def num_slices(self) -> int | None:
         """Number of axial slices of a volume, ``None`` for 2D images."""
-        return int(self.array.shape[-1]) if self.kind == "volume" else None
+        if self.kind != "volume":
+            return None
+        if self.slices is not None:
+            return self.slices
+        return int(self.array.shape[-1]) if self.array is not None else None
+
+    def picture(self) -> np.ndarray:
+        """The 2D picture of an image (not a volume).
+
+        Raises:
+            ValueError: For a volume.
+        """
+        if self.kind != "image" or self.array is None:
+            raise ValueError("a volume has no single picture; take one of its slices")
+        return self.array
 
     def slice(self, index: int) -> np.ndarray:
         """The upright 2D axial slice ``index`` of a volume.
 
         Raises:
             ValueError: If this is not a volume or the index is out of range.
+            ImageDecodeError: The slice cannot be read or holds NaN or infinite values.
         """
         if self.kind != "volume" or self.num_slices is None:
             raise ValueError("only volumes have slices")
         if not 0 <= index < self.num_slices:
             raise ValueError(f"slice {index} is outside the volume (0..{self.num_slices - 1})")
+        if self.reader is not None:
+            return self.reader(index)
+        assert self.array is not None
         return axial_slice(self.array, index)
 
 
@@ -141,7 +199,7 @@ def has_supported_suffix(name: str) -> bool:
     return name.lower().endswith(SUPPORTED_SUFFIXES)
 
 
-def detect_format(payload: bytes, filename: str = "") -> ImageFormat:
+def detect_format(payload: bytes | bytearray, filename: str = "") -> ImageFormat:
     """Recognise a file's format from its first bytes.
 
     Raises:
@@ -167,19 +225,53 @@ def detect_format(payload: bytes, filename: str = "") -> ImageFormat:
     )
 
 
-def _decode_picture(payload: bytes, image_format: ImageFormat, filename: str) -> np.ndarray:
+def _too_large(filename: str, kind: str, shape: tuple[int, ...], count: int, limit: int, setting: str) -> str:
+    unit = "voxels" if kind == "volume" else "pixels"
+    dims = " × ".join(str(n) for n in shape)
+    return (
+        f"{filename}: {kind} of {dims} ({count} {unit}) exceeds the limit of {limit} {unit} "
+        f"(server setting {setting}); refused before decoding"
+    )
+
+
+def _check_picture_size(filename: str, width: int, height: int, limits: DecodeLimits) -> None:
+    if width * height > limits.max_image_pixels:
+        message = _too_large(
+            filename, "picture", (width, height), width * height, limits.max_image_pixels, "max_image_pixels"
+        )
+        raise ImageTooLargeError(message)
+
+
+def _decode_picture(
+    payload: bytes | bytearray, image_format: ImageFormat, filename: str, limits: DecodeLimits
+) -> np.ndarray:
     if image_format == "tiff":
-        array = np.asarray(tifffile.imread(io.BytesIO(payload)))
+        with tifffile.TiffFile(io.BytesIO(payload)) as tiff:
+            series = tiff.series[0]
+            shape = tuple(int(n) for n in series.shape)
+            dims = [n for n in shape if n > 1]
+            channels = (
+                dims[-1] if len(dims) == 3 and dims[-1] <= 4 else dims[0] if len(dims) == 3 and dims[0] <= 4 else 1
+            )
+            pixels = math.prod(dims) // channels if dims else 0
+            if pixels > limits.max_image_pixels:
+                raise ImageTooLargeError(
+                    _too_large(filename, "picture", shape, pixels, limits.max_image_pixels, "max_image_pixels")
+                )
+            array = np.asarray(series.asarray())
         array = np.squeeze(array)
         if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
             array = np.moveaxis(array, 0, -1)
     else:
-        with Image.open(io.BytesIO(payload)) as opened:
-            opened.load()
-            picture: Image.Image = opened
-            if picture.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
-                picture = picture.convert("L" if picture.mode in ("LA", "1") else "RGB")
-            array = np.asarray(picture)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(io.BytesIO(payload)) as opened:
+                _check_picture_size(filename, opened.width, opened.height, limits)  # the header only
+                opened.load()
+                picture: Image.Image = opened
+                if picture.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
+                    picture = picture.convert("L" if picture.mode in ("LA", "1") else "RGB")
+                array = np.asarray(picture)
     if array.ndim == 3 and array.shape[-1] == 4:
         array = array[..., :3]
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -189,37 +281,122 @@ def _decode_picture(payload: bytes, image_format: ImageFormat, filename: str) ->
     return array
 
 
-def _decode_nifti(payload: bytes, filename: str) -> DecodedSource:
-    raw = gzip.decompress(payload) if payload.startswith(b"\x1f\x8b") else payload
-    header_kind = raw[4:8] if len(raw) >= 8 else b""
-    image_class = nib.Nifti2Image if header_kind in (b"n+2\x00", b"ni2\x00") else nib.Nifti1Image
-    image = image_class.from_bytes(raw)
-    data = np.asanyarray(image.dataobj)
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3:
-        raise ImageDecodeError(f"{filename}: expected a 3D NIfTI volume, got shape {data.shape}")
+def _nifti_stream(payload: bytes | bytearray) -> io.BufferedIOBase:
+    """The NIfTI bytes as a seekable file (decompressed on the fly when gzipped: never all in memory)."""
+    if payload.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=io.BytesIO(payload), mode="rb")
+    return io.BytesIO(payload)
+
+
+def _check_gzip_size(payload: bytes | bytearray, expected: int, filename: str) -> None:
+    """Decompress a gzipped NIfTI in chunks (nothing kept): it must hold its declared data and not much more.
+
+    Raises:
+        ImageDecodeError: Truncated or corrupt, or it decompresses far beyond its header (a gzip bomb).
+    """
+    limit = expected + GZIP_TRAILING_BYTES
+    total = 0
+    with gzip.GzipFile(fileobj=io.BytesIO(payload), mode="rb") as stream:
+        while chunk := stream.read(GZIP_CHUNK_BYTES):
+            total += len(chunk)
+            if total > limit:
+                raise ImageDecodeError(
+                    f"{filename}: the gzipped file decompresses to more than the {expected} bytes its header "
+                    "declares; refused"
+                )
+    if total < expected:
+        raise ImageDecodeError(f"{filename}: truncated: {total} of the {expected} declared bytes")
+
+
+def _decode_nifti(payload: bytes | bytearray, filename: str, limits: DecodeLimits) -> DecodedSource:
+    with _nifti_stream(payload) as stream:
+        head = stream.read(NIFTI_HEADER_BYTES)
+    nifti2 = head[4:8] in (b"n+2\x00", b"ni2\x00")
+    header_class = nib.Nifti2Header if nifti2 else nib.Nifti1Header
+    header = header_class.from_fileobj(io.BytesIO(head))
+    stored_shape = tuple(int(n) for n in header.get_data_shape())
+    shape = stored_shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3:
+        raise ImageDecodeError(f"{filename}: expected a 3D NIfTI volume, got shape {stored_shape}")
+    voxels = math.prod(shape)
+    if voxels > limits.max_volume_voxels:
+        raise ImageTooLargeError(
+            _too_large(filename, "volume", shape, voxels, limits.max_volume_voxels, "max_volume_voxels")
+        )
+    dtype = np.dtype(header.get_data_dtype())
+    if dtype.kind not in "biuf":
+        raise ImageDecodeError(f"{filename}: NIfTI data type {dtype} is not a grey numeric type")
+    data_bytes = voxels * dtype.itemsize
+    if data_bytes > limits.max_volume_voxels * VOLUME_BYTES_PER_VOXEL:
+        raise ImageTooLargeError(
+            f"{filename}: volume of {' × '.join(map(str, shape))} {dtype} takes {data_bytes} bytes decoded, above "
+            f"the limit of {limits.max_volume_voxels * VOLUME_BYTES_PER_VOXEL} bytes (max_volume_voxels float32 "
+            "voxels); save it as float32 or smaller"
+        )
+    expected = int(header.get_data_offset()) + data_bytes
+    if payload.startswith(b"\x1f\x8b"):
+        _check_gzip_size(payload, expected, filename)
+    elif len(payload) < expected:
+        raise ImageDecodeError(f"{filename}: truncated: {len(payload)} of the {expected} declared bytes")
+    image_class = nib.Nifti2Image if nifti2 else nib.Nifti1Image
+    stream = _nifti_stream(payload)
+    holder = nib.FileHolder(fileobj=stream)
+    image = image_class.from_file_map({"header": holder, "image": holder})
     affine = np.asarray(image.affine, dtype=np.float64)
     stored_ornt = nib.orientations.io_orientation(affine)
     transform = nib.orientations.ornt_transform(stored_ornt, nib.orientations.axcodes2ornt(SLICING_AXCODES))
-    reoriented = np.ascontiguousarray(nib.orientations.apply_orientation(data, transform))
+    axial_axis = int(np.flatnonzero(transform[:, 0] == 2)[0])
+    flipped = bool(transform[axial_axis, 1] == -1)
+    extra = (0,) * (len(stored_shape) - 3)
+    proxy = image.dataobj
+
+    def read_slice(index: int) -> np.ndarray:
+        stored_index = shape[axial_axis] - 1 - index if flipped else index
+        selection: list[slice | int] = [slice(None)] * 3
+        selection[axial_axis] = slice(stored_index, stored_index + 1)
+        slab = np.asarray(proxy[(*selection, *extra)]).reshape(
+            tuple(1 if axis == axial_axis else shape[axis] for axis in range(3))
+        )
+        upright = axial_slice(nib.orientations.apply_orientation(slab, transform), 0)
+        if upright.dtype.kind == "f" and not np.isfinite(upright).all():
+            raise ImageDecodeError(f"{filename}: slice {index} contains NaN or infinite values")
+        return upright
+
     axcodes = tuple(str(code) for code in nib.orientations.ornt2axcodes(stored_ornt))
     return DecodedSource(
         format="nifti",
         kind="volume",
-        array=reoriented,
+        array=None,
         affine=affine,
-        volume_shape=tuple(int(n) for n in data.shape),
+        volume_shape=shape,
         axcodes=(axcodes[0], axcodes[1], axcodes[2]),
+        reader=read_slice,
+        slices=shape[axial_axis],
     )
 
 
-def _decode_dicom(payload: bytes, filename: str) -> DecodedSource:
+def _decode_dicom(payload: bytes | bytearray, filename: str, limits: DecodeLimits) -> DecodedSource:
     import pydicom
 
     dataset = pydicom.dcmread(io.BytesIO(payload))
+    rows, columns = int(getattr(dataset, "Rows", 0) or 0), int(getattr(dataset, "Columns", 0) or 0)
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1 and rows * columns * frames > limits.max_volume_voxels:
+        raise ImageTooLargeError(
+            _too_large(
+                filename,
+                "volume",
+                (rows, columns, frames),
+                rows * columns * frames,
+                limits.max_volume_voxels,
+                "max_volume_voxels",
+            )
+        )
+    _check_picture_size(filename, columns, rows, limits)
     pixels = np.asarray(dataset.pixel_array)
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "RGB" and pixels.ndim == 3 and pixels.shape[-1] == 3:
@@ -237,44 +414,89 @@ def _decode_dicom(payload: bytes, filename: str) -> DecodedSource:
     raise ImageDecodeError(f"{filename}: unsupported DICOM pixel data of shape {pixels.shape}")
 
 
-def decode_file(payload: bytes, filename: str = "upload") -> DecodedSource:
-    """Decode the bytes of an image file.
+def decode_file(
+    payload: bytes | bytearray, filename: str = "upload", limits: DecodeLimits | None = None
+) -> DecodedSource:
+    """Decode the bytes of an image file, checking the size its header declares before decoding any pixel.
 
     Args:
         payload: The file's content.
         filename: Name used in error messages.
+        limits: Largest picture and volume a file may declare (default :class:`DecodeLimits`).
 
     Returns:
-        The decoded 2D image or volume.
+        The decoded 2D image, or a volume (NIfTI volumes are read one slice at a time).
 
     Raises:
         UnsupportedFormatError: The content is not a supported format.
+        ImageTooLargeError: The header declares more pixels or voxels than ``limits`` allow (names the size).
         ImageDecodeError: The content looks like a supported format but cannot be decoded.
     """
+    limits = limits or DecodeLimits()
     if not payload:
         raise ImageDecodeError(f"{filename}: the file is empty")
     image_format = detect_format(payload, filename)
     try:
         if image_format == "nifti":
-            decoded = _decode_nifti(payload, filename)
+            decoded = _decode_nifti(payload, filename, limits)
         elif image_format == "dicom":
-            decoded = _decode_dicom(payload, filename)
+            decoded = _decode_dicom(payload, filename, limits)
         else:
-            decoded = DecodedSource(
-                format=image_format, kind="image", array=_decode_picture(payload, image_format, filename)
-            )
+            array = _decode_picture(payload, image_format, filename, limits)
+            decoded = DecodedSource(format=image_format, kind="image", array=array)
     except (ImageDecodeError, UnsupportedFormatError):
         raise
     except Exception as error:  # decoders raise many unrelated types for corrupt files
-        raise ImageDecodeError(f"{filename}: cannot decode {image_format.upper()} file: {error}") from error
+        reason = str(error).strip() or type(error).__name__
+        raise ImageDecodeError(f"{filename}: cannot decode {image_format.upper()} file: {reason}") from error
+    if decoded.array is None:  # a lazily read volume: its shape is known from the header
+        shape = decoded.volume_shape or ()
+        if min(shape[:2], default=0) < 8:
+            raise ImageDecodeError(f"{filename}: volume of shape {shape} is too small (at least 8×8 pixels)")
+        return decoded
     array = decoded.array
     if array.size == 0 or min(array.shape[:2]) < 8:
         raise ImageDecodeError(f"{filename}: image of shape {array.shape} is too small (at least 8×8 pixels)")
     if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
         raise ImageDecodeError(f"{filename}: pixel type {array.dtype} is not numeric")
-    if not np.isfinite(np.asarray(array, dtype=np.float64)).all():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ImageDecodeError(f"{filename}: the image contains NaN or infinite values")
     return decoded
+
+
+def task_fit_warning(source: DecodedSource, task: TaskSpec) -> str | None:
+    """A sentence when a file does not look like what the model segments (colour vs grey), else ``None``.
+
+    A colour photograph on a grey (MRI) model, or a grey image or volume on a colour (fundus) model, is
+    still accepted (and converted), but its masks are unlikely to mean anything.
+    """
+    if source.kind == "volume":
+        colour = False
+    else:
+        picture = source.picture()
+        colour = picture.ndim == 3 and is_colour(picture)
+    if task.image_channels == 1 and colour:
+        return (
+            f"this looks like a colour photograph, but the model segments grey {task.name} images; it was "
+            "converted to grey and its masks are unlikely to be meaningful"
+        )
+    if task.image_channels == 3 and not colour:
+        kind = "volume" if source.kind == "volume" else "grey image"
+        return (
+            f"this is a {kind}, but the model segments colour {task.name} photographs; its masks are unlikely "
+            "to be meaningful"
+        )
+    return None
+
+
+def is_colour(picture: np.ndarray) -> bool:
+    """Whether an ``(H, W, 3)`` picture is in colour: its channels differ noticeably (not a grey RGB copy)."""
+    sample = np.asarray(picture[::4, ::4, :3], dtype=np.float32)
+    spread = float(sample.max() - sample.min())
+    if spread <= 0:
+        return False
+    chroma = np.abs(sample[..., 0] - sample[..., 1]) + np.abs(sample[..., 1] - sample[..., 2])
+    return float(chroma.mean()) / 2.0 / spread > COLOUR_CHROMA
 
 
 def guess_brain_mask(slice2d: np.ndarray) -> np.ndarray:
@@ -284,7 +506,7 @@ def guess_brain_mask(slice2d: np.ndarray) -> np.ndarray:
     :data:`BACKGROUND_FRACTION` of the slice (zeros of a skull-stripped PNG, the constant negative value of
     a z-scored volume); otherwise every pixel counts as brain.
     """
-    values = np.asarray(slice2d, dtype=np.float64)
+    values = np.asarray(slice2d)
     background = values == values.min()
     if background.mean() >= BACKGROUND_FRACTION and not background.all():
         return ~background
@@ -309,9 +531,11 @@ def display_from_pixels(pixels: np.ndarray) -> np.ndarray:
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
-    """Grey ``float64 (H, W)`` of a grey or RGB picture (mean of the channels)."""
-    array = np.asarray(image, dtype=np.float64)
-    return array.mean(axis=-1) if array.ndim == 3 else array
+    """Grey ``float32 (H, W)`` of a grey or RGB picture (mean of the channels; float32 halves the memory a
+    4096 × 4096 picture needs, and holds 8- and 16-bit values exactly)."""
+    if image.ndim == 3:
+        return np.asarray(image, dtype=np.float32).mean(axis=-1, dtype=np.float32)
+    return np.asarray(image, dtype=np.float32)
 
 
 def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedImage:
@@ -331,15 +555,27 @@ def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedIma
     source_shape = (int(image2d.shape[0]), int(image2d.shape[1]))
     if task.image_channels == 1:
         grey = to_grey(image2d)
-        pixels = preprocess_brain_slice(grey, guess_brain_mask(grey), size)
+        mask = guess_brain_mask(grey)
+        if grey.size > STATS_SAMPLE_PIXELS and min(grey.shape) >= size:
+            # A huge picture: intensity statistics from an even subsample, normalisation of the kept centre
+            # only (pad-crop keeps size × size of it); the full-size float64 copies would need ~1 GB.
+            step = math.ceil(math.sqrt(grey.size / STATS_SAMPLE_PIXELS))
+            stats = brain_intensity_stats(grey[::step, ::step], mask[::step, ::step])
+            centre, centre_mask = center_pad_or_crop(grey, size), center_pad_or_crop(mask, size, False)
+            pixels = finish_brain_slice(apply_brain_intensity_stats(centre, centre_mask, stats), size)
+        else:
+            pixels = preprocess_brain_slice(grey, mask, size)
         display = window_to_uint8(center_pad_or_crop(grey, size, float(grey.min())))
         return PreparedImage(pixels, display, Geometry(kind="pad-crop", source_shape=source_shape, size=size))
     array = np.asarray(image2d)
     if array.dtype.kind == "f" or array.dtype.itemsize > 2 or array.dtype.kind == "i":
         array = window_to_uint8(array, (0.0, 100.0))  # floats, 32-bit or signed: rescale to 8 bits first
     try:
-        pixels = preprocess_fundus_image(array, size)
-        display = np.round(resize_channels(rgb_to_unit_float(array), size).clip(0.0, 1.0) * 255.0).astype(np.uint8)
+        # Resized once, then normalised: the same numbers as preprocess_fundus_image(array) (a size × size
+        # resize is the identity) without a second full-size float copy of a large photograph.
+        resized = resize_channels(rgb_to_unit_float(array), size).clip(0.0, 1.0)
+        pixels = preprocess_fundus_image(resized, size)
+        display = np.round(resized * 255.0).astype(np.uint8)
     except ValueError as error:
         raise ImageDecodeError(f"cannot use this picture for the {task.name} task: {error}") from error
     return PreparedImage(pixels, display, Geometry(kind="resize", source_shape=source_shape, size=size))
@@ -354,7 +590,7 @@ def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index
     if source.kind == "image":
         if slice_index is not None:
             raise ValueError("a slice index was given for a 2D image")
-        return prepare_image(source.array, task, size)
+        return prepare_image(source.picture(), task, size)
     index = default_slice(source) if slice_index is None else slice_index
     prepared = prepare_image(source.slice(index), task, size)
     prepared.geometry.slice_index = index
@@ -447,3 +683,32 @@ def overlay_png(mask: np.ndarray, colours: tuple[tuple[int, int, int], ...] = CL
         palette[index, :3] = colour
         palette[index, 3] = 0 if index == 0 else 255
     return encode_png(palette[np.clip(labels, 0, palette.shape[0] - 1)])
+
+
+def paint_stroke(mask: np.ndarray, points: list[tuple[int, int]], radius: float, label: int) -> np.ndarray:
+    """``mask`` with a brush stroke painted in: every pixel within ``radius`` of the polyline through
+    ``points`` (row, col) gets ``label`` (0 erases to background). Returns a new array."""
+    painted = np.array(mask, copy=True)
+    height, width = painted.shape
+    samples: list[tuple[float, float]] = []
+    for index, (row, col) in enumerate(points):
+        if index == 0:
+            samples.append((float(row), float(col)))
+            continue
+        previous_row, previous_col = points[index - 1]
+        steps = max(1, math.ceil(math.hypot(row - previous_row, col - previous_col) / max(radius / 2, 0.5)))
+        for step in range(1, steps + 1):
+            fraction = step / steps
+            samples.append(
+                (previous_row + (row - previous_row) * fraction, previous_col + (col - previous_col) * fraction)
+            )
+    reach = math.ceil(radius)
+    for centre_row, centre_col in samples:
+        top, bottom = max(int(centre_row) - reach, 0), min(int(centre_row) + reach + 1, height)
+        left, right = max(int(centre_col) - reach, 0), min(int(centre_col) + reach + 1, width)
+        if top >= bottom or left >= right:
+            continue
+        rows, cols = np.ogrid[top:bottom, left:right]
+        inside = (rows - centre_row) ** 2 + (cols - centre_col) ** 2 <= radius**2
+        painted[top:bottom, left:right][inside] = label
+    return painted

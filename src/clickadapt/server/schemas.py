@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+
+MAX_INDEX = 2**31 - 1
+"""Largest row, column, slice or version number accepted (larger ones get 422 naming the field)."""
+Index = Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)]
+Version = Annotated[int, Field(ge=0, le=MAX_INDEX)]
 
 
 class ImageInfo(BaseModel):
@@ -26,9 +31,11 @@ class ImageInfo(BaseModel):
 class ClickIn(BaseModel):
     """A click in preprocessed image coordinates (those of ``display.png``)."""
 
-    row: int = Field(description="row, 0 at the top")
-    col: int = Field(description="column, 0 at the left")
-    label: int | str = Field(1, description="class index or class name; 0 / 'background' is a background click")
+    row: Index = Field(description="row, 0 at the top")
+    col: Index = Field(description="column, 0 at the left")
+    label: Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)] | Annotated[str, Field(min_length=1, max_length=64)] = (
+        Field(1, description="class index or class name; 0 / 'background' is a background click")
+    )
 
 
 class ClickOut(BaseModel):
@@ -63,6 +70,7 @@ class SessionView(BaseModel):
             "shared model"
         ),
     )
+    corrections: int = Field(0, description="brush and eraser strokes painted over the mask")
     last_click_s: float | None = Field(None, description="seconds the last click took (forward + update)")
     weights_restored: bool | None = Field(
         None, description="after an undo: whether the click's weight update was undone too"
@@ -70,11 +78,26 @@ class SessionView(BaseModel):
     message: str = ""
 
 
+class CorrectionIn(BaseModel):
+    """A brush or eraser stroke over the current mask, in preprocessed image coordinates."""
+
+    points: list[tuple[Index, Index]] = Field(
+        min_length=1, max_length=5000, description="(row, col) points of the stroke, in order"
+    )
+    radius: float = Field(3.0, ge=0.5, le=64.0, description="brush radius in pixels")
+    label: Annotated[int, Field(ge=-MAX_INDEX, le=MAX_INDEX)] | Annotated[str, Field(min_length=1, max_length=64)] = (
+        Field(1, description="class painted; 0 / 'background' erases")
+    )
+
+
 class OpenRequest(BaseModel):
     """Opening an image."""
 
     relabel: bool = Field(
         False, description="start a new session on a finished image (the earlier final mask is kept in history)"
+    )
+    take_over: bool = Field(
+        False, description="open the image even if another browser tab has it open (that tab loses it)"
     )
 
 
@@ -128,14 +151,14 @@ class ModelInfo(BaseModel):
 class ModelSettingsIn(BaseModel):
     """Changing how the shared model adapts."""
 
-    strategy: str | None = Field(None, description="strategy name, e.g. 'oaims', 'post', 'mid'")
+    strategy: str | None = Field(None, max_length=64, description="strategy name, e.g. 'oaims', 'post', 'mid'")
     adaptation: bool | None = Field(None, description="False freezes the model")
 
 
 class RollbackIn(BaseModel):
     """Rolling the shared model back to a saved version (recorded as a new version)."""
 
-    version: int
+    version: Version
 
 
 class ChartPoint(BaseModel):
@@ -163,19 +186,22 @@ class UploadResult(BaseModel):
 
     source: SourceInfo
     image: ImageInfo
+    warning: str | None = Field(
+        None, description="set when the file does not look like what the model segments (colour vs grey)"
+    )
 
 
 class SliceIn(BaseModel):
     """Making an image from one slice of a volume."""
 
-    index: int = Field(description="axial slice index, 0-based")
+    index: Index = Field(description="axial slice index, 0-based")
 
 
 class DataImageIn(BaseModel):
     """Registering a file of the data folder (path relative to it)."""
 
-    path: str
-    slice: int | None = None
+    path: str = Field(min_length=1, max_length=4096)
+    slice: Index | None = None
 
 
 class ServerInfo(BaseModel):

@@ -38,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -63,6 +63,7 @@ from clickadapt.models.checkpoint import (
 )
 from clickadapt.server.datastore import (
     ClickRecord,
+    CorrectionRecord,
     Datastore,
     ImageData,
     ImageRecord,
@@ -72,6 +73,7 @@ from clickadapt.server.datastore import (
 )
 from clickadapt.server.images import (
     DecodedSource,
+    DecodeLimits,
     Geometry,
     ImageDecodeError,
     UnsupportedFormatError,
@@ -82,7 +84,9 @@ from clickadapt.server.images import (
     mask_to_nifti,
     mask_to_source,
     overlay_png,
+    paint_stroke,
     prepare_source,
+    task_fit_warning,
     window_to_uint8,
 )
 from clickadapt.server.schemas import (
@@ -181,6 +185,10 @@ class LiveImage:
         client_id: Client that has it open now (``None`` once it moved on).
         last_seen: ``time.monotonic()`` of that client's last request on it.
         message: A note for the next answer (e.g. why an undo kept the weights).
+        corrections: Brush and eraser strokes in force, painted over the latest prediction in order.
+        replayed_updates: For each click replayed from the datastore (after a restart): whether it changed
+            the weights (it ran an update and the model version moved with it). Those updates are in the
+            restored weights and cannot be undone any more.
     """
 
     image_id: str
@@ -189,6 +197,8 @@ class LiveImage:
     client_id: str | None
     last_seen: float
     message: str = ""
+    replayed_updates: list[bool] = field(default_factory=list)
+    corrections: list[CorrectionRecord] = field(default_factory=list)
 
 
 class AnnotationService:
@@ -366,6 +376,8 @@ class AnnotationService:
         """
         if self.data_root is None:
             raise BadRequest("the server was started without a data folder (--data)")
+        if "\x00" in relative:
+            raise BadRequest("path must not contain a NUL byte")
         candidate = Path(relative)
         if candidate.is_absolute() or not relative.strip():
             raise BadRequest(f"path {relative!r} must be relative to the data folder")
@@ -384,9 +396,10 @@ class AnnotationService:
             raise NotFound(f"the stored upload of source {source.id!r} is missing")
         return path.read_bytes()
 
-    def _decode(self, payload: bytes, name: str) -> DecodedSource:
+    def _decode(self, payload: bytes | bytearray, name: str) -> DecodedSource:
         try:
-            return decode_file(payload, name)
+            limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
+            return decode_file(payload, name, limits)
         except UnsupportedFormatError as error:
             raise UnsupportedMediaType(str(error)) from error
         except ImageDecodeError as error:
@@ -404,22 +417,38 @@ class AnnotationService:
                 self._volumes.popitem(last=False)
         return decoded
 
-    def _image_from_source(
-        self, source: SourceRecord, decoded: DecodedSource | None, slice_index: int | None
-    ) -> ImageRecord:
-        """Register (or find) the image of a source and slice; decodes now when ``decoded`` is given."""
+    @staticmethod
+    def _checked_slice(source: SourceRecord, slice_index: int | None) -> int | None:
+        """The slice to label (the middle one of a volume by default).
+
+        Raises:
+            BadRequest: A slice of a 2D image, or a slice outside the volume.
+        """
         if source.kind == "volume" and slice_index is None:
             slice_index = (source.num_slices or 1) // 2
         if source.kind == "image" and slice_index is not None:
-            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+            raise BadRequest(f"{source.name} is a 2D image; it has no slices (leave out 'slice')")
         if slice_index is not None and not 0 <= slice_index < (source.num_slices or 0):
-            raise BadRequest(f"slice {slice_index} is outside {source.name} (0..{(source.num_slices or 1) - 1})")
+            raise BadRequest(f"slice {slice_index} is outside {source.name} (slices 0..{(source.num_slices or 1) - 1})")
+        return slice_index
+
+    def _image_from_source(
+        self,
+        source: SourceRecord,
+        decoded: DecodedSource | None,
+        slice_index: int | None,
+        data: ImageData | None = None,
+    ) -> ImageRecord:
+        """Register (or find) the image of a source and slice; decodes now when ``decoded`` is given (or uses
+        the already prepared ``data``)."""
+        slice_index = self._checked_slice(source, slice_index)
         existing = self.store.find_image(source.id, slice_index)
         if existing is not None:
             return existing
         image_id = source.id if slice_index is None else f"{source.id}-s{slice_index}"
         name = source.name if slice_index is None else f"{source.name} [slice {slice_index}]"
-        data = self._prepare(source, decoded, slice_index) if decoded is not None else None
+        if data is None and decoded is not None:
+            data = self._prepare(source, decoded, slice_index)
         origin = "upload" if source.origin == "upload" else "data"
         return self.store.add_image(image_id, name, origin, self.task.name, source.id, slice_index, data)
 
@@ -443,9 +472,12 @@ class AnnotationService:
                     f"{relative}: unsupported file type (expected PNG, JPEG, TIFF, NIfTI or DICOM)"
                 )
             decoded = self._decode(path.read_bytes(), relative)
-            source = self.store.add_source(
-                SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
-            )
+            candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
+            slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
+            data = self._prepare(candidate, decoded, slice_index)
+            source = self.store.add_source(candidate)
+            image = self._image_from_source(source, decoded, slice_index, data)
+            return UploadResult(source=self._source_info(source), image=self._image_info(image))
         image = self._image_from_source(source, decoded, slice_index)
         return UploadResult(source=self._source_info(source), image=self._image_info(image))
 
@@ -537,7 +569,7 @@ class AnnotationService:
 
     # ================================================================== uploads and volumes
 
-    def upload(self, payload: bytes, filename: str, slice_index: int | None = None) -> UploadResult:
+    def upload(self, payload: bytes | bytearray, filename: str, slice_index: int | None = None) -> UploadResult:
         """Store an uploaded file and make an image of it (volumes: of ``slice_index``, default the middle).
 
         The same content uploaded twice is stored once.
@@ -557,6 +589,12 @@ class AnnotationService:
         source_id = f"up-{digest[:16]}"
         with self._lock:
             source = self.store.get_source(source_id)
+            candidate = source or SourceRecord(source_id, name, "upload", "", decoded.kind, decoded.num_slices)
+            # Everything is checked (slice, preprocessing) before a file or a row is stored.
+            slice_index = self._checked_slice(candidate, slice_index)
+            existing = self.store.find_image(source_id, slice_index) if source is not None else None
+            data = self._prepare(candidate, decoded, slice_index) if existing is None else None
+            warning = task_fit_warning(decoded, self.task)
             if source is None:
                 suffix = ".nii.gz" if decoded.format == "nifti" and payload[:2] == b"\x1f\x8b" else ""
                 suffix = (
@@ -564,14 +602,16 @@ class AnnotationService:
                     or {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "nifti": ".nii", "dicom": ".dcm"}[decoded.format]
                 )
                 relative = f"{UPLOADS_FOLDER}/{digest[:16]}{suffix}"
-                atomic_write_bytes(self.store.folder / relative, payload)
+                atomic_write_bytes(self.store.folder / relative, bytes(payload))
                 source = self.store.add_source(
                     SourceRecord(source_id, name, "upload", relative, decoded.kind, decoded.num_slices)
                 )
             if decoded.kind == "volume":
                 self._volumes[source_id] = decoded
-            image = self._image_from_source(source, decoded, slice_index)
-        return UploadResult(source=self._source_info(source), image=self._image_info(image))
+                while len(self._volumes) > VOLUME_CACHE_SIZE:
+                    self._volumes.popitem(last=False)
+            image = existing or self._image_from_source(source, decoded, slice_index, data)
+        return UploadResult(source=self._source_info(source), image=self._image_info(image), warning=warning)
 
     def add_data_image(self, relative: str, slice_index: int | None = None) -> UploadResult:
         """Register a file of the data folder (and slice) as an image.
@@ -659,16 +699,24 @@ class AnnotationService:
                 live.client_id = None
         self._current[client_id] = image_id
 
-    def _claim(self, live: LiveImage, client_id: str) -> None:
+    def _claim(self, live: LiveImage, client_id: str, take_over: bool = False) -> None:
         now = time.monotonic()
         holder = live.client_id
         if (
-            holder is not None
+            not take_over
+            and holder is not None
             and holder != client_id
             and now - live.last_seen < self.settings.claim_timeout_s
             and self._current.get(holder) == live.image_id
         ):
-            raise Conflict(f"image {live.image_id!r} is being labelled in another browser session; try again later")
+            record = self.store.get_image(live.image_id)
+            name = record.name if record is not None else "this image"
+            minutes = max(1, round((self.settings.claim_timeout_s - (now - live.last_seen)) / 60))
+            raise Conflict(
+                f"“{name}” is open in another browser session (another tab or window); "
+                f"it is free again when that tab closes or moves on, or in about {minutes} min. "
+                "You can also take it over here (take_over=true)."
+            )
         live.client_id = client_id
         live.last_seen = now
         self._touch_client(client_id, live.image_id)
@@ -722,12 +770,12 @@ class AnnotationService:
             return None
         return self.base_version if self._on_source_model(session) else int(session.versions[-1])
 
-    def _live_image(self, image_id: str, client_id: str, relabel: bool = False) -> LiveImage:
+    def _live_image(self, image_id: str, client_id: str, relabel: bool = False, take_over: bool = False) -> LiveImage:
         """The in-memory session of an image for ``client_id``: existing, replayed from the store, or new."""
         record = self._require_image(image_id)
         live = self._live.get(image_id)
         if live is not None:
-            self._claim(live, client_id)
+            self._claim(live, client_id, take_over)
             if not (relabel and live.session.finished):
                 return live
             del self._live[image_id]
@@ -750,6 +798,10 @@ class AnnotationService:
                 self.store.add_event("relabel", {"image_id": image_id, "session_id": stored.id}, client_id)
         else:
             clicks = self.store.active_clicks(stored.id)
+            versions = [stored.model_version_start, *(click.model_version for click in clicks)]
+            replayed_updates = [
+                click.update_s > 0 and click.model_version != versions[index] for index, click in enumerate(clicks)
+            ]
             if clicks:
                 adapt = session.adapt
                 session.adapt = False  # the restored weights already contain these clicks' updates
@@ -759,6 +811,9 @@ class AnnotationService:
                 finally:
                     session.adapt = adapt
         live = LiveImage(image_id, stored.id, session, client_id, time.monotonic())
+        if session.clicks:
+            live.replayed_updates = replayed_updates
+            live.corrections = self.store.active_corrections(stored.id)
         self._live[image_id] = live
         self._claim(live, client_id)
         while len(self._live) > self.settings.max_live_sessions:
@@ -796,7 +851,7 @@ class AnnotationService:
             raise Conflict(f"cannot {action} image {image_id!r}: it has no click")
         return live
 
-    def open_image(self, image_id: str, client_id: str, relabel: bool = False) -> SessionView:
+    def open_image(self, image_id: str, client_id: str, relabel: bool = False, take_over: bool = False) -> SessionView:
         """Make ``image_id`` the client's current image and return its state.
 
         A finished image opens read-only unless ``relabel`` is true (then a new session starts and the
@@ -804,7 +859,7 @@ class AnnotationService:
 
         Raises:
             NotFound: Unknown image.
-            Conflict: The image is being labelled by another client.
+            Conflict: The image is being labelled by another client (unless ``take_over``).
         """
         with self._lock:
             record = self._require_image(image_id)
@@ -812,12 +867,63 @@ class AnnotationService:
             if stored is not None and stored.status == "done" and not relabel:
                 live = self._live.get(image_id)
                 if live is not None:
-                    self._claim(live, client_id)
+                    self._claim(live, client_id, take_over)
                 else:
                     self._touch_client(client_id, image_id)
                 return self._done_view(record)
-            live = self._live_image(image_id, client_id, relabel)
+            live = self._live_image(image_id, client_id, relabel, take_over)
+            if take_over:
+                live.message = "taken over from the other tab; its clicks are here"
+            view = self._view(live)
+            live.message = ""
+            return view
+
+    def release(self, image_id: str, client_id: str) -> None:
+        """The client gives the image up (its tab closed): another tab may open it at once. No-op otherwise."""
+        with self._lock:
+            live = self._live.get(image_id)
+            if live is not None and live.client_id == client_id:
+                live.client_id = None
+            if self._current.get(client_id) == image_id:
+                del self._current[client_id]
+
+    def add_correction(
+        self, image_id: str, client_id: str, points: list[tuple[int, int]], radius: float, label: int | str
+    ) -> SessionView:
+        """Paint a brush (class) or eraser (background) stroke over the current mask: a final touch-up.
+
+        Strokes are stored as corrections, stay on top of later predictions, are undone by undo (the latest
+        action first) and removed by reset; the finish update learns from the edited mask.
+
+        Raises:
+            NotFound: Unknown image.
+            BadRequest: A point outside the image or an unknown class (nothing is stored).
+            Conflict: No click yet (no mask to touch up), finished, or open in another client.
+        """
+        with self._lock:
+            self._require_image(image_id)
+            index = self._class_index(label)
+            pixels = self.image_data(image_id).pixels
+            height, width = int(pixels.shape[-2]), int(pixels.shape[-1])
+            for row, col in points:
+                if not (0 <= row < height and 0 <= col < width):
+                    raise BadRequest(f"stroke point ({row}, {col}) is outside the image ({height} × {width})")
+            live = self._live_with_clicks(image_id, client_id, "paint on")
+            correction = self.store.add_correction(
+                CorrectionRecord(0, live.session_id, index, float(radius), list(points), len(live.session.clicks))
+            )
+            live.corrections.append(correction)
+            live.message = ""
             return self._view(live)
+
+    def _edited_mask(self, live: LiveImage) -> np.ndarray | None:
+        """The latest prediction with the brush and eraser strokes painted over it."""
+        mask = live.session.prediction
+        if mask is None:
+            return None
+        for stroke in live.corrections:
+            mask = paint_stroke(mask, stroke.points, stroke.radius, stroke.label)
+        return mask
 
     def session_view(self, image_id: str, client_id: str) -> SessionView:
         """The image's state as this client would see it, without opening it."""
@@ -842,7 +948,7 @@ class AnnotationService:
 
     def _class_index(self, label: int | str) -> int:
         if isinstance(label, str):
-            if label.isdigit():
+            if label.isascii() and label.isdigit() and len(label) <= 3:
                 label = int(label)
             else:
                 try:
@@ -909,10 +1015,24 @@ class AnnotationService:
         """
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "undo a click of")
+            if live.corrections and live.corrections[-1].after_clicks >= len(live.session.clicks):
+                live.corrections.pop()  # the latest action was a stroke: undo that
+                self.store.remove_corrections(live.session_id, "undo", last_only=True)
+                live.message = "brush stroke undone"
+                return self._view(live)
+            position = len(live.session.clicks)  # of the click being undone, counting from 1
             live.session.undo()
             self.store.remove_last_click(live.session_id)
             outcome = live.session.last_undo
             live.message = outcome.reason if outcome is not None else ""
+            if position <= len(live.replayed_updates):  # a click replayed after a restart
+                live.message = (
+                    "the click changed the weights before the server restarted; that update cannot be taken back "
+                    "any more, so the weights are kept"
+                    if live.replayed_updates[position - 1]
+                    else "the click did not change the weights"
+                )
+                del live.replayed_updates[position - 1 :]
             self._autosave()
             view = self._view(live)
             view.weights_restored = outcome.restored_weights if outcome is not None else None
@@ -929,6 +1049,8 @@ class AnnotationService:
             live = self._live_with_clicks(image_id, client_id, "reset")
             live.session.reset()
             self.store.remove_all_clicks(live.session_id)
+            self.store.remove_corrections(live.session_id, "reset", last_only=False)
+            live.corrections.clear()
             live.message = "all clicks removed; the model's weights are unchanged"
             return self._view(live)
 
@@ -945,8 +1067,9 @@ class AnnotationService:
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "finish")
             episodic = self._source_copies.get(image_id)
+            edited = self._edited_mask(live) if live.corrections else None  # the touched-up mask is the label
             if episodic is not None and episodic.state is live.session.state:
-                final = episodic.finish(live.session)
+                final = episodic.finish(live.session, edited)
                 self._drop_source_copy(image_id)
                 self.store.finish_session(live.session_id, final, self.state.version)
                 live.message = (
@@ -957,7 +1080,7 @@ class AnnotationService:
                 del self._live[image_id]
                 return view
             version_before = self.state.version
-            final = self.safety.finish(live.session)
+            final = self.safety.finish(live.session, edited)
             version = self.state.version
             self.store.finish_session(live.session_id, final, version)
             if self.store.get_model_version(version) is None:
@@ -1001,8 +1124,9 @@ class AnnotationService:
             session_id=live.session_id,
             state=record.status,
             clicks=clicks,
-            mask_overlay=self._overlay(session.prediction),
+            mask_overlay=self._overlay(self._edited_mask(live)),
             mask_model_version=self._mask_version(session),
+            corrections=len(live.corrections),
             model_version=self.state.version,
             source_domain=self._on_source_model(session),
             last_click_s=round(timings[-1].total_s, 4) if timings else None,
@@ -1040,7 +1164,9 @@ class AnnotationService:
             self._require_image(image_id)
             live = self._live.get(image_id)
             if tag == "current" and live is not None and live.session.prediction is not None:
-                return live.session.prediction, self._mask_version(live.session) or 0
+                edited = self._edited_mask(live)
+                assert edited is not None
+                return edited, self._mask_version(live.session) or 0
             if tag == "current":
                 stored = self.store.latest_session(image_id)
                 tag = "final" if stored is not None and stored.status == "done" else "original"

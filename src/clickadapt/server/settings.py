@@ -15,6 +15,12 @@ from clickadapt.tasks import TASKS
 LOOPBACK_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_JSON_BYTES = 1024 * 1024
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+"""A 2D picture may declare at most this many pixels (height × width): a 4096 × 4096 photograph fits."""
+DEFAULT_MAX_VOLUME_VOXELS = 512 * 512 * 512
+"""A volume may declare at most this many voxels: a 512 × 512 × 512 volume fits."""
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 DEFAULT_STORE = Path("clickadapt-store")
 
 
@@ -58,7 +64,14 @@ class ServerSettings(BaseSettings):
         device: Torch device of the model.
         image_size: Side of the preprocessed images; ``None`` = the checkpoint's preprocessing size, else the
             task default (brain 256, fundus 512).
-        max_upload_bytes: Largest accepted upload; larger ones get 413.
+        max_upload_bytes: Largest accepted upload; larger ones get 413 (checked while the body streams in).
+        max_json_bytes: Largest accepted body of every other request (JSON); larger ones get 413.
+        max_image_pixels: Largest 2D picture (height × width) an upload or data file may *declare* in its
+            header; checked before any pixel is decoded, so a small file claiming a huge picture (a
+            decompression bomb) is refused at once.
+        max_volume_voxels: Largest volume (NIfTI, multi-frame DICOM) a file may declare in its header.
+        allowed_hosts: Host names (``Host`` header) accepted besides the loopback names and ``host`` itself
+            when no token is set (protection against DNS rebinding). ``*`` accepts every host.
         autosave_every_click: Save the weights after every click that changed them (``models/autosave.pt``), so
             that a restart resumes with Mid-Interaction updates; off = resume from the last finished image.
         max_live_sessions: Image sessions kept in memory; older ones are replayed from the datastore on demand.
@@ -93,6 +106,10 @@ class ServerSettings(BaseSettings):
     device: str = "cpu"
     image_size: int | None = Field(None, ge=8)
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1)
+    max_json_bytes: int = Field(DEFAULT_MAX_JSON_BYTES, ge=1024)
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=64)
+    max_volume_voxels: int = Field(DEFAULT_MAX_VOLUME_VOXELS, ge=512)
+    allowed_hosts: list[str] = Field(default_factory=list)
     autosave_every_click: bool = True
     max_live_sessions: int = Field(16, ge=1)
     claim_timeout_s: float = Field(300.0, ge=0)
@@ -115,6 +132,19 @@ class ServerSettings(BaseSettings):
         if value is not None and len(value) < 8:
             raise ValueError("the access token must be at least 8 characters long")
         return value
+
+    def host_is_allowed(self, host_header: str) -> bool:
+        """Whether a request's ``Host`` header names this server: a loopback name, ``host`` or an allowed host.
+
+        The port is not compared (the socket decides it); ``*`` in ``allowed_hosts`` accepts every host.
+        """
+        name = host_header.strip().lower()
+        if name.startswith("["):  # [::1]:8000
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.rsplit(":", 1)[0]
+        allowed = {*LOOPBACK_NAMES, self.host.lower(), *(item.lower() for item in self.allowed_hosts)}
+        return "*" in allowed or name in allowed
 
     @property
     def requires_token(self) -> bool:

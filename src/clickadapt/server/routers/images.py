@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 
 from clickadapt.server.auth import client_id, get_service
 from clickadapt.server.datastore import encode_label_png
-from clickadapt.server.schemas import ClickIn, ErrorOut, ImageInfo, NextImage, OpenRequest, SessionView
+from clickadapt.server.schemas import ClickIn, CorrectionIn, ErrorOut, ImageInfo, NextImage, OpenRequest, SessionView
 from clickadapt.server.service import AnnotationService
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -53,8 +53,10 @@ def open_image(
     image_id: str, service: Service, client: Client, request: Annotated[OpenRequest | None, Body()] = None
 ) -> SessionView:
     """Make the image this client's current one; resumes its stored clicks. Finished images open read-only
-    unless ``relabel`` is true."""
-    return service.open_image(image_id, client, relabel=request.relabel if request is not None else False)
+    unless ``relabel`` is true; an image open in another tab is refused (409) unless ``take_over`` is true."""
+    if request is None:
+        return service.open_image(image_id, client)
+    return service.open_image(image_id, client, relabel=request.relabel, take_over=request.take_over)
 
 
 @router.get("/{image_id}/session", response_model=SessionView, responses=ERRORS, summary="State of an image")
@@ -68,6 +70,23 @@ def add_click(image_id: str, click: ClickIn, service: Service, client: Client) -
     """Add a click (class by index or name; 0 / background for a background click). The answer holds the new
     mask, the model version that produced it and the time the click took."""
     return service.add_click(image_id, client, click.row, click.col, click.label)
+
+
+@router.post("/{image_id}/corrections", response_model=SessionView, responses=ERRORS, summary="Brush or erase")
+def add_correction(image_id: str, stroke: CorrectionIn, service: Service, client: Client) -> SessionView:
+    """Paint a stroke over the current mask (a class, or 0 / background to erase): the final touch-up where
+    clicks cannot fix a region. Recorded as a correction; the finished label and the after-image update use
+    the edited mask."""
+    points = [(int(row), int(col)) for row, col in stroke.points]
+    return service.add_correction(image_id, client, points, stroke.radius, stroke.label)
+
+
+@router.post("/{image_id}/release", status_code=204, responses=ERRORS, summary="Let go of an image")
+def release(image_id: str, service: Service, client: Client) -> Response:
+    """The tab gives the image up (the page sends this when it closes), so another tab may open it at once.
+    ``navigator.sendBeacon`` cannot send headers: the client id may come as ``?client=``."""
+    service.release(image_id, client)
+    return Response(status_code=204)
 
 
 @router.post("/{image_id}/undo", response_model=SessionView, responses=ERRORS, summary="Undo the last click")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from clickadapt.server.auth import get_service
-from clickadapt.server.schemas import DataImageIn, ErrorOut, ImageInfo, SliceIn, SourceInfo, UploadResult
+from clickadapt.server.schemas import MAX_INDEX, DataImageIn, ErrorOut, ImageInfo, SliceIn, SourceInfo, UploadResult
 from clickadapt.server.service import AnnotationService, BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/api", tags=["uploads"])
+MAX_FILENAME = 255
+"""Longest accepted file name (characters)."""
 Service = Annotated[AnnotationService, Depends(get_service)]
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "corrupt file or invalid input"},
@@ -21,7 +23,7 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
+async def read_limited_body(request: Request, limit: int) -> bytearray:
     """The request body, refusing more than ``limit`` bytes as soon as that is known.
 
     Raises:
@@ -31,16 +33,14 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"upload of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    body = bytearray()  # grown in place: the upload is held once, not once more as a joined copy
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    if size == 0:
+        body += chunk
+    if not body:
         raise BadRequest("the upload is empty; send the file's bytes as the request body")
-    return b"".join(chunks)
+    return body
 
 
 @router.post(
@@ -59,8 +59,13 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
 async def upload(
     request: Request,
     service: Service,
-    filename: Annotated[str, Query(description="the file's name (for display)")] = "upload",
-    slice: Annotated[int | None, Query(description="volumes: axial slice to label (default the middle)")] = None,
+    filename: Annotated[
+        str, Query(min_length=1, max_length=MAX_FILENAME, description="the file's name (for display)")
+    ] = "upload",
+    slice: Annotated[
+        int | None,
+        Query(ge=-MAX_INDEX, le=MAX_INDEX, description="volumes: axial slice to label (default the middle)"),
+    ] = None,
 ) -> UploadResult:
     """Upload a PNG, JPEG, TIFF, NIfTI (``.nii``/``.nii.gz``) or DICOM file as the raw request body. A volume
     becomes one image per chosen slice (more via ``POST /api/sources/{id}/slices``)."""
@@ -80,7 +85,9 @@ def get_source(source_id: str, service: Service) -> SourceInfo:
     responses={200: {"content": {"image/png": {}}, "description": "a PNG"}, **ERRORS},
     summary="Preview one slice of a volume",
 )
-def slice_preview(source_id: str, index: int, service: Service) -> Response:
+def slice_preview(
+    source_id: str, index: Annotated[int, Path(ge=-MAX_INDEX, le=MAX_INDEX)], service: Service
+) -> Response:
     """An 8-bit picture of one axial slice (for the slice slider)."""
     return Response(service.slice_preview(source_id, index), media_type="image/png")
 

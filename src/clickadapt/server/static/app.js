@@ -36,6 +36,10 @@
     panY: 0,
     volume: null, // SourceInfo of the volume shown in the slice panel
     queue: Promise.resolve(),
+    tool: "click", // click, brush or eraser
+    brushRadius: 4,
+    busy: "", // what the page waits for ("segmenting…", "adapting…"); empty when idle
+    finishing: false,
   };
   window.clickadapt = { state }; // for debugging and the end-to-end test
 
@@ -58,9 +62,60 @@
     if (!response.ok) {
       let detail = data && data.detail !== undefined ? data.detail : text;
       if (Array.isArray(detail)) detail = detail.map((d) => d.msg || JSON.stringify(d)).join("; ");
-      throw new Error(`${response.status}: ${detail}`);
+      const error = new Error(humanise(response.status, String(detail)));
+      error.status = response.status;
+      error.detail = String(detail);
+      throw error;
     }
     return data;
+  }
+
+  // Server messages are written for API users; say the same to a person without status codes or flags.
+  function humanise(status, detail) {
+    if (status === 409 && /is finished|already finished/.test(detail)) {
+      return "This image is finished and its label is kept. Press Relabel to label it again.";
+    }
+    if (status === 409 && /another browser session/.test(detail)) {
+      return detail.replace(/ You can also take it over here \(take_over=true\)\./, "");
+    }
+    if (status === 409 && /has no click/.test(detail)) return "Click on the image first.";
+    if (status === 413) return "The file is too large for this server: " + detail;
+    if (status >= 500) return "The server had a problem; please try again (" + status + ").";
+    return detail;
+  }
+
+  function setBusy(text) {
+    state.busy = text || "";
+    $("busy").hidden = !state.busy;
+    $("busy-text").textContent = state.busy;
+    document.body.dataset.busy = state.busy ? "true" : "false";
+    updateButtons();
+    renderModelState();
+  }
+
+  function updateButtons() {
+    const view = state.view;
+    const open = Boolean(view) && view.state !== "done";
+    const hasClicks = open && view.clicks.length > 0;
+    const blocked = state.finishing;
+    $("undo").disabled = blocked || !hasClicks;
+    $("reset").disabled = blocked || !hasClicks;
+    $("finish").disabled = blocked || !hasClicks;
+    $("rollback").disabled = blocked;
+    $("next").disabled = blocked;
+  }
+
+  // A confirmation with a way back: resolves true on OK, false on Cancel or Escape.
+  function confirmAction(text, okLabel) {
+    const dialog = $("confirm-dialog");
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = okLabel || "OK";
+    return new Promise((resolve) => {
+      dialog.returnValue = "cancel";
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+      $("confirm-cancel").focus();
+    });
   }
 
   function withToken(url) {
@@ -119,8 +174,11 @@
 
   // ------------------------------------------------------------------ model panel and chart
   function renderModel(model) {
+    state.model = model;
     $("model-version").textContent = model.version;
-    $("saved-version").textContent = model.saved_version;
+    $("saved-version").textContent = "v" + model.saved_version;
+    $("saved-count").textContent = String(model.versions.length);
+    renderModelState();
     $("adaptation").checked = model.adaptation;
     const strategy = $("strategy");
     if (strategy.options.length !== model.strategies.length) {
@@ -152,6 +210,15 @@
       status.textContent = `${guard}: no action needed so far.`;
       status.title = "";
     }
+  }
+
+  function renderModelState() {
+    const model = state.model;
+    let text = "up to date";
+    if (state.busy === "adapting the model to this image…" || state.busy === "segmenting…") text = "adapting…";
+    else if (model && !model.adaptation) text = "frozen (not adapting)";
+    else if (model && model.version !== model.saved_version) text = "learned from your clicks (saved when you finish)";
+    $("model-state").textContent = text;
   }
 
   async function refreshModel() {
@@ -217,6 +284,26 @@
     return `rgb(${colour[0]}, ${colour[1]}, ${colour[2]})`;
   }
 
+  function drawStroke(points) {
+    draw();
+    context.save();
+    context.globalAlpha = 0.6;
+    context.fillStyle = state.tool === "eraser" ? "#ffffff" : classColour(state.classIndex);
+    for (const [row, col] of points) {
+      context.beginPath();
+      context.arc(state.panX + (col + 0.5) * state.zoom, state.panY + (row + 0.5) * state.zoom, state.brushRadius * state.zoom, 0, 2 * Math.PI);
+      context.fill();
+    }
+    context.restore();
+  }
+
+  function selectTool(tool) {
+    state.tool = tool;
+    const input = document.querySelector(`#tool-picker input[value="${tool}"]`);
+    if (input) input.checked = true;
+    canvas.dataset.tool = tool;
+  }
+
   function draw() {
     const rect = canvas.getBoundingClientRect();
     context.save();
@@ -272,13 +359,15 @@
       : maskVersion;
     $("click-time").textContent = view.last_click_s === null ? "—" : `${view.last_click_s.toFixed(2)} s`;
     $("model-version").textContent = view.model_version;
+    if (state.model) state.model.version = view.model_version;
+    renderModelState();
+    $("stroke-count").textContent = String(view.corrections || 0);
     canvas.dataset.clicks = String(view.clicks.length);
+    canvas.dataset.strokes = String(view.corrections || 0);
     canvas.dataset.maskVersion = view.mask_model_version === null ? "" : String(view.mask_model_version);
     canvas.dataset.state = view.state;
     const done = view.state === "done";
-    $("undo").disabled = done || view.clicks.length === 0;
-    $("reset").disabled = done || view.clicks.length === 0;
-    $("finish").disabled = done || view.clicks.length === 0;
+    updateButtons();
     $("relabel").hidden = !done;
     const tag = done ? "final" : "current";
     const hasMask = Boolean(view.mask_overlay);
@@ -294,12 +383,20 @@
 
   async function openImage(imageId, relabel) {
     let view;
+    const path = `/api/images/${encodeURIComponent(imageId)}/open`;
     try {
-      view = await api("POST", `/api/images/${encodeURIComponent(imageId)}/open`, { relabel: Boolean(relabel) });
+      view = await api("POST", path, { relabel: Boolean(relabel) });
     } catch (error) {
-      say(error.message, true);
-      return;
+      if (error.status === 409 && /another browser session/.test(error.detail || "")) {
+        const take = await confirmAction(error.message + " Take it over in this tab? The other tab loses it.", "Take over");
+        if (!take) { say("The image stays with the other tab.", false); return; }
+        view = await api("POST", path, { relabel: Boolean(relabel), take_over: true });
+      } else {
+        say(error.message, true);
+        return;
+      }
     }
+    if (state.current && state.current !== imageId) releaseImage(state.current, false);
     const changed = state.current !== imageId;
     state.current = imageId;
     if (changed || !state.picture) {
@@ -319,21 +416,62 @@
   async function sendClick(row, col, label) {
     if (!state.current) return;
     const started = performance.now();
-    const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/clicks`, { row, col, label });
-    await showView(view);
-    say(`click answered in ${((performance.now() - started) / 1000).toFixed(2)} s by model version ${view.mask_model_version}`);
-  }
-
-  async function imageAction(action) {
-    if (!state.current) return;
-    const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/${action}`);
-    await showView(view);
-    if (action === "finish") {
-      await Promise.all([refreshModel(), refreshChart()]);
-    } else if (action === "undo") {
-      await refreshModel();
+    setBusy("segmenting…");
+    try {
+      const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/clicks`, { row, col, label });
+      await showView(view);
+      say(`mask updated in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    } finally {
+      setBusy("");
     }
   }
+
+  async function sendStroke(points, label) {
+    if (!state.current || points.length === 0) return;
+    setBusy("painting…");
+    try {
+      const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/corrections`, {
+        points, radius: state.brushRadius, label,
+      });
+      await showView(view);
+      say(label === 0 ? "erased (Undo takes it back)" : "painted (Undo takes it back)");
+    } finally {
+      setBusy("");
+    }
+  }
+
+  const CONFIRM = {
+    finish: ["Finish this image? Its mask becomes the label and the model adapts to it (a new saved version).", "Finish"],
+    reset: ["Remove every click and brush stroke of this image? The model's weights stay as they are.", "Reset"],
+  };
+
+  async function imageAction(action) {
+    if (!state.current || !state.view || state.view.state === "done") return;
+    if (state.view.clicks.length === 0) { say("Click on the image first.", true); return; }
+    if (CONFIRM[action] && !(await confirmAction(...CONFIRM[action]))) {
+      say(`${action} cancelled`, false);
+      return;
+    }
+    if (action === "finish") { state.finishing = true; setBusy("adapting the model to this image…"); }
+    try {
+      const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/${action}`);
+      await showView(view);
+      if (action === "finish") {
+        await Promise.all([refreshModel(), refreshChart()]);
+      } else if (action === "undo") {
+        await refreshModel();
+      }
+    } finally {
+      if (action === "finish") { state.finishing = false; setBusy(""); }
+    }
+  }
+
+  // Let another tab have the image at once when this one closes or moves on (no headers with a beacon).
+  function releaseImage(imageId, beacon) {
+    const url = withToken(`/api/images/${encodeURIComponent(imageId)}/release?client=${encodeURIComponent(state.clientId)}`);
+    if (beacon && navigator.sendBeacon) navigator.sendBeacon(url);
+  }
+  window.addEventListener("pagehide", () => { if (state.current) releaseImage(state.current, true); });
 
   async function nextImage() {
     const after = state.current ? `?after=${encodeURIComponent(state.current)}` : "";
@@ -349,13 +487,34 @@
   let pointer = null;
 
   canvas.addEventListener("contextmenu", (event) => event.preventDefault());
+  function imagePoint(event) {
+    return [Math.floor((event.offsetY - state.panY) / state.zoom), Math.floor((event.offsetX - state.panX) / state.zoom)];
+  }
+
+  function insideImage(point) {
+    return state.picture && point[0] >= 0 && point[1] >= 0 && point[0] < state.picture.naturalHeight && point[1] < state.picture.naturalWidth;
+  }
+
   canvas.addEventListener("pointerdown", (event) => {
     canvas.focus();
     pointer = { x: event.offsetX, y: event.offsetY, button: event.button, dragging: false, panX: state.panX, panY: state.panY };
+    if (state.tool !== "click" && event.button === 0 && state.picture) {
+      pointer.stroke = [];
+      const point = imagePoint(event);
+      if (insideImage(point)) pointer.stroke.push(point);
+      drawStroke(pointer.stroke);
+    }
     canvas.setPointerCapture(event.pointerId);
   });
   canvas.addEventListener("pointermove", (event) => {
     if (!pointer) return;
+    if (pointer.stroke) {
+      const point = imagePoint(event);
+      const last = pointer.stroke[pointer.stroke.length - 1];
+      if (insideImage(point) && (!last || last[0] !== point[0] || last[1] !== point[1])) pointer.stroke.push(point);
+      drawStroke(pointer.stroke);
+      return;
+    }
     const dx = event.offsetX - pointer.x;
     const dy = event.offsetY - pointer.y;
     if (!pointer.dragging && Math.hypot(dx, dy) > DRAG_THRESHOLD_PX) pointer.dragging = true;
@@ -368,6 +527,14 @@
   canvas.addEventListener("pointerup", (event) => {
     const start = pointer;
     pointer = null;
+    if (start && start.stroke) {
+      const points = start.stroke.slice(0, 5000);
+      if (!state.view || state.view.state === "done") { draw(); say("This image is finished and its label is kept. Press Relabel to label it again.", true); return; }
+      if (state.finishing) { draw(); say("Please wait: the model is adapting to the finished image.", true); return; }
+      if (state.view.clicks.length === 0) { draw(); say("Click on the image first; then touch the mask up with the brush.", true); return; }
+      enqueue(() => sendStroke(points, state.tool === "eraser" ? 0 : state.classIndex));
+      return;
+    }
     if (!start || start.dragging || !state.picture || !state.view) return;
     const col = Math.floor((event.offsetX - state.panX) / state.zoom);
     const row = Math.floor((event.offsetY - state.panY) / state.zoom);
@@ -376,7 +543,11 @@
       return;
     }
     if (state.view.state === "done") {
-      say("this image is finished; its label is kept", true);
+      say("This image is finished and its label is kept. Press Relabel to label it again.", true);
+      return;
+    }
+    if (state.finishing) {
+      say("Please wait: the model is adapting to the finished image. Your click was not sent.", true);
       return;
     }
     if (start.button === 0) enqueue(() => sendClick(row, col, state.classIndex));
@@ -398,6 +569,7 @@
     const target = event.target;
     if (target instanceof HTMLInputElement && target.type !== "range" && target.type !== "checkbox") return;
     if (target instanceof HTMLSelectElement) return;
+    if ($("confirm-dialog").open) return; // the dialog has its own keys (Enter = OK, Escape = Cancel)
     const key = event.key.toLowerCase();
     const rect = canvas.getBoundingClientRect();
     let handled = true;
@@ -405,6 +577,13 @@
     else if (key === "r" && !event.ctrlKey && !event.metaKey) enqueue(() => imageAction("reset"));
     else if (key === "f" || key === "enter") enqueue(() => imageAction("finish"));
     else if (key === "n") enqueue(nextImage);
+    else if (key === "c") selectTool("click");
+    else if (key === "b") selectTool("brush");
+    else if (key === "e") selectTool("eraser");
+    else if (key === "[" || key === "]") {
+      state.brushRadius = Math.max(1, Math.min(20, state.brushRadius + (key === "]" ? 1 : -1)));
+      $("brush-size").value = String(state.brushRadius);
+    }
     else if (key === "o") { state.showOverlay = !state.showOverlay; draw(); }
     else if (key === "+" || key === "=") zoomAt(rect.width / 2, rect.height / 2, ZOOM_STEP);
     else if (key === "-") zoomAt(rect.width / 2, rect.height / 2, 1 / ZOOM_STEP);
@@ -444,6 +623,10 @@
     selectClass(1);
   }
 
+  for (const input of document.querySelectorAll('#tool-picker input[name="tool"]')) {
+    input.addEventListener("change", () => selectTool(input.value));
+  }
+  $("brush-size").addEventListener("input", (event) => { state.brushRadius = Number(event.target.value); });
   $("opacity").addEventListener("input", (event) => {
     state.opacity = Number(event.target.value) / 100;
     draw();
@@ -465,10 +648,17 @@
   $("rollback").addEventListener("click", () =>
     enqueue(async () => {
       const version = Number($("version-select").value);
+      const current = state.model ? state.model.version : null;
+      const ok = await confirmAction(
+        `Roll the shared model back to version ${version}? Everyone's next masks come from it. Nothing is deleted: ` +
+        "you can roll forward again to any saved version" +
+        (state.model && state.model.version !== state.model.saved_version ? "; learning since the last saved version is lost." : "."),
+        "Roll back");
+      if (!ok) { say("rollback cancelled", false); return; }
       const model = await api("POST", "/api/model/rollback", { version });
       delete $("version-select").dataset.picked;
       renderModel(model);
-      say(`rolled back to version ${version}; now version ${model.version}`);
+      say(`rolled back to version ${version}` + (current !== null ? ` (was ${current}); pick a later saved version to go back` : ""));
     }));
   $("save-version").addEventListener("click", () =>
     enqueue(async () => {
@@ -522,13 +712,21 @@
         say(`${file.name} is larger than the upload limit`, true);
         return;
       }
-      say(`uploading ${file.name} …`);
-      const result = await api("POST", `/api/uploads?filename=${encodeURIComponent(file.name)}`, undefined, file);
-      event.target.value = "";
+      say("");
+      setBusy(`uploading ${file.name}…`);
+      let result;
+      try {
+        result = await api("POST", `/api/uploads?filename=${encodeURIComponent(file.name)}`, undefined, file);
+      } finally {
+        setBusy("");
+        event.target.value = "";
+      }
+      $("upload-warning").hidden = !result.warning;
+      $("upload-warning").textContent = result.warning ? `${file.name}: ${result.warning}.` : "";
       await refreshList();
       await openImage(result.image.id);
       if (result.source.kind === "volume") await showVolumePanel(result.source, result.image.slice_index);
-      say(`uploaded ${file.name}`);
+      say(result.warning ? `uploaded ${file.name}, but ${result.warning}` : `uploaded ${file.name}`, Boolean(result.warning));
     }));
 
   // ------------------------------------------------------------------ start
@@ -548,6 +746,6 @@
     document.body.dataset.ready = "true";
   }
 
-  window.addEventListener("resize", () => { resizeCanvas(); draw(); });
+  window.addEventListener("resize", () => { resizeCanvas(); if (state.picture) fit(); else draw(); });
   start();
 })();
