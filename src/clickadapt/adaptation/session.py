@@ -256,6 +256,11 @@ class InteractiveSession:
         return self._records[0].prediction if self._records else None
 
     @property
+    def logits(self) -> torch.Tensor | None:
+        """Logits ``(1, K, H, W)`` of the latest prediction (no autograd graph), ``None`` before the first click."""
+        return self._records[-1].logits if self._records else None
+
+    @property
     def probabilities(self) -> np.ndarray | None:
         """Softmax ``(K, H, W)`` float32 of the latest prediction (computed on request)."""
         if not self._records:

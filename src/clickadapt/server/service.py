@@ -50,8 +50,7 @@ from clickadapt.adaptation.safety import SafetyConfig, SafetyEvent, attach_safet
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, AdaptationStrategy, make_strategy
 from clickadapt.clicks.click import Click
-from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
-from clickadapt.data.preprocess import default_size
+from clickadapt.data.prepare import class_map_to_source, logits_to_source
 from clickadapt.data.registry import DatasetConfig, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import (
@@ -61,6 +60,7 @@ from clickadapt.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from clickadapt.paths import resolve_model_spec
 from clickadapt.server.datastore import (
     ClickRecord,
     Datastore,
@@ -80,7 +80,6 @@ from clickadapt.server.images import (
     encode_png,
     has_supported_suffix,
     mask_to_nifti,
-    mask_to_source,
     overlay_png,
     prepare_source,
     window_to_uint8,
@@ -96,7 +95,7 @@ from clickadapt.server.schemas import (
     SourceInfo,
     UploadResult,
 )
-from clickadapt.server.settings import ServerSettings, resolve_model_path
+from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -207,7 +206,7 @@ class AnnotationService:
     def __init__(self, settings: ServerSettings, samples: Sequence[Sample] | None = None) -> None:
         self.settings = settings
         self.data_root = self._check_data_root(settings.data)
-        resolve_model_path(settings.model)  # fail before creating a store for a missing model
+        resolve_model_spec(settings.model)  # fail before creating a store for a missing model
         self.store = Datastore(settings.store)
         self._lock = threading.RLock()
         self._live: OrderedDict[str, LiveImage] = OrderedDict()
@@ -229,13 +228,12 @@ class AnnotationService:
         return root
 
     def _load_model(self) -> None:
-        base_path = resolve_model_path(self.settings.model)
+        base_path = resolve_model_spec(self.settings.model)
         base = load_checkpoint(base_path, self.settings.device)
         self.task: TaskSpec = base.task
         self.base_meta: CheckpointMeta = base.meta
-        preprocessing = base.meta.preprocessing
-        self.image_size = int(self.settings.image_size or preprocessing.get("size") or default_size(self.task.name))
-        self.click_sigma = float(preprocessing.get("click_sigma") or DEFAULT_CLICK_SIGMA)
+        self.image_size = self.settings.image_size or base.meta.preprocessing.image_size(self.task.name)
+        self.click_sigma = base.meta.preprocessing.click_sigma
         stored_base = self.store.get_meta("base_model_sha256")
         if stored_base is None:
             self.store.set_meta("base_model_sha256", base.sha256)
@@ -1073,8 +1071,17 @@ class AnnotationService:
         geometry = Geometry.model_validate(self.image_data(image_id).geometry)
         stem = _slug(self._require_image(image_id).name.rsplit(".", 1)[0])
         if file_format == "png":
-            return encode_png(mask_to_source(mask, geometry)), "image/png", f"{stem}_mask.png"
+            return encode_png(self._mask_at_source(image_id, tag, mask, geometry)), "image/png", f"{stem}_mask.png"
         return mask_to_nifti(mask, geometry), "application/gzip", f"{stem}_mask.nii.gz"
+
+    def _mask_at_source(self, image_id: str, tag: MaskChoice, mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+        """The mask at the source's size with smooth edges: the live logits resampled before the argmax when the
+        mask is the open session's prediction, else the stored class map's one-hot (see ``data.prepare``)."""
+        live = self._live.get(image_id)
+        logits = live.session.logits if live is not None and tag == "current" else None
+        if logits is not None and live is not None and live.session.prediction is mask:
+            return logits_to_source(logits[0], geometry).argmax(dim=0).cpu().numpy().astype(np.uint8)
+        return class_map_to_source(mask, geometry, self.task.num_classes)
 
     def chart(self) -> list[ChartPoint]:
         """Clicks needed per finished image, in order of finishing (the learning curve the page draws)."""
