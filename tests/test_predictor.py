@@ -87,6 +87,7 @@ def test_five_calls_on_a_700_rgb_fundus_crop_with_the_fundus_model() -> None:
     edited = mask.copy()
     edited[:10] = 0
     np.testing.assert_array_equal(predictor.finish(final_mask=edited), edited)
+    assert predictor.safety is not None and predictor.safety.images_seen == 1  # finish reached the safety layer
 
 
 class ClickDisc(nn.Module):
