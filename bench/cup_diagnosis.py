@@ -42,8 +42,8 @@ RIM, CUP = 1, 2
 def user_response(checkpoint: Path, limit: int | None, budget: int = 10) -> dict[str, Any]:
     """Cup size after click 1 and the cup-Dice change caused by each class of click."""
     loaded = load_checkpoint(checkpoint)
-    sigma = float(loaded.meta.preprocessing.get("click_sigma", 5.0))
-    size = int(loaded.meta.preprocessing.get("size", 256))
+    sigma = loaded.meta.preprocessing.click_sigma
+    size = loaded.meta.preprocessing.image_size(loaded.task.name)
     samples = load_samples(
         DatasetConfig(reader="rimone-dl", split="test", domains=["r2"], size=size, limit=limit),
         cache_dir=Path(".cache/clickadapt"),
@@ -86,8 +86,8 @@ def user_response(checkpoint: Path, limit: int | None, budget: int = 10) -> dict
 def sampler_clicks(checkpoint: Path, batches: int = 20) -> dict[str, Any]:
     """Class shares of the training-time click sampler, and rim clicks that land inside the predicted cup."""
     loaded = load_checkpoint(checkpoint)
-    sigma = float(loaded.meta.preprocessing.get("click_sigma", 5.0))
-    size = int(loaded.meta.preprocessing.get("size", 256))
+    sigma = loaded.meta.preprocessing.click_sigma
+    size = loaded.meta.preprocessing.image_size(loaded.task.name)
     samples = load_samples(
         DatasetConfig(reader="rimone-dl", split="train", domains=["r2"], size=size), cache_dir=Path(".cache/clickadapt")
     )

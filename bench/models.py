@@ -81,11 +81,7 @@ EVALUATION_SETS: dict[str, dict[str, DatasetConfig]] = {
 
 
 def _checkpoint_size(loaded: LoadedModel) -> int:
-    return int(loaded.meta.preprocessing.get("size", 256))
-
-
-def _click_sigma(loaded: LoadedModel) -> float:
-    return float(loaded.meta.preprocessing.get("click_sigma", 5.0))
+    return loaded.meta.preprocessing.image_size(loaded.task.name)
 
 
 def accuracy(loaded: LoadedModel, samples: list[Sample]) -> dict[str, dict[str, list[float]]]:
@@ -93,7 +89,7 @@ def accuracy(loaded: LoadedModel, samples: list[Sample]) -> dict[str, dict[str, 
     per_seed: dict[str, dict[str, list[float]]] = {}
     for seed in CLICK_SEEDS:
         curves = evaluate_frozen(
-            loaded.model, loaded.task, samples, "oaims", 10, seed, click_sigma=_click_sigma(loaded)
+            loaded.model, loaded.task, samples, "oaims", 10, seed, click_sigma=loaded.meta.preprocessing.click_sigma
         )
         for region, curve in curves.items():
             for click in (1, 5, 10):
@@ -122,7 +118,7 @@ def speed(loaded: LoadedModel, samples: list[Sample], images: int = 6) -> dict[s
         clicks: list[float] = []
         finishes: list[float] = []
         for sample in samples[:images]:
-            session = InteractiveSession(state, click_sigma=_click_sigma(loaded), undo_depth=0)
+            session = InteractiveSession(state, click_sigma=loaded.meta.preprocessing.click_sigma, undo_depth=0)
             user = make_simulated_user("oaims", image_click_seed(0, sample.key))
             click_through(session, sample, user, 10, loaded.task)
             clicks.extend(timing.total_s for timing in session.timings[1:])

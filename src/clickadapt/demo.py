@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from clickadapt.evaluation.command import (
-    checkpoint_click_sigma,
     load_model,
     parse_name_list,
     print_summary,
@@ -68,7 +67,7 @@ def run_demo(
         [seed],
         budget,
         DEMO_USER,
-        click_sigma=checkpoint_click_sigma(loaded),
+        click_sigma=loaded.meta.preprocessing.click_sigma,
         progress=progress,
     )
     write_results(results, output)

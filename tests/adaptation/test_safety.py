@@ -27,7 +27,6 @@ from clickadapt.adaptation.safety import (
     SentinelConfig,
     attach_safety,
     image_signals,
-    mean_region_dice,
 )
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import (
@@ -40,6 +39,7 @@ from clickadapt.adaptation.strategies import (
 )
 from clickadapt.adaptation.strategies.base import deep_copy_state
 from clickadapt.clicks.click import Click
+from clickadapt.evaluation.metrics import mean_region_dice
 from clickadapt.tasks import BRAIN, FUNDUS
 
 SIZE = 24
@@ -170,8 +170,8 @@ def test_normal_oaims_updates_pass_the_guard() -> None:
     session.set_image(synthetic_image(BRAIN), image_id="a")
     for click in BRAIN_CLICKS:
         session.add_click(click)
-    monitor.finish(session)
-    assert state.version >= 2 and monitor.events == []
+    session.finish()
+    assert state.version >= 2 and monitor.events == [] and monitor.images_seen == 1
 
 
 def test_anchor_pulls_accepted_updates_towards_the_source_weights() -> None:
@@ -301,23 +301,25 @@ def test_finishing_real_sessions_through_the_monitor() -> None:
         session.set_image(synthetic_image(BRAIN, seed), image_id=f"img{seed}")
         for click in BRAIN_CLICKS[:3]:
             session.add_click(click)
-        final = monitor.finish(session)
+        final = session.finish()  # the monitor is a finish listener of the session's model
         np.testing.assert_array_equal(final, session.final_mask)
     assert [s.image_id for s in monitor.signals] == ["img0", "img1"]
     assert all(s.source_first_final_dice is not None and s.clicks == 3 for s in monitor.signals)
     assert [r.image_index for r in monitor.history] == [-1, 0, 1] and monitor.images_seen == 2
 
 
-def test_monitor_refuses_unfinished_foreign_and_malformed_input() -> None:
+def test_monitor_hears_only_its_own_model_and_refuses_malformed_input() -> None:
     state, monitor = monitored()
     session = InteractiveSession(state)
     session.set_image(disk_image())
     session.add_click(CENTRE)
-    with pytest.raises(ValueError, match="not finished"):
-        monitor.image_finished(session)
-    other = InteractiveSession(ModelState(ThresholdNet(), BRAIN))
-    with pytest.raises(ValueError, match="another ModelState"):
-        monitor.finish(other)
+    assert monitor.images_seen == 0  # an unfinished image is not heard
+    other = click_through(ModelState(ThresholdNet(), BRAIN), [CENTRE])
+    other.finish()
+    assert monitor.images_seen == 0 and list(monitor.signals) == []  # another model's image neither
+    monitor.detach()
+    session.finish()
+    assert monitor.images_seen == 0  # nor anything after detaching
     with pytest.raises(ValueError, match=r"C = 1"):
         monitor.record_image(np.zeros((3, SIZE, SIZE), np.float32), [CENTRE], [disk_mask()])
     with pytest.raises(ValueError, match="prediction 0 has shape"):
@@ -336,7 +338,8 @@ def sentinel_state(every: int = 1) -> tuple[ModelState, SafetyMonitor]:
 
 
 def finish_one(state: ModelState, monitor: SafetyMonitor) -> None:
-    monitor.finish(click_through(state, [CENTRE]))
+    click_through(state, [CENTRE]).finish()
+    assert monitor.images_seen > 0
 
 
 def test_sentinel_pulls_forgotten_weights_back_along_the_line_to_the_source() -> None:
@@ -447,14 +450,16 @@ def test_rehearsal_updates_pass_the_guard() -> None:
 def test_rehearsal_with_oaims_changes_the_weights_of_a_real_network() -> None:
     state = tiny_state(BRAIN, "oaims")
     label = (synthetic_image(BRAIN, 3)[0] > 0.5).astype(np.int64)
+    before: dict[str, torch.Tensor] = {}
+    # Heard before the safety layer, for the user's image only (the rehearsed image is finished inside it).
+    state.add_finish_listener(lambda finished: None if before else before.update(weights(state.model)))
     monitor = attach_safety(state, SafetyConfig(monitor=False), rehearsal_images=[(synthetic_image(BRAIN, 3), label)])
     session = InteractiveSession(state, undo_depth=0)
     session.set_image(synthetic_image(BRAIN, 0), image_id="img")
     session.add_click(BRAIN_CLICKS[0])
-    session.finish()
-    before = weights(state.model)
-    monitor.image_finished(session)
-    assert monitor.rehearsals == 1 and not equal_states(weights(state.model), before)
+    session.finish()  # the strategy's own image update, then the rehearsal
+    assert before and monitor.rehearsals == 1 and not equal_states(weights(state.model), before)
+    assert monitor.images_seen == 1  # the rehearsed image is not counted as a user's image
 
 
 def test_rehearsal_refuses_images_it_cannot_use() -> None:

@@ -11,8 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from clickadapt import cli
-from clickadapt.evaluation import command
+from clickadapt import cli, paths
 from clickadapt.evaluation.command import parse_seed_list
 from clickadapt.evaluation.report import PER_IMAGE_CSV, PER_IMAGE_JSON, SUMMARY_JSON, SUMMARY_MD
 from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
@@ -119,7 +118,8 @@ def test_evaluate_reports_bad_input_without_traceback(
     assert "unknown strategy 'nope'" in capsys.readouterr().err
     assert cli.main(["evaluate", str(experiment), "--seeds", "0,x"]) == 2
     assert "--seeds: 'x' is not an integer" in capsys.readouterr().err
-    monkeypatch.setattr(command, "shipped_model_path", lambda task: tmp_path / f"missing-{task}.pt")
+    monkeypatch.setattr(paths, "shipped_model_path", lambda task: tmp_path / f"missing-{task}.pt")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")  # no freshly trained model either
     config = yaml.safe_load(experiment.read_text()) | {"model": "brain"}
     experiment.write_text(yaml.safe_dump(config))
     assert cli.main(["evaluate", str(experiment)]) == 2
@@ -136,7 +136,8 @@ def test_parse_seed_list() -> None:
 def test_demo_without_shipped_model_says_how_to_train(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(command, "shipped_model_path", lambda task: tmp_path / f"{task}.pt")
+    monkeypatch.setattr(paths, "shipped_model_path", lambda task: tmp_path / f"{task}.pt")
+    monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")
     assert cli.main(["demo", "--output", str(tmp_path / "demo")]) == 2
     assert "clickadapt train configs/train_brain.yaml" in capsys.readouterr().err
 
@@ -146,7 +147,7 @@ def test_demo_runs_on_built_in_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoint = write_tiny_checkpoint(tmp_path / "brain.pt")
-    monkeypatch.setattr(command, "shipped_model_path", lambda task: checkpoint)
+    monkeypatch.setattr(paths, "shipped_model_path", lambda task: checkpoint)
     output = tmp_path / "demo"
     argv = ["demo", "--output", str(output), "--limit", "3", "--budget", "2", "--no-progress"]
     assert cli.main(argv) == 0

@@ -77,7 +77,7 @@ def test_checkpoint_rebuilds_the_same_model_from_the_file_alone(tmp_path: Path) 
     model, digest = tiny_checkpoint(tmp_path / "m.pt")
     loaded = load_checkpoint(tmp_path / "m.pt")
     assert loaded.sha256 == digest and loaded.task is BRAIN
-    assert loaded.meta.metrics == {"dice@5/lesion": 0.5} and loaded.meta.preprocessing == {"size": 32}
+    assert loaded.meta.metrics == {"dice@5/lesion": 0.5} and loaded.meta.preprocessing.size == 32
     x = torch.randn(1, BRAIN.input_channels, 32, 32)
     model.eval()
     assert torch.equal(model(x), loaded.model(x))
@@ -145,3 +145,20 @@ def test_resized_model_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
 def test_input_size_below_eight_pixels_is_refused() -> None:
     with pytest.raises(ValueError, match="input_size"):
         ModelConfig(input_size=4)
+
+
+def test_checkpoint_preprocessing_is_typed_and_reads_old_and_shipped_forms() -> None:
+    from clickadapt.models.checkpoint import CheckpointPreprocessing, read_checkpoint_meta
+    from clickadapt.paths import shipped_model_path
+
+    old = CheckpointMeta.model_validate({"task": "brain", "model": {}, "preprocessing": {}})
+    assert old.preprocessing.click_sigma == 5.0 and old.preprocessing.image_size("brain") == 256
+    assert old.preprocessing.image_size("fundus") == 512
+    partial = CheckpointPreprocessing.model_validate({"size": 128, "click_sigma": None, "reader": "lgg", "x": 1})
+    assert partial.size == 128 and partial.click_sigma == 5.0 and partial.model_dump()["x"] == 1  # kept as is
+    with pytest.raises(ValueError, match="click_sigma"):
+        CheckpointPreprocessing.model_validate({"click_sigma": -1})
+    for task in ("brain", "fundus"):
+        if shipped_model_path(task).is_file():
+            meta, _, _ = read_checkpoint_meta(shipped_model_path(task))
+            assert meta.preprocessing.size is not None and meta.preprocessing.click_sigma > 0

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from clickadapt.paths import shipped_model_path
+from clickadapt.paths import resolve_model_spec, shipped_model_path
 from clickadapt.server.command import bind_socket, register, settings_from_args
 from clickadapt.server.service import AnnotationService
-from clickadapt.server.settings import ServerSettings, is_loopback, resolve_model_path
+from clickadapt.server.settings import ServerSettings, is_loopback
 
 
 def parse(*arguments: str) -> argparse.Namespace:
@@ -27,10 +27,10 @@ def test_defaults_are_loopback_demo_and_shipped_brain_model(monkeypatch: pytest.
     assert settings.host == "127.0.0.1" and settings.token is None and settings.data is None
     assert settings.model == "brain" and settings.max_upload_bytes == 64 * 1024 * 1024
     if shipped_model_path("brain").is_file():
-        assert resolve_model_path("brain") == shipped_model_path("brain")
+        assert resolve_model_spec("brain") == shipped_model_path("brain")
     else:
         with pytest.raises(FileNotFoundError, match="shipped model has not been built yet"):
-            resolve_model_path("brain")
+            resolve_model_spec("brain")
 
 
 def test_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ they come from — the site, scanner or protocol in their DICOM header, or the f
 from — adaptation can be scoped instead::
 
     models = DomainScopedModels(network, task, "oaims", source_domains={"source"}, safety=SafetyConfig())
-    state = models.state("site-B/T1c")            # created on first use as a copy of the source model
+    state = models.state("site-B/T1c", image_id)  # created on first use as a copy of the source model
     session = InteractiveSession(state)
     ...
-    models.monitor("site-B/T1c").finish(session)  # the safety layer of that domain's model
+    session.finish()                              # reaches that model's safety layer (a listener of it)
 
 Each domain gets its own :class:`ModelState` (and safety layer), created lazily from the source weights, so
 adapting to one domain never changes the weights another domain is segmented with. The source domains are
@@ -18,23 +18,25 @@ served by the source model itself: with ``source_mode="frozen"`` by the ``frozen
 model was validated on are segmented exactly as before, whatever the stream did); with
 ``source_mode="episodic"`` each source image gets Mid-Interaction updates while it is being clicked (the
 ``mid`` strategy: one step per click from the second on) and the source weights are put back, bit for bit,
-when it is finished (:meth:`DomainScopedModels.finish`), so a source image still profits from its own clicks
-but nothing is carried to the next one. The cost of scoping is that nothing learnt on one domain helps
-another, and that an image filed under the wrong domain gets that domain's model.
+when it is finished (a finish listener of its model state), so a source image still profits from its own
+clicks but nothing is carried to the next one. Several source images open at once (the server) each get
+their own copy; a copy whose image is finished or released serves the next one. The cost of scoping is that
+nothing learnt on one domain helps another, and that an image filed under the wrong domain gets that
+domain's model.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, Literal, get_args
 
 import numpy as np
 from torch import nn
 
-from clickadapt.adaptation.model_state import ModelState
+from clickadapt.adaptation.model_state import FinishedImage, ModelState
 from clickadapt.adaptation.safety import SafetyConfig, SafetyMonitor, attach_safety
-from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import MidInteractionConfig, make_strategy
 from clickadapt.tasks import TaskSpec
 
@@ -59,7 +61,10 @@ class EpisodicModel:
         episodic = EpisodicModel(network, task, safety=SafetyConfig())
         session = InteractiveSession(episodic.state)
         ...                                   # clicks: MI updates of episodic.state
-        episodic.finish(session)              # final mask; the start weights are back
+        session.finish()                      # final mask; the start weights are back
+
+    The reset is a finish listener of :attr:`state`, added after the safety layer's, so the guard's
+    bookkeeping sees the image first.
 
     Args:
         model: The weights to start every image from; copied, never changed.
@@ -92,27 +97,16 @@ class EpisodicModel:
         )
         self._start = self.state.snapshot()
         self.images = 0
+        self.state.add_finish_listener(self._image_finished)
 
-    def finish(self, session: InteractiveSession, final_mask: np.ndarray | None = None) -> np.ndarray:
-        """Finish ``session`` (through the guard's bookkeeping) and put the start weights back.
-
-        Args:
-            session: A session on :attr:`state`.
-            final_mask: The mask the user accepted, if edited (see ``InteractiveSession.finish``).
-
-        Returns:
-            The final mask.
-
-        Raises:
-            ValueError: As ``InteractiveSession.finish`` does, or for a session on another model; nothing
-                changes then.
-        """
-        if session.state is not self.state:
-            raise ValueError(f"session on image {session.image_id!r} is not on this episodic model")
-        mask = _finish(session, self.monitor, final_mask)
-        self.state.restore(self._start)
+    def _image_finished(self, finished: FinishedImage) -> None:
+        self.reset()
         self.images += 1
-        return mask
+
+    def reset(self) -> None:
+        """Put the start weights and a fresh strategy state back (an image left unfinished)."""
+        if self.state.version != self._start.version or self.state.strategy.name != self._start.strategy:
+            self.state.restore(self._start)
 
     def detach(self) -> None:
         """Detach the guard (its events stay readable)."""
@@ -121,23 +115,31 @@ class EpisodicModel:
 
 
 class DomainScopedModels:
-    """One :class:`ModelState` per domain, each starting from the source model; source weights never change.
+    """The router from an image's domain to the model that serves it; source weights never change.
+
+    Every non-source domain has one adapting :class:`ModelState` made from the source model on first use
+    (or one given with :meth:`adopt`, e.g. the server's shared model). Source domains are served by the
+    frozen source model, or with ``source_mode="episodic"`` by :class:`EpisodicModel` copies: one per image
+    in progress, back in the pool once its image is finished or :meth:`release`-d. Used by the server and
+    by the long-stream benchmark.
 
     Args:
         model: The source model; copied, never changed.
         task: Its task.
         strategy_name: Strategy of every non-source domain (``make_strategy`` name).
         strategy_overrides: Its configuration overrides.
-        source_domains: Domain names served by the frozen source model.
-        safety: Attach the safety layer with these settings to every adapting domain; ``None`` = none.
+        source_domains: Domain names served by the source model.
+        safety: Attach the safety layer with these settings to every adapting domain (and the guard to the
+            episodic copies); ``None`` = none.
         device: Torch device of the models.
         sentinel_images: Labelled source images for each domain's source sentinel.
         rehearsal_images: Labelled source images for each domain's source rehearsal.
         source_mode: ``"frozen"``: source images are segmented by the source model as it is;
             ``"episodic"``: they get Mid-Interaction updates while clicked (the ``mid`` strategy with the
             MI settings among ``strategy_overrides``, guarded when ``safety`` is given; no drift monitor,
-            sentinel or rehearsal, since nothing outlives the image) and :meth:`finish` restores the source
-            weights afterwards.
+            sentinel or rehearsal, since nothing outlives the image) and the source weights come back when
+            the image is finished.
+        source_version: Version number of the source weights (e.g. the server's base model version).
 
     Raises:
         ValueError: For an unknown strategy or source mode (at construction, before any domain exists).
@@ -156,6 +158,7 @@ class DomainScopedModels:
         sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
         rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
         source_mode: SourceMode = "frozen",
+        source_version: int = 0,
     ) -> None:
         if source_mode not in SOURCE_MODES:
             raise ValueError(f"unknown source_mode {source_mode!r}; known: {list(SOURCE_MODES)}")
@@ -170,46 +173,72 @@ class DomainScopedModels:
             make_strategy("mid", task, **self._episodic_overrides)
         self.safety = safety
         self.device = device
+        self.source_version = source_version
         self._source = copy.deepcopy(model).cpu()
         self._sentinel_images = list(sentinel_images)
         self._rehearsal_images = list(rehearsal_images)
         self._states: dict[str, ModelState] = {}
         self._monitors: dict[str, SafetyMonitor] = {}
-        self._episodic: dict[str, EpisodicModel] = {}
+        self._episodic_copies: dict[str, list[EpisodicModel]] = {}  # every copy made, by domain
+        self._idle: dict[str, list[EpisodicModel]] = {}
+        self._in_progress: dict[str, EpisodicModel] = {}  # by image id
 
     @property
     def domains(self) -> list[str]:
         """The domains seen so far, in order of first use."""
-        return list(self._states)
+        return list(dict.fromkeys([*self._states, *self._episodic_copies]))
+
+    @property
+    def source_model(self) -> nn.Module:
+        """The source model (the router's private copy, on the CPU): what every source domain is served with
+        between images. Do not change it."""
+        return self._source
 
     def is_source(self, domain: str) -> bool:
-        """Whether ``domain`` is served by the frozen source model."""
+        """Whether ``domain`` is served by the source model."""
         return domain in self.source_domains
 
-    def state(self, domain: str) -> ModelState:
-        """The model state of ``domain``, made from the source model on first use.
+    def is_episodic(self, domain: str) -> bool:
+        """Whether ``domain``'s weights are put back to the source weights after every image."""
+        return self.is_source(domain) and self.source_mode == "episodic"
+
+    def adopt(self, domain: str, state: ModelState, monitor: SafetyMonitor | None = None) -> None:
+        """Serve a non-source ``domain`` with an existing model state (and its safety layer).
+
+        Raises:
+            ValueError: For a source domain, a domain already served, or a state of another task.
+        """
+        if self.is_source(domain) or domain in self._states:
+            raise ValueError(f"domain {domain!r} is a source domain or already has a model")
+        if state.task != self.task:
+            raise ValueError(f"the model state is for task {state.task.name!r}, the router for {self.task.name!r}")
+        self._states[domain] = state
+        if monitor is not None:
+            self._monitors[domain] = monitor
+
+    def state(self, domain: str, image_id: str = "") -> ModelState:
+        """The model state that serves an image of ``domain``, made from the source model on first use.
+
+        Args:
+            domain: The image's domain.
+            image_id: The image; for an episodic domain, each image in progress has its own copy (the same
+                one on every call until the image is finished or released).
 
         Raises:
             ValueError: For an empty domain name.
         """
         if not domain:
             raise ValueError("a domain name is required (e.g. the site or scanner of the image)")
+        if self.is_episodic(domain):
+            return self.episodic_model(domain, image_id).state
         if domain not in self._states:
-            if self.is_episodic(domain):  # EpisodicModel makes its own copy of the source model
-                episodic = EpisodicModel(
-                    self._source, self.task, self._episodic_overrides, safety=self.safety, device=self.device
-                )
-                self._episodic[domain] = episodic
-                self._states[domain] = episodic.state
-                if episodic.monitor is not None:  # the guard still vets every step inside the image
-                    self._monitors[domain] = episodic.monitor
-            elif self.is_source(domain):
-                network = copy.deepcopy(self._source).to(self.device)
-                self._states[domain] = ModelState(network, self.task, make_strategy("frozen", self.task), self.device)
+            network = copy.deepcopy(self._source).to(self.device)
+            if self.is_source(domain):
+                strategy = make_strategy("frozen", self.task)
+                self._states[domain] = ModelState(network, self.task, strategy, self.device, self.source_version)
             else:
-                network = copy.deepcopy(self._source).to(self.device)
                 strategy = make_strategy(self.strategy_name, self.task, **self.strategy_overrides)
-                state = ModelState(network, self.task, strategy, self.device)
+                state = ModelState(network, self.task, strategy, self.device, version=self.source_version)
                 self._states[domain] = state
                 if self.safety is not None:
                     self._monitors[domain] = attach_safety(
@@ -217,49 +246,77 @@ class DomainScopedModels:
                     )
         return self._states[domain]
 
-    def is_episodic(self, domain: str) -> bool:
-        """Whether ``domain``'s weights are put back to the source weights after every image."""
-        return self.is_source(domain) and self.source_mode == "episodic"
+    def episodic_model(self, domain: str, image_id: str = "") -> EpisodicModel:
+        """The episodic copy that serves image ``image_id`` of an episodic ``domain`` (taken from the pool or
+        made on first use).
 
-    def monitor(self, domain: str) -> SafetyMonitor | None:
-        """The safety layer of ``domain``'s model (``None`` for frozen source domains or without safety)."""
+        Raises:
+            ValueError: If ``domain`` is not episodic.
+        """
+        if not self.is_episodic(domain):
+            raise ValueError(f"domain {domain!r} is not an episodic source domain")
+        if image_id in self._in_progress:
+            return self._in_progress[image_id]
+        idle = self._idle.setdefault(domain, [])
+        if idle:
+            episodic = idle.pop()
+        else:
+            episodic = EpisodicModel(
+                self._source,
+                self.task,
+                self._episodic_overrides,
+                safety=self.safety,
+                device=self.device,
+                version=self.source_version,
+            )
+            episodic.state.add_finish_listener(partial(self._episodic_finished, domain, episodic))
+            self._episodic_copies.setdefault(domain, []).append(episodic)
+        self._in_progress[image_id] = episodic
+        return episodic
+
+    def in_progress(self, image_id: str) -> EpisodicModel | None:
+        """The episodic copy serving ``image_id`` now, if any."""
+        return self._in_progress.get(image_id)
+
+    def release(self, image_id: str) -> None:
+        """Give back the episodic copy of an image left unfinished: its start weights come back, and it
+        serves the next image. No-op for an image without one."""
+        episodic = self._in_progress.get(image_id)
+        if episodic is None:
+            return
+        episodic.reset()
+        domain = next(name for name, copies in self._episodic_copies.items() if episodic in copies)
+        self._episodic_finished(domain, episodic, None)
+
+    def _episodic_finished(self, domain: str, episodic: EpisodicModel, finished: FinishedImage | None) -> None:
+        for image_id, serving in list(self._in_progress.items()):
+            if serving is episodic:
+                del self._in_progress[image_id]
+        if episodic not in self._idle.setdefault(domain, []):
+            self._idle[domain].append(episodic)
+
+    def monitor(self, domain: str, image_id: str = "") -> SafetyMonitor | None:
+        """The safety layer of the model that serves an image of ``domain`` (``None`` for frozen source
+        domains or without safety)."""
+        if self.is_episodic(domain):
+            return self.episodic_model(domain, image_id).monitor
         self.state(domain)
         return self._monitors.get(domain)
 
-    def finish(self, domain: str, session: InteractiveSession, final_mask: np.ndarray | None = None) -> np.ndarray:
-        """Finish ``session`` (an image of ``domain``) through the domain's safety layer, if any.
-
-        For an episodic source domain the source weights and a fresh strategy state are restored afterwards,
-        so the next source image starts from the source model again.
-
-        Args:
-            domain: The image's domain.
-            session: A session on ``self.state(domain)``.
-            final_mask: The mask the user accepted, if edited (see ``InteractiveSession.finish``).
-
-        Returns:
-            The final mask.
-
-        Raises:
-            ValueError: As ``InteractiveSession.finish`` does, or for a session on another domain's model.
-        """
-        state = self.state(domain)
-        if session.state is not state:
-            raise ValueError(f"session on image {session.image_id!r} is not on the model of domain {domain!r}")
-        if domain in self._episodic:
-            return self._episodic[domain].finish(session, final_mask)
-        return _finish(session, self._monitors.get(domain), final_mask)
-
     def monitors(self) -> dict[str, SafetyMonitor]:
-        """The safety layers of the adapting domains, by domain."""
+        """The safety layers of the adapting (non-source) domains, by domain."""
         return dict(self._monitors)
+
+    def episodic_monitors(self) -> list[SafetyMonitor]:
+        """The guards of every episodic copy made so far."""
+        return [
+            episodic.monitor
+            for copies in self._episodic_copies.values()
+            for episodic in copies
+            if episodic.monitor is not None
+        ]
 
     def detach(self) -> None:
         """Detach every safety layer (their events stay readable)."""
-        for monitor in self._monitors.values():
+        for monitor in [*self._monitors.values(), *self.episodic_monitors()]:
             monitor.detach()
-
-
-def _finish(session: InteractiveSession, monitor: SafetyMonitor | None, final_mask: np.ndarray | None) -> np.ndarray:
-    """Finish a session through its model's safety layer, or directly when the model has none."""
-    return monitor.finish(session, final_mask) if monitor is not None else session.finish(final_mask)

@@ -4,8 +4,10 @@ One :class:`ModelState` is shared by every :class:`~clickadapt.adaptation.sessio
 working on the same model (a stream runner's sessions one after another, the web server's sessions side
 by side). It serialises weight updates with a re-entrant lock, counts them in :attr:`ModelState.version`,
 takes and restores bit-exact snapshots of the weights *and* the strategy's state (optimizer moments, a
-teacher, random generators), and tells listeners about every change, so that a safety layer or the
-server can hook in without touching the strategies.
+teacher, random generators), and tells listeners about its two kinds of events — every change of the
+weights (:class:`UpdateEvent`) and every finished image (:class:`FinishedImage`, announced by
+``InteractiveSession.finish``) — so that a safety layer, an episodic reset or the server hang off the
+model itself and no caller can finish an image around them.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from clickadapt.adaptation.strategies import AdaptationStrategy, FrozenStrategy, StepReport
 from clickadapt.adaptation.strategies.base import deep_copy_state
+from clickadapt.clicks.click import Click
+from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.tasks import TaskSpec
 
 UpdateKind = Literal["click", "image", "restore", "load"]
@@ -51,6 +56,39 @@ class UpdateEvent:
 
 
 UpdateListener = Callable[[UpdateEvent], None]
+
+
+@dataclass(frozen=True)
+class FinishedImage:
+    """An image whose session finished on this model, as told to finish listeners (after the strategy's
+    after-image update).
+
+    Attributes:
+        image: The image ``(C, H, W)`` as the network saw it (on the model's device).
+        clicks: The user's clicks, in order.
+        predictions: The prediction ``(H, W)`` int64 after each click, the last one replaced by the accepted
+            final mask.
+        image_id: The session's image id.
+        click_sigma: σ of the click maps the session fed the network.
+        first_version: The model version that produced the first prediction.
+        report: The strategy's after-image report, if it ran.
+    """
+
+    image: torch.Tensor
+    clicks: tuple[Click, ...]
+    predictions: tuple[np.ndarray, ...]
+    image_id: str = ""
+    click_sigma: float = DEFAULT_CLICK_SIGMA
+    first_version: int | None = None
+    report: StepReport | None = None
+
+    @property
+    def final_mask(self) -> np.ndarray:
+        """The accepted final mask ``(H, W)``."""
+        return self.predictions[-1]
+
+
+FinishListener = Callable[[FinishedImage], None]
 
 
 @dataclass(frozen=True)
@@ -119,6 +157,7 @@ class ModelState:
         self.version = version
         self.lock = threading.RLock()
         self._listeners: list[UpdateListener] = []
+        self._finish_listeners: list[FinishListener] = []
         self.max_kept_graphs = max_kept_graphs
         self._kept_graphs: OrderedDict[str, KeptGraph] = OrderedDict()
 
@@ -155,6 +194,21 @@ class ModelState:
     def _notify(self, event: UpdateEvent) -> None:
         for listener in list(self._listeners):
             listener(event)
+
+    def add_finish_listener(self, listener: FinishListener) -> None:
+        """Call ``listener(finished)`` for every image finished on this model (under the lock), in the order
+        the listeners were added. An exception it raises propagates to whoever finished the image."""
+        self._finish_listeners.append(listener)
+
+    def remove_finish_listener(self, listener: FinishListener) -> None:
+        """Stop calling ``listener``; raises ``ValueError`` if it was not registered."""
+        self._finish_listeners.remove(listener)
+
+    def image_finished(self, finished: FinishedImage) -> None:
+        """Announce a finished image to the finish listeners (``InteractiveSession.finish`` does this)."""
+        with self.lock:
+            for listener in list(self._finish_listeners):
+                listener(finished)
 
     # ------------------------------------------------------------------ graphs kept between clicks
     def keep_graph(self, owner: str, logits: torch.Tensor, click_count: int) -> None:

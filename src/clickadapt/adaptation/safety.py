@@ -8,8 +8,12 @@ the strategies, so it works with every updating strategy::
     safety = attach_safety(state)                  # SafetyConfig() defaults: guard + monitor, no anchor
     session = InteractiveSession(state)
     ...                                            # set_image, add_click, …
-    final_mask = safety.finish(session)            # = session.finish() + safety.image_finished(session)
+    final_mask = session.finish()                  # the finished image reaches the safety layer's listeners
     safety.events                                  # [SafetyEvent(kind, image_id, reason, version, …)]
+
+Each part below is a listener of the model state — of its weight updates or of its finished images —
+composed by :func:`attach_safety`; the session announces every finished image to the model state, so no
+caller can finish an image around them.
 
 What it does:
 
@@ -62,18 +66,26 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from clickadapt.adaptation.model_state import ModelState, StateSnapshot, UpdateEvent
+from clickadapt.adaptation.model_state import (
+    FinishedImage,
+    FinishListener,
+    ModelState,
+    StateSnapshot,
+    UpdateEvent,
+    UpdateListener,
+)
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA, model_input
 from clickadapt.clicks.simulators import make_simulated_user
+from clickadapt.evaluation.metrics import mean_region_dice
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -282,23 +294,6 @@ RollbackHook = Callable[[SafetyEvent, StateSnapshot, StateSnapshot], None]
 """Called after a rollback with the event, the weights before it and the restored snapshot (benchmarks)."""
 
 
-def mean_region_dice(prediction: np.ndarray, reference: np.ndarray, task: TaskSpec) -> float:
-    """Mean over the task's regions of the Dice between two class maps (1.0 where both are empty).
-
-    Raises:
-        ValueError: If the shapes differ.
-    """
-    if prediction.shape != reference.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}")
-    values = []
-    for classes in task.regions.values():
-        predicted = np.isin(prediction, classes)
-        expected = np.isin(reference, classes)
-        total = int(predicted.sum()) + int(expected.sum())
-        values.append(1.0 if total == 0 else 2.0 * int(np.logical_and(predicted, expected).sum()) / total)
-    return float(np.mean(values)) if values else 1.0
-
-
 def image_signals(
     predictions: Sequence[np.ndarray],
     clicks: Sequence[Click],
@@ -362,161 +357,109 @@ def _copy_into(target: Any, source: Any) -> Any:
     return copy.deepcopy(source)
 
 
-class _AcceptedState:
-    """The last accepted weights and strategy state, kept in preallocated buffers."""
-
-    def __init__(self) -> None:
-        self.model_state: dict[str, torch.Tensor] = {}
-        self.strategy_state: dict[str, Any] = {}
-        self.strategy = ""
-        self.version = -1
-
-    def remember(self, state: ModelState) -> None:
-        with torch.no_grad():
-            self.model_state = _copy_into(self.model_state, state.model.state_dict())
-            self.strategy_state = _copy_into(self.strategy_state, state.strategy.state_dict())
-        self.strategy = state.strategy.name
-        self.version = state.version
-
-    def snapshot(self) -> StateSnapshot:
-        return StateSnapshot(self.version, self.strategy, self.model_state, self.strategy_state)
-
-
 class SafetyMonitor:
-    """The safety layer attached to one :class:`ModelState`; make it with :func:`attach_safety`.
+    """The safety layer attached to one :class:`ModelState`: what its parts share, and what they did.
+
+    Make it with :func:`attach_safety`, which composes the parts, each a listener of the model state:
+    :class:`UpdateGuard` and :class:`SourceAnchor` listen to weight updates; :class:`DriftMonitor`,
+    :class:`SourceRehearsal`, :class:`SourceSentinel` and :class:`SnapshotHistory` to finished images. Since
+    the model state announces every finished image (``InteractiveSession.finish``), no caller can finish an
+    image around them.
 
     Args:
         state: The shared model state to protect.
-        config: Settings.
-        sentinel_images: Labelled source-domain images ``(image (C, H, W), label (H, W))`` for the source
-            sentinel; empty = no sentinel.
-        rehearsal_images: Labelled source-domain images, same form, for the source rehearsal; empty = none.
-            Keep them apart from the sentinel's, or the sentinel measures what was rehearsed.
+        config: Settings (read at each use, so a changed config takes effect at once).
 
     Attributes:
         events: Everything the layer did, in order.
         sentinel_checks: Every sentinel check: image index, live score, source score, α applied (or ``None``).
-        rehearsals: Rehearsed source images so far.
         signals: The signals of the latest finished images.
-        history: The snapshot history (oldest first), the pinned source first.
+        source: The pinned snapshot of the weights the layer was attached with (the source model).
+        parts: The listeners the layer is made of, in the order they were attached.
     """
 
-    def __init__(
-        self,
-        state: ModelState,
-        config: SafetyConfig | None = None,
-        sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-        rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-    ) -> None:
+    def __init__(self, state: ModelState, config: SafetyConfig | None = None) -> None:
         self.state = state
         self.config = config or SafetyConfig()
         self.events: list[SafetyEvent] = []
         self.sentinel_checks: list[dict[str, Any]] = []
-        self._blends_made = 0
         self.signals: deque[ImageSignals] = deque(maxlen=self.config.signal_history)
+        self.parts: list[SafetyPart] = []
+        self.image_index = 0
+        self.replaying = False
         self._rollback_hooks: list[RollbackHook] = []
-        self._image_index = 0
-        self._restoring = False
-        self._step_norms: dict[str, deque[float]] = {}
-        self._accepted = _AcceptedState()
-        self._window: deque[float] = deque(maxlen=self.config.window)
-        self._reference_values: list[float] = []
-        self._replay: deque[_ReplayItem] = deque(maxlen=self.config.window)
-        self._recent: deque[SnapshotRecord] = deque(maxlen=self.config.recent_snapshots)
-        self._sparse: deque[SnapshotRecord] = deque(maxlen=max(self.config.sparse_snapshots, 1))
         with state.lock:
             self.source = SnapshotRecord(image_index=-1, image_id="", snapshot=state.snapshot(), good=True)
-            self._source_parameters = {
+            self.source_parameters = {
                 name: self.source.snapshot.model_state[name] for name, _ in state.model.named_parameters()
             }
             self._probe: nn.Module = copy.deepcopy(state.model).eval()
             self._probe.requires_grad_(False)
             self._probe_version: int | None = self.source.version
-            if self.config.guard:
-                self._accepted.remember(state)
-            state.add_listener(self._on_update)
-        self._sentinel = [_labelled_source_image(image, label, state, "sentinel") for image, label in sentinel_images]
-        self._rehearsal = [
-            _labelled_source_image(image, label, state, "rehearsal") for image, label in rehearsal_images
-        ]
-        self._rehearsal_order = np.random.default_rng(self.config.rehearsal.seed).permutation(len(self._rehearsal))
-        self.rehearsals = 0
-        self.sentinel_source_score = self._sentinel_score(self.source) if self._sentinel else None
         self._attached = True
+
+    # ------------------------------------------------------------------ composition
+    def attach(self, part: SafetyPart) -> None:
+        """Add a part: its update and finish listeners are registered on the model state (in that order)."""
+        with self.state.lock:
+            self.parts.append(part)
+            for listener in part.update_listeners():
+                self.state.add_listener(listener)
+            for finish_listener in part.finish_listeners():
+                self.state.add_finish_listener(finish_listener)
+
+    def part(self, kind: type[PartT]) -> PartT | None:
+        """The attached part of a kind, if any."""
+        return next((part for part in self.parts if isinstance(part, kind)), None)
+
+    def detach(self) -> None:
+        """Stop guarding (every listener is removed); the history and events stay readable."""
+        if not self._attached:
+            return
+        with self.state.lock:
+            for part in self.parts:
+                for listener in part.update_listeners():
+                    self.state.remove_listener(listener)
+                for finish_listener in part.finish_listeners():
+                    self.state.remove_finish_listener(finish_listener)
+        self._attached = False
 
     # ------------------------------------------------------------------ public API
     @property
     def history(self) -> list[SnapshotRecord]:
         """The pinned source snapshot, then the kept snapshots of finished images, oldest first."""
-        kept = {id(record): record for record in (*self._sparse, *self._recent)}
-        ordered = sorted(kept.values(), key=lambda record: record.image_index)
-        return [self.source, *ordered]
+        snapshots = self.part(SnapshotHistory)
+        return [self.source, *(snapshots.records() if snapshots is not None else [])]
 
     @property
     def rehearsing(self) -> bool:
         """Whether the source rehearsal is on (labelled rehearsal images were given)."""
-        return bool(self._rehearsal)
+        return self.part(SourceRehearsal) is not None
+
+    @property
+    def rehearsals(self) -> int:
+        """Rehearsed source images so far."""
+        rehearsal = self.part(SourceRehearsal)
+        return rehearsal.rehearsed if rehearsal is not None else 0
+
+    @property
+    def sentinel_source_score(self) -> float | None:
+        """The source model's sentinel score (``None`` without a sentinel)."""
+        sentinel = self.part(SourceSentinel)
+        return sentinel.source_score if sentinel is not None else None
 
     @property
     def images_seen(self) -> int:
-        """Finished images reported to :meth:`image_finished` since attaching."""
-        return self._image_index
+        """Finished images since attaching."""
+        return self.image_index
 
     def add_rollback_hook(self, hook: RollbackHook) -> None:
         """Call ``hook(event, before, restored)`` after each rollback (e.g. a benchmark judging it)."""
         self._rollback_hooks.append(hook)
 
-    def detach(self) -> None:
-        """Stop guarding (the listener is removed); the history and events stay readable."""
-        if self._attached:
-            self.state.remove_listener(self._on_update)
-            self._attached = False
-
     def counts(self) -> dict[str, int]:
         """Number of events of each kind."""
         return {kind: sum(event.kind == kind for event in self.events) for kind in SAFETY_EVENT_KINDS}
-
-    def finish(self, session: InteractiveSession, final_mask: np.ndarray | None = None) -> np.ndarray:
-        """``session.finish(final_mask)`` followed by :meth:`image_finished`; returns the final mask.
-
-        Args:
-            session: A session on this monitor's model.
-            final_mask: The mask the user accepted, if edited (see ``InteractiveSession.finish``).
-
-        Raises:
-            ValueError: As ``session.finish`` does, or if the session is not on this monitor's model.
-        """
-        self._require_own(session)
-        mask = session.finish(final_mask)
-        self.image_finished(session)
-        return mask
-
-    def image_finished(self, session: InteractiveSession) -> list[SafetyEvent]:
-        """Record a finished image: signals, replay item, drift check (maybe a rollback), snapshot.
-
-        Args:
-            session: A session on this monitor's model whose image was just finished.
-
-        Returns:
-            The events this call produced (a rollback or an unresolved drift), usually none.
-
-        Raises:
-            ValueError: If the session is on another model, not finished, or has no click.
-        """
-        self._require_own(session)
-        if not session.finished:
-            raise ValueError(f"image {session.image_id!r} is not finished; call session.finish() first")
-        predictions = session.predictions
-        if session.final_mask is not None:  # the accepted mask (the user may have edited the last prediction)
-            predictions = [*predictions[:-1], session.final_mask]
-        return self.record_image(
-            _session_image(session),
-            session.clicks,
-            predictions,
-            image_id=session.image_id,
-            click_sigma=session.config.click_sigma,
-            version=session.versions[0] if session.versions else None,
-        )
 
     def record_image(
         self,
@@ -527,7 +470,9 @@ class SafetyMonitor:
         click_sigma: float = DEFAULT_CLICK_SIGMA,
         version: int | None = None,
     ) -> list[SafetyEvent]:
-        """Record a finished image given by its parts (what :meth:`image_finished` does with a session).
+        """Announce a finished image given by its parts on the model state (what a session's ``finish`` does).
+
+        Every finish listener of the state hears it, this layer's parts included.
 
         Args:
             image: The image ``(C, H, W)`` as the network saw it.
@@ -538,7 +483,7 @@ class SafetyMonitor:
             version: Model version that produced the first prediction (default: the current one).
 
         Returns:
-            The events this call produced.
+            The events the layer recorded meanwhile.
 
         Raises:
             ValueError: For mismatching shapes or counts, or no click.
@@ -555,65 +500,149 @@ class SafetyMonitor:
         for index, prediction in enumerate(predictions):
             if np.shape(prediction) != shape:
                 raise ValueError(f"prediction {index} has shape {np.shape(prediction)}, the image is {shape}")
-        first_final, clicks_to_final, agreement = image_signals(
-            predictions, clicks, task, self.config.agreement_threshold
+        if not predictions:
+            raise ValueError("no prediction to record; a finished image has at least one click")
+        if len(predictions) != len(clicks):
+            raise ValueError(f"{len(predictions)} predictions but {len(clicks)} clicks")
+        before = len(self.events)
+        finished = FinishedImage(
+            image=tensor,
+            clicks=tuple(clicks),
+            predictions=tuple(np.asarray(prediction, dtype=np.int64) for prediction in predictions),
+            image_id=image_id,
+            click_sigma=click_sigma,
+            first_version=version,
         )
-        events: list[SafetyEvent] = []
-        with self.state.lock:
-            final_mask = np.asarray(predictions[-1], dtype=np.int64)
-            source_first_final: float | None = None
-            if self.config.monitor and self.config.reference == "source":
-                source_prediction = self._first_click_prediction(self.source, tensor, clicks[0], click_sigma)
-                source_first_final = mean_region_dice(source_prediction, final_mask, task)
-            signals = ImageSignals(
-                image_index=self._image_index,
-                image_id=image_id,
-                version=self.state.version if version is None else version,
-                clicks=len(clicks),
-                first_final_dice=first_final,
-                clicks_to_final=clicks_to_final,
-                first_click_agreement=agreement,
-                source_first_final_dice=source_first_final,
-            )
-            self.signals.append(signals)
-            good = True
-            if self.config.monitor:
-                self._replay.append(_ReplayItem(tensor.detach().clone(), clicks[0], final_mask.copy(), click_sigma))
-                drift_reason = self._drift(signals)
-                if drift_reason is not None:
-                    event = self._resolve_drift(drift_reason, image_id)
-                    events.append(event)
-                    good = event.kind == "rollback"  # the restored weights, or drifting ones kept for lack of better
-            if self._rehearsal and (self._image_index + 1) % self.config.rehearsal.every == 0:
-                self._rehearse()
-            if self._sentinel and (self._image_index + 1) % self.config.sentinel.every == 0:
-                pullback = self._check_sentinel(image_id)
-                if pullback is not None:
-                    events.append(pullback)
-            self._keep_snapshot(image_id, good=good)
-            self._image_index += 1
-        return events
+        self.state.image_finished(finished)
+        return self.events[before:]
 
-    # ------------------------------------------------------------------ update guard and anchor
-    def _on_update(self, event: UpdateEvent) -> None:
-        if self._restoring:
+    # ------------------------------------------------------------------ shared by the parts
+    def record(self, event: SafetyEvent) -> SafetyEvent:
+        """Keep and log an event."""
+        self.events.append(event)
+        logger.warning("safety: %s", event.reason)
+        return event
+
+    def restore(self, snapshot: StateSnapshot) -> None:
+        """Put a snapshot's weights back (and its strategy state when it is the current strategy's)."""
+        if snapshot.strategy == self.state.strategy.name:
+            self.state.restore(snapshot)
+        else:
+            self.state.load_weights(snapshot.model_state)
+
+    def rolled_back(self, event: SafetyEvent, before: StateSnapshot, restored: StateSnapshot) -> None:
+        """Tell the rollback hooks."""
+        for hook in self._rollback_hooks:
+            hook(event, before, restored)
+
+    def load_probe(self, record: SnapshotRecord | None) -> None:
+        """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
+        if record is None:
+            with torch.no_grad():
+                self._probe.load_state_dict(self.state.model.state_dict())
+            self._probe_version = None
+        elif self._probe_version != record.version:
+            with torch.no_grad():
+                self._probe.load_state_dict(record.snapshot.model_state)
+            self._probe_version = record.version
+
+    def probe_prediction(self, image: torch.Tensor, clicks: Sequence[Click], sigma: float) -> np.ndarray:
+        """The class map ``(H, W)`` of the probe network (whatever weights it holds) on ``image`` with ``clicks``."""
+        inputs = model_input(image, clicks, self.state.task.num_classes, sigma).unsqueeze(0)
+        with torch.inference_mode():
+            logits = self._probe(inputs)
+        prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
+        return prediction
+
+    def first_click_prediction(
+        self, record: SnapshotRecord | None, image: torch.Tensor, click: Click, sigma: float
+    ) -> np.ndarray:
+        """The prediction of ``record``'s weights (``None`` = live) with one click."""
+        self.load_probe(record)
+        return self.probe_prediction(image, [click], sigma)
+
+
+class SafetyPart:
+    """A part of the safety layer: listeners of the model state that share a :class:`SafetyMonitor`."""
+
+    def __init__(self, monitor: SafetyMonitor) -> None:
+        self.monitor = monitor
+
+    def update_listeners(self) -> list[UpdateListener]:
+        """Listeners of weight updates, in order."""
+        return []
+
+    def finish_listeners(self) -> list[FinishListener]:
+        """Listeners of finished images, in order."""
+        return []
+
+
+PartT = TypeVar("PartT", bound=SafetyPart)
+
+
+class AcceptedWeights(SafetyPart):
+    """The last accepted weights and strategy state, kept in preallocated buffers (one in-place copy per
+    accepted update): what :class:`UpdateGuard` restores. Its listener remembers every update that is still
+    current after the guard and the anchor, and every restore or load (undo, rollback)."""
+
+    def __init__(self, monitor: SafetyMonitor) -> None:
+        super().__init__(monitor)
+        self.model_state: dict[str, torch.Tensor] = {}
+        self.strategy_state: dict[str, Any] = {}
+        self.strategy = ""
+        self.version = -1
+        self.remember()
+
+    def update_listeners(self) -> list[UpdateListener]:
+        return [self.accept]
+
+    def accept(self, event: UpdateEvent) -> None:
+        """Remember the weights of a current update as accepted."""
+        if event.version == self.monitor.state.version:
+            self.remember()
+
+    def remember(self) -> None:
+        """Copy the live weights and strategy state into the buffers."""
+        state = self.monitor.state
+        with torch.no_grad():
+            self.model_state = _copy_into(self.model_state, state.model.state_dict())
+            self.strategy_state = _copy_into(self.strategy_state, state.strategy.state_dict())
+        self.strategy = state.strategy.name
+        self.version = state.version
+
+    def snapshot(self) -> StateSnapshot:
+        """The accepted state as a snapshot (its tensors are the buffers themselves)."""
+        return StateSnapshot(self.version, self.strategy, self.model_state, self.strategy_state)
+
+
+class UpdateGuard(SafetyPart):
+    """Undo an update whose loss or weights are not finite or whose step is abnormally large (see the module
+    docstring); the last accepted weights and strategy state are kept in preallocated buffers.
+
+    Its listener :meth:`check` comes first; the accepted state is :class:`AcceptedWeights`, attached after
+    the anchor. A listener acts only on an update that is still current (``event.version ==
+    state.version``), so an update the guard undid reaches nobody after it.
+    """
+
+    def __init__(self, monitor: SafetyMonitor, accepted: AcceptedWeights) -> None:
+        super().__init__(monitor)
+        self.accepted = accepted
+        self._step_norms: dict[str, deque[float]] = {}
+
+    def update_listeners(self) -> list[UpdateListener]:
+        return [self.check]
+
+    def check(self, event: UpdateEvent) -> None:
+        """Undo ``event``'s update if it is abnormal (an ``update_rejected`` event)."""
+        if event.kind in ("restore", "load") or event.version != self.monitor.state.version:
             return
-        if event.kind in ("restore", "load"):  # undo, server rollback: the new weights are the accepted ones
-            if self.config.guard:
-                self._accepted.remember(self.state)
-            return
-        if self.config.guard:
-            reason = self._abnormal(event)
-            if reason is not None:
-                self._reject(event, reason)
-                return
-        if self.config.anchor_rate > 0.0:
-            self._anchor()
-        if self.config.guard:
-            self._accepted.remember(self.state)
+        reason = self._abnormal(event)
+        if reason is not None:
+            self._reject(event, reason)
 
     def _abnormal(self, event: UpdateEvent) -> str | None:
         """Why the update is abnormal, or ``None`` (and the step is recorded) if it is acceptable."""
+        config = self.monitor.config
         bad_losses = {name: value for name, value in event.losses.items() if not math.isfinite(value)}
         if bad_losses:
             return f"loss not finite ({', '.join(f'{name}={value}' for name, value in bad_losses.items())})"
@@ -621,15 +650,15 @@ class SafetyMonitor:
         if not (math.isfinite(step) and math.isfinite(norm)):
             return "weights not finite after the update"
         relative = step / max(norm, 1e-12)
-        if relative > self.config.max_relative_step:
-            return f"step ‖Δθ‖/‖θ‖ = {relative:.3g} above the limit {self.config.max_relative_step:g}"
-        recent = self._step_norms.setdefault(event.kind, deque(maxlen=self.config.step_median_of))
-        if len(recent) >= self.config.step_median_after:
+        if relative > config.max_relative_step:
+            return f"step ‖Δθ‖/‖θ‖ = {relative:.3g} above the limit {config.max_relative_step:g}"
+        recent = self._step_norms.setdefault(event.kind, deque(maxlen=config.step_median_of))
+        if len(recent) >= config.step_median_after:
             median = float(np.median(recent))
-            if step > self.config.max_step_over_median * median:
+            if step > config.max_step_over_median * median:
                 return (
                     f"step ‖Δθ‖ = {step:.3g} is {step / median:.1f}× the median {median:.3g} of the last "
-                    f"{len(recent)} {event.kind} updates (limit {self.config.max_step_over_median:g}×)"
+                    f"{len(recent)} {event.kind} updates (limit {config.max_step_over_median:g}×)"
                 )
         recent.append(step)
         return None
@@ -639,49 +668,108 @@ class SafetyMonitor:
         step_sq = 0.0
         norm_sq = 0.0
         with torch.no_grad():
-            for name, tensor in self.state.model.state_dict().items():
+            for name, tensor in self.monitor.state.model.state_dict().items():
                 if not tensor.is_floating_point():
                     continue
-                accepted = self._accepted.model_state[name]
+                accepted = self.accepted.model_state[name]
                 step_sq += float(torch.linalg.vector_norm(tensor - accepted)) ** 2
                 norm_sq += float(torch.linalg.vector_norm(accepted)) ** 2
         return math.sqrt(step_sq), math.sqrt(norm_sq)
 
     def _reject(self, event: UpdateEvent, reason: str) -> None:
-        snapshot = self._accepted.snapshot()
-        self._restoring = True
-        try:
-            if snapshot.strategy == self.state.strategy.name:
-                self.state.restore(snapshot)
-                restored = "weights and strategy state restored"
-            else:  # the strategy was switched since; its own state cannot come from the buffer
-                self.state.load_weights(snapshot.model_state)
-                restored = "weights restored (strategy switched since; its state kept)"
-        finally:
-            self._restoring = False
-        self._accepted.version = self.state.version
-        rejected = SafetyEvent(
-            kind="update_rejected",
-            image_id=event.image_id,
-            reason=f"{event.kind} update to version {event.version} rejected: {reason}; {restored}",
-            version=self.state.version,
-            image_index=self._image_index,
-            restored_version=snapshot.version,
+        state = self.monitor.state
+        snapshot = self.accepted.snapshot()
+        if snapshot.strategy == state.strategy.name:
+            state.restore(snapshot)
+            restored = "weights and strategy state restored"
+        else:  # the strategy was switched since; its own state cannot come from the buffer
+            state.load_weights(snapshot.model_state)
+            restored = "weights restored (strategy switched since; its state kept)"
+        self.monitor.record(
+            SafetyEvent(
+                kind="update_rejected",
+                image_id=event.image_id,
+                reason=f"{event.kind} update to version {event.version} rejected: {reason}; {restored}",
+                version=state.version,
+                image_index=self.monitor.image_index,
+                restored_version=snapshot.version,
+            )
         )
-        self.events.append(rejected)
-        logger.warning("safety: %s", rejected.reason)
 
-    def _anchor(self) -> None:
-        """θ ← θ − λ(θ − θ_source) for every parameter."""
-        rate = self.config.anchor_rate
+
+class SourceAnchor(SafetyPart):
+    """After each accepted update, θ ← θ − λ(θ − θ_source) for every parameter (λ = ``anchor_rate``)."""
+
+    def update_listeners(self) -> list[UpdateListener]:
+        return [self.pull]
+
+    def pull(self, event: UpdateEvent) -> None:
+        """Pull the weights of a current click or image update towards the source weights."""
+        state = self.monitor.state
+        if event.kind in ("restore", "load") or event.version != state.version:
+            return
+        rate = self.monitor.config.anchor_rate
         with torch.no_grad():
-            for name, parameter in self.state.model.named_parameters():
-                parameter.lerp_(self._source_parameters[name], rate)
+            for name, parameter in state.model.named_parameters():
+                parameter.lerp_(self.monitor.source_parameters[name], rate)
 
-    # ------------------------------------------------------------------ drift monitor
+
+class DriftMonitor(SafetyPart):
+    """The ground-truth-free signals of every finished image and, when ``config.monitor`` is on, the drift
+    check over a sliding window with a rollback to the best candidate snapshot (see the module docstring)."""
+
+    def __init__(self, monitor: SafetyMonitor) -> None:
+        super().__init__(monitor)
+        config = monitor.config
+        self._window: deque[float] = deque(maxlen=config.window)
+        self._reference_values: list[float] = []
+        self._replay: deque[_ReplayItem] = deque(maxlen=config.window)
+        self.last_good = True
+
+    def finish_listeners(self) -> list[FinishListener]:
+        return [self.image_finished]
+
+    def image_finished(self, finished: FinishedImage) -> None:
+        """Record the image's signals; on drift, replay the window and maybe roll back."""
+        monitor = self.monitor
+        if monitor.replaying:
+            return
+        config, task = monitor.config, monitor.state.task
+        first_final, clicks_to_final, agreement = image_signals(
+            finished.predictions, finished.clicks, task, config.agreement_threshold
+        )
+        final_mask = np.asarray(finished.final_mask, dtype=np.int64)
+        image = finished.image.to(device=monitor.state.device, dtype=torch.float32)
+        source_first_final: float | None = None
+        if config.monitor and config.reference == "source":
+            source_prediction = monitor.first_click_prediction(
+                monitor.source, image, finished.clicks[0], finished.click_sigma
+            )
+            source_first_final = mean_region_dice(source_prediction, final_mask, task)
+        signals = ImageSignals(
+            image_index=monitor.image_index,
+            image_id=finished.image_id,
+            version=monitor.state.version if finished.first_version is None else finished.first_version,
+            clicks=len(finished.clicks),
+            first_final_dice=first_final,
+            clicks_to_final=clicks_to_final,
+            first_click_agreement=agreement,
+            source_first_final_dice=source_first_final,
+        )
+        monitor.signals.append(signals)
+        self.last_good = True
+        if config.monitor:
+            self._replay.append(
+                _ReplayItem(image.detach().clone(), finished.clicks[0], final_mask.copy(), finished.click_sigma)
+            )
+            drift_reason = self._drift(signals)
+            if drift_reason is not None:
+                event = self._resolve_drift(drift_reason, finished.image_id)
+                self.last_good = event.kind == "rollback"  # the restored weights, or drifting ones kept
+
     def _drift(self, signals: ImageSignals) -> str | None:
         """Update the window with this image; a sentence if it drifted beyond the threshold, else ``None``."""
-        config = self.config
+        config = self.monitor.config
         if config.reference == "source":
             assert signals.source_first_final_dice is not None
             self._window.append(signals.first_final_dice - signals.source_first_final_dice)
@@ -712,214 +800,230 @@ class SafetyMonitor:
 
     def _resolve_drift(self, reason: str, image_id: str) -> SafetyEvent:
         """Replay the window on the candidates; restore the best if it beats the current weights."""
+        monitor = self.monitor
         current = self._replay_score(None)
-        candidates = [record for record in self.history if record.good]
+        candidates = [record for record in monitor.history if record.good]
         scored = [(self._replay_score(record), record) for record in candidates]
         best_score, best = max(scored, key=lambda item: (item[0], item[1].image_index))
         self._window.clear()
         summary = (
             f"{reason}; replaying the window's first clicks: current weights {current:.3f}, best candidate "
-            f"{'source model' if best is self.source else f'snapshot after image {best.image_index}'} "
+            f"{'source model' if best is monitor.source else f'snapshot after image {best.image_index}'} "
             f"(version {best.version}) {best_score:.3f}"
         )
-        if best_score < current + self.config.min_improvement:
-            event = SafetyEvent(
-                kind="drift_unresolved",
-                image_id=image_id,
-                reason=f"{summary}; no candidate better by {self.config.min_improvement:g}, weights kept",
-                version=self.state.version,
-                image_index=self._image_index,
+        if best_score < current + monitor.config.min_improvement:
+            return monitor.record(
+                SafetyEvent(
+                    kind="drift_unresolved",
+                    image_id=image_id,
+                    reason=f"{summary}; no candidate better by {monitor.config.min_improvement:g}, weights kept",
+                    version=monitor.state.version,
+                    image_index=monitor.image_index,
+                )
             )
-        else:
-            before = self.state.snapshot()
-            self._restore(best.snapshot)
-            for record in self.history[1:]:  # the trajectory after the restored snapshot was the drifting one
-                if record.image_index > best.image_index:
-                    record.good = False
-            event = SafetyEvent(
+        before = monitor.state.snapshot()
+        monitor.restore(best.snapshot)
+        snapshots = monitor.part(SnapshotHistory)
+        if snapshots is not None:  # the trajectory after the restored snapshot was the drifting one
+            snapshots.mark_bad_after(best.image_index)
+        event = monitor.record(
+            SafetyEvent(
                 kind="rollback",
                 image_id=image_id,
                 reason=f"{summary}; rolled back",
-                version=self.state.version,
-                image_index=self._image_index,
+                version=monitor.state.version,
+                image_index=monitor.image_index,
                 restored_version=best.version,
             )
-            for hook in self._rollback_hooks:
-                hook(event, before, best.snapshot)
-        self.events.append(event)
-        logger.warning("safety: %s", event.reason)
+        )
+        monitor.rolled_back(event, before, best.snapshot)
         return event
 
-    def _restore(self, snapshot: StateSnapshot) -> None:
-        self._restoring = True
+    def _replay_score(self, record: SnapshotRecord | None) -> float:
+        """Mean Dice of the first-click predictions of ``record`` (``None`` = live weights) vs accepted masks."""
+        monitor = self.monitor
+        scores = [
+            mean_region_dice(
+                monitor.first_click_prediction(record, item.image, item.first_click, item.click_sigma),
+                item.final_mask,
+                monitor.state.task,
+            )
+            for item in self._replay
+        ]
+        return float(np.mean(scores)) if scores else math.nan
+
+
+class SourceRehearsal(SafetyPart):
+    """After every ``rehearsal.every`` finished images, replay ``rehearsal.images`` labelled source images
+    through the strategy's own image update, as if a user had segmented them (one simulated first click)."""
+
+    def __init__(self, monitor: SafetyMonitor, images: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__(monitor)
+        self.images = [_labelled_source_image(image, label, monitor.state, "rehearsal") for image, label in images]
+        self._order = np.random.default_rng(monitor.config.rehearsal.seed).permutation(len(self.images))
+        self.rehearsed = 0
+
+    def finish_listeners(self) -> list[FinishListener]:
+        return [self.image_finished]
+
+    def image_finished(self, finished: FinishedImage) -> None:
+        """Rehearse when it is time (the rehearsed images themselves are not heard by the other parts)."""
+        monitor = self.monitor
+        if monitor.replaying or (monitor.image_index + 1) % monitor.config.rehearsal.every != 0:
+            return
+        config = monitor.config.rehearsal
+        monitor.replaying = True
         try:
-            if snapshot.strategy == self.state.strategy.name:
-                self.state.restore(snapshot)
-            else:
-                self.state.load_weights(snapshot.model_state)
+            for _ in range(config.images):
+                index = int(self._order[self.rehearsed % len(self.images)])
+                item = self.images[index]
+                user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + self.rehearsed)
+                session = InteractiveSession(monitor.state, undo_depth=0, adapt=False)  # no click-time update
+                session.set_image(item.image.cpu().numpy(), image_id=f"rehearsal:{index}")
+                session.add_click(user.first_click(item.label))
+                session.adapt = True  # only the image update: the reference label stands in for the user's mask
+                session.finish(final_mask=item.label)
+                self.rehearsed += 1
         finally:
-            self._restoring = False
-        if self.config.guard:
-            self._accepted.remember(self.state)
+            monitor.replaying = False
 
-    def _keep_snapshot(self, image_id: str, good: bool) -> None:
-        record = SnapshotRecord(self._image_index, image_id, self.state.snapshot(), good)
-        self._recent.append(record)
-        if self.config.sparse_snapshots > 0 and self._image_index % self.config.sparse_snapshot_every == 0:
-            self._sparse.append(record)
 
-    # ------------------------------------------------------------------ source sentinel
-    def _sentinel_score(self, record: SnapshotRecord | None) -> float:
+class SourceSentinel(SafetyPart):
+    """Every ``sentinel.every`` finished images, score the live weights on labelled source images with a
+    simulated user; when they forgot, pull them back towards the source weights (``sentinel_pullback``)."""
+
+    def __init__(self, monitor: SafetyMonitor, images: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__(monitor)
+        self.images = [_labelled_source_image(image, label, monitor.state, "sentinel") for image, label in images]
+        self._blends_made = 0
+        self.source_score = self._score(monitor.source)
+
+    def finish_listeners(self) -> list[FinishListener]:
+        return [self.image_finished]
+
+    def image_finished(self, finished: FinishedImage) -> None:
+        """Check the sentinel when it is time."""
+        monitor = self.monitor
+        if monitor.replaying or (monitor.image_index + 1) % monitor.config.sentinel.every != 0:
+            return
+        self._check(finished.image_id)
+
+    def _score(self, record: SnapshotRecord | None) -> float:
         """Mean Dice after ``sentinel.budget`` simulated clicks on the sentinel images, weights frozen."""
-        config = self.config.sentinel
-        task = self.state.task
+        monitor = self.monitor
+        config = monitor.config.sentinel
         scores = []
-        self._load_probe(record)
-        for index, item in enumerate(self._sentinel):
+        monitor.load_probe(record)
+        for index, item in enumerate(self.images):
             user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + index)
             clicks = [user.first_click(item.label)]
             while True:
-                prediction = self._probe_prediction(item.image, clicks, DEFAULT_CLICK_SIGMA)
+                prediction = monitor.probe_prediction(item.image, clicks, DEFAULT_CLICK_SIGMA)
                 if len(clicks) >= config.budget:
                     break
                 click = user.next_click(item.label, prediction)
                 if click is None:
                     break
                 clicks.append(click)
-            scores.append(mean_region_dice(prediction, item.label, task))
+            scores.append(mean_region_dice(prediction, item.label, monitor.state.task))
         return float(np.mean(scores))
 
     def _blend(self, alpha: float) -> SnapshotRecord:
         """A transient record of θ_src + α(θ_live − θ_src) (buffers of the live weights)."""
-        live = self.state.model.state_dict()
+        monitor = self.monitor
+        live = monitor.state.model.state_dict()
         blended = {
-            name: torch.lerp(self._source_parameters[name], tensor, alpha)
-            if name in self._source_parameters
+            name: torch.lerp(monitor.source_parameters[name], tensor, alpha)
+            if name in monitor.source_parameters
             else tensor
             for name, tensor in live.items()
         }
         self._blends_made += 1
-        snapshot = StateSnapshot(-self._blends_made, self.state.strategy.name, blended, {})  # unique probe key
-        return SnapshotRecord(self._image_index, "", snapshot, good=True)
+        snapshot = StateSnapshot(-self._blends_made, monitor.state.strategy.name, blended, {})  # unique probe key
+        return SnapshotRecord(monitor.image_index, "", snapshot, good=True)
 
-    def _check_sentinel(self, image_id: str) -> SafetyEvent | None:
+    def _check(self, image_id: str) -> SafetyEvent | None:
         """Score the live weights on the sentinel; pull them back towards the source when they forgot."""
-        config = self.config.sentinel
-        assert self.sentinel_source_score is not None
-        live = self._sentinel_score(None)
+        monitor = self.monitor
+        config = monitor.config.sentinel
+        live = self._score(None)
         check: dict[str, Any] = {
-            "image_index": self._image_index,
+            "image_index": monitor.image_index,
             "score": live,
-            "source_score": self.sentinel_source_score,
+            "source_score": self.source_score,
             "alpha": None,
         }
-        self.sentinel_checks.append(check)
-        limit = self.sentinel_source_score - config.max_drop
+        monitor.sentinel_checks.append(check)
+        limit = self.source_score - config.max_drop
         if live >= limit:
             return None
         tried = []
-        alpha, score = 0.0, self.sentinel_source_score
+        alpha, score = 0.0, self.source_score
         chosen: SnapshotRecord | None = None
         for candidate in config.blends:
             record = self._blend(candidate) if candidate > 0 else None
-            candidate_score = self._sentinel_score(record) if record is not None else self.sentinel_source_score
+            candidate_score = self._score(record) if record is not None else self.source_score
             tried.append(f"α={candidate:g}: {candidate_score:.3f}")
             if candidate_score >= limit:
                 alpha, score, chosen = candidate, candidate_score, record
                 break
         if chosen is None:  # α = 0: back to the source weights
             chosen = self._blend(0.0)
-        self._restoring = True
-        try:
-            self.state.load_weights(chosen.snapshot.model_state)
-        finally:
-            self._restoring = False
-        self._probe_version = None
-        if self.config.guard:
-            self._accepted.remember(self.state)
+        monitor.state.load_weights(chosen.snapshot.model_state)
+        monitor.load_probe(None)
         check.update(alpha=alpha, blended_score=score)
-        event = SafetyEvent(
-            kind="sentinel_pullback",
-            image_id=image_id,
-            reason=(
-                f"source sentinel Dice@{config.budget} {live:.3f} is {self.sentinel_source_score - live:.3f} below "
-                f"the source model's {self.sentinel_source_score:.3f} (limit {config.max_drop:g}); tried "
-                f"{', '.join(tried)}; weights set to θ_src + {alpha:g}·(θ − θ_src)"
-            ),
-            version=self.state.version,
-            image_index=self._image_index,
-        )
-        self.events.append(event)
-        logger.warning("safety: %s", event.reason)
-        return event
-
-    # ------------------------------------------------------------------ source rehearsal
-    def _rehearse(self) -> None:
-        """Replay ``rehearsal.images`` labelled source images through the strategy's image update."""
-        config = self.config.rehearsal
-        for _ in range(config.images):
-            index = int(self._rehearsal_order[self.rehearsals % len(self._rehearsal)])
-            item = self._rehearsal[index]
-            user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + self.rehearsals)
-            session = InteractiveSession(self.state, undo_depth=0, adapt=False)  # no click-time update
-            session.set_image(item.image.cpu().numpy(), image_id=f"rehearsal:{index}")
-            session.add_click(user.first_click(item.label))
-            session.adapt = True  # only the image update: the reference label stands in for the user's mask
-            session.finish(final_mask=item.label)
-            self.rehearsals += 1
-
-    # ------------------------------------------------------------------ probe forwards
-    def _load_probe(self, record: SnapshotRecord | None) -> None:
-        """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
-        if record is None:
-            with torch.no_grad():
-                self._probe.load_state_dict(self.state.model.state_dict())
-            self._probe_version = None
-        elif self._probe_version != record.version:
-            with torch.no_grad():
-                self._probe.load_state_dict(record.snapshot.model_state)
-            self._probe_version = record.version
-
-    def _first_click_prediction(
-        self, record: SnapshotRecord | None, image: torch.Tensor, click: Click, sigma: float
-    ) -> np.ndarray:
-        self._load_probe(record)
-        return self._probe_prediction(image, [click], sigma)
-
-    def _probe_prediction(self, image: torch.Tensor, clicks: Sequence[Click], sigma: float) -> np.ndarray:
-        """The class map ``(H, W)`` of the probe network (whatever weights it holds) on ``image`` with ``clicks``."""
-        inputs = model_input(image, clicks, self.state.task.num_classes, sigma).unsqueeze(0)
-        with torch.inference_mode():
-            logits = self._probe(inputs)
-        prediction: np.ndarray = logits.argmax(dim=1)[0].cpu().numpy().astype(np.int64)
-        return prediction
-
-    def _replay_score(self, record: SnapshotRecord | None) -> float:
-        """Mean Dice of the first-click predictions of ``record`` (``None`` = live weights) vs accepted masks."""
-        scores = [
-            mean_region_dice(
-                self._first_click_prediction(record, item.image, item.first_click, item.click_sigma),
-                item.final_mask,
-                self.state.task,
+        return monitor.record(
+            SafetyEvent(
+                kind="sentinel_pullback",
+                image_id=image_id,
+                reason=(
+                    f"source sentinel Dice@{config.budget} {live:.3f} is {self.source_score - live:.3f} below "
+                    f"the source model's {self.source_score:.3f} (limit {config.max_drop:g}); tried "
+                    f"{', '.join(tried)}; weights set to θ_src + {alpha:g}·(θ − θ_src)"
+                ),
+                version=monitor.state.version,
+                image_index=monitor.image_index,
             )
-            for item in self._replay
-        ]
-        return float(np.mean(scores)) if scores else math.nan
-
-    def _require_own(self, session: InteractiveSession) -> None:
-        if session.state is not self.state:
-            raise ValueError("the session works on another ModelState than the one this safety monitor guards")
+        )
 
 
-def _session_image(session: InteractiveSession) -> torch.Tensor:
-    """The open image ``(C, H, W)`` of a session.
+class SnapshotHistory(SafetyPart):
+    """A bounded history of snapshots taken at every finished image (the rollback candidates), and the count
+    of finished images; attached last, so that it keeps the weights every other part left."""
 
-    Raises:
-        ValueError: If the session never opened an image.
-    """
-    if session.image is None:
-        raise ValueError("the session has no image; call set_image(image) first")
-    return session.image
+    def __init__(self, monitor: SafetyMonitor) -> None:
+        super().__init__(monitor)
+        config = monitor.config
+        self._recent: deque[SnapshotRecord] = deque(maxlen=config.recent_snapshots)
+        self._sparse: deque[SnapshotRecord] = deque(maxlen=max(config.sparse_snapshots, 1))
+
+    def finish_listeners(self) -> list[FinishListener]:
+        return [self.image_finished]
+
+    def records(self) -> list[SnapshotRecord]:
+        """The kept snapshots, oldest first (the pinned source is the monitor's)."""
+        kept = {id(record): record for record in (*self._sparse, *self._recent)}
+        return sorted(kept.values(), key=lambda record: record.image_index)
+
+    def mark_bad_after(self, image_index: int) -> None:
+        """Stop offering the snapshots taken after ``image_index`` (a drifting trajectory)."""
+        for record in self.records():
+            if record.image_index > image_index:
+                record.good = False
+
+    def image_finished(self, finished: FinishedImage) -> None:
+        """Keep a snapshot of the weights after the image, then count it."""
+        monitor = self.monitor
+        if monitor.replaying:
+            return
+        drift = monitor.part(DriftMonitor)
+        good = drift.last_good if drift is not None else True
+        record = SnapshotRecord(monitor.image_index, finished.image_id, monitor.state.snapshot(), good)
+        self._recent.append(record)
+        config = monitor.config
+        if config.sparse_snapshots > 0 and monitor.image_index % config.sparse_snapshot_every == 0:
+            self._sparse.append(record)
+        monitor.image_index += 1
 
 
 @dataclass(frozen=True)
@@ -958,14 +1062,39 @@ def attach_safety(
 ) -> SafetyMonitor:
     """Protect a shared model with the safety layer (one call; the server switches it on with this line).
 
+    Composes the parts as listeners of ``state``, in this order: weight updates — :class:`UpdateGuard`,
+    :class:`SourceAnchor` (when ``anchor_rate`` > 0), :class:`AcceptedWeights`; finished images —
+    :class:`DriftMonitor`, :class:`SourceRehearsal` and :class:`SourceSentinel` (when labelled source images
+    are given), :class:`SnapshotHistory`. Every ``session.finish()`` on ``state`` then reaches them.
+
     Args:
         state: The shared model state.
         config: Settings; ``None`` = :class:`SafetyConfig` defaults.
         sentinel_images: Labelled source-domain ``(image, label)`` pairs for the source sentinel (none = off).
-        rehearsal_images: Labelled source-domain pairs for the source rehearsal (none = off).
+        rehearsal_images: Labelled source-domain pairs for the source rehearsal (none = off). Keep them apart
+            from the sentinel's, or the sentinel measures what was rehearsed.
 
     Returns:
-        The monitor: call :meth:`SafetyMonitor.finish` (or ``image_finished`` after ``session.finish()``)
-        for every finished image; read :attr:`SafetyMonitor.events`.
+        The monitor: read :attr:`SafetyMonitor.events`, ``signals``, ``history``; ``detach()`` to stop.
+
+    Raises:
+        ValueError: For a labelled image of the wrong shape, classes or values (nothing is attached then).
     """
-    return SafetyMonitor(state, config, sentinel_images, rehearsal_images)
+    monitor = SafetyMonitor(state, config)
+    config = monitor.config
+    sentinel = SourceSentinel(monitor, sentinel_images) if sentinel_images else None
+    rehearsal = SourceRehearsal(monitor, rehearsal_images) if rehearsal_images else None
+    accepted = AcceptedWeights(monitor) if config.guard else None
+    if accepted is not None:
+        monitor.attach(UpdateGuard(monitor, accepted))
+    if config.anchor_rate > 0.0:
+        monitor.attach(SourceAnchor(monitor))
+    if accepted is not None:
+        monitor.attach(accepted)
+    monitor.attach(DriftMonitor(monitor))
+    if rehearsal is not None:
+        monitor.attach(rehearsal)
+    if sentinel is not None:
+        monitor.attach(sentinel)
+    monitor.attach(SnapshotHistory(monitor))
+    return monitor

@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from torch import nn
 
-from clickadapt.adaptation.model_state import ModelState, StateSnapshot
+from clickadapt.adaptation.model_state import FinishedImage, ModelState, StateSnapshot
 from clickadapt.adaptation.strategies import (
     AdaptationStrategy,
     ClickEvent,
@@ -254,6 +254,11 @@ class InteractiveSession:
     def first_click_prediction(self) -> np.ndarray | None:
         """The prediction after the first click (the model's first-glance mask)."""
         return self._records[0].prediction if self._records else None
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        """Logits ``(1, K, H, W)`` of the latest prediction (no autograd graph), ``None`` before the first click."""
+        return self._records[-1].logits if self._records else None
 
     @property
     def probabilities(self) -> np.ndarray | None:
@@ -513,7 +518,8 @@ class InteractiveSession:
         self.last_undo = None
 
     def finish(self, final_mask: np.ndarray | None = None) -> np.ndarray:
-        """Accept the image's final mask and run the strategy's ``after_image`` with it as pseudo-label.
+        """Accept the image's final mask, run the strategy's ``after_image`` with it as pseudo-label, and
+        announce the finished image to the model's finish listeners (the safety layer, an episodic reset…).
 
         Args:
             final_mask: The mask the user accepted, ``(H, W)`` of class indices, when it is not the latest
@@ -568,6 +574,17 @@ class InteractiveSession:
         self.final_mask = accepted
         self.finish_report = report
         self.finish_timing = StepTiming(forward_s=0.0, update_s=update_s, snapshot_s=snapshot_s)
+        self.state.image_finished(
+            FinishedImage(
+                image=image,
+                clicks=self.clicks,
+                predictions=(*self.predictions[:-1], accepted),
+                image_id=self.image_id,
+                click_sigma=self.config.click_sigma,
+                first_version=self._records[0].version,
+                report=report,
+            )
+        )
         return accepted.copy()
 
     def _accepted_mask(self, final_mask: np.ndarray) -> np.ndarray:

@@ -108,3 +108,42 @@ def check_same_shape(
             f"image and mask sizes differ: {image_path} has shape {tuple(image_shape)}, "
             f"{mask_path} has shape {tuple(mask_shape)}"
         )
+
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def read_image_2d(path: Path, slice_index: int | None = None) -> np.ndarray:
+    """A 2D image from a file: a PNG/JPEG/TIFF picture, or an axial slice of a NIfTI volume.
+
+    Args:
+        path: The file.
+        slice_index: For a NIfTI volume, the axial slice (in L, A, S orientation; default the middle one);
+            must be ``None`` for a picture.
+
+    Returns:
+        ``(H, W)`` grey or ``(H, W, 3)`` RGB values as stored (NIfTI slices upright, see :func:`axial_slice`).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: It cannot be decoded, the slice is outside the volume, or a slice index was given for a
+            picture (naming the file).
+    """
+    path = Path(path)
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        volume = read_nifti(path)
+        slices = int(volume.shape[-1])
+        index = slices // 2 if slice_index is None else slice_index
+        if not 0 <= index < slices:
+            raise ValueError(f"slice {index} is outside {path} (0..{slices - 1})")
+        return axial_slice(volume, index)
+    if slice_index is not None:
+        raise ValueError(f"{path} is a 2D picture; it has no slices")
+    array = read_picture(path)
+    if array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]  # drop alpha
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise ValueError(f"{path}: expected a grey or RGB picture, got an array of shape {array.shape}")
+    return array

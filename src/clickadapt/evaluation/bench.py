@@ -52,7 +52,7 @@ from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.command import checkpoint_click_sigma, load_model, run_evaluation
+from clickadapt.evaluation.command import load_model, run_evaluation
 from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
 from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import noc_key
@@ -582,7 +582,7 @@ def _model_info(task: str, spec: str, device: str) -> ModelInfo:
     loaded = load_model(spec, device)
     if loaded.task.name != task:
         raise ValueError(f"models.{task}: {loaded.path} is a {loaded.task.name!r} model")
-    return ModelInfo(task, spec, str(loaded.path), loaded.sha256, checkpoint_click_sigma(loaded))
+    return ModelInfo(task, spec, str(loaded.path), loaded.sha256, loaded.meta.preprocessing.click_sigma)
 
 
 def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchPlan:

@@ -23,44 +23,25 @@ from clickadapt.evaluation.config import EvaluationConfig, StrategySpec, load_ev
 from clickadapt.evaluation.report import SUMMARY_MD, write_results
 from clickadapt.evaluation.stream import StreamResult, cap_stream, evaluate_frozen, run_stream
 from clickadapt.models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from clickadapt.paths import shipped_model_path
-from clickadapt.tasks import TASKS, TaskSpec
+from clickadapt.paths import resolve_model_spec
+from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.yaml"
 
 
-def missing_shipped_model_message(task: str, path: Path) -> str:
-    """How to obtain a shipped model that is not there."""
-    return (
-        f"the shipped {task} model {path} does not exist. Train it with "
-        f"`clickadapt train configs/train_{task}.yaml` (writes runs/{task}/best.pt) and copy that file to "
-        f"{path}, or give a checkpoint path as the model."
-    )
-
-
 def load_model(spec: str, device: str = "cpu") -> LoadedModel:
-    """Load the model an evaluation names: a task's shipped model (``"brain"``, ``"fundus"``) or a file.
+    """Load the model an evaluation names (see :func:`~clickadapt.paths.resolve_model_spec`).
 
     Raises:
         FileNotFoundError: If the file is missing (for a shipped model, saying how to train it).
         ValueError: If the file is not a valid checkpoint.
     """
-    path = shipped_model_path(spec) if spec in TASKS else Path(spec)
-    if not path.is_file():
-        if spec in TASKS:
-            raise FileNotFoundError(missing_shipped_model_message(spec, path))
-        raise FileNotFoundError(f"model checkpoint {path} does not exist")
     try:
-        return load_checkpoint(path, device)
+        return load_checkpoint(resolve_model_spec(spec), device)
     except CheckpointError as error:
         raise ValueError(str(error)) from error
-
-
-def checkpoint_click_sigma(loaded: LoadedModel) -> float:
-    """The click-map σ the model was trained with (``preprocessing.click_sigma``), else the default."""
-    return float(loaded.meta.preprocessing.get("click_sigma", DEFAULT_CLICK_SIGMA))
 
 
 def _same_weights(first: nn.Module, second: nn.Module) -> bool:
@@ -182,10 +163,10 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         tasks = sorted({sample.task for sample in samples})
         if tasks and tasks != [loaded.task.name]:
             raise ValueError(f"{name}: samples of task {tasks} do not fit the {loaded.task.name!r} model {loaded.path}")
-    expected_size = loaded.meta.preprocessing.get("size")
+    expected_size = loaded.meta.preprocessing.size
     if expected_size is not None and stream[0].shape != (expected_size, expected_size):
         logger.warning("stream images are %s but the model was trained on %d×%d", stream[0].shape, *[expected_size] * 2)
-    click_sigma = config.click_sigma or checkpoint_click_sigma(loaded)
+    click_sigma = config.click_sigma or loaded.meta.preprocessing.click_sigma
     logger.info(
         "evaluating %s on %d stream images (%s), %d strategies × %d seeds",
         loaded.path,

@@ -61,8 +61,8 @@ from clickadapt.evaluation.stream import image_click_seed, seeded_overrides, str
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.models.factory import count_parameters
 from clickadapt.models.unet import REFERENCE_WIDTHS, ReferenceUNet
-from clickadapt.paths import shipped_model_path
-from clickadapt.tasks import TaskSpec, get_task
+from clickadapt.paths import resolve_model_spec
+from clickadapt.tasks import TASKS, TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -377,22 +377,18 @@ def untune_network(network: nn.Module) -> None:
 
 
 def resolve_model_path(spec: str) -> Path | None:
-    """A checkpoint for ``spec``: a file, or a task name meaning its shipped model (else ``runs/<task>/best.pt``).
-
-    Returns ``None`` when a task's model exists in neither place (an untrained stand-in is then used).
+    """The checkpoint ``spec`` names (:func:`~clickadapt.paths.resolve_model_spec`), or ``None`` when it is a
+    task name whose model exists nowhere (an untrained stand-in is then measured).
 
     Raises:
         FileNotFoundError: For a file path that does not exist.
     """
-    if spec in ("brain", "fundus"):
-        for candidate in (shipped_model_path(spec), Path("runs") / spec / "best.pt"):
-            if candidate.is_file():
-                return candidate
-        return None
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint {path} does not exist")
-    return path
+    try:
+        return resolve_model_spec(spec)
+    except FileNotFoundError:
+        if spec in TASKS:
+            return None
+        raise
 
 
 def build_network(spec: RunSpec, task: TaskSpec) -> tuple[nn.Module, float, bool]:
@@ -403,7 +399,7 @@ def build_network(spec: RunSpec, task: TaskSpec) -> tuple[nn.Module, float, bool
         if loaded.task.name != task.name:
             raise ValueError(f"{spec.model_path} is a {loaded.task.name!r} model, the stream is {task.name!r}")
         network, trained = loaded.model, True
-        click_sigma = float(loaded.meta.preprocessing.get("click_sigma", DEFAULT_CLICK_SIGMA))
+        click_sigma = loaded.meta.preprocessing.click_sigma
     else:
         torch.manual_seed(spec.seed)
         network, trained = ReferenceUNet(task.input_channels, task.num_classes, spec.widths, affine_norm=True), False

@@ -3,20 +3,19 @@
 A long stream is a list of segments (e.g. target A → target B → source), each a list of samples. The
 runner drives one :class:`~clickadapt.adaptation.session.InteractiveSession` per image on one shared
 :class:`~clickadapt.adaptation.model_state.ModelState`, exactly like the prequential stream runner, and
-optionally attaches the safety layer (:func:`~clickadapt.adaptation.safety.attach_safety`) that finishes
-every image. It also keeps the weights at the end of each segment, so that forgetting can be measured
+optionally attaches the safety layer (:func:`~clickadapt.adaptation.safety.attach_safety`), which hears
+every finished image. It also keeps the weights at the end of each segment, so that forgetting can be measured
 at every domain switch. The caller's model is copied and never changed.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,8 +313,7 @@ def run_long_stream(
         events_before = len(monitor.events) if monitor is not None else 0
         before = state.snapshot() if monitor is not None and result.fork is None else None
         began = time.perf_counter()
-        finish = monitor.finish if monitor is not None else InteractiveSession.finish
-        image = _interact(state, finish, task, sample, budget, user_name, click_seed, click_sigma)
+        image = _interact(state, task, sample, budget, user_name, click_seed, click_sigma)
         image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
         if monitor is not None:
             image.events = [event.to_dict() for event in monitor.events[events_before:]]
@@ -399,7 +397,7 @@ def run_domain_scoped_stream(
         rehearsal_images=rehearsal_images,
         source_mode=source_mode,
     )
-    source_model = models.state(SOURCE_DOMAIN).model
+    source_model = models.source_model
     result = LongStreamResult(
         label=label or f"{strategy_name}+domains" + ("+episodic-source" if source_mode == "episodic" else ""),
         strategy=strategy_name,
@@ -419,11 +417,10 @@ def run_domain_scoped_stream(
         if _skip_unclickable(sample, result):
             continue
         domain = segment_domain(segments[segment_index], targets_share_model)
-        state, monitor = models.state(domain), models.monitor(domain)
+        state, monitor = models.state(domain, sample.key), models.monitor(domain, sample.key)
         events_before = len(monitor.events) if monitor is not None else 0
         began = time.perf_counter()
-        finish = functools.partial(models.finish, domain)
-        image = _interact(state, finish, task, sample, budget, user_name, click_seed, click_sigma)
+        image = _interact(state, task, sample, budget, user_name, click_seed, click_sigma)
         image.position, image.segment, image.seconds = len(result.images), segment_index, time.perf_counter() - began
         if monitor is not None:
             image.events = [{**event.to_dict(), "domain": domain} for event in monitor.events[events_before:]]
@@ -435,7 +432,7 @@ def run_domain_scoped_stream(
     result.domain_end_weights = {
         domain: _weights(models.state(domain).model) for domain in models.domains if not models.is_source(domain)
     }
-    for monitor in models.monitors().values():
+    for monitor in models.monitors().values():  # the adapting domains (episodic copies have no sentinel)
         result.sentinel_checks.extend(monitor.sentinel_checks)
         result.rehearsals += monitor.rehearsals
     models.detach()
@@ -470,7 +467,6 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _interact(
     state: ModelState,
-    finish: Callable[[InteractiveSession], object],
     task: TaskSpec,
     sample: Sample,
     budget: int,
@@ -478,12 +474,12 @@ def _interact(
     click_seed: int,
     click_sigma: float,
 ) -> LongStreamImage:
-    """One image: clicks until the budget or a perfect mask, then ``finish(session)`` (e.g. through the safety
-    layer); the model version after the image is read after ``finish``."""
+    """One image: clicks until the budget or a perfect mask, then ``session.finish()`` (which reaches the model's
+    safety layer and episodic reset, its finish listeners); the model version is read after it."""
     user = make_simulated_user(user_name, user_seed(click_seed, sample.key))
     session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
     curves = click_through(session, sample, user, budget, task)
-    finish(session)
+    session.finish()
     return LongStreamImage(
         position=-1,
         segment=-1,

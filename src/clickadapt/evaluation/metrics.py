@@ -45,6 +45,16 @@ def region_dice(prediction: np.ndarray, label: np.ndarray, task: TaskSpec) -> di
     return {region: dice(prediction, label, classes) for region, classes in task.regions.items()}
 
 
+def mean_region_dice(prediction: np.ndarray, label: np.ndarray, task: TaskSpec) -> float:
+    """Mean of :func:`region_dice` over the task's regions (1.0 for a task without regions).
+
+    Raises:
+        ValueError: If the shapes differ.
+    """
+    values = region_dice(prediction, label, task)
+    return float(np.mean(list(values.values()))) if values else 1.0
+
+
 def clicks_to_threshold(curve: Sequence[float], threshold: float) -> int | None:
     """Number of clicks needed to reach a Dice threshold.
 

@@ -16,12 +16,14 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
 from torch import nn
 
+from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
+from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES, default_size
 from clickadapt.models.factory import ModelConfig, build_model
 from clickadapt.tasks import TaskSpec, get_task
 
@@ -32,13 +34,55 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupted or of an unknown format."""
 
 
+class CheckpointPreprocessing(BaseModel):
+    """What a model expects of its input, as stored in its checkpoint; read by everyone who feeds it.
+
+    Written by the trainer (:class:`~clickadapt.data.preprocess.PreprocessingConfig` of its training data,
+    plus the reader, modality and click σ); older checkpoints stored a subset, so every field has a default,
+    and keys unknown here are kept (and written back) as they are.
+
+    Attributes:
+        task: The task the preprocessing is for (``None`` in older checkpoints: the checkpoint's task).
+        size: Side of the preprocessed image the model was trained on (brain: centre pad or crop, fundus:
+            resize); ``None`` = the task's default (:func:`~clickadapt.data.preprocess.default_size`). The
+            network may run on a smaller grid internally (``ModelConfig.input_size``); that is its own business.
+        clip_percentiles: Brain normalisation: clipping range in percentiles of the in-brain values, then a
+            z-score inside the brain. Fundus images are z-scored per channel.
+        brain_mask: Brain normalisation: what counts as brain without a mask.
+        resize: ``"pad-crop"`` (brain) or ``"bilinear"`` (fundus); ``None`` = the task's way.
+        reader: Data reader of the training data (e.g. ``"lgg"``, ``"rimone-dl"``).
+        modality: MRI sequence of the training data (e.g. ``"FLAIR"``), ``None`` for photographs.
+        click_sigma: σ in pixels of the Gaussian click maps the model was trained with.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    task: Literal["fundus", "brain"] | None = None
+    size: int | None = Field(default=None, gt=0)
+    clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES
+    brain_mask: Literal["nonzero"] = "nonzero"
+    resize: Literal["bilinear", "pad-crop"] | None = None
+    reader: str | None = None
+    modality: str | None = None
+    click_sigma: PositiveFloat = DEFAULT_CLICK_SIGMA
+
+    @field_validator("click_sigma", mode="before")
+    @classmethod
+    def _default_sigma(cls, value: Any) -> Any:
+        return DEFAULT_CLICK_SIGMA if value is None else value
+
+    def image_size(self, task: str) -> int:
+        """Side of the preprocessed image for a model of ``task``: :attr:`size`, else the task's default."""
+        return self.size if self.size is not None else default_size(task)
+
+
 class CheckpointMeta(BaseModel):
     """Everything about a model except its weights.
 
     Attributes:
         task: Task name (classes and image channels follow from it).
         model: Architecture.
-        preprocessing: Preprocessing the model expects (image size, normalisation, …).
+        preprocessing: Preprocessing the model expects (image size, normalisation, click σ, …).
         training: The training configuration that produced the weights.
         data_digest: SHA-256 over the identifiers of the training samples.
         metrics: Validation metrics, e.g. ``{"dice@1": 0.8, ...}``.
@@ -50,7 +94,7 @@ class CheckpointMeta(BaseModel):
 
     task: str
     model: ModelConfig
-    preprocessing: dict[str, Any] = Field(default_factory=dict)
+    preprocessing: CheckpointPreprocessing = Field(default_factory=CheckpointPreprocessing)
     training: dict[str, Any] = Field(default_factory=dict)
     data_digest: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -26,28 +26,25 @@ import nibabel as nib
 import numpy as np
 import tifffile
 from PIL import Image
-from pydantic import BaseModel
 
 from clickadapt.data.files import SLICING_AXCODES, axial_slice
-from clickadapt.data.preprocess import (
-    apply_brain_intensity_stats,
-    brain_intensity_stats,
-    center_pad_or_crop,
-    finish_brain_slice,
-    preprocess_brain_slice,
-    preprocess_fundus_image,
-    resize_channels,
-    rgb_to_unit_float,
-)
+
+# Preprocessing and geometry live in the library (the predictor uses them too); re-exported for the server.
+from clickadapt.data.prepare import BACKGROUND_FRACTION as BACKGROUND_FRACTION
+from clickadapt.data.prepare import DISPLAY_PERCENTILES as DISPLAY_PERCENTILES
+from clickadapt.data.prepare import Geometry as Geometry
+from clickadapt.data.prepare import ImageDecodeError as ImageDecodeError
+from clickadapt.data.prepare import PreparedImage as PreparedImage
+from clickadapt.data.prepare import display_from_pixels as display_from_pixels
+from clickadapt.data.prepare import guess_brain_mask as guess_brain_mask
+from clickadapt.data.prepare import mask_to_source as mask_to_source
+from clickadapt.data.prepare import prepare_image as prepare_image
+from clickadapt.data.prepare import to_grey as to_grey
+from clickadapt.data.prepare import window_to_uint8 as window_to_uint8
 from clickadapt.tasks import TaskSpec
 
 ImageFormat = Literal["png", "jpeg", "tiff", "nifti", "dicom"]
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
-BACKGROUND_FRACTION = 0.05
-"""A 2D brain slice whose minimum value covers at least this fraction is taken to have a background
-(outside-brain) region of that value; otherwise every pixel counts as brain."""
-DISPLAY_PERCENTILES = (0.5, 99.5)
-"""Windowing of grey images for display."""
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
     (255, 64, 64),
@@ -63,9 +60,6 @@ GZIP_TRAILING_BYTES = 1024 * 1024
 """A gzipped NIfTI may decompress to at most this much more than its header declares (a gzip bomb otherwise)."""
 VOLUME_BYTES_PER_VOXEL = 4
 """Volumes may hold at most ``max_volume_voxels`` voxels of this many bytes (float32) when decoded."""
-STATS_SAMPLE_PIXELS = 4 * 1024 * 1024
-"""Brain pictures above this many pixels take their intensity statistics from an even subsample of about
-this size (memory: a 4096 × 4096 photograph would need ~1 GB of float64 copies otherwise)."""
 COLOUR_CHROMA = 0.04
 """A picture whose channels differ by more than this fraction of its range on average is in colour."""
 
@@ -83,38 +77,12 @@ class DecodeLimits:
     max_volume_voxels: int = 512 * 512 * 512
 
 
-class ImageDecodeError(ValueError):
-    """An upload or data file cannot be decoded (corrupt, truncated, or not an image)."""
-
-
 class ImageTooLargeError(ImageDecodeError):
     """A file whose header declares more pixels or voxels than the server accepts (refused before decoding)."""
 
 
 class UnsupportedFormatError(ValueError):
     """An upload or data file is of a format the server does not read."""
-
-
-class Geometry(BaseModel):
-    """How a preprocessed image maps back onto its source.
-
-    Attributes:
-        kind: ``"pad-crop"`` (brain: centre pad or crop, no resampling) or ``"resize"`` (fundus: stretched).
-        source_shape: ``(H, W)`` of the source 2D image (the upright slice for volumes).
-        size: Side of the preprocessed image.
-        volume_shape: Shape of the source volume as stored in the file (NIfTI only).
-        affine: The source volume's 4×4 affine (NIfTI only).
-        slice_index: Axial slice (in L, A, S orientation) the image was taken from (volumes only).
-        axcodes: Orientation of the stored volume's axes (NIfTI only).
-    """
-
-    kind: Literal["pad-crop", "resize"]
-    source_shape: tuple[int, int]
-    size: int
-    volume_shape: tuple[int, ...] | None = None
-    affine: list[list[float]] | None = None
-    slice_index: int | None = None
-    axcodes: tuple[str, str, str] | None = None
 
 
 @dataclass
@@ -177,21 +145,6 @@ class DecodedSource:
             return self.reader(index)
         assert self.array is not None
         return axial_slice(self.array, index)
-
-
-@dataclass
-class PreparedImage:
-    """A 2D image ready for the model and the page.
-
-    Attributes:
-        pixels: ``float32 (C, H, W)`` model input (without click maps).
-        display: ``uint8`` ``(H, W)`` grey or ``(H, W, 3)`` RGB picture of the same geometry.
-        geometry: How to map a mask back onto the source.
-    """
-
-    pixels: np.ndarray
-    display: np.ndarray
-    geometry: Geometry
 
 
 def has_supported_suffix(name: str) -> bool:
@@ -499,88 +452,6 @@ def is_colour(picture: np.ndarray) -> bool:
     return float(chroma.mean()) / 2.0 / spread > COLOUR_CHROMA
 
 
-def guess_brain_mask(slice2d: np.ndarray) -> np.ndarray:
-    """Brain pixels of a 2D slice without a mask: all but the background, if there is one.
-
-    The background is the set of pixels holding the slice's minimum value when they cover at least
-    :data:`BACKGROUND_FRACTION` of the slice (zeros of a skull-stripped PNG, the constant negative value of
-    a z-scored volume); otherwise every pixel counts as brain.
-    """
-    values = np.asarray(slice2d)
-    background = values == values.min()
-    if background.mean() >= BACKGROUND_FRACTION and not background.all():
-        return ~background
-    return np.ones_like(background)
-
-
-def window_to_uint8(values: np.ndarray, percentiles: tuple[float, float] = DISPLAY_PERCENTILES) -> np.ndarray:
-    """Linear window between two percentiles of ``values`` to ``uint8`` (constant images become 0)."""
-    array = np.asarray(values, dtype=np.float64)
-    low, high = np.percentile(array, percentiles)
-    if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    return np.round(np.clip((array - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def display_from_pixels(pixels: np.ndarray) -> np.ndarray:
-    """An 8-bit picture of preprocessed pixels ``(C, H, W)``: grey for one channel, RGB for three."""
-    if pixels.shape[0] == 1:
-        return window_to_uint8(pixels[0])
-    channels = [window_to_uint8(pixels[c], (0.0, 100.0)) for c in range(min(pixels.shape[0], 3))]
-    return np.stack(channels, axis=-1)
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """Grey ``float32 (H, W)`` of a grey or RGB picture (mean of the channels; float32 halves the memory a
-    4096 × 4096 picture needs, and holds 8- and 16-bit values exactly)."""
-    if image.ndim == 3:
-        return np.asarray(image, dtype=np.float32).mean(axis=-1, dtype=np.float32)
-    return np.asarray(image, dtype=np.float32)
-
-
-def prepare_image(image2d: np.ndarray, task: TaskSpec, size: int) -> PreparedImage:
-    """Preprocess a 2D picture or slice for ``task`` exactly as the data readers do.
-
-    Args:
-        image2d: ``(H, W)`` grey or ``(H, W, 3)`` RGB, any numeric type.
-        task: The task (brain: grey, pad/crop; fundus: RGB, resize).
-        size: Side of the output.
-
-    Returns:
-        Pixels, display picture and geometry (``volume_*`` fields left empty; see :func:`prepare_slice`).
-
-    Raises:
-        ImageDecodeError: If the picture cannot be used for this task (e.g. a float RGB outside [0, 1]).
-    """
-    source_shape = (int(image2d.shape[0]), int(image2d.shape[1]))
-    if task.image_channels == 1:
-        grey = to_grey(image2d)
-        mask = guess_brain_mask(grey)
-        if grey.size > STATS_SAMPLE_PIXELS and min(grey.shape) >= size:
-            # A huge picture: intensity statistics from an even subsample, normalisation of the kept centre
-            # only (pad-crop keeps size × size of it); the full-size float64 copies would need ~1 GB.
-            step = math.ceil(math.sqrt(grey.size / STATS_SAMPLE_PIXELS))
-            stats = brain_intensity_stats(grey[::step, ::step], mask[::step, ::step])
-            centre, centre_mask = center_pad_or_crop(grey, size), center_pad_or_crop(mask, size, False)
-            pixels = finish_brain_slice(apply_brain_intensity_stats(centre, centre_mask, stats), size)
-        else:
-            pixels = preprocess_brain_slice(grey, mask, size)
-        display = window_to_uint8(center_pad_or_crop(grey, size, float(grey.min())))
-        return PreparedImage(pixels, display, Geometry(kind="pad-crop", source_shape=source_shape, size=size))
-    array = np.asarray(image2d)
-    if array.dtype.kind == "f" or array.dtype.itemsize > 2 or array.dtype.kind == "i":
-        array = window_to_uint8(array, (0.0, 100.0))  # floats, 32-bit or signed: rescale to 8 bits first
-    try:
-        # Resized once, then normalised: the same numbers as preprocess_fundus_image(array) (a size × size
-        # resize is the identity) without a second full-size float copy of a large photograph.
-        resized = resize_channels(rgb_to_unit_float(array), size).clip(0.0, 1.0)
-        pixels = preprocess_fundus_image(resized, size)
-        display = np.round(resized * 255.0).astype(np.uint8)
-    except ValueError as error:
-        raise ImageDecodeError(f"cannot use this picture for the {task.name} task: {error}") from error
-    return PreparedImage(pixels, display, Geometry(kind="resize", source_shape=source_shape, size=size))
-
-
 def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index: int | None = None) -> PreparedImage:
     """Preprocess a decoded file: a 2D image, or one axial slice of a volume.
 
@@ -604,32 +475,6 @@ def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index
 def default_slice(source: DecodedSource) -> int:
     """The slice shown first for a volume: the middle one."""
     return (source.num_slices or 1) // 2
-
-
-def mask_to_source(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Map a mask from the preprocessed geometry back onto the source 2D image (upright slice).
-
-    Brain: undo the centre pad / crop (cropped-away margins become background). Fundus: nearest-neighbour
-    resize back to the source size.
-    """
-    height, width = geometry.source_shape
-    labels = np.asarray(mask).astype(np.uint8)
-    if geometry.kind == "resize":
-        if labels.shape == (height, width):
-            return labels
-        return np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-    result = labels
-    for axis, length in ((0, height), (1, width)):
-        size = result.shape[axis]
-        if length < size:  # was padded: drop the padding
-            before = (size - length) // 2
-            result = np.take(result, np.arange(before, before + length), axis=axis)
-        elif length > size:  # was cropped: put back into a background-filled frame
-            start = (length - size) // 2
-            widths = [(0, 0), (0, 0)]
-            widths[axis] = (start, length - size - start)
-            result = np.pad(result, widths, mode="constant", constant_values=0)
-    return np.ascontiguousarray(result)
 
 
 def mask_to_nifti(mask: np.ndarray, geometry: Geometry) -> bytes:

@@ -18,25 +18,26 @@ drives :class:`~clickadapt.adaptation.session.InteractiveSession` objects on one
 - **Restart.** Re-opening an in-progress image replays its stored clicks through a session with
   adaptation switched off (the restored weights already contain their updates). Undo after a restart
   removes the click but cannot take back its weight update (there is no snapshot any more).
-- **Source domain.** Images whose name matches ``--source-domain`` are segmented by an
-  :class:`~clickadapt.adaptation.domains.EpisodicModel`: a copy of the base model that learns from that
-  image's clicks only. They never change the shared model, and their clicks and masks are recorded with
-  the base model's version. Each open source-domain image has its own copy (dropped when it is finished or
-  leaves memory); after a restart an in-progress source image is replayed on the base weights (its
-  updates are not saved).
+- **Source domain.** The domain router (:class:`~clickadapt.adaptation.domains.DomainScopedModels`) gives
+  images whose name matches ``--source-domain`` an :class:`~clickadapt.adaptation.domains.EpisodicModel`:
+  a copy of the base model that learns from that image's clicks only. They never change the shared model,
+  and their clicks and masks are recorded with the base model's version. Each open source-domain image has
+  its own copy (reset to the base weights and given back when it is finished or leaves memory); after a
+  restart an in-progress source image is replayed on the base weights (its updates are not saved).
+- **Finishing.** ``session.finish()`` reaches the safety layer and the episodic reset: they are listeners
+  of the session's model state, so the service has no finish path of its own.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import fnmatch
 import hashlib
 import logging
 import re
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +45,13 @@ from typing import Literal
 
 import numpy as np
 
-from clickadapt.adaptation.domains import EpisodicModel
+from clickadapt.adaptation.domains import DomainScopedModels, EpisodicModel
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.safety import SafetyConfig, SafetyEvent, attach_safety
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import STRATEGIES, STRATEGY_NAMES, AdaptationStrategy, make_strategy
 from clickadapt.clicks.click import Click
-from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
-from clickadapt.data.preprocess import default_size
+from clickadapt.data.prepare import class_map_to_source, logits_to_source
 from clickadapt.data.registry import DatasetConfig, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import (
@@ -61,6 +61,7 @@ from clickadapt.models.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from clickadapt.paths import resolve_model_spec
 from clickadapt.server.datastore import (
     ClickRecord,
     CorrectionRecord,
@@ -82,7 +83,6 @@ from clickadapt.server.images import (
     encode_png,
     has_supported_suffix,
     mask_to_nifti,
-    mask_to_source,
     overlay_png,
     paint_stroke,
     prepare_source,
@@ -100,7 +100,7 @@ from clickadapt.server.schemas import (
     SourceInfo,
     UploadResult,
 )
-from clickadapt.server.settings import ServerSettings, resolve_model_path
+from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,10 @@ DEFAULT_CLIENT = "api"
 CLIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VOLUME_CACHE_SIZE = 2
 MaskChoice = Literal["current", "original", "final"]
+SOURCE_DOMAIN = "source"
+"""The router's domain of images matching ``--source-domain`` (each served by its own episodic copy)."""
+SHARED_DOMAIN = "shared"
+"""The router's domain of every other image (the shared, adapting model)."""
 
 
 class ServiceError(Exception):
@@ -217,7 +221,7 @@ class AnnotationService:
     def __init__(self, settings: ServerSettings, samples: Sequence[Sample] | None = None) -> None:
         self.settings = settings
         self.data_root = self._check_data_root(settings.data)
-        resolve_model_path(settings.model)  # fail before creating a store for a missing model
+        resolve_model_spec(settings.model)  # fail before creating a store for a missing model
         self.store = Datastore(settings.store)
         self._lock = threading.RLock()
         self._live: OrderedDict[str, LiveImage] = OrderedDict()
@@ -239,13 +243,12 @@ class AnnotationService:
         return root
 
     def _load_model(self) -> None:
-        base_path = resolve_model_path(self.settings.model)
+        base_path = resolve_model_spec(self.settings.model)
         base = load_checkpoint(base_path, self.settings.device)
         self.task: TaskSpec = base.task
         self.base_meta: CheckpointMeta = base.meta
-        preprocessing = base.meta.preprocessing
-        self.image_size = int(self.settings.image_size or preprocessing.get("size") or default_size(self.task.name))
-        self.click_sigma = float(preprocessing.get("click_sigma") or DEFAULT_CLICK_SIGMA)
+        self.image_size = self.settings.image_size or base.meta.preprocessing.image_size(self.task.name)
+        self.click_sigma = base.meta.preprocessing.click_sigma
         stored_base = self.store.get_meta("base_model_sha256")
         if stored_base is None:
             self.store.set_meta("base_model_sha256", base.sha256)
@@ -287,11 +290,20 @@ class AnnotationService:
             sentinel_images=self._labelled_source_images(self.settings.sentinel, "sentinel"),
             rehearsal_images=self._labelled_source_images(self.settings.rehearsal, "rehearsal"),
         )
-        # Source-domain images: each open one gets its own guarded copy of the base model (EpisodicModel).
+        # One router for every image: the shared model above, or for a source-domain image a guarded copy of
+        # the base model that learns from that image only (an EpisodicModel, reset when it is finished).
         self.base_version = base.meta.version
-        self._base_network = copy.deepcopy(base.model) if self.settings.source_domains else None
-        self._source_copies: dict[str, EpisodicModel] = {}
-        self._source_copy_events: deque[SafetyEvent] = deque(maxlen=SAFETY_EVENTS_SHOWN)
+        self.domains = DomainScopedModels(
+            base.model,
+            self.task,
+            self.strategy_name,
+            source_domains={SOURCE_DOMAIN},
+            safety=SafetyConfig(),
+            device=self.settings.device,
+            source_mode="episodic",
+            source_version=self.base_version,
+        )
+        self.domains.adopt(SHARED_DOMAIN, self.state, self.safety)
         self._autosaved_version = version
         if stored_base is None:
             self._save_version("initial", note=f"base model {base_path.name}")
@@ -727,41 +739,31 @@ class AnnotationService:
         return any(fnmatch.fnmatchcase(record.name, pattern) for pattern in self.settings.source_domains)
 
     def _served_by_source_model(self, record: ImageRecord) -> bool:
-        return self._base_network is not None and self.is_source_domain(record)
+        return self.is_source_domain(record)
 
     def source_copy(self, image_id: str) -> EpisodicModel | None:
-        """The per-image copy of the base model that serves an open source-domain image, if any."""
-        return self._source_copies.get(image_id)
+        """The copy of the base model that serves an open source-domain image, if any."""
+        return self.domains.in_progress(image_id)
 
     def _on_source_model(self, session: InteractiveSession) -> bool:
-        return any(episodic.state is session.state for episodic in self._source_copies.values())
+        return session.state is not self.state
 
     def _new_session(self, record: ImageRecord) -> InteractiveSession:
-        """A session on the shared model, or on a fresh copy of the base model for a source-domain image."""
-        if self._base_network is None or not self._served_by_source_model(record):
-            return InteractiveSession(self.state, click_sigma=self.click_sigma)
-        episodic = EpisodicModel(
-            self._base_network, self.task, safety=SafetyConfig(), device=self.settings.device, version=self.base_version
-        )
-        self._drop_source_copy(record.id)
-        self._source_copies[record.id] = episodic
-        session = InteractiveSession(episodic.state, click_sigma=self.click_sigma)
-        session.adapt = self.adaptation  # the copy learns only while adaptation is on
+        """A session on the model the domain router gives the image: the shared model, or for a source-domain
+        image a copy of the base model that starts from the base weights."""
+        domain = SOURCE_DOMAIN if self._served_by_source_model(record) else SHARED_DOMAIN
+        self.domains.release(record.id)  # a source image opened anew starts from the base weights again
+        session = InteractiveSession(self.domains.state(domain, record.id), click_sigma=self.click_sigma)
+        if domain == SOURCE_DOMAIN:
+            session.adapt = self.adaptation  # the copy learns only while adaptation is on
         return session
 
     def _drop_source_copy(self, image_id: str) -> None:
-        episodic = self._source_copies.pop(image_id, None)
-        if episodic is not None:
-            episodic.detach()
-            if episodic.monitor is not None:  # keep what its guard did (it is gone with the copy otherwise)
-                self._source_copy_events.extend(episodic.monitor.events)
+        self.domains.release(image_id)
 
     def _source_copy_safety_events(self) -> list[SafetyEvent]:
-        """The guard events of source-domain copies: dropped ones first, then the open ones."""
-        events = list(self._source_copy_events)
-        for episodic in self._source_copies.values():
-            if episodic.monitor is not None:
-                events.extend(episodic.monitor.events)
+        """The guard events of the source-domain copies."""
+        events = [event for monitor in self.domains.episodic_monitors() for event in monitor.events]
         return events[-SAFETY_EVENTS_SHOWN:]
 
     def _mask_version(self, session: InteractiveSession) -> int | None:
@@ -1066,11 +1068,11 @@ class AnnotationService:
         """
         with self._lock:
             live = self._live_with_clicks(image_id, client_id, "finish")
-            episodic = self._source_copies.get(image_id)
+            version_before = self.state.version
             edited = self._edited_mask(live) if live.corrections else None  # the touched-up mask is the label
-            if episodic is not None and episodic.state is live.session.state:
-                final = episodic.finish(live.session, edited)
-                self._drop_source_copy(image_id)
+            # The session's model hears the finish: the safety layer, and for a source image its reset.
+            final = live.session.finish(edited)
+            if self._on_source_model(live.session):
                 self.store.finish_session(live.session_id, final, self.state.version)
                 live.message = (
                     "finished; a source-domain image: its clicks adapted its own copy of the base model, now gone; "
@@ -1079,8 +1081,6 @@ class AnnotationService:
                 view = self._view(live)
                 del self._live[image_id]
                 return view
-            version_before = self.state.version
-            final = self.safety.finish(live.session, edited)
             version = self.state.version
             self.store.finish_session(live.session_id, final, version)
             if self.store.get_model_version(version) is None:
@@ -1199,8 +1199,17 @@ class AnnotationService:
         geometry = Geometry.model_validate(self.image_data(image_id).geometry)
         stem = _slug(self._require_image(image_id).name.rsplit(".", 1)[0])
         if file_format == "png":
-            return encode_png(mask_to_source(mask, geometry)), "image/png", f"{stem}_mask.png"
+            return encode_png(self._mask_at_source(image_id, tag, mask, geometry)), "image/png", f"{stem}_mask.png"
         return mask_to_nifti(mask, geometry), "application/gzip", f"{stem}_mask.nii.gz"
+
+    def _mask_at_source(self, image_id: str, tag: MaskChoice, mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+        """The mask at the source's size with smooth edges: the live logits resampled before the argmax when the
+        mask is the open session's prediction, else the stored class map's one-hot (see ``data.prepare``)."""
+        live = self._live.get(image_id)
+        logits = live.session.logits if live is not None and tag == "current" else None
+        if logits is not None and live is not None and live.session.prediction is mask:
+            return logits_to_source(logits[0], geometry).argmax(dim=0).cpu().numpy().astype(np.uint8)
+        return class_map_to_source(mask, geometry, self.task.num_classes)
 
     def chart(self) -> list[ChartPoint]:
         """Clicks needed per finished image, in order of finishing (the learning curve the page draws)."""

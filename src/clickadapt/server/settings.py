@@ -9,9 +9,6 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clickadapt.paths import shipped_model_path
-from clickadapt.tasks import TASKS
-
 LOOPBACK_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -32,20 +29,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name other than localhost: treat as reachable from outside
-
-
-def resolve_model_path(model: str | Path) -> Path:
-    """Turn ``--model`` into a checkpoint file: a task name (``brain``, ``fundus``) means its shipped model.
-
-    Raises:
-        FileNotFoundError: naming the file when it does not exist.
-    """
-    text = str(model)
-    path = shipped_model_path(text) if text in TASKS else Path(text).expanduser()
-    if not path.is_file():
-        hint = " (the shipped model has not been built yet)" if text in TASKS else ""
-        raise FileNotFoundError(f"model checkpoint {path} does not exist{hint}")
-    return path
 
 
 class ServerSettings(BaseSettings):

@@ -29,7 +29,7 @@ from clickadapt.data.registry import data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.losses.combined import SegmentationLoss
-from clickadapt.models.checkpoint import CheckpointMeta, atomic_write_bytes, save_checkpoint
+from clickadapt.models.checkpoint import CheckpointMeta, CheckpointPreprocessing, atomic_write_bytes, save_checkpoint
 from clickadapt.models.factory import build_model, count_parameters
 from clickadapt.tasks import TaskSpec, get_task
 from clickadapt.training.augment import build_augmentation
@@ -124,12 +124,12 @@ def _checkpoint_meta(
     return CheckpointMeta(
         task=config.task,
         model=config.model,
-        preprocessing={
-            **first.preprocessing().model_dump(mode="json"),
-            "reader": first.reader,
-            "modality": first.modality,
-            "click_sigma": config.clicks.sigma,
-        },
+        preprocessing=CheckpointPreprocessing(
+            **first.preprocessing().model_dump(),
+            reader=first.reader,
+            modality=first.modality,
+            click_sigma=config.clicks.sigma,
+        ),
         training={**config.model_dump(mode="json"), "epochs_completed": epoch + 1},
         data_digest=data_digest(train_samples),
         metrics=metrics,
