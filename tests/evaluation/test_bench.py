@@ -89,6 +89,7 @@ def bench_mapping(root: Path) -> dict[str, Any]:
             }
         ],
         "max_images": 3,
+        "capped": True,
         "workers": 1,
         "cache_dir": str(root / "cache"),
         "data_cache_dir": None,
@@ -285,11 +286,47 @@ def test_cap_stream_spreads_over_patients() -> None:
     assert [s.key for s in cap_stream(stream, 3, "first")] == ["d/m/a/0", "d/m/a/1", "d/m/a/2"]
     # 7 images over patients with 10, 2 and 5 slices: b gives its 2, the other 5 are shared 3 / 2 (a / c).
     chosen = [(s.patient, s.slice_index) for s in cap_stream(stream, 7, "spread")]
-    assert chosen == [("a", 0), ("a", 4), ("a", 9), ("b", 0), ("b", 1), ("c", 0), ("c", 4)]
-    assert [s.slice_index for s in cap_stream(stream[:10], 4, "spread")] == [0, 3, 6, 9]
+    assert chosen == [("a", 1), ("a", 5), ("a", 8), ("b", 0), ("b", 1), ("c", 1), ("c", 3)]
     assert cap_stream(stream, None, "spread") == stream and cap_stream(stream, 99, "spread") == stream
     with pytest.raises(ValueError, match="at least 1 image"):
         cap_stream(stream, 0, "spread")
+
+
+def test_a_full_length_suite_rejects_caps_below_100(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path) | {"capped": False}
+    with pytest.raises(ValueError, match=r"streams \['tiny'\] are capped below 100 images"):
+        parse_bench_config(mapping)
+    assert (
+        parse_bench_config(mapping | {"max_images": 100}).stream_cap(
+            parse_bench_config(mapping | {"max_images": 100}).streams[0]
+        )
+        == 100
+    )
+    assert parse_bench_config(mapping | {"max_images": None}).capped is False
+
+
+def test_cap_stream_never_takes_a_patients_end_slices() -> None:
+    slices = [sample("a", index) for index in range(10)]
+    assert [s.slice_index for s in cap_stream(slices, 1, "spread")] == [5]
+    assert [s.slice_index for s in cap_stream(slices, 2, "spread")] == [2, 7]
+    assert [s.slice_index for s in cap_stream(slices, 4, "spread")] == [1, 3, 6, 8]
+    two_patients = slices + [sample("b", index) for index in range(6)]
+    assert [(s.patient, s.slice_index) for s in cap_stream(two_patients, 4, "spread")] == [
+        ("a", 2),
+        ("a", 7),
+        ("b", 1),
+        ("b", 4),
+    ]
+
+
+def test_cap_stream_spreads_one_sample_per_patient_over_the_whole_stream() -> None:
+    stream = [sample(f"p{index:02d}", 0) for index in range(12)]
+    chosen = [s.patient for s in cap_stream(stream, 4, "spread")]
+    assert chosen == ["p01", "p04", "p07", "p10"]  # not the first four files
+    assert [s.patient for s in cap_stream(stream, 1, "spread")] == ["p06"]
+    # Fewer images than patients with several slices each: one middle slice of spread patients.
+    several = [sample(f"q{p}", index) for p in range(6) for index in range(5)]
+    assert [(s.patient, s.slice_index) for s in cap_stream(several, 3, "spread")] == [("q1", 2), ("q3", 2), ("q5", 2)]
 
 
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)

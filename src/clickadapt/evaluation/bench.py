@@ -103,10 +103,11 @@ CODE_PATHS: tuple[str, ...] = (
 The safety layer and source routing (``adaptation/safety.py``, ``adaptation/routing.py``) are not used by
 benchmark runs, so editing them does not invalidate the cache."""
 
-ShiftKind = Literal["small", "large", "modality", "pathology"]
+ShiftKind = Literal["small", "large", "site", "modality", "pathology"]
 SHIFT_DESCRIPTIONS: dict[str, str] = {
     "small": "small shift (same clinic, another camera / release)",
     "large": "large shift (other country, camera and population)",
+    "site": "site shift (same sequence, another hospital's scanner)",
     "modality": "modality shift (FLAIR-trained model, another MR sequence)",
     "pathology": "pathology shift (glioma-trained model, multiple-sclerosis lesions)",
 }
@@ -236,6 +237,8 @@ to schedule the longest runs first."""
 COST_PER_IMAGE_S: dict[str, float] = {"post": 0.62, "oaims": 0.23, "self-train": 0.17}
 """CPU seconds of the after-image update (Post-Interaction, self-training), per image (same fit)."""
 DEFAULT_COST_PER_CLICK_S = 0.2
+FULL_LENGTH_IMAGES = 100
+"""A suite that is not marked ``capped`` may not cap a stream below min(available, this)."""
 
 
 # ============================================================================================ config
@@ -265,6 +268,14 @@ class StreamSpec(BaseModel):
     def task(self) -> str:
         """The stream's task (``brain`` or ``fundus``)."""
         return self.data.resolved_task
+
+    @property
+    def slices(self) -> str:
+        """How the stream samples its patients, for every table: ``all slices``, ``largest-lesion slice``
+        (one per patient, the paper's protocol) or ``every image`` (2D datasets)."""
+        if self.task != "brain":
+            return "every image"
+        return "all slices" if self.data.slice_policy == "all" else "largest-lesion slice"
 
 
 class ExperimentSpec(BaseModel):
@@ -305,6 +316,8 @@ class BenchConfig(BaseModel):
         experiments: The main comparison.
         ablations: Reported separately; labels distinguish overridden strategies.
         max_images: Default cap on each stream's length (``None`` = whole streams).
+        capped: A quick look whose streams may be capped below min(available, :data:`FULL_LENGTH_IMAGES`);
+            the report says so. ``False`` (a full-length suite) rejects such caps.
         subset: Which images a cap keeps: ``spread`` (patient-balanced, evenly spaced) or ``first``.
         user: Simulated user.
         shuffle: A seeded stream order per seed (``False`` keeps dataset order).
@@ -326,6 +339,7 @@ class BenchConfig(BaseModel):
     experiments: list[ExperimentSpec] = Field(min_length=1)
     ablations: list[ExperimentSpec] = Field(default_factory=list)
     max_images: int | None = Field(default=None, ge=1)
+    capped: bool = False
     subset: SubsetPolicy = "spread"
     user: str = "oaims"
     shuffle: bool = True
@@ -360,6 +374,13 @@ class BenchConfig(BaseModel):
             if stream.task not in self.models:
                 raise ValueError(
                     f"streams: {stream.name!r} is a {stream.task} stream but models has no {stream.task!r}"
+                )
+        if not self.capped:
+            short = [s.name for s in self.streams if (self.stream_cap(s) or FULL_LENGTH_IMAGES) < FULL_LENGTH_IMAGES]
+            if short:
+                raise ValueError(
+                    f"streams {short} are capped below {FULL_LENGTH_IMAGES} images in a full-length suite; "
+                    "raise max_images or mark the suite `capped: true` (a quick look, said so in the report)"
                 )
         for task, dataset in self.source_validation.items():
             if dataset.resolved_task != task:
@@ -1125,6 +1146,7 @@ def bench_metadata(
         "code_version": plan.code,
         "user": config.user,
         "subset": config.subset,
+        "capped": config.capped,
         "models": {task: vars(info) for task, info in plan.models.items()},
         "source_validation": {
             task: {"data": dataset.model_dump(mode="json"), "images": plan.source_images.get(task, 0)}
@@ -1137,6 +1159,7 @@ def bench_metadata(
                 "title": stream.spec.title,
                 "task": stream.spec.task,
                 "shift": stream.spec.shift,
+                "slices": stream.spec.slices,
                 "data": stream.spec.data.model_dump(mode="json", exclude_defaults=True),
                 "available": stream.available,
                 "used": len(stream.keys),
@@ -1613,14 +1636,21 @@ def _invocation_lines(invocations: list[dict[str, Any]], current: str) -> list[s
 
 
 def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]]) -> list[str]:
+    capped = meta.get("capped", False)
     lines = [
         "## Streams",
         "",
-        f"Streams are capped to the number of images given under *used*, chosen by the `{meta.get('subset')}` "
-        "policy (patient-balanced: the cap is shared between patients, evenly spaced slices within each); "
-        "every order (seed) is a different permutation of the same images. The caps are what the whole "
-        "suite allows in its time budget on this machine (see `bench/README.md`). Patients never overlap the "
-        "source model's training set.",
+        (
+            f"**Capped (a quick look, not the full-length benchmark)**: streams hold the number of images given "
+            f"under *used*, chosen by the `{meta.get('subset')}` policy. "
+            if capped
+            else f"Full length: every stream holds all its images or at least {FULL_LENGTH_IMAGES} "
+            f"(`{meta.get('subset')}` policy above that). "
+        )
+        + "*Slices* says how a brain stream samples its patients: one largest-lesion slice per patient (the "
+        "paper's protocol) or all lesion slices (datasets with few patients; their images are not independent, "
+        "see the per-patient breakdown). Every order is a different permutation of the same images. Patients "
+        "never overlap the source model's training set.",
         "",
     ]
     rows = []
@@ -1632,12 +1662,13 @@ def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]])
                 f"`{stream['name']}`",
                 stream["title"],
                 SHIFT_DESCRIPTIONS.get(stream["shift"], stream["shift"]),
+                stream.get("slices", "–"),
                 f"{stream['used']} / {stream['available']}",
                 str(len(stream["patients"])),
                 f"`{selection}`",
             ]
         )
-    lines += _table(["stream", "data", "shift", "used / available images", "patients", "selection"], rows)
+    lines += _table(["stream", "data", "shift", "slices", "used / available images", "patients", "selection"], rows)
     for task, source in sorted(meta.get("source_validation", {}).items()):
         data = source["data"]
         selection = ", ".join(f"{key}={value}" for key, value in data.items() if value not in (None, [], False))

@@ -205,22 +205,32 @@ def stream_order(count: int, order_seed: int | None) -> list[int]:
 
 
 def _spread_indices(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices evenly spaced over ``0..count−1`` (both ends included when ``wanted`` ≥ 2)."""
+    """``wanted`` of the indices ``0..count−1``, each the centre of one of ``wanted`` equal bins.
+
+    Index ``i`` is ``⌊(2i + 1)·count / (2·wanted)⌋``: evenly spaced and never both ends (one of 10 slices
+    is slice 5, two are slices 2 and 7), so a patient's share of a brain stream is not its end slices,
+    which hold the smallest lesion sections.
+    """
     if wanted >= count:
         return list(range(count))
-    if wanted == 1:
-        return [(count - 1) // 2]
-    return [round(index * (count - 1) / (wanted - 1)) for index in range(wanted)]
+    return [((2 * index + 1) * count) // (2 * wanted) for index in range(wanted)]
 
 
 def cap_stream(samples: Sequence[Sample], limit: int | None, subset: SubsetPolicy = "first") -> list[Sample]:
     """At most ``limit`` samples of a stream, chosen deterministically.
 
     ``first`` keeps the first ``limit`` samples in dataset order, which for a brain stream are consecutive
-    slices of its first patient. ``spread`` shares the ``limit`` between patients as evenly as their
-    sample counts allow (a patient with fewer samples than its share gives the rest to the others), and
-    within a patient takes evenly spaced samples (slices spread over the lesion); the result keeps
-    dataset order. With one sample per patient (fundus) it is an evenly spaced subset of the stream.
+    slices of its first patient. ``spread`` is patient-balanced:
+
+    - with fewer images than patients, it takes ``limit`` patients evenly spread over the stream's
+      patients (centres of equal bins, :func:`_spread_indices`) and the middle sample of each; with one
+      sample per patient (fundus, one largest-lesion slice per patient) this is an evenly spread subset
+      of the whole stream, not its first ``limit`` files;
+    - otherwise it shares the ``limit`` between patients as evenly as their sample counts allow (a patient
+      with fewer samples than its share gives the rest to the others), and within a patient takes the
+      centres of equal bins of its samples (slices spread over the lesion, never both end slices).
+
+    The result keeps dataset order.
 
     Args:
         samples: The stream in dataset order.
@@ -233,21 +243,24 @@ def cap_stream(samples: Sequence[Sample], limit: int | None, subset: SubsetPolic
     Raises:
         ValueError: If ``limit`` < 1 or ``subset`` is unknown.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 image, got {limit}")
+    if subset not in ("first", "spread"):
+        raise ValueError(f"unknown subset policy {subset!r}; allowed: first, spread")
     if limit is None or limit >= len(samples):
         return list(samples)
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1 image, got {limit}")
     if subset == "first":
         return list(samples[:limit])
-    if subset != "spread":
-        raise ValueError(f"unknown subset policy {subset!r}; allowed: first, spread")
     by_patient: dict[tuple[str, str, str], list[int]] = {}
     for index, sample in enumerate(samples):
         by_patient.setdefault((sample.dataset, sample.domain, sample.patient), []).append(index)
     groups = list(by_patient.values())
+    if limit < len(groups):
+        picked = [groups[number] for number in _spread_indices(len(groups), limit)]
+        return [samples[members[_spread_indices(len(members), 1)[0]]] for members in picked]
     shares = [0] * len(groups)
     remaining = limit
-    open_groups = [number for number, members in enumerate(groups) if members]
+    open_groups = list(range(len(groups)))
     while remaining > 0 and open_groups:
         portion, extra = divmod(remaining, len(open_groups))
         for rank, number in enumerate(open_groups):
