@@ -4,7 +4,7 @@ A bench config (``configs/bench/full.yaml``) names target-domain *streams* (a da
 kind of shift it stands for and a cap on its length), the *experiments* to run on them (strategies ×
 click budgets × stream orders) and *ablations* (strategies with overrides, under their own labels).
 Every (stream, strategy, budget, seed) run goes through the evaluation path of ``clickadapt evaluate``
-(:func:`~clickadapt.evaluation.command.run_evaluation`: the prequential stream runner plus the
+(the prequential stream runner :func:`~clickadapt.evaluation.stream.run_stream` plus the
 forgetting measurement on the task's source validation set) and is cached as raw JSON under
 ``bench/cache/`` keyed by a SHA-256 of everything that determines it (model weights, the selected
 images, strategy settings, budget, seed, simulated user, click σ, source validation set and a digest
@@ -27,6 +27,7 @@ import concurrent.futures
 import csv
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -52,13 +53,21 @@ from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.command import checkpoint_click_sigma, load_model, run_evaluation
+from clickadapt.evaluation.command import checkpoint_click_sigma, load_model
 from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
 from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import noc_key
 from clickadapt.evaluation.plots import moving_average, plot_dice_vs_click, plot_stream_dice
 from clickadapt.evaluation.report import reported_clicks, summarise
-from clickadapt.evaluation.stream import ImageRecord, StreamResult, SubsetPolicy, cap_stream, evaluate_frozen
+from clickadapt.evaluation.statistics import Interval, bootstrap_mean, paired_difference, per_unit_means
+from clickadapt.evaluation.stream import (
+    ImageRecord,
+    StreamResult,
+    SubsetPolicy,
+    cap_stream,
+    evaluate_frozen,
+    run_stream,
+)
 from clickadapt.models.checkpoint import atomic_write_bytes
 from clickadapt.paths import PACKAGE_DIR
 from clickadapt.tasks import TASKS, get_task
@@ -279,13 +288,16 @@ class StreamSpec(BaseModel):
 
 
 class ExperimentSpec(BaseModel):
-    """Streams × strategies × budgets × seeds.
+    """Streams × strategies × budgets × stream orders × click seeds.
 
     Attributes:
         streams: Stream names, or ``[all]`` for every stream of the suite.
         strategies: Strategies (bare names or ``{name, overrides, label}``).
         budgets: Click budgets per image.
-        seeds: One run per seed; a seed fixes the stream order and the simulated user's clicks.
+        order_seeds: One run per order seed: the seed of the stream's permutation. The frozen model does
+            not depend on the order, so it runs once per click seed (with the first order seed).
+        click_seeds: One run per click seed: the seed of the simulated user's clicks (combined with each
+            image's key, so every strategy and order sees the same clicks on the same image).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -293,7 +305,8 @@ class ExperimentSpec(BaseModel):
     streams: list[str] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)
     budgets: list[int] = Field(default_factory=lambda: [10], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    order_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    click_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("budgets")
     @classmethod
@@ -527,13 +540,14 @@ class StreamPlan:
 
 @dataclass
 class BenchJob:
-    """One (stream, strategy label, budget, seed) run.
+    """One (stream, strategy label, budget, order seed, click seed) run.
 
     Attributes:
         stream: Stream name.
         strategy: The strategy spec (its label names the run).
         budget: Clicks per image.
-        seed: Stream order and click seed.
+        order_seed: Seed of the stream order.
+        click_seed: Seed of the simulated user's clicks.
         groups: ``main`` and/or ``ablation``.
         key: Cache key (hex SHA-256).
         source_key: Cache key of the source-validation baseline it needs (``None`` = no forgetting).
@@ -543,7 +557,8 @@ class BenchJob:
     stream: str
     strategy: StrategySpec
     budget: int
-    seed: int
+    order_seed: int
+    click_seed: int
     groups: list[str]
     key: str
     source_key: str | None
@@ -555,13 +570,15 @@ class BenchJob:
         return self.strategy.display_name
 
     def describe(self) -> str:
-        """``stream / label / budget / seed`` for logs."""
-        return f"{self.stream} / {self.label} / {self.budget} clicks / seed {self.seed}"
+        """``stream / label / budget / order / clicks`` for logs."""
+        return (
+            f"{self.stream} / {self.label} / {self.budget} clicks / order {self.order_seed} / clicks {self.click_seed}"
+        )
 
 
 @dataclass
 class SourceJob:
-    """The original model's Dice curves on a task's source validation set, per budget and seed."""
+    """The original model's Dice curves on a task's source validation set, per budget and click seed."""
 
     task: str
     budget: int
@@ -676,42 +693,55 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
                 plan = streams[stream_name]
                 task = plan.spec.task
                 for spec in experiment.strategies:
-                    for budget in experiment.budgets:
-                        for seed in experiment.seeds:
-                            key = _digest(
-                                {
-                                    "kind": "run",
-                                    "format": BENCH_FORMAT,
-                                    "model": models[task].sha256,
-                                    "data": plan.digest,
-                                    "stream": plan.spec.data.model_dump(mode="json"),
-                                    "strategy": resolved_strategy(spec),
-                                    "budget": budget,
-                                    "seed": seed,
-                                    "user": config.user,
-                                    "shuffle": config.shuffle,
-                                    "click_sigma": models[task].click_sigma,
-                                    "source": source_key(task, budget, seed),
-                                    "device": config.device,
-                                    "code": code,
-                                }
-                            )
-                            slot = f"{stream_name}\0{spec.display_name}\0{budget}\0{seed}"
-                            if slot in jobs:
-                                if group not in jobs[slot].groups:
-                                    jobs[slot].groups.append(group)
-                                continue
-                            estimate = estimate_seconds(spec.name, len(plan.keys), budget, source_images.get(task, 0))
-                            jobs[slot] = BenchJob(
-                                stream_name, spec, budget, seed, [group], key, source_key(task, budget, seed), estimate
-                            )
-                            order.append(slot)
+                    orders = experiment.order_seeds[:1] if spec.name == FROZEN_LABEL else experiment.order_seeds
+                    for budget, order_seed, seed in itertools.product(
+                        experiment.budgets, orders, experiment.click_seeds
+                    ):
+                        key = _digest(
+                            {
+                                "kind": "run",
+                                "format": BENCH_FORMAT,
+                                "model": models[task].sha256,
+                                "data": plan.digest,
+                                "stream": plan.spec.data.model_dump(mode="json"),
+                                "strategy": resolved_strategy(spec),
+                                "budget": budget,
+                                "order_seed": order_seed,
+                                "click_seed": seed,
+                                "user": config.user,
+                                "shuffle": config.shuffle,
+                                "click_sigma": models[task].click_sigma,
+                                "source": source_key(task, budget, seed),
+                                "device": config.device,
+                                "code": code,
+                            }
+                        )
+                        slot = f"{stream_name}\0{spec.display_name}\0{budget}\0{order_seed}\0{seed}"
+                        if slot in jobs:
+                            if group not in jobs[slot].groups:
+                                jobs[slot].groups.append(group)
+                            continue
+                        estimate = estimate_seconds(spec.name, len(plan.keys), budget, source_images.get(task, 0))
+                        jobs[slot] = BenchJob(
+                            stream_name,
+                            spec,
+                            budget,
+                            order_seed,
+                            seed,
+                            [group],
+                            key,
+                            source_key(task, budget, seed),
+                            estimate,
+                        )
+                        order.append(slot)
     source_jobs: dict[str, SourceJob] = {}
     for slot in order:
         job = jobs[slot]
         if job.source_key is not None and job.source_key not in source_jobs:
             task = streams[job.stream].spec.task
-            source_jobs[job.source_key] = SourceJob(task, job.budget, job.seed, job.source_key, source_images[task])
+            source_jobs[job.source_key] = SourceJob(
+                task, job.budget, job.click_seed, job.source_key, source_images[task]
+            )
     return BenchPlan(config, models, streams, source_images, [jobs[s] for s in order], list(source_jobs.values()), code)
 
 
@@ -833,40 +863,58 @@ def compute_source_baseline(job: SourceJob, settings: WorkerSettings) -> dict[st
 
 
 def compute_run(job: BenchJob, settings: WorkerSettings, baseline: dict[str, list[float]] | None) -> dict[str, Any]:
-    """One run through :func:`~clickadapt.evaluation.command.run_evaluation` (a cache entry).
+    """One run through the stream engine (:func:`~clickadapt.evaluation.stream.run_stream`) and, for an
+    adapting strategy, the forgetting measurement on the source validation set (a cache entry).
 
     Args:
         job: The run.
         settings: Model and data.
-        baseline: The original model's curves on the source validation set for this budget and seed
+        baseline: The original model's curves on the source validation set for this budget and click seed
             (``None`` = no forgetting measurement).
     """
     loaded = _worker_model(settings)
     stream = _worker_samples(settings.stream, settings.stream_cap, settings)
-    source = _worker_samples(settings.source, settings.source_cap, settings) if baseline is not None else None
+    source = _worker_samples(settings.source, settings.source_cap, settings) if baseline is not None else []
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    (result,) = run_evaluation(
+    result = run_stream(
         loaded.model,
         loaded.task,
         stream,
-        source,
-        [job.strategy],
-        [job.seed],
-        job.budget,
+        job.strategy.name,
+        job.strategy.overrides,
         settings.user,
-        shuffle=settings.shuffle,
+        job.budget,
+        order_seed=job.order_seed if settings.shuffle else None,
+        click_seed=job.click_seed,
+        progress=False,
+        label=job.label,
         click_sigma=settings.click_sigma,
         device=settings.device,
-        progress=False,
-        frozen_source=None if baseline is None else {job.seed: baseline},
     )
+    if baseline is not None and source:
+        result.validation_before = baseline
+        result.validation_after = (
+            baseline
+            if job.strategy.name == FROZEN_LABEL
+            else evaluate_frozen(
+                result.final_model if result.final_model is not None else loaded.model,
+                loaded.task,
+                source,
+                settings.user,
+                job.budget,
+                job.click_seed,
+                click_sigma=settings.click_sigma,
+                device=settings.device,
+            )
+        )
     return {
         "format": BENCH_FORMAT,
         "kind": "run",
         "stream": job.stream,
         "strategy": job.label,
         "budget": job.budget,
-        "seed": job.seed,
+        "order_seed": job.order_seed,
+        "click_seed": job.click_seed,
         "result": result.to_dict(),
         "wall_s": time.perf_counter() - start_wall,
         "cpu_s": time.process_time() - start_cpu,
@@ -980,7 +1028,9 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         path = source_cache_path(cache_dir, source_job.key)
         if _read_json(path) is None:
             settings = _settings_for(plan, source_job.task, None)
-            description = f"{source_job.task} source validation / {source_job.budget} clicks / seed {source_job.seed}"
+            description = (
+                f"{source_job.task} source validation / {source_job.budget} clicks / click seed {source_job.seed}"
+            )
             baseline_calls.append((description, compute_source_baseline, (source_job, settings), path))
     missing = _unique_keys(job for job in plan.jobs if _read_json(run_cache_path(cache_dir, job.key)) is None)
     logger.info(
@@ -1064,8 +1114,8 @@ RAW_COLUMNS = (
     "strategy_name",
     "overrides",
     "budget",
-    "seed",
     "order_seed",
+    "click_seed",
     "user",
     "position",
     "image_key",
@@ -1087,8 +1137,8 @@ RUNS_COLUMNS = (
     "strategy_name",
     "overrides",
     "budget",
-    "seed",
     "order_seed",
+    "click_seed",
     "user",
     "region",
     "images",
@@ -1197,7 +1247,15 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
     for job in plan.jobs:
         entry = _read_json(run_cache_path(plan.config.cache_dir, job.key))
         if entry is None:
-            missing.append({"stream": job.stream, "strategy": job.label, "budget": job.budget, "seed": job.seed})
+            missing.append(
+                {
+                    "stream": job.stream,
+                    "strategy": job.label,
+                    "budget": job.budget,
+                    "order_seed": job.order_seed,
+                    "click_seed": job.click_seed,
+                }
+            )
             continue
         result = StreamResult.from_dict(entry["result"])
         result.strategy = job.label
@@ -1211,8 +1269,8 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
             "strategy_name": result.strategy_name,
             "overrides": json.dumps(result.overrides, sort_keys=True),
             "budget": result.budget,
-            "seed": result.click_seed,
             "order_seed": "" if result.order_seed is None else result.order_seed,
+            "click_seed": result.click_seed,
             "user": result.user,
         }
         for region in result.regions:
@@ -1306,9 +1364,9 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
         if not (results_dir / name).is_file():
             raise FileNotFoundError(f"{results_dir} has no {name}; run `clickadapt bench CONFIG` first")
     meta = json.loads((results_dir / BENCH_JSON).read_text(encoding="utf-8"))
-    runs: dict[tuple[str, str, str, str], BenchRun] = {}
+    runs: dict[tuple[str, str, str, str, str], BenchRun] = {}
     for row in _read_csv(results_dir / RUNS_CSV, RUNS_COLUMNS):
-        run_key = (row["stream"], row["strategy"], row["budget"], row["seed"])
+        run_key = (row["stream"], row["strategy"], row["budget"], row["order_seed"], row["click_seed"])
         run = runs.get(run_key)
         if run is None:
             result = StreamResult(
@@ -1320,7 +1378,7 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 user=row["user"],
                 budget=int(row["budget"]),
                 order_seed=None if row["order_seed"] == "" else int(row["order_seed"]),
-                click_seed=int(row["seed"]),
+                click_seed=int(row["click_seed"]),
                 skipped=row["skipped"].split(),
             )
             run = BenchRun(
@@ -1339,9 +1397,9 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 run.result.validation_before, run.result.validation_after = {}, {}
             run.result.validation_before[row["region"]] = _parse_numbers(row["source_dice_before"])
             run.result.validation_after[row["region"]] = _parse_numbers(row["source_dice_after"])
-    images: dict[tuple[str, str, str, str], dict[int, ImageRecord]] = {}
+    images: dict[tuple[str, str, str, str, str], dict[int, ImageRecord]] = {}
     for row in _read_csv(results_dir / RAW_CSV, RAW_COLUMNS):
-        run_key = (row["stream"], row["strategy"], row["budget"], row["seed"])
+        run_key = (row["stream"], row["strategy"], row["budget"], row["order_seed"], row["click_seed"])
         if run_key not in runs:
             raise ValueError(f"{results_dir / RAW_CSV}: run {run_key} is not in {RUNS_CSV}")
         position = int(row["position"])
@@ -1498,54 +1556,145 @@ def _per_seed(entry: StrategyNumbers | None, region: str, metric: str) -> list[f
     return [] if statistic is None else [float("nan") if v is None else float(v) for v in statistic["per_seed"]]
 
 
+def image_values(runs: Sequence[BenchRun], region: str, click: int) -> dict[tuple[str, int], list[float]]:
+    """Per (image key, click seed), the Dice on ``region`` after ``click`` clicks in each run (one value per
+    stream order) — the pairing unit of :func:`~clickadapt.evaluation.statistics.paired_difference`."""
+    values: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        index = min(click, run.budget) - 1
+        for image in run.result.images:
+            if region in image.dice:
+                values.setdefault((image.key, run.result.click_seed), []).append(float(image.dice[region][index]))
+    return values
+
+
+def dice_interval(runs: Sequence[BenchRun], region: str, click: int) -> Interval:
+    """Mean Dice after ``click`` clicks with its 95 % bootstrap interval over images (repetitions of an
+    image — stream orders, click seeds — averaged first); fractions, ``n`` = images."""
+    per_pair = {pair: float(np.mean(values)) for pair, values in image_values(runs, region, click).items()}
+    return bootstrap_mean(list(per_unit_means(per_pair).values()))
+
+
+Comparison = tuple[float, str, Interval]
+"""``(mean difference in Dice points, verdict, its interval in Dice points)``."""
+
+
 def compare(
     numbers: dict[tuple[str, int], StrategyNumbers], better: str, worse: str, budget: int, region: str, click: int
-) -> tuple[float, str] | None:
-    """Whether ``better`` beats ``worse`` on Dice at ``click``: the mean difference (Dice points) and a verdict.
+) -> Comparison | None:
+    """Whether ``better`` beats ``worse`` on Dice at ``click``: the paired difference over images with its 95 %
+    bootstrap interval, and a verdict.
 
-    Verdicts: ``holds`` (better in every order), ``holds on average``, ``reversed on average``, ``reversed``
-    (worse in every order), ``tie`` (mean difference within :data:`TIE_TOLERANCE`). Runs are paired by seed
-    (same order and same clicks on each image).
+    Pairs are (image, click seed): the same image with the same simulated clicks; a strategy's stream
+    orders are averaged per pair first. Verdicts: ``holds`` (interval above 0), ``reversed`` (below 0),
+    ``unresolved`` (it contains 0: the data cannot tell the two apart). A difference is called real only
+    when its interval excludes 0.
 
     Returns:
-        ``(difference, verdict)``, or ``None`` when either strategy is missing.
+        ``(difference, verdict, interval)`` in Dice points, or ``None`` when either strategy is missing or
+        they share no image.
     """
     first = numbers.get((better, budget))
     second = numbers.get((worse, budget))
     if first is None or second is None:
         return None
-    metric = f"dice@{click}"
-    a = dict(zip(first.entry["seeds"], _per_seed(first, region, metric), strict=True))
-    b = dict(zip(second.entry["seeds"], _per_seed(second, region, metric), strict=True))
-    paired = [100 * (a[seed] - b[seed]) for seed in a if seed in b and math.isfinite(a[seed] + b[seed])]
-    if not paired:
+    interval = paired_difference(
+        image_values(first.runs, region, click), image_values(second.runs, region, click)
+    ).scaled(100.0)
+    if interval.n == 0:
         return None
-    difference = float(np.mean(paired))
-    if abs(difference) <= TIE_TOLERANCE:
-        verdict = "tie"
-    elif all(value > TIE_TOLERANCE for value in paired):
-        verdict = "holds"
-    elif all(value < -TIE_TOLERANCE for value in paired):
-        verdict = "reversed"
-    else:
-        verdict = "holds on average" if difference > 0 else "reversed on average"
-    return difference, verdict
+    verdict = "unresolved" if not interval.excludes_zero else "holds" if interval.low > 0 else "reversed"
+    return interval.mean, verdict, interval
 
 
-VERDICT_MARKS = {
-    "holds": "✔",
-    "holds on average": "(✔)",
-    "reversed on average": "(✘)",
-    "reversed": "✘",
-    "tie": "=",
-}
+VERDICT_MARKS = {"holds": "✔", "reversed": "✘", "unresolved": "≈"}
 
 
-def _verdict_cell(comparison: tuple[float, str] | None) -> str:
+def _verdict_cell(comparison: Comparison | None) -> str:
     if comparison is None:
         return "–"
-    difference, verdict = comparison
-    return f"{difference:+.1f} {VERDICT_MARKS[verdict]}"
+    difference, verdict, interval = comparison
+    return f"{difference:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}] {VERDICT_MARKS[verdict]} n={interval.n}"
+
+
+def _interval_cell(interval: Interval) -> str:
+    if interval.n == 0:
+        return "–"
+    return f"{100 * interval.mean:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}] n={interval.n}"
+
+
+def _intervals_section(
+    streams: list[dict[str, Any]], numbers: dict[str, dict[tuple[str, int], StrategyNumbers]], budget: int
+) -> list[str]:
+    """Every Dice@k with its 95 % interval over images, and every strategy's paired difference to frozen."""
+    clicks = reported_clicks(budget)
+    lines = [
+        "## Dice with 95 % confidence intervals, and the paired difference to frozen",
+        "",
+        f"Budget {budget}. Each cell: mean [95 % percentile-bootstrap interval] n = images. Dice is averaged per "
+        "image over the stream orders and click seeds first, then resampled over images. *Δ frozen*: the "
+        "strategy minus frozen on the same image with the same clicks (paired by image and click seed), in "
+        "Dice points; ✔ = the interval is above 0 (a real gain), ✘ = below 0 (a real loss), ≈ = it contains "
+        "0 (not resolved by these images). Only ✔ and ✘ are called differences in this report.",
+    ]
+    for stream in streams:
+        per = numbers[stream["name"]]
+        labels = sorted({label for label, b in per if b == budget}, key=_order_index)
+        if not labels:
+            continue
+        for region in _regions_of(stream["task"]):
+            header = ["strategy", *(f"Dice@{c}" for c in clicks), *(f"Δ frozen @{c}" for c in clicks)]
+            rows = []
+            for label in labels:
+                entry = per[(label, budget)]
+                row = [label, *(_interval_cell(dice_interval(entry.runs, region, c)) for c in clicks)]
+                for click in clicks:
+                    row.append(
+                        "(reference)"
+                        if label == FROZEN_LABEL
+                        else _verdict_cell(compare(per, label, FROZEN_LABEL, budget, region, click))
+                    )
+                rows.append(row)
+            lines += ["", f"### {stream['title']} (`{stream['name']}`, {stream.get('slices', '?')}) — {region}", ""]
+            lines += _table(header, rows)
+        if stream.get("slices") == "all slices":
+            lines += ["", *_per_patient_table(per, labels, budget, _key_region(stream["task"]))]
+    return lines
+
+
+def _per_patient_table(
+    per: dict[tuple[str, int], StrategyNumbers], labels: Sequence[str], budget: int, region: str
+) -> list[str]:
+    """An all-slices stream's Dice per patient (its slices are not independent draws of the domain)."""
+    last = reported_clicks(budget)[-1]
+    patients: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for label in labels:
+        runs = per[(label, budget)].runs
+        by_patient: dict[str, list[tuple[float, float]]] = {}
+        first_values = image_values(runs, region, 1)
+        last_values = image_values(runs, region, last)
+        for (key, seed), values in first_values.items():
+            patient = key.rsplit("/", 2)[-2] if key.count("/") >= 3 else key
+            by_patient.setdefault(patient, []).append((float(np.mean(values)), float(np.mean(last_values[key, seed]))))
+        for patient, pairs in by_patient.items():
+            patients.setdefault(patient, {})[label] = (
+                float(np.mean([p[0] for p in pairs])),
+                float(np.mean([p[1] for p in pairs])),
+                len({key for key, _ in first_values if key.rsplit("/", 2)[-2] == patient}),
+            )
+    rows = []
+    for patient in sorted(patients):
+        slices = max(count for _, _, count in patients[patient].values())
+        row = [patient, str(slices)]
+        for label in labels:
+            value = patients[patient].get(label)
+            row.append("–" if value is None else f"{100 * value[0]:.1f} / {100 * value[1]:.1f}")
+        rows.append(row)
+    return [
+        f"Per patient (all-slices stream; {region} Dice@1 / Dice@{last}, mean over the patient's slices and runs):",
+        "",
+        *_table(["patient", "slices", *labels], rows),
+    ]
 
 
 def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discussion: str | None = None) -> str:
@@ -1596,11 +1745,15 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
             "",
             f"**Incomplete: {len(missing)} of {meta.get('expected_runs', '?')} runs are missing** "
             "(not computed yet; rerun the same command to add them):",
-            ", ".join(f"{m['stream']}/{m['strategy']}/b{m['budget']}/s{m['seed']}" for m in missing[:40])
+            ", ".join(
+                f"{m['stream']}/{m['strategy']}/b{m['budget']}/o{m.get('order_seed')}/c{m.get('click_seed')}"
+                for m in missing[:40]
+            )
             + (" …" if len(missing) > 40 else ""),
         ]
     lines += ["", *_streams_section(meta, by_stream)]
     lines += ["", *_overview_section(streams, numbers, main_budget)]
+    lines += ["", *_intervals_section(streams, numbers, main_budget)]
     lines += ["", *_paper_section(streams, numbers, main_budget)]
     for stream in streams:
         lines += ["", *_stream_section(stream, by_stream[stream["name"]], numbers[stream["name"]], main_budget)]
@@ -1866,9 +2019,9 @@ def _analysis_section(
         "",
         f"### Does the paper's ordering hold? (Dice at click {budget}, brain lesion / fundus cup)",
         "",
-        "Each cell: mean difference in Dice points (first minus second), paired by stream order; "
-        "✔ = better in every order, (✔) = better on average only, (✘) = worse on average, ✘ = worse in every order, "
-        f"= = within {TIE_TOLERANCE} points.",
+        "Each cell: mean paired difference in Dice points (first minus second, paired by image and click seed) "
+        "[95 % bootstrap interval over images] and n images; ✔ = the interval is above 0, ✘ = below 0, "
+        "≈ = it contains 0 (unresolved).",
         "",
     ]
     header = ["stream", *(f"{a} > {b}" for a, b in PAPER_ORDERING)]
@@ -1890,12 +2043,11 @@ def _analysis_section(
         total = sum(tally.values())
         if not total:
             continue
-        consistent = tally.get("holds", 0)
-        average = consistent + tally.get("holds on average", 0)
+        held = tally.get("holds", 0)
         against = tally.get("reversed", 0)
         lines.append(
-            f"- `{better}` > `{worse}`: better on {average} of {total} streams on average "
-            f"({consistent} in every order); worse in every order on {against}."
+            f"- `{better}` > `{worse}`: really better (interval above 0) on {held} of {total} streams, really worse "
+            f"on {against}, unresolved on {total - held - against}."
         )
     lines += ["", *_shift_effect_section(streams, numbers, budget)]
     return lines
@@ -1920,12 +2072,13 @@ def _ordering_by_click(
                 )
                 is not None
             ]
-            held = sum(verdict.startswith("holds") for verdict in verdicts)
-            every = sum(verdict == "holds" for verdict in verdicts)
-            row.append(f"{held} / {len(verdicts)} ({every})" if verdicts else "–")
+            held = sum(verdict == "holds" for verdict in verdicts)
+            against = sum(verdict == "reversed" for verdict in verdicts)
+            row.append(f"{held} / {len(verdicts)} (✘ {against})" if verdicts else "–")
         rows.append(row)
     return [
-        "Streams on which each ordering holds on average (in parentheses: in every order), by click:",
+        "Streams on which each ordering really holds (paired interval above 0; in parentheses: really reversed), "
+        "by click:",
         "",
         *_table(["ordering", *(f"Dice@{click}" for click in clicks)], rows),
     ]
@@ -2160,7 +2313,10 @@ def write_bench_report(results_dir: str | Path) -> list[Path]:
 def describe_plan(plan: BenchPlan) -> str:
     """The ``--dry-run`` listing: every run with its images, cache state and estimated CPU time."""
     config = plan.config
-    lines = [f"{'stream':<16} {'strategy':<20} {'budget':>6} {'seed':>4} {'images':>6}  {'state':<10} {'est. s':>7}"]
+    lines = [
+        f"{'stream':<16} {'strategy':<20} {'budget':>6} {'order':>5} {'click':>5} {'images':>6}  {'state':<10} "
+        f"{'est. s':>7}"
+    ]
     total = 0.0
     to_compute: list[float] = []
     first_label: dict[str, str] = {}
@@ -2178,7 +2334,7 @@ def describe_plan(plan: BenchPlan) -> str:
                 to_compute.append(job.estimate_s)
             state = "cached" if cached else "to run"
         lines.append(
-            f"{job.stream:<16} {job.label:<20} {job.budget:>6} {job.seed:>4} {images:>6}  "
+            f"{job.stream:<16} {job.label:<20} {job.budget:>6} {job.order_seed:>5} {job.click_seed:>5} {images:>6}  "
             f"{state:<10} {job.estimate_s:>7.0f}" + ("  [ablation]" if job.groups == [ABLATION_GROUP] else "")
         )
     baselines = sum(
