@@ -1121,6 +1121,7 @@ RAW_COLUMNS = (
     "image_key",
     "region",
     "dice",
+    "first_before_update",
     "clicks",
     "versions",
     "forward_s",
@@ -1297,6 +1298,9 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
                         "image_key": image.key,
                         "region": region,
                         "dice": _numbers(image.dice[region]),
+                        "first_before_update": ""
+                        if image.first_before_update is None
+                        else f"{image.first_before_update[region]:.6g}",
                         "clicks": " ".join(f"{c.row},{c.col},{c.label}" for c in image.clicks),
                         "versions": " ".join(str(version) for version in image.versions),
                         "forward_s": _numbers(image.forward_s),
@@ -1418,6 +1422,11 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 version_after=int(row["version_after"]),
             )
         per_run[position].dice[row["region"]] = _parse_numbers(row["dice"])
+        if row["first_before_update"]:
+            record = per_run[position]
+            record.first_before_update = (record.first_before_update or {}) | {
+                row["region"]: float(row["first_before_update"])
+            }
     for run_key, run in runs.items():
         per_run = images.get(run_key, {})
         run.result.images = [per_run[position] for position in sorted(per_run)]
@@ -1556,22 +1565,35 @@ def _per_seed(entry: StrategyNumbers | None, region: str, metric: str) -> list[f
     return [] if statistic is None else [float("nan") if v is None else float(v) for v in statistic["per_seed"]]
 
 
-def image_values(runs: Sequence[BenchRun], region: str, click: int) -> dict[tuple[str, int], list[float]]:
+def image_values(
+    runs: Sequence[BenchRun], region: str, click: int, before_update: bool = False
+) -> dict[tuple[str, int], list[float]]:
     """Per (image key, click seed), the Dice on ``region`` after ``click`` clicks in each run (one value per
-    stream order) — the pairing unit of :func:`~clickadapt.evaluation.statistics.paired_difference`."""
+    stream order) — the pairing unit of :func:`~clickadapt.evaluation.statistics.paired_difference`.
+
+    With ``before_update`` (``click`` 1 only), the first mask of the model before any update on the image
+    (:attr:`~clickadapt.evaluation.stream.ImageRecord.first_before_update`) instead of the displayed one."""
     values: dict[tuple[str, int], list[float]] = {}
     for run in runs:
         index = min(click, run.budget) - 1
         for image in run.result.images:
-            if region in image.dice:
-                values.setdefault((image.key, run.result.click_seed), []).append(float(image.dice[region][index]))
+            if region not in image.dice:
+                continue
+            if before_update:
+                if image.first_before_update is None or region not in image.first_before_update:
+                    continue
+                value = image.first_before_update[region]
+            else:
+                value = image.dice[region][index]
+            values.setdefault((image.key, run.result.click_seed), []).append(float(value))
     return values
 
 
-def dice_interval(runs: Sequence[BenchRun], region: str, click: int) -> Interval:
+def dice_interval(runs: Sequence[BenchRun], region: str, click: int, before_update: bool = False) -> Interval:
     """Mean Dice after ``click`` clicks with its 95 % bootstrap interval over images (repetitions of an
     image — stream orders, click seeds — averaged first); fractions, ``n`` = images."""
-    per_pair = {pair: float(np.mean(values)) for pair, values in image_values(runs, region, click).items()}
+    values = image_values(runs, region, click, before_update)
+    per_pair = {pair: float(np.mean(items)) for pair, items in values.items()}
     return bootstrap_mean(list(per_unit_means(per_pair).values()))
 
 
@@ -1635,7 +1657,11 @@ def _intervals_section(
         "image over the stream orders and click seeds first, then resampled over images. *Δ frozen*: the "
         "strategy minus frozen on the same image with the same clicks (paired by image and click seed), in "
         "Dice points; ✔ = the interval is above 0 (a real gain), ✘ = below 0 (a real loss), ≈ = it contains "
-        "0 (not resolved by these images). Only ✔ and ✘ are called differences in this report.",
+        "0 (not resolved by these images). Only ✔ and ✘ are called differences in this report. Dice@1 is given "
+        "both ways: *Dice@1 before update* is the first mask of the model before any update on the image (the "
+        "like-for-like first glance); *Dice@1* is each method's own protocol (tsca, ia-sa and tent learn from the "
+        "image's first click before showing its first mask; frozen, post, mid and oaims do not, so for them the "
+        "two coincide).",
     ]
     for stream in streams:
         per = numbers[stream["name"]]
@@ -1643,11 +1669,20 @@ def _intervals_section(
         if not labels:
             continue
         for region in _regions_of(stream["task"]):
-            header = ["strategy", *(f"Dice@{c}" for c in clicks), *(f"Δ frozen @{c}" for c in clicks)]
+            header = [
+                "strategy",
+                "Dice@1 before update",
+                *(f"Dice@{c}" for c in clicks),
+                *(f"Δ frozen @{c}" for c in clicks),
+            ]
             rows = []
             for label in labels:
                 entry = per[(label, budget)]
-                row = [label, *(_interval_cell(dice_interval(entry.runs, region, c)) for c in clicks)]
+                row = [
+                    label,
+                    _interval_cell(dice_interval(entry.runs, region, 1, before_update=True)),
+                    *(_interval_cell(dice_interval(entry.runs, region, c)) for c in clicks),
+                ]
                 for click in clicks:
                     row.append(
                         "(reference)"

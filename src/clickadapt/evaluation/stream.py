@@ -53,6 +53,11 @@ class ImageRecord:
         finish_s: Seconds of the strategy's after-image update when the image was finished (0 when none).
         versions: Per click made, the model version that produced the displayed mask.
         version_after: The model version after the image was finished.
+        first_before_update: Per region, the Dice of the first-click mask of the model as it was before any
+            update on this image. Equal to ``dice[region][0]`` for strategies that show the first mask before
+            they learn from the image (frozen, post, mid, oaims); for those that update on the first click
+            before showing it (tsca, ia-sa, tent in click mode) it is measured with a non-adapting probe, so
+            Dice@1 compares like with like. ``None`` in records read from older files.
     """
 
     position: int
@@ -64,6 +69,7 @@ class ImageRecord:
     finish_s: float
     versions: list[int]
     version_after: int
+    first_before_update: dict[str, float] | None = None
 
     def noc(self, region: str, threshold: float) -> int | None:
         """Clicks needed to reach ``threshold`` Dice on ``region``; ``None`` = failure within the budget."""
@@ -85,6 +91,7 @@ class ImageRecord:
             "finish_s": self.finish_s,
             "versions": list(self.versions),
             "version_after": self.version_after,
+            "first_before_update": self.first_before_update,
             "noc": {
                 region: {noc_key(threshold): self.noc(region, threshold) for threshold in DEFAULT_NOC_THRESHOLDS}
                 for region in self.dice
@@ -105,6 +112,7 @@ class ImageRecord:
             finish_s=float(data["finish_s"]),
             versions=[int(v) for v in data["versions"]],
             version_after=int(data["version_after"]),
+            first_before_update=data.get("first_before_update"),
         )
 
 
@@ -398,9 +406,33 @@ def click_through(
         Per region, the Dice against the ground truth after clicks 1..budget (the last value repeated
         when the user stopped early). The session is left open (not finished).
     """
+    return click_through_probed(session, sample, user, budget, task)[0]
+
+
+def click_through_probed(
+    session: InteractiveSession, sample: Sample, user: SimulatedUser, budget: int, task: TaskSpec
+) -> tuple[dict[str, list[float]], dict[str, float] | None]:
+    """:func:`click_through`, plus the Dice of the first-click mask before any update on this image.
+
+    The one click loop of the package: the stream runner, the long streams and the benchmark all go
+    through it. When the session's strategy updates on the first click before showing its mask, the
+    first click is also sent to a non-adapting probe session on the same weights (one extra forward);
+    otherwise the displayed first mask is already the one before any update.
+
+    Returns:
+        ``(curves, first_before_update)``: the curves of :func:`click_through`, and per region the Dice of
+        the first mask before any update on the image (``None`` when the user made no click).
+    """
     session.set_image(sample.image, image_id=sample.key)
+    probe: InteractiveSession | None = None
+    if session.adapt and session.strategy.updates_on_click(0):
+        probe = InteractiveSession(session.state, click_sigma=session.config.click_sigma, undo_depth=0, adapt=False)
+        probe.set_image(sample.image, image_id=sample.key)
     curves: dict[str, list[float]] = {region: [] for region in task.regions}
+    before: dict[str, float] | None = None
     click: Click | None = user.first_click(sample.label)
+    if click is not None and probe is not None:
+        before = region_dice(probe.add_click(click), sample.label, task)
     while click is not None:
         prediction = session.add_click(click)
         for region, value in region_dice(prediction, sample.label, task).items():
@@ -410,7 +442,9 @@ def click_through(
         click = user.next_click(sample.label, prediction)
     for values in curves.values():
         values.extend([values[-1]] * (budget - len(values)))
-    return curves
+    if before is None and all(curves.values()):
+        before = {region: values[0] for region, values in curves.items()}
+    return curves, before
 
 
 def _interact(
@@ -424,7 +458,7 @@ def _interact(
 ) -> ImageRecord:
     """One image: clicks until the budget or a perfect mask, then finish."""
     session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
-    curves = click_through(session, sample, user, budget, task)
+    curves, before = click_through_probed(session, sample, user, budget, task)
     session.finish()
     timings = list(session.timings)
     finish_s = session.finish_timing.update_s if session.finish_timing is not None else 0.0
@@ -438,6 +472,7 @@ def _interact(
         finish_s=finish_s,
         versions=[int(version) for version in session.versions],
         version_after=int(state.version),
+        first_before_update=before,
     )
 
 
