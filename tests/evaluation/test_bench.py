@@ -377,3 +377,39 @@ def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome:
     assert meta["computed_runs"] == 1 and meta["cached_runs"] == 4 and meta["missing"] == [] and len(runs) == 5
     assert [entry["computed_runs"] for entry in meta["invocations"]] == [5, 1]
     assert "The runs were computed by 2 invocation(s)" in (output / REPORT_MD).read_text()
+
+
+@pytest.mark.slow  # a tiny suite with a dev split and a sweep (~10 s)
+def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path)
+    data = write_folder_dataset(tmp_path / "six", 6)
+    mapping["streams"][0]["data"]["root"] = str(data)
+    mapping["streams"][0]["dev"] = {"every": 3, "offset": 0}  # 2 of 6 patients tune, 4 are the test part
+    mapping["max_images"] = None
+    mapping["experiments"] = [{"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET]}]
+    mapping["experiments"][0]["order_seeds"] = [0]
+    mapping["ablations"] = []
+    candidates = [
+        {"name": "post", "label": "post-lr1e-3", "overrides": {"lr": 1e-3}},
+        {"name": "post", "label": "post-lr1e-7", "overrides": {"lr": 1e-7}},
+    ]
+    mapping["sweep"] = {"strategies": candidates, "budget": BUDGET}
+    config = parse_bench_config(mapping)
+    plan = bench.plan_bench(config)
+    assert {name: stream.part for name, stream in plan.streams.items()} == {"tiny": "test", "tiny-dev": "dev"}
+    assert len(plan.streams["tiny-dev"].keys) == 2 and len(plan.streams["tiny"].keys) == 4
+    assert not set(plan.streams["tiny-dev"].keys) & set(plan.streams["tiny"].keys)
+    run_bench(config, command="sweep")
+    _, runs = read_raw(config.output)
+    sweep = [run for run in runs if "sweep" in run.groups]
+    assert {run.stream for run in sweep} == {"tiny-dev"} and {run.label for run in sweep} == {
+        "post-lr1e-3",
+        "post-lr1e-7",
+    }
+    choice = bench.select_tuned(sweep)[("brain", "post")]
+    main_post = next(run for run in runs if run.label == "post" and "main" in run.groups)
+    assert main_post.stream == "tiny" and main_post.result.overrides == choice.spec.overrides
+    assert {image.key for image in main_post.result.images} == set(plan.streams["tiny"].keys)
+    report = (config.output / REPORT_MD).read_text()
+    assert "## Tuning on the dev parts" in report and "✔" in report
+    assert "### Tiny lesions (dev part)" not in report  # dev parts are never reported as results

@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clickadapt.adaptation.strategies import strategy_config
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import make_simulated_user
-from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
+from clickadapt.data.registry import DatasetConfig, PatientFold, data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.command import checkpoint_click_sigma, load_model
 from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
@@ -84,6 +84,8 @@ RUNS_CSV = "runs.csv"
 BENCH_JSON = "bench.json"
 PLOTS_DIR = "plots"
 MAIN_GROUP = "main"
+SWEEP_GROUP = "sweep"
+DEV_SUFFIX = "-dev"
 FROZEN_LABEL = "frozen"
 ABLATION_GROUP = "ablation"
 DISCUSSION_BEGIN = "<!-- BEGIN HUMAN DISCUSSION (kept when the report is regenerated) -->"
@@ -263,6 +265,10 @@ class StreamSpec(BaseModel):
             which pairs the stream with the paper's published numbers.
         data: The dataset selection (patients disjoint from source training).
         max_images: Cap on the stream's length; ``None`` = the suite's ``max_images``.
+        dev: The patient split of the dataset into a small dev part (``every``-th patient from ``offset``,
+            sorted by id: the sweep of ``sweep`` tunes on it) and the test part (the other patients: every
+            reported number). ``None`` = no dev part (too few patients); the stream is then reported whole
+            and its strategies take the settings tuned on the other dev parts of its task.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -272,6 +278,34 @@ class StreamSpec(BaseModel):
     shift: ShiftKind
     data: DatasetConfig
     max_images: int | None = Field(default=None, ge=1)
+    dev: PatientFold | None = None
+
+    @model_validator(mode="after")
+    def _one_patient_rule(self) -> StreamSpec:
+        if self.dev is not None and self.data.patient_fold is not None:
+            raise ValueError(f"stream {self.name!r}: give either dev or data.patient_fold, not both")
+        return self
+
+    @property
+    def test_data(self) -> DatasetConfig:
+        """The dataset selection of the reported (test) part: all patients but the dev part's."""
+        if self.dev is None:
+            return self.data
+        rule = PatientFold(every=self.dev.every, offset=self.dev.offset, keep="rest")
+        return self.data.model_copy(update={"patient_fold": rule})
+
+    def dev_stream(self) -> StreamSpec | None:
+        """The dev part as a stream of its own (``NAME-dev``), or ``None`` without a dev split."""
+        if self.dev is None:
+            return None
+        rule = PatientFold(every=self.dev.every, offset=self.dev.offset, keep="fold")
+        return StreamSpec(
+            name=f"{self.name}{DEV_SUFFIX}",
+            title=f"{self.title} (dev part)",
+            shift=self.shift,
+            data=self.data.model_copy(update={"patient_fold": rule}),
+            max_images=self.max_images,
+        )
 
     @property
     def task(self) -> str:
@@ -317,6 +351,48 @@ class ExperimentSpec(BaseModel):
         return budgets
 
 
+class SweepSpec(BaseModel):
+    """The recorded sweep of baseline settings on the dev parts (:attr:`StreamSpec.dev`).
+
+    Every candidate runs on every dev part; per task and strategy name, the candidate with the highest
+    mean Dice over clicks 1..budget (the area under the Dice-vs-click curve; brain lesion / fundus cup),
+    averaged over the task's dev images, is the *tuned* setting. Main experiments then run that setting
+    for every strategy they list by bare name (no overrides), on the test parts only.
+
+    Attributes:
+        strategies: The candidates (labels distinct, e.g. ``tsca-lr1e-5``).
+        budget: Clicks per image.
+        order_seeds: Stream orders of each candidate.
+        click_seeds: Click seeds of each candidate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[StrategySpec] = Field(min_length=1)
+    budget: int = Field(default=10, ge=1)
+    order_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    click_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct_labels(cls, strategies: list[StrategySpec]) -> list[StrategySpec]:
+        labels = [spec.display_name for spec in strategies]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"labels must be distinct (give a 'label'): {twice}")
+        return strategies
+
+    def experiment(self) -> ExperimentSpec:
+        """The sweep as an experiment over every dev part."""
+        return ExperimentSpec(
+            streams=["all"],
+            strategies=self.strategies,
+            budgets=[self.budget],
+            order_seeds=self.order_seeds,
+            click_seeds=self.click_seeds,
+        )
+
+
 class BenchConfig(BaseModel):
     """The whole suite (``clickadapt bench CONFIG``).
 
@@ -328,6 +404,7 @@ class BenchConfig(BaseModel):
         source_validation_max_images: Cap on each source validation set (patient-balanced spread).
         experiments: The main comparison.
         ablations: Reported separately; labels distinguish overridden strategies.
+        sweep: Baseline settings tuned on the dev parts of the streams (``None`` = no tuning).
         max_images: Default cap on each stream's length (``None`` = whole streams).
         capped: A quick look whose streams may be capped below min(available, :data:`FULL_LENGTH_IMAGES`);
             the report says so. ``False`` (a full-length suite) rejects such caps.
@@ -351,6 +428,7 @@ class BenchConfig(BaseModel):
     source_validation_max_images: int | None = Field(default=20, ge=1)
     experiments: list[ExperimentSpec] = Field(min_length=1)
     ablations: list[ExperimentSpec] = Field(default_factory=list)
+    sweep: SweepSpec | None = None
     max_images: int | None = Field(default=None, ge=1)
     capped: bool = False
     subset: SubsetPolicy = "spread"
@@ -529,6 +607,7 @@ class StreamPlan:
         keys: Keys of the kept samples, in dataset order.
         patients: Kept samples per patient.
         digest: :func:`~clickadapt.data.registry.data_digest` of the kept samples.
+        part: ``test`` (the reported part of a split dataset), ``dev`` (its tuning part) or ``whole``.
     """
 
     spec: StreamSpec
@@ -536,6 +615,7 @@ class StreamPlan:
     keys: list[str]
     patients: dict[str, int]
     digest: str
+    part: str = "whole"
 
 
 @dataclass
@@ -623,12 +703,18 @@ def _model_info(task: str, spec: str, device: str) -> ModelInfo:
     return ModelInfo(task, spec, str(loaded.path), loaded.sha256, checkpoint_click_sigma(loaded))
 
 
-def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchPlan:
+TunedSettings = dict[tuple[str, str], StrategySpec]
+"""Per (task, strategy name), the setting the sweep chose on the dev parts."""
+
+
+def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: TunedSettings | None = None) -> BenchPlan:
     """Load the models and select each stream's images, then list the runs and their cache keys.
 
     Args:
         config: The suite.
         only: Restrict the plan to these stream names (``None`` = all).
+        tuned: Settings chosen by the sweep; main-experiment strategies given by bare name run them
+            (``None`` = the strategies' defaults, e.g. before the sweep has run).
 
     Raises:
         ValueError: An unknown name in ``only``, a model of the wrong task, or an empty stream.
@@ -643,16 +729,21 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
     tasks = sorted({stream.task for stream in selected})
     models = {task: _model_info(task, config.models[task], config.device) for task in tasks}
     streams: dict[str, StreamPlan] = {}
-    for stream in selected:
+    parts = [(stream, "whole" if stream.dev is None else "test") for stream in selected]
+    if config.sweep is not None:
+        parts += [(dev, "dev") for stream in selected if (dev := stream.dev_stream()) is not None]
+    for stream, part in parts:
         samples, available = _load_stream_samples(
-            stream.data, config.stream_cap(stream), config.subset, config.data_cache_dir
+            stream.test_data, config.stream_cap(stream), config.subset, config.data_cache_dir
         )
         if not samples:
             raise ValueError(f"stream {stream.name!r} selected no samples; check its data selection")
         patients: dict[str, int] = {}
         for sample in samples:
             patients[sample.patient] = patients.get(sample.patient, 0) + 1
-        streams[stream.name] = StreamPlan(stream, available, [s.key for s in samples], patients, data_digest(samples))
+        streams[stream.name] = StreamPlan(
+            stream, available, [s.key for s in samples], patients, data_digest(samples), part
+        )
     code = code_version()
     source_digests: dict[str, str] = {}
     source_images: dict[str, int] = {}
@@ -685,14 +776,25 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
 
     jobs: dict[str, BenchJob] = {}
     order: list[str] = []
-    for group, experiments in ((MAIN_GROUP, config.experiments), (ABLATION_GROUP, config.ablations)):
+    dev_names = [name for name, stream in streams.items() if stream.part == "dev"]
+    groups: list[tuple[str, list[ExperimentSpec]]] = [
+        (MAIN_GROUP, config.experiments),
+        (ABLATION_GROUP, config.ablations),
+        (SWEEP_GROUP, [config.sweep.experiment()] if config.sweep is not None else []),
+    ]
+    for group, experiments in groups:
         for experiment in experiments:
-            for stream_name in config.stream_names(experiment):
+            names = dev_names if group == SWEEP_GROUP else config.stream_names(experiment)
+            for stream_name in names:
                 if stream_name not in streams:
                     continue
                 plan = streams[stream_name]
                 task = plan.spec.task
-                for spec in experiment.strategies:
+                for listed in experiment.strategies:
+                    spec = listed
+                    if group == MAIN_GROUP and tuned and not listed.overrides and (task, listed.name) in tuned:
+                        chosen = tuned[task, listed.name]
+                        spec = StrategySpec(name=listed.name, overrides=chosen.overrides, label=listed.display_name)
                     orders = experiment.order_seeds[:1] if spec.name == FROZEN_LABEL else experiment.order_seeds
                     for budget, order_seed, seed in itertools.product(
                         experiment.budgets, orders, experiment.click_seeds
@@ -703,7 +805,7 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
                                 "format": BENCH_FORMAT,
                                 "model": models[task].sha256,
                                 "data": plan.digest,
-                                "stream": plan.spec.data.model_dump(mode="json"),
+                                "stream": plan.spec.test_data.model_dump(mode="json"),
                                 "strategy": resolved_strategy(spec),
                                 "budget": budget,
                                 "order_seed": order_seed,
@@ -927,7 +1029,7 @@ def _settings_for(plan: BenchPlan, task: str, stream: StreamSpec | None) -> Work
     return WorkerSettings(
         model_path=model.path,
         click_sigma=model.click_sigma,
-        stream=stream.data if stream is not None else None,
+        stream=stream.test_data if stream is not None else None,
         stream_cap=config.stream_cap(stream) if stream is not None else None,
         source=config.source_validation.get(task),
         source_cap=config.source_validation_max_images,
@@ -1042,19 +1144,21 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         config.workers,
     )
     failed = _execute(baseline_calls, config.workers, config.threads_per_worker)
-    run_calls: list[Call] = []
-    for job in sorted(missing, key=lambda job: -job.estimate_s):
-        stream = plan.streams[job.stream].spec
-        baseline = None
-        if job.source_key is not None:
-            entry = _read_json(source_cache_path(cache_dir, job.source_key))
-            baseline = entry["curves"] if entry is not None else None
-        settings = _settings_for(plan, stream.task, stream)
-        run_calls.append((job.describe(), compute_run, (job, settings, baseline), run_cache_path(cache_dir, job.key)))
-    failed += _execute(run_calls, config.workers, config.threads_per_worker)
-    full_plan = plan if only is None else _cached_plan(config, plan)
+    computed = 0
+    if config.sweep is not None:  # phase 1: the sweep on the dev parts, whose choice the main runs need
+        sweep = [job for job in missing if SWEEP_GROUP in job.groups]
+        failed += _execute(_run_calls(plan, sweep), config.workers, config.threads_per_worker)
+        computed += len(sweep)
+        tuned = {key: choice.spec for key, choice in select_tuned(cached_runs(plan, SWEEP_GROUP)).items()}
+        plan = plan_bench(config, only, tuned)
+        missing = _unique_keys(job for job in plan.jobs if _read_json(run_cache_path(cache_dir, job.key)) is None)
+    else:
+        tuned = {}
+    failed += _execute(_run_calls(plan, missing), config.workers, config.threads_per_worker)
+    missing_count = computed + len(missing)
+    full_plan = plan if only is None else _cached_plan(config, plan, tuned)
     meta = bench_metadata(
-        full_plan, started_at, time.perf_counter() - wall_start, len(missing), len(baseline_calls), command
+        full_plan, started_at, time.perf_counter() - wall_start, missing_count, len(baseline_calls), command
     )
     meta["failed"] = failed
     earlier = _earlier_invocations(config.output, meta)
@@ -1062,6 +1166,79 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
     write_raw(config.output, full_plan, meta)
     write_bench_report(config.output)
     return config.output
+
+
+def _run_calls(plan: BenchPlan, jobs: Sequence[BenchJob]) -> list[Call]:
+    """The computations of ``jobs`` (longest first), each with its source baseline read from the cache."""
+    calls: list[Call] = []
+    for job in sorted(jobs, key=lambda job: -job.estimate_s):
+        stream = plan.streams[job.stream].spec
+        baseline = None
+        if job.source_key is not None:
+            entry = _read_json(source_cache_path(plan.config.cache_dir, job.source_key))
+            baseline = entry["curves"] if entry is not None else None
+        settings = _settings_for(plan, stream.task, stream)
+        path = run_cache_path(plan.config.cache_dir, job.key)
+        calls.append((job.describe(), compute_run, (job, settings, baseline), path))
+    return calls
+
+
+def cached_runs(plan: BenchPlan, group: str) -> list[BenchRun]:
+    """The runs of ``group`` found in the cache, as :class:`BenchRun` (missing ones left out)."""
+    runs = []
+    for job in plan.jobs:
+        entry = _read_json(run_cache_path(plan.config.cache_dir, job.key))
+        if group not in job.groups or entry is None:
+            continue
+        stream = plan.streams[job.stream].spec
+        result = StreamResult.from_dict(entry["result"])
+        result.strategy = job.label
+        runs.append(
+            BenchRun(
+                job.stream,
+                stream.task,
+                stream.shift,
+                list(job.groups),
+                result,
+                float(entry.get("wall_s", 0.0)),
+                float(entry.get("cpu_s", 0.0)),
+            )
+        )
+    return runs
+
+
+@dataclass(frozen=True)
+class TunedChoice:
+    """The sweep's choice for one (task, strategy name).
+
+    Attributes:
+        spec: The chosen candidate (its label and overrides).
+        scores: Per candidate label, the mean dev Dice over clicks 1..budget (%) and the number of dev images.
+    """
+
+    spec: StrategySpec
+    scores: dict[str, tuple[float, int]]
+
+
+def select_tuned(runs: Sequence[BenchRun]) -> dict[tuple[str, str], TunedChoice]:
+    """Per (task, strategy name), the sweep candidate with the highest mean Dice over clicks (the normalised
+    area under the Dice-vs-click curve on the key region: brain lesion, fundus cup), averaged over every
+    dev image of the task (repetitions of an image averaged first). Ties keep the candidate listed first."""
+    scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    specs: dict[str, StrategySpec] = {}
+    for run in runs:
+        region = _key_region(run.task)
+        per = scores.setdefault((run.task, run.result.strategy_name), {})
+        values = per.setdefault(run.label, [])
+        values += [float(np.mean(image.dice[region])) for image in run.result.images]
+        specs[run.label] = StrategySpec(name=run.result.strategy_name, overrides=run.result.overrides, label=run.label)
+    choices = {}
+    for key, per in scores.items():
+        summary = {label: (100 * float(np.mean(values)), len(values)) for label, values in per.items() if values}
+        if summary:
+            best = max(summary, key=lambda label: summary[label][0])
+            choices[key] = TunedChoice(specs[best], summary)
+    return choices
 
 
 def _invocation(meta: dict[str, Any]) -> dict[str, Any]:
@@ -1094,10 +1271,10 @@ def _unique_keys(jobs: Iterable[BenchJob]) -> list[BenchJob]:
     return list(unique.values())
 
 
-def _cached_plan(config: BenchConfig, partial: BenchPlan) -> BenchPlan:
+def _cached_plan(config: BenchConfig, partial: BenchPlan, tuned: TunedSettings | None = None) -> BenchPlan:
     """The plan of the whole suite, for a report after ``--only`` (streams whose data loads)."""
     try:
-        return plan_bench(config)
+        return plan_bench(config, tuned=tuned)
     except (FileNotFoundError, ValueError) as error:
         logger.warning("report limited to the computed streams: %s", error)
         return partial
@@ -1211,6 +1388,7 @@ def bench_metadata(
                 "task": stream.spec.task,
                 "shift": stream.spec.shift,
                 "slices": stream.spec.slices,
+                "part": stream.part,
                 "data": stream.spec.data.model_dump(mode="json", exclude_defaults=True),
                 "available": stream.available,
                 "used": len(stream.keys),
@@ -1697,6 +1875,28 @@ def _intervals_section(
     return lines
 
 
+def _sweep_section(runs: Sequence[BenchRun]) -> list[str]:
+    """The recorded sweep on the dev parts and the setting chosen for each (task, strategy)."""
+    lines = ["## Tuning on the dev parts", ""]
+    if not runs:
+        return [*lines, "No sweep in this suite: every strategy ran its default settings."]
+    lines += [
+        "Each candidate ran on every dev part of its task; the score is the mean Dice over clicks 1..budget "
+        "(brain lesion / fundus cup) over the task's dev images (n). The chosen setting (✔) is what the main "
+        "experiments ran, on the test parts only.",
+        "",
+    ]
+    rows = []
+    for (task, name), choice in sorted(select_tuned(runs).items()):
+        for label, (score, count) in sorted(choice.scores.items(), key=lambda item: -item[1][0]):
+            overrides = next((run.result.overrides for run in runs if run.label == label), {})
+            mark = "✔" if label == choice.spec.display_name else ""
+            rows.append(
+                [task, name, label, f"`{json.dumps(overrides, sort_keys=True)}`", f"{score:.1f} (n={count})", mark]
+            )
+    return lines + _table(["task", "strategy", "candidate", "overrides", "dev Dice over clicks", "chosen"], rows)
+
+
 def _per_patient_table(
     per: dict[tuple[str, int], StrategyNumbers], labels: Sequence[str], budget: int, region: str
 ) -> list[str]:
@@ -1740,7 +1940,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
         runs: The runs of ``raw.csv``/``runs.csv``.
         discussion: The hand-written discussion to keep (``None`` = a placeholder).
     """
-    streams = meta["streams"]
+    streams = [stream for stream in meta["streams"] if stream.get("part") != "dev"]  # reported: test parts
     by_stream = {stream["name"]: [run for run in runs if run.stream == stream["name"]] for stream in streams}
     numbers = {name: stream_numbers(stream_runs, MAIN_GROUP) for name, stream_runs in by_stream.items()}
     main_budget = max((run.budget for run in runs if MAIN_GROUP in run.groups), default=10)
@@ -1789,6 +1989,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
     lines += ["", *_streams_section(meta, by_stream)]
     lines += ["", *_overview_section(streams, numbers, main_budget)]
     lines += ["", *_intervals_section(streams, numbers, main_budget)]
+    lines += ["", *_sweep_section([run for run in runs if SWEEP_GROUP in run.groups])]
     lines += ["", *_paper_section(streams, numbers, main_budget)]
     for stream in streams:
         lines += ["", *_stream_section(stream, by_stream[stream["name"]], numbers[stream["name"]], main_budget)]
@@ -1851,12 +2052,22 @@ def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]])
                 stream["title"],
                 SHIFT_DESCRIPTIONS.get(stream["shift"], stream["shift"]),
                 stream.get("slices", "–"),
+                stream.get("part", "whole"),
                 f"{stream['used']} / {stream['available']}",
                 str(len(stream["patients"])),
                 f"`{selection}`",
             ]
         )
-    lines += _table(["stream", "data", "shift", "slices", "used / available images", "patients", "selection"], rows)
+    lines += _table(
+        ["stream", "data", "shift", "slices", "part", "used / available images", "patients", "selection"], rows
+    )
+    lines += [
+        "",
+        "*Part*: a dataset with enough patients is split by patient (the rule `dev: {every, offset}` in the "
+        "config: every `every`-th patient by sorted id from `offset`) into a small *dev* part, on which the "
+        "sweep tunes the baselines and OAIMS's learning rate, and the *test* part, on which every number of "
+        "this report is measured; *whole* = too few patients to split (tuned on the other dev parts of its task).",
+    ]
     for task, source in sorted(meta.get("source_validation", {}).items()):
         data = source["data"]
         selection = ", ".join(f"{key}={value}" for key, value in data.items() if value not in (None, [], False))
