@@ -227,3 +227,61 @@ def test_make_simulated_user_builds_each_protocol_and_rejects_unknown_names() ->
         assert user.name == name
     with pytest.raises(ValueError, match="oaims, center, deepest"):
         make_simulated_user("random", seed=0)
+
+
+def _square_label(size: int = 64) -> np.ndarray:
+    label = np.zeros((size, size), dtype=np.int64)
+    label[16:48, 16:48] = 1
+    return label
+
+
+def test_noisy_user_is_seedable_and_leaves_the_base_protocol_unchanged() -> None:
+    from clickadapt.clicks.simulators import OaimsUser
+
+    label = _square_label()
+    first = make_simulated_user("oaims+jitter3+wrong10", 7)
+    again = make_simulated_user("oaims+jitter3+wrong10", 7)
+    other = make_simulated_user("oaims+jitter3+wrong10", 8)
+    clicks = [first.first_click(label) for _ in range(20)]
+    assert clicks == [again.first_click(label) for _ in range(20)]
+    assert clicks != [other.first_click(label) for _ in range(20)]
+    assert getattr(first, "name", "") == "oaims+jitter3+wrong10"
+    # The noise has its own generator: the base user's draws are those of the exact user with the seed.
+    exact = OaimsUser(7)
+    noisy = make_simulated_user("oaims+jitter3", 7)
+    offsets = []
+    for _ in range(400):
+        base, moved = exact.first_click(label), noisy.first_click(label)
+        offsets.append((moved.row - base.row, moved.col - base.col))
+    spread = np.asarray(offsets, dtype=float)
+    assert np.all(np.abs(spread.mean(axis=0)) < 0.6) and np.all(np.abs(spread.std(axis=0) - 3.0) < 0.5)
+
+
+def test_noisy_user_gives_the_wrong_class_at_the_stated_rate() -> None:
+    label = _square_label()
+    user = make_simulated_user("oaims+wrong10", 3)
+    clicks = [user.first_click(label) for _ in range(2000)]
+    wrong = [click for click in clicks if click.label != label[click.row, click.col]]
+    assert 0.08 <= len(wrong) / len(clicks) <= 0.12
+    assert all(click.label == 0 for click in wrong)  # the only other class of a binary task
+
+
+def test_noisy_user_stops_once_satisfied() -> None:
+    label = _square_label()
+    user = make_simulated_user("oaims+stop90", 0)
+    nearly = label.copy()
+    nearly[16:18, 16:48] = 0  # 64 of 1024 lesion pixels missed: Dice ≈ 0.97
+    assert user.next_click(label, nearly) is None
+    poor = np.zeros_like(label)
+    poor[16:32, 16:48] = 1  # half the lesion: Dice 0.67
+    click = user.next_click(label, poor)
+    assert click is not None and label[click.row, click.col] == click.label == 1
+    assert make_simulated_user("oaims", 0).next_click(label, nearly) is not None  # the exact user goes on
+
+
+def test_noisy_user_names_are_checked() -> None:
+    for bad in ("oaims+jitter", "oaims+blur3", "oaims+stop90+stop80", "nobody+jitter3"):
+        with pytest.raises(ValueError, match="simulated user"):
+            make_simulated_user(bad, 0)
+    with pytest.raises(ValueError, match="stop_dice"):
+        make_simulated_user("oaims+stop150", 0)

@@ -67,7 +67,7 @@ def write_tiny_checkpoint(path: Path) -> Path:
 
 
 def bench_mapping(root: Path) -> dict[str, Any]:
-    """A one-stream suite: frozen and post × 2 seeds, post at a 1-click budget, an ablation label."""
+    """A one-stream suite: frozen and post × 2 stream orders, post at a 1-click budget, an ablation label."""
     data = write_folder_dataset(root / "lesions", IMAGES)
     folder = {"reader": "folder", "root": str(data), "task": "brain", "size": SIZE}
     return {
@@ -77,18 +77,19 @@ def bench_mapping(root: Path) -> dict[str, Any]:
         "source_validation": {"brain": folder},
         "source_validation_max_images": 2,
         "experiments": [
-            {"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET], "seeds": [0, 1]},
-            {"streams": ["tiny"], "strategies": ["post"], "budgets": [1], "seeds": [0]},
+            {"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET], "order_seeds": [0, 1]},
+            {"streams": ["tiny"], "strategies": ["post"], "budgets": [1], "order_seeds": [0]},
         ],
         "ablations": [
             {
                 "streams": ["tiny"],
                 "strategies": ["post", {"name": "post", "label": "post-linear", "overrides": {"ccg_form": "linear"}}],
                 "budgets": [BUDGET],
-                "seeds": [0],
+                "order_seeds": [0],
             }
         ],
         "max_images": 3,
+        "capped": True,
         "workers": 1,
         "cache_dir": str(root / "cache"),
         "data_cache_dir": None,
@@ -126,7 +127,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> BenchOutcome:
     with pytest.MonkeyPatch.context() as patch:
         for _ in range(2):
             calls: dict[str, int] = {}
-            patch.setattr(bench, "run_evaluation", counting(bench.run_evaluation, calls, "run_evaluation"))
+            patch.setattr(bench, "run_stream", counting(bench.run_stream, calls, "run_stream"))
             patch.setattr(bench, "evaluate_frozen", counting(bench.evaluate_frozen, calls, "evaluate_frozen"))
             run_bench(config, command="clickadapt bench tiny.yaml")
             counts.append(calls)
@@ -168,21 +169,22 @@ def test_same_setting_under_two_labels_shares_one_cache_key(tmp_path: Path) -> N
         {"name": "post", "label": "post-sigma3", "overrides": {"ccg_sigma": 3}}
     )
     plan = bench.plan_bench(parse_bench_config(mapping))
-    keys = {(job.label, job.budget, job.seed): job.key for job in plan.jobs}
+    keys = {(job.label, job.budget, job.order_seed): job.key for job in plan.jobs}
     assert keys[("post-sigma3", BUDGET, 0)] == keys[("post", BUDGET, 0)]  # σ = 3 is the default
     assert keys[("post-linear", BUDGET, 0)] != keys[("post", BUDGET, 0)]
     assert keys[("post", BUDGET, 0)] != keys[("post", BUDGET, 1)] != keys[("post", 1, 0)]
-    post = next(job for job in plan.jobs if job.label == "post" and job.budget == BUDGET and job.seed == 0)
+    post = next(job for job in plan.jobs if job.label == "post" and job.budget == BUDGET and job.order_seed == 0)
     assert post.groups == ["main", "ablation"]  # listed once, reported in both sections
 
 
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
 def test_second_run_computes_nothing(outcome: BenchOutcome) -> None:
-    # 5 distinct runs: frozen/post × seeds 0, 1 at budget 2, post at budget 1, post-linear (post is shared);
-    # the original model on the source set once per (budget, seed): (2, 0), (2, 1), (1, 0).
-    assert outcome.first_calls == {"run_evaluation": 6, "evaluate_frozen": 3}
+    # 5 distinct runs: frozen once (its order does not matter), post × orders 0, 1 at budget 2, post at budget 1,
+    # post-linear (post is shared); the original model on the source set once per (budget, click seed): (2, 0),
+    # (1, 0), and the adapted model once per adapting run (4).
+    assert outcome.first_calls == {"run_stream": 5, "evaluate_frozen": 6}
     assert outcome.second_calls == {}
-    assert len(list((outcome.output.parent / "cache" / "runs").glob("*.json"))) == 6
+    assert len(list((outcome.output.parent / "cache" / "runs").glob("*.json"))) == 5
 
 
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
@@ -190,14 +192,15 @@ def test_raw_files_hold_every_run(outcome: BenchOutcome) -> None:
     meta, runs = read_raw(outcome.output)
     assert meta["command"] == "clickadapt bench tiny.yaml" and meta["missing"] == []
     assert meta["streams"][0]["used"] == 3 and meta["streams"][0]["available"] == IMAGES
-    found = sorted((run.label, run.budget, run.result.click_seed, "+".join(run.groups)) for run in runs)
+    found = sorted(
+        (run.label, run.budget, run.result.order_seed, run.result.click_seed, "+".join(run.groups)) for run in runs
+    )
     assert found == [
-        ("frozen", 2, 0, "main"),
-        ("frozen", 2, 1, "main"),
-        ("post", 1, 0, "main"),
-        ("post", 2, 0, "main+ablation"),
-        ("post", 2, 1, "main"),
-        ("post-linear", 2, 0, "ablation"),
+        ("frozen", 2, 0, 0, "main"),
+        ("post", 1, 0, 0, "main"),
+        ("post", 2, 0, 0, "main+ablation"),
+        ("post", 2, 1, 0, "main"),
+        ("post-linear", 2, 0, 0, "ablation"),
     ]
     frozen = next(run for run in runs if run.label == "frozen")
     assert [len(image.dice["lesion"]) for image in frozen.result.images] == [BUDGET] * 3
@@ -206,7 +209,7 @@ def test_raw_files_hold_every_run(outcome: BenchOutcome) -> None:
     assert post.result.final_version >= 3  # Post-Interaction learns after every image
     with (outcome.output / RAW_CSV).open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 6 * 3  # runs × images (one region)
+    assert len(rows) == 5 * 3  # runs × images (one region)
     assert {len(row["dice"].split()) for row in rows} == {1, 2}
 
 
@@ -246,21 +249,20 @@ def test_dry_run_lists_the_experiments(
     assert cli.main(["bench", str(outcome.config_path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     lines = [line.split() for line in listing.splitlines() if line.startswith("tiny ")]
-    assert [line[:6] for line in lines] == [
-        ["tiny", "frozen", "2", "0", "3", "cached"],
-        ["tiny", "frozen", "2", "1", "3", "cached"],
-        ["tiny", "post", "2", "0", "3", "cached"],
-        ["tiny", "post", "2", "1", "3", "cached"],
-        ["tiny", "post", "1", "0", "3", "cached"],
-        ["tiny", "post-linear", "2", "0", "3", "cached"],
+    assert [line[:7] for line in lines] == [  # stream, strategy, budget, order, click seed, images, state
+        ["tiny", "frozen", "2", "0", "0", "3", "cached"],
+        ["tiny", "post", "2", "0", "0", "3", "cached"],
+        ["tiny", "post", "2", "1", "0", "3", "cached"],
+        ["tiny", "post", "1", "0", "0", "3", "cached"],
+        ["tiny", "post-linear", "2", "0", "0", "3", "cached"],
     ]
-    assert "6 runs, 6 distinct (6 cached, 0 to run)" in listing
+    assert "5 runs, 5 distinct (5 cached, 0 to run)" in listing
     fresh = yaml.safe_load(outcome.config_path.read_text()) | {"cache_dir": str(tmp_path / "empty")}
     fresh_path = tmp_path / "fresh.yaml"
     fresh_path.write_text(yaml.safe_dump(fresh))
     assert cli.main(["bench", str(fresh_path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
-    assert "(0 cached, 6 to run)" in listing and "Estimated CPU time" in listing
+    assert "(0 cached, 5 to run)" in listing and "Estimated CPU time" in listing
     assert not (tmp_path / "empty").exists()  # a dry run computes nothing
     assert cli.main(["bench", str(fresh_path), "--dry-run", "--only", "nope"]) == 2
     assert "--only: unknown stream(s) ['nope']" in capsys.readouterr().err
@@ -285,27 +287,67 @@ def test_cap_stream_spreads_over_patients() -> None:
     assert [s.key for s in cap_stream(stream, 3, "first")] == ["d/m/a/0", "d/m/a/1", "d/m/a/2"]
     # 7 images over patients with 10, 2 and 5 slices: b gives its 2, the other 5 are shared 3 / 2 (a / c).
     chosen = [(s.patient, s.slice_index) for s in cap_stream(stream, 7, "spread")]
-    assert chosen == [("a", 0), ("a", 4), ("a", 9), ("b", 0), ("b", 1), ("c", 0), ("c", 4)]
-    assert [s.slice_index for s in cap_stream(stream[:10], 4, "spread")] == [0, 3, 6, 9]
+    assert chosen == [("a", 1), ("a", 5), ("a", 8), ("b", 0), ("b", 1), ("c", 1), ("c", 3)]
     assert cap_stream(stream, None, "spread") == stream and cap_stream(stream, 99, "spread") == stream
     with pytest.raises(ValueError, match="at least 1 image"):
         cap_stream(stream, 0, "spread")
 
 
+def test_a_full_length_suite_rejects_caps_below_100(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path) | {"capped": False}
+    with pytest.raises(ValueError, match=r"streams \['tiny'\] are capped below 100 images"):
+        parse_bench_config(mapping)
+    assert (
+        parse_bench_config(mapping | {"max_images": 100}).stream_cap(
+            parse_bench_config(mapping | {"max_images": 100}).streams[0]
+        )
+        == 100
+    )
+    assert parse_bench_config(mapping | {"max_images": None}).capped is False
+
+
+def test_cap_stream_never_takes_a_patients_end_slices() -> None:
+    slices = [sample("a", index) for index in range(10)]
+    assert [s.slice_index for s in cap_stream(slices, 1, "spread")] == [5]
+    assert [s.slice_index for s in cap_stream(slices, 2, "spread")] == [2, 7]
+    assert [s.slice_index for s in cap_stream(slices, 4, "spread")] == [1, 3, 6, 8]
+    two_patients = slices + [sample("b", index) for index in range(6)]
+    assert [(s.patient, s.slice_index) for s in cap_stream(two_patients, 4, "spread")] == [
+        ("a", 2),
+        ("a", 7),
+        ("b", 1),
+        ("b", 4),
+    ]
+
+
+def test_cap_stream_spreads_one_sample_per_patient_over_the_whole_stream() -> None:
+    stream = [sample(f"p{index:02d}", 0) for index in range(12)]
+    chosen = [s.patient for s in cap_stream(stream, 4, "spread")]
+    assert chosen == ["p01", "p04", "p07", "p10"]  # not the first four files
+    assert [s.patient for s in cap_stream(stream, 1, "spread")] == ["p06"]
+    # Fewer images than patients with several slices each: one middle slice of spread patients.
+    several = [sample(f"q{p}", index) for p in range(6) for index in range(5)]
+    assert [(s.patient, s.slice_index) for s in cap_stream(several, 3, "spread")] == [("q1", 2), ("q3", 2), ("q5", 2)]
+
+
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
-def test_compare_pairs_orders(outcome: BenchOutcome) -> None:
+def test_compare_pairs_images_and_clicks_with_a_bootstrap_interval(outcome: BenchOutcome) -> None:
     _, runs = read_raw(outcome.output)
     numbers = stream_numbers(runs, "main")
     comparison = compare(numbers, "post", "frozen", BUDGET, "lesion", BUDGET)
     assert comparison is not None
-    post = numbers[("post", BUDGET)].stat("lesion", f"dice@{BUDGET}")
-    frozen = numbers[("frozen", BUDGET)].stat("lesion", f"dice@{BUDGET}")
-    assert post is not None and frozen is not None
-    differences = [100 * (p - f) for p, f in zip(post["per_seed"], frozen["per_seed"], strict=True)]
-    assert comparison[0] == pytest.approx(np.mean(differences))
-    expected = "holds" if min(differences) > 0 else "reversed" if max(differences) < 0 else comparison[1]
-    assert comparison[1] == expected
+    difference, verdict, interval = comparison
+    frozen = {i.key: i.dice["lesion"][-1] for r in numbers[("frozen", BUDGET)].runs for i in r.result.images}
+    post: dict[str, list[float]] = {}
+    for run in numbers[("post", BUDGET)].runs:
+        for image in run.result.images:
+            post.setdefault(image.key, []).append(image.dice["lesion"][-1])
+    per_image = [100 * (np.mean(post[key]) - frozen[key]) for key in frozen]
+    assert interval.n == 3 and difference == pytest.approx(np.mean(per_image))
+    assert interval.low <= difference <= interval.high
+    assert verdict == ("holds" if interval.low > 0 else "reversed" if interval.high < 0 else "unresolved")
     assert compare(numbers, "post", "absent", BUDGET, "lesion", BUDGET) is None
+    assert "## Dice with 95 % confidence intervals" in outcome.report and "n=3" in outcome.report
 
 
 def test_evaluation_config_takes_a_subset_policy(tmp_path: Path) -> None:
@@ -328,10 +370,46 @@ def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome:
     removed.unlink()
     calls: dict[str, int] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench, "run_evaluation", counting(bench.run_evaluation, calls, "run_evaluation"))
+        patch.setattr(bench, "run_stream", counting(bench.run_stream, calls, "run_stream"))
         run_bench(config.model_copy(update={"cache_dir": cache, "output": output}), command="resume")
-    assert calls == {"run_evaluation": 1} and removed.is_file()
+    assert calls == {"run_stream": 1} and removed.is_file()
     meta, runs = read_raw(output)
-    assert meta["computed_runs"] == 1 and meta["cached_runs"] == 5 and meta["missing"] == [] and len(runs) == 6
-    assert [entry["computed_runs"] for entry in meta["invocations"]] == [6, 1]
+    assert meta["computed_runs"] == 1 and meta["cached_runs"] == 4 and meta["missing"] == [] and len(runs) == 5
+    assert [entry["computed_runs"] for entry in meta["invocations"]] == [5, 1]
     assert "The runs were computed by 2 invocation(s)" in (output / REPORT_MD).read_text()
+
+
+@pytest.mark.slow  # a tiny suite with a dev split and a sweep (~10 s)
+def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path: Path) -> None:
+    mapping = bench_mapping(tmp_path)
+    data = write_folder_dataset(tmp_path / "six", 6)
+    mapping["streams"][0]["data"]["root"] = str(data)
+    mapping["streams"][0]["dev"] = {"every": 3, "offset": 0}  # 2 of 6 patients tune, 4 are the test part
+    mapping["max_images"] = None
+    mapping["experiments"] = [{"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET]}]
+    mapping["experiments"][0]["order_seeds"] = [0]
+    mapping["ablations"] = []
+    candidates = [
+        {"name": "post", "label": "post-lr1e-3", "overrides": {"lr": 1e-3}},
+        {"name": "post", "label": "post-lr1e-7", "overrides": {"lr": 1e-7}},
+    ]
+    mapping["sweep"] = {"strategies": candidates, "budget": BUDGET}
+    config = parse_bench_config(mapping)
+    plan = bench.plan_bench(config)
+    assert {name: stream.part for name, stream in plan.streams.items()} == {"tiny": "test", "tiny-dev": "dev"}
+    assert len(plan.streams["tiny-dev"].keys) == 2 and len(plan.streams["tiny"].keys) == 4
+    assert not set(plan.streams["tiny-dev"].keys) & set(plan.streams["tiny"].keys)
+    run_bench(config, command="sweep")
+    _, runs = read_raw(config.output)
+    sweep = [run for run in runs if "sweep" in run.groups]
+    assert {run.stream for run in sweep} == {"tiny-dev"} and {run.label for run in sweep} == {
+        "post-lr1e-3",
+        "post-lr1e-7",
+    }
+    choice = bench.select_tuned(sweep)[("brain", "post")]
+    main_post = next(run for run in runs if run.label == "post" and "main" in run.groups)
+    assert main_post.stream == "tiny" and main_post.result.overrides == choice.spec.overrides
+    assert {image.key for image in main_post.result.images} == set(plan.streams["tiny"].keys)
+    report = (config.output / REPORT_MD).read_text()
+    assert "## Tuning on the dev parts" in report and "✔" in report
+    assert "### Tiny lesions (dev part)" not in report  # dev parts are never reported as results

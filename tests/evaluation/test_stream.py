@@ -9,6 +9,7 @@ from torch import nn
 
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.stream import (
+    ImageRecord,
     StreamResult,
     evaluate_frozen,
     image_click_seed,
@@ -197,3 +198,18 @@ def test_run_seed_reaches_strategies_with_their_own_randomness() -> None:
     assert seeded_overrides("oaims", {"lr": 1e-3}, 7) == {"lr": 1e-3, "seed": 7}
     assert seeded_overrides("post", {"seed": 1}, 7) == {"seed": 1}
     assert seeded_overrides("frozen", {}, 7) == {}
+
+
+def test_first_mask_before_update_is_measured_like_for_like(samples: list[Sample], tiny_model: nn.Module) -> None:
+    frozen = run_stream(tiny_model, BRAIN, samples, "frozen", {}, budget=2, order_seed=0, click_seed=0)
+    tsca = run_stream(tiny_model, BRAIN, samples, "tsca", {}, budget=2, order_seed=0, click_seed=0)
+    oaims = run_stream(tiny_model, BRAIN, samples, "oaims", {}, budget=2, order_seed=0, click_seed=0)
+    # The first image of the stream meets the source model: before its first-click update, TSCA's first
+    # mask is the frozen model's; what TSCA displays is the mask after that update.
+    first = tsca.images[0]
+    assert first.first_before_update == pytest.approx({"lesion": frozen.images[0].dice["lesion"][0]})
+    assert first.versions[0] > 0  # it did update before showing the first mask
+    # OAIMS shows its first mask before learning from the image: both measures coincide.
+    for image in oaims.images + frozen.images:
+        assert image.first_before_update == {"lesion": image.dice["lesion"][0]}
+    assert ImageRecord.from_dict(first.to_dict()).first_before_update == first.first_before_update

@@ -14,10 +14,20 @@ Three named, seedable protocols drive an interactive session in benchmarks and t
 Every user owns one :class:`numpy.random.Generator` built from its seed and keeps no other state, so
 the same seed and the same sequence of calls give the same clicks. Reports should always say which
 protocol produced a number (``user.name``).
+
+Imperfect users (:class:`NoisyUser`) wrap one of the three with modifiers written after a ``+`` in the
+name, e.g. ``"oaims+jitter3+wrong10+stop90"``:
+
+- ``jitterN``: every click moves by a Gaussian offset of N px per axis (rounded, clipped to the image);
+- ``wrongN``: N % of the clicks carry a wrong class (another class of the task, uniformly);
+- ``stopN``: the user stops once every labelled class has Dice ≥ N % (a satisfied user clicks no more).
+
+The noise has its own generator, derived from the seed, so the base protocol's draws are unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -410,21 +420,132 @@ _USER_CLASSES: dict[str, type[_BaseUser]] = {
 }
 
 
+def _least_class_dice(label: np.ndarray, prediction: np.ndarray) -> float:
+    """The smallest Dice over the classes > 0 present in ``label`` (1.0 when there is none)."""
+    scores = []
+    for value in np.unique(label):
+        if value == 0:
+            continue
+        truth, predicted = label == value, prediction == value
+        scores.append(2.0 * np.logical_and(truth, predicted).sum() / (truth.sum() + predicted.sum()))
+    return float(min(scores)) if scores else 1.0
+
+
+class NoisyUser:
+    """An imperfect user: a base protocol with click jitter, wrong-class clicks and early stopping.
+
+    Args:
+        base: The exact protocol whose clicks are perturbed.
+        seed: Seed of the noise (a generator derived from it, separate from the base user's).
+        jitter_px: Standard deviation (px, per axis) of the Gaussian offset of every click; 0 = none.
+        wrong_class_share: Probability that a click carries another class than the one the base chose.
+        stop_dice: Stop (``next_click`` returns ``None``) once every labelled class has at least this Dice;
+            ``None`` = click until the budget.
+        num_classes: Classes of the task (for wrong-class clicks); default: the label's largest class + 1
+            (at least 2).
+
+    Raises:
+        ValueError: For a negative jitter, a share outside [0, 1] or a stop Dice outside (0, 1].
+    """
+
+    def __init__(
+        self,
+        base: SimulatedUser,
+        seed: SeedLike = 0,
+        jitter_px: float = 0.0,
+        wrong_class_share: float = 0.0,
+        stop_dice: float | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        if jitter_px < 0:
+            raise ValueError(f"jitter_px must be >= 0, got {jitter_px}")
+        if not 0.0 <= wrong_class_share <= 1.0:
+            raise ValueError(f"wrong_class_share must lie in [0, 1], got {wrong_class_share}")
+        if stop_dice is not None and not 0.0 < stop_dice <= 1.0:
+            raise ValueError(f"stop_dice must lie in (0, 1], got {stop_dice}")
+        self.base = base
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([0x6E6F, seed or 0])
+        self.jitter_px = jitter_px
+        self.wrong_class_share = wrong_class_share
+        self.stop_dice = stop_dice
+        self.num_classes = num_classes
+        parts = [getattr(base, "name", "user")]
+        if jitter_px:
+            parts.append(f"jitter{jitter_px:g}")
+        if wrong_class_share:
+            parts.append(f"wrong{100 * wrong_class_share:g}")
+        if stop_dice is not None:
+            parts.append(f"stop{100 * stop_dice:g}")
+        self.name = "+".join(parts)
+
+    def __repr__(self) -> str:
+        return f"NoisyUser({self.name!r})"
+
+    def _perturb(self, click: Click, label: np.ndarray) -> Click:
+        row, col, cls = click.row, click.col, click.label
+        if self.jitter_px:
+            height, width = label.shape
+            dr, dc = self.rng.normal(0.0, self.jitter_px, size=2)
+            row = int(np.clip(round(row + dr), 0, height - 1))
+            col = int(np.clip(round(col + dc), 0, width - 1))
+        if self.wrong_class_share and self.rng.random() < self.wrong_class_share:
+            classes = self.num_classes or max(int(label.max()) + 1, 2)
+            others = [value for value in range(classes) if value != cls]
+            cls = int(self.rng.choice(others))
+        return Click(row, col, cls)
+
+    def first_click(self, label: np.ndarray) -> Click:
+        """The base protocol's first click, perturbed."""
+        return self._perturb(self.base.first_click(label), np.asarray(label))
+
+    def next_click(self, label: np.ndarray, prediction: np.ndarray) -> Click | None:
+        """``None`` once satisfied (``stop_dice``) or when the base user stops; else its click, perturbed."""
+        label = np.asarray(label)
+        if self.stop_dice is not None and _least_class_dice(label, np.asarray(prediction)) >= self.stop_dice:
+            return None
+        click = self.base.next_click(label, prediction)
+        return None if click is None else self._perturb(click, label)
+
+
+_MODIFIER = re.compile(r"^(jitter|wrong|stop)(\d+(?:\.\d+)?)$")
+
+
 def make_simulated_user(
     name: str, seed: SeedLike = 0, first_click_class: int | Sequence[int] | None = None
 ) -> SimulatedUser:
     """Build a simulated user by protocol name.
 
     Args:
-        name: One of :data:`SIMULATED_USER_NAMES` (``"oaims"``, ``"center"``, ``"deepest"``).
+        name: One of :data:`SIMULATED_USER_NAMES` (``"oaims"``, ``"center"``, ``"deepest"``), optionally
+            followed by noise modifiers (``"oaims+jitter3+wrong10+stop90"``, see :class:`NoisyUser`).
         seed: Seed of the user's random generator.
         first_click_class: Restrict the first click to this class (or these classes).
 
     Raises:
-        ValueError: If the name is unknown; the message lists the known names.
+        ValueError: If the name or a modifier is unknown; the message lists the known names.
     """
+    base_name, *modifiers = name.split("+")
     try:
-        user_class = _USER_CLASSES[name]
+        user_class = _USER_CLASSES[base_name]
     except KeyError:
-        raise ValueError(f"unknown simulated user {name!r}; choose one of {', '.join(SIMULATED_USER_NAMES)}") from None
-    return user_class(seed, first_click_class)
+        raise ValueError(
+            f"unknown simulated user {name!r}; choose one of {', '.join(SIMULATED_USER_NAMES)}, optionally with "
+            "+jitterN, +wrongN, +stopN"
+        ) from None
+    base = user_class(seed, first_click_class)
+    if not modifiers:
+        return base
+    settings: dict[str, float] = {}
+    for modifier in modifiers:
+        match = _MODIFIER.match(modifier)
+        if match is None or match.group(1) in settings:
+            raise ValueError(f"simulated user {name!r}: bad or repeated modifier {modifier!r} (jitterN, wrongN, stopN)")
+        settings[match.group(1)] = float(match.group(2))
+    noise_seed = seed if not isinstance(seed, np.random.Generator) else seed.spawn(1)[0]
+    return NoisyUser(
+        base,
+        noise_seed,
+        jitter_px=settings.get("jitter", 0.0),
+        wrong_class_share=settings.get("wrong", 0.0) / 100.0,
+        stop_dice=None if "stop" not in settings else settings["stop"] / 100.0,
+    )

@@ -4,7 +4,7 @@ A bench config (``configs/bench/full.yaml``) names target-domain *streams* (a da
 kind of shift it stands for and a cap on its length), the *experiments* to run on them (strategies ×
 click budgets × stream orders) and *ablations* (strategies with overrides, under their own labels).
 Every (stream, strategy, budget, seed) run goes through the evaluation path of ``clickadapt evaluate``
-(:func:`~clickadapt.evaluation.command.run_evaluation`: the prequential stream runner plus the
+(the prequential stream runner :func:`~clickadapt.evaluation.stream.run_stream` plus the
 forgetting measurement on the task's source validation set) and is cached as raw JSON under
 ``bench/cache/`` keyed by a SHA-256 of everything that determines it (model weights, the selected
 images, strategy settings, budget, seed, simulated user, click σ, source validation set and a digest
@@ -27,6 +27,7 @@ import concurrent.futures
 import csv
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -50,15 +51,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from clickadapt.adaptation.strategies import strategy_config
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import make_simulated_user
-from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
+from clickadapt.data.registry import DatasetConfig, PatientFold, data_digest, load_samples
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.command import load_model, run_evaluation
+from clickadapt.evaluation.command import load_model
 from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
 from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import noc_key
 from clickadapt.evaluation.plots import moving_average, plot_dice_vs_click, plot_stream_dice
 from clickadapt.evaluation.report import reported_clicks, summarise
-from clickadapt.evaluation.stream import ImageRecord, StreamResult, SubsetPolicy, cap_stream, evaluate_frozen
+from clickadapt.evaluation.statistics import Interval, bootstrap_mean, paired_difference, per_unit_means
+from clickadapt.evaluation.stream import (
+    ImageRecord,
+    StreamResult,
+    SubsetPolicy,
+    cap_stream,
+    evaluate_frozen,
+    run_stream,
+)
 from clickadapt.models.checkpoint import atomic_write_bytes
 from clickadapt.paths import PACKAGE_DIR
 from clickadapt.tasks import TASKS, get_task
@@ -75,6 +84,8 @@ RUNS_CSV = "runs.csv"
 BENCH_JSON = "bench.json"
 PLOTS_DIR = "plots"
 MAIN_GROUP = "main"
+SWEEP_GROUP = "sweep"
+DEV_SUFFIX = "-dev"
 FROZEN_LABEL = "frozen"
 ABLATION_GROUP = "ablation"
 DISCUSSION_BEGIN = "<!-- BEGIN HUMAN DISCUSSION (kept when the report is regenerated) -->"
@@ -103,10 +114,11 @@ CODE_PATHS: tuple[str, ...] = (
 The safety layer and source routing (``adaptation/safety.py``, ``adaptation/routing.py``) are not used by
 benchmark runs, so editing them does not invalidate the cache."""
 
-ShiftKind = Literal["small", "large", "modality", "pathology"]
+ShiftKind = Literal["small", "large", "site", "modality", "pathology"]
 SHIFT_DESCRIPTIONS: dict[str, str] = {
     "small": "small shift (same clinic, another camera / release)",
     "large": "large shift (other country, camera and population)",
+    "site": "site shift (same sequence, another hospital's scanner)",
     "modality": "modality shift (FLAIR-trained model, another MR sequence)",
     "pathology": "pathology shift (glioma-trained model, multiple-sclerosis lesions)",
 }
@@ -236,6 +248,8 @@ to schedule the longest runs first."""
 COST_PER_IMAGE_S: dict[str, float] = {"post": 0.62, "oaims": 0.23, "self-train": 0.17}
 """CPU seconds of the after-image update (Post-Interaction, self-training), per image (same fit)."""
 DEFAULT_COST_PER_CLICK_S = 0.2
+FULL_LENGTH_IMAGES = 100
+"""A suite that is not marked ``capped`` may not cap a stream below min(available, this)."""
 
 
 # ============================================================================================ config
@@ -251,6 +265,10 @@ class StreamSpec(BaseModel):
             which pairs the stream with the paper's published numbers.
         data: The dataset selection (patients disjoint from source training).
         max_images: Cap on the stream's length; ``None`` = the suite's ``max_images``.
+        dev: The patient split of the dataset into a small dev part (``every``-th patient from ``offset``,
+            sorted by id: the sweep of ``sweep`` tunes on it) and the test part (the other patients: every
+            reported number). ``None`` = no dev part (too few patients); the stream is then reported whole
+            and its strategies take the settings tuned on the other dev parts of its task.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -260,21 +278,60 @@ class StreamSpec(BaseModel):
     shift: ShiftKind
     data: DatasetConfig
     max_images: int | None = Field(default=None, ge=1)
+    dev: PatientFold | None = None
+
+    @model_validator(mode="after")
+    def _one_patient_rule(self) -> StreamSpec:
+        if self.dev is not None and self.data.patient_fold is not None:
+            raise ValueError(f"stream {self.name!r}: give either dev or data.patient_fold, not both")
+        return self
+
+    @property
+    def test_data(self) -> DatasetConfig:
+        """The dataset selection of the reported (test) part: all patients but the dev part's."""
+        if self.dev is None:
+            return self.data
+        rule = PatientFold(every=self.dev.every, offset=self.dev.offset, keep="rest")
+        return self.data.model_copy(update={"patient_fold": rule})
+
+    def dev_stream(self) -> StreamSpec | None:
+        """The dev part as a stream of its own (``NAME-dev``), or ``None`` without a dev split."""
+        if self.dev is None:
+            return None
+        rule = PatientFold(every=self.dev.every, offset=self.dev.offset, keep="fold")
+        return StreamSpec(
+            name=f"{self.name}{DEV_SUFFIX}",
+            title=f"{self.title} (dev part)",
+            shift=self.shift,
+            data=self.data.model_copy(update={"patient_fold": rule}),
+            max_images=self.max_images,
+        )
 
     @property
     def task(self) -> str:
         """The stream's task (``brain`` or ``fundus``)."""
         return self.data.resolved_task
 
+    @property
+    def slices(self) -> str:
+        """How the stream samples its patients, for every table: ``all slices``, ``largest-lesion slice``
+        (one per patient, the paper's protocol) or ``every image`` (2D datasets)."""
+        if self.task != "brain":
+            return "every image"
+        return "all slices" if self.data.slice_policy == "all" else "largest-lesion slice"
+
 
 class ExperimentSpec(BaseModel):
-    """Streams × strategies × budgets × seeds.
+    """Streams × strategies × budgets × stream orders × click seeds.
 
     Attributes:
         streams: Stream names, or ``[all]`` for every stream of the suite.
         strategies: Strategies (bare names or ``{name, overrides, label}``).
         budgets: Click budgets per image.
-        seeds: One run per seed; a seed fixes the stream order and the simulated user's clicks.
+        order_seeds: One run per order seed: the seed of the stream's permutation. The frozen model does
+            not depend on the order, so it runs once per click seed (with the first order seed).
+        click_seeds: One run per click seed: the seed of the simulated user's clicks (combined with each
+            image's key, so every strategy and order sees the same clicks on the same image).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -282,7 +339,8 @@ class ExperimentSpec(BaseModel):
     streams: list[str] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)
     budgets: list[int] = Field(default_factory=lambda: [10], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    order_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    click_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("budgets")
     @classmethod
@@ -291,6 +349,48 @@ class ExperimentSpec(BaseModel):
         if bad:
             raise ValueError(f"budgets must be at least 1 click, got {bad}")
         return budgets
+
+
+class SweepSpec(BaseModel):
+    """The recorded sweep of baseline settings on the dev parts (:attr:`StreamSpec.dev`).
+
+    Every candidate runs on every dev part; per task and strategy name, the candidate with the highest
+    mean Dice over clicks 1..budget (the area under the Dice-vs-click curve; brain lesion / fundus cup),
+    averaged over the task's dev images, is the *tuned* setting. Main experiments then run that setting
+    for every strategy they list by bare name (no overrides), on the test parts only.
+
+    Attributes:
+        strategies: The candidates (labels distinct, e.g. ``tsca-lr1e-5``).
+        budget: Clicks per image.
+        order_seeds: Stream orders of each candidate.
+        click_seeds: Click seeds of each candidate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[StrategySpec] = Field(min_length=1)
+    budget: int = Field(default=10, ge=1)
+    order_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    click_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("strategies")
+    @classmethod
+    def _distinct_labels(cls, strategies: list[StrategySpec]) -> list[StrategySpec]:
+        labels = [spec.display_name for spec in strategies]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise ValueError(f"labels must be distinct (give a 'label'): {twice}")
+        return strategies
+
+    def experiment(self) -> ExperimentSpec:
+        """The sweep as an experiment over every dev part."""
+        return ExperimentSpec(
+            streams=["all"],
+            strategies=self.strategies,
+            budgets=[self.budget],
+            order_seeds=self.order_seeds,
+            click_seeds=self.click_seeds,
+        )
 
 
 class BenchConfig(BaseModel):
@@ -304,7 +404,10 @@ class BenchConfig(BaseModel):
         source_validation_max_images: Cap on each source validation set (patient-balanced spread).
         experiments: The main comparison.
         ablations: Reported separately; labels distinguish overridden strategies.
+        sweep: Baseline settings tuned on the dev parts of the streams (``None`` = no tuning).
         max_images: Default cap on each stream's length (``None`` = whole streams).
+        capped: A quick look whose streams may be capped below min(available, :data:`FULL_LENGTH_IMAGES`);
+            the report says so. ``False`` (a full-length suite) rejects such caps.
         subset: Which images a cap keeps: ``spread`` (patient-balanced, evenly spaced) or ``first``.
         user: Simulated user.
         shuffle: A seeded stream order per seed (``False`` keeps dataset order).
@@ -325,7 +428,9 @@ class BenchConfig(BaseModel):
     source_validation_max_images: int | None = Field(default=20, ge=1)
     experiments: list[ExperimentSpec] = Field(min_length=1)
     ablations: list[ExperimentSpec] = Field(default_factory=list)
+    sweep: SweepSpec | None = None
     max_images: int | None = Field(default=None, ge=1)
+    capped: bool = False
     subset: SubsetPolicy = "spread"
     user: str = "oaims"
     shuffle: bool = True
@@ -360,6 +465,13 @@ class BenchConfig(BaseModel):
             if stream.task not in self.models:
                 raise ValueError(
                     f"streams: {stream.name!r} is a {stream.task} stream but models has no {stream.task!r}"
+                )
+        if not self.capped:
+            short = [s.name for s in self.streams if (self.stream_cap(s) or FULL_LENGTH_IMAGES) < FULL_LENGTH_IMAGES]
+            if short:
+                raise ValueError(
+                    f"streams {short} are capped below {FULL_LENGTH_IMAGES} images in a full-length suite; "
+                    "raise max_images or mark the suite `capped: true` (a quick look, said so in the report)"
                 )
         for task, dataset in self.source_validation.items():
             if dataset.resolved_task != task:
@@ -495,6 +607,7 @@ class StreamPlan:
         keys: Keys of the kept samples, in dataset order.
         patients: Kept samples per patient.
         digest: :func:`~clickadapt.data.registry.data_digest` of the kept samples.
+        part: ``test`` (the reported part of a split dataset), ``dev`` (its tuning part) or ``whole``.
     """
 
     spec: StreamSpec
@@ -502,17 +615,19 @@ class StreamPlan:
     keys: list[str]
     patients: dict[str, int]
     digest: str
+    part: str = "whole"
 
 
 @dataclass
 class BenchJob:
-    """One (stream, strategy label, budget, seed) run.
+    """One (stream, strategy label, budget, order seed, click seed) run.
 
     Attributes:
         stream: Stream name.
         strategy: The strategy spec (its label names the run).
         budget: Clicks per image.
-        seed: Stream order and click seed.
+        order_seed: Seed of the stream order.
+        click_seed: Seed of the simulated user's clicks.
         groups: ``main`` and/or ``ablation``.
         key: Cache key (hex SHA-256).
         source_key: Cache key of the source-validation baseline it needs (``None`` = no forgetting).
@@ -522,7 +637,8 @@ class BenchJob:
     stream: str
     strategy: StrategySpec
     budget: int
-    seed: int
+    order_seed: int
+    click_seed: int
     groups: list[str]
     key: str
     source_key: str | None
@@ -534,13 +650,15 @@ class BenchJob:
         return self.strategy.display_name
 
     def describe(self) -> str:
-        """``stream / label / budget / seed`` for logs."""
-        return f"{self.stream} / {self.label} / {self.budget} clicks / seed {self.seed}"
+        """``stream / label / budget / order / clicks`` for logs."""
+        return (
+            f"{self.stream} / {self.label} / {self.budget} clicks / order {self.order_seed} / clicks {self.click_seed}"
+        )
 
 
 @dataclass
 class SourceJob:
-    """The original model's Dice curves on a task's source validation set, per budget and seed."""
+    """The original model's Dice curves on a task's source validation set, per budget and click seed."""
 
     task: str
     budget: int
@@ -585,12 +703,18 @@ def _model_info(task: str, spec: str, device: str) -> ModelInfo:
     return ModelInfo(task, spec, str(loaded.path), loaded.sha256, loaded.meta.preprocessing.click_sigma)
 
 
-def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchPlan:
+TunedSettings = dict[tuple[str, str], StrategySpec]
+"""Per (task, strategy name), the setting the sweep chose on the dev parts."""
+
+
+def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: TunedSettings | None = None) -> BenchPlan:
     """Load the models and select each stream's images, then list the runs and their cache keys.
 
     Args:
         config: The suite.
         only: Restrict the plan to these stream names (``None`` = all).
+        tuned: Settings chosen by the sweep; main-experiment strategies given by bare name run them
+            (``None`` = the strategies' defaults, e.g. before the sweep has run).
 
     Raises:
         ValueError: An unknown name in ``only``, a model of the wrong task, or an empty stream.
@@ -605,16 +729,21 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
     tasks = sorted({stream.task for stream in selected})
     models = {task: _model_info(task, config.models[task], config.device) for task in tasks}
     streams: dict[str, StreamPlan] = {}
-    for stream in selected:
+    parts = [(stream, "whole" if stream.dev is None else "test") for stream in selected]
+    if config.sweep is not None:
+        parts += [(dev, "dev") for stream in selected if (dev := stream.dev_stream()) is not None]
+    for stream, part in parts:
         samples, available = _load_stream_samples(
-            stream.data, config.stream_cap(stream), config.subset, config.data_cache_dir
+            stream.test_data, config.stream_cap(stream), config.subset, config.data_cache_dir
         )
         if not samples:
             raise ValueError(f"stream {stream.name!r} selected no samples; check its data selection")
         patients: dict[str, int] = {}
         for sample in samples:
             patients[sample.patient] = patients.get(sample.patient, 0) + 1
-        streams[stream.name] = StreamPlan(stream, available, [s.key for s in samples], patients, data_digest(samples))
+        streams[stream.name] = StreamPlan(
+            stream, available, [s.key for s in samples], patients, data_digest(samples), part
+        )
     code = code_version()
     source_digests: dict[str, str] = {}
     source_images: dict[str, int] = {}
@@ -647,50 +776,74 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None) -> BenchP
 
     jobs: dict[str, BenchJob] = {}
     order: list[str] = []
-    for group, experiments in ((MAIN_GROUP, config.experiments), (ABLATION_GROUP, config.ablations)):
+    dev_names = [name for name, stream in streams.items() if stream.part == "dev"]
+    groups: list[tuple[str, list[ExperimentSpec]]] = [
+        (MAIN_GROUP, config.experiments),
+        (ABLATION_GROUP, config.ablations),
+        (SWEEP_GROUP, [config.sweep.experiment()] if config.sweep is not None else []),
+    ]
+    for group, experiments in groups:
         for experiment in experiments:
-            for stream_name in config.stream_names(experiment):
+            names = dev_names if group == SWEEP_GROUP else config.stream_names(experiment)
+            for stream_name in names:
                 if stream_name not in streams:
                     continue
                 plan = streams[stream_name]
                 task = plan.spec.task
-                for spec in experiment.strategies:
-                    for budget in experiment.budgets:
-                        for seed in experiment.seeds:
-                            key = _digest(
-                                {
-                                    "kind": "run",
-                                    "format": BENCH_FORMAT,
-                                    "model": models[task].sha256,
-                                    "data": plan.digest,
-                                    "stream": plan.spec.data.model_dump(mode="json"),
-                                    "strategy": resolved_strategy(spec),
-                                    "budget": budget,
-                                    "seed": seed,
-                                    "user": config.user,
-                                    "shuffle": config.shuffle,
-                                    "click_sigma": models[task].click_sigma,
-                                    "source": source_key(task, budget, seed),
-                                    "device": config.device,
-                                    "code": code,
-                                }
-                            )
-                            slot = f"{stream_name}\0{spec.display_name}\0{budget}\0{seed}"
-                            if slot in jobs:
-                                if group not in jobs[slot].groups:
-                                    jobs[slot].groups.append(group)
-                                continue
-                            estimate = estimate_seconds(spec.name, len(plan.keys), budget, source_images.get(task, 0))
-                            jobs[slot] = BenchJob(
-                                stream_name, spec, budget, seed, [group], key, source_key(task, budget, seed), estimate
-                            )
-                            order.append(slot)
+                for listed in experiment.strategies:
+                    spec = listed
+                    if group == MAIN_GROUP and tuned and not listed.overrides and (task, listed.name) in tuned:
+                        chosen = tuned[task, listed.name]
+                        spec = StrategySpec(name=listed.name, overrides=chosen.overrides, label=listed.display_name)
+                    orders = experiment.order_seeds[:1] if spec.name == FROZEN_LABEL else experiment.order_seeds
+                    for budget, order_seed, seed in itertools.product(
+                        experiment.budgets, orders, experiment.click_seeds
+                    ):
+                        key = _digest(
+                            {
+                                "kind": "run",
+                                "format": BENCH_FORMAT,
+                                "model": models[task].sha256,
+                                "data": plan.digest,
+                                "stream": plan.spec.test_data.model_dump(mode="json"),
+                                "strategy": resolved_strategy(spec),
+                                "budget": budget,
+                                "order_seed": order_seed,
+                                "click_seed": seed,
+                                "user": config.user,
+                                "shuffle": config.shuffle,
+                                "click_sigma": models[task].click_sigma,
+                                "source": source_key(task, budget, seed),
+                                "device": config.device,
+                                "code": code,
+                            }
+                        )
+                        slot = f"{stream_name}\0{spec.display_name}\0{budget}\0{order_seed}\0{seed}"
+                        if slot in jobs:
+                            if group not in jobs[slot].groups:
+                                jobs[slot].groups.append(group)
+                            continue
+                        estimate = estimate_seconds(spec.name, len(plan.keys), budget, source_images.get(task, 0))
+                        jobs[slot] = BenchJob(
+                            stream_name,
+                            spec,
+                            budget,
+                            order_seed,
+                            seed,
+                            [group],
+                            key,
+                            source_key(task, budget, seed),
+                            estimate,
+                        )
+                        order.append(slot)
     source_jobs: dict[str, SourceJob] = {}
     for slot in order:
         job = jobs[slot]
         if job.source_key is not None and job.source_key not in source_jobs:
             task = streams[job.stream].spec.task
-            source_jobs[job.source_key] = SourceJob(task, job.budget, job.seed, job.source_key, source_images[task])
+            source_jobs[job.source_key] = SourceJob(
+                task, job.budget, job.click_seed, job.source_key, source_images[task]
+            )
     return BenchPlan(config, models, streams, source_images, [jobs[s] for s in order], list(source_jobs.values()), code)
 
 
@@ -812,40 +965,58 @@ def compute_source_baseline(job: SourceJob, settings: WorkerSettings) -> dict[st
 
 
 def compute_run(job: BenchJob, settings: WorkerSettings, baseline: dict[str, list[float]] | None) -> dict[str, Any]:
-    """One run through :func:`~clickadapt.evaluation.command.run_evaluation` (a cache entry).
+    """One run through the stream engine (:func:`~clickadapt.evaluation.stream.run_stream`) and, for an
+    adapting strategy, the forgetting measurement on the source validation set (a cache entry).
 
     Args:
         job: The run.
         settings: Model and data.
-        baseline: The original model's curves on the source validation set for this budget and seed
+        baseline: The original model's curves on the source validation set for this budget and click seed
             (``None`` = no forgetting measurement).
     """
     loaded = _worker_model(settings)
     stream = _worker_samples(settings.stream, settings.stream_cap, settings)
-    source = _worker_samples(settings.source, settings.source_cap, settings) if baseline is not None else None
+    source = _worker_samples(settings.source, settings.source_cap, settings) if baseline is not None else []
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    (result,) = run_evaluation(
+    result = run_stream(
         loaded.model,
         loaded.task,
         stream,
-        source,
-        [job.strategy],
-        [job.seed],
-        job.budget,
+        job.strategy.name,
+        job.strategy.overrides,
         settings.user,
-        shuffle=settings.shuffle,
+        job.budget,
+        order_seed=job.order_seed if settings.shuffle else None,
+        click_seed=job.click_seed,
+        progress=False,
+        label=job.label,
         click_sigma=settings.click_sigma,
         device=settings.device,
-        progress=False,
-        frozen_source=None if baseline is None else {job.seed: baseline},
     )
+    if baseline is not None and source:
+        result.validation_before = baseline
+        result.validation_after = (
+            baseline
+            if job.strategy.name == FROZEN_LABEL
+            else evaluate_frozen(
+                result.final_model if result.final_model is not None else loaded.model,
+                loaded.task,
+                source,
+                settings.user,
+                job.budget,
+                job.click_seed,
+                click_sigma=settings.click_sigma,
+                device=settings.device,
+            )
+        )
     return {
         "format": BENCH_FORMAT,
         "kind": "run",
         "stream": job.stream,
         "strategy": job.label,
         "budget": job.budget,
-        "seed": job.seed,
+        "order_seed": job.order_seed,
+        "click_seed": job.click_seed,
         "result": result.to_dict(),
         "wall_s": time.perf_counter() - start_wall,
         "cpu_s": time.process_time() - start_cpu,
@@ -858,7 +1029,7 @@ def _settings_for(plan: BenchPlan, task: str, stream: StreamSpec | None) -> Work
     return WorkerSettings(
         model_path=model.path,
         click_sigma=model.click_sigma,
-        stream=stream.data if stream is not None else None,
+        stream=stream.test_data if stream is not None else None,
         stream_cap=config.stream_cap(stream) if stream is not None else None,
         source=config.source_validation.get(task),
         source_cap=config.source_validation_max_images,
@@ -959,7 +1130,9 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         path = source_cache_path(cache_dir, source_job.key)
         if _read_json(path) is None:
             settings = _settings_for(plan, source_job.task, None)
-            description = f"{source_job.task} source validation / {source_job.budget} clicks / seed {source_job.seed}"
+            description = (
+                f"{source_job.task} source validation / {source_job.budget} clicks / click seed {source_job.seed}"
+            )
             baseline_calls.append((description, compute_source_baseline, (source_job, settings), path))
     missing = _unique_keys(job for job in plan.jobs if _read_json(run_cache_path(cache_dir, job.key)) is None)
     logger.info(
@@ -971,19 +1144,21 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         config.workers,
     )
     failed = _execute(baseline_calls, config.workers, config.threads_per_worker)
-    run_calls: list[Call] = []
-    for job in sorted(missing, key=lambda job: -job.estimate_s):
-        stream = plan.streams[job.stream].spec
-        baseline = None
-        if job.source_key is not None:
-            entry = _read_json(source_cache_path(cache_dir, job.source_key))
-            baseline = entry["curves"] if entry is not None else None
-        settings = _settings_for(plan, stream.task, stream)
-        run_calls.append((job.describe(), compute_run, (job, settings, baseline), run_cache_path(cache_dir, job.key)))
-    failed += _execute(run_calls, config.workers, config.threads_per_worker)
-    full_plan = plan if only is None else _cached_plan(config, plan)
+    computed = 0
+    if config.sweep is not None:  # phase 1: the sweep on the dev parts, whose choice the main runs need
+        sweep = [job for job in missing if SWEEP_GROUP in job.groups]
+        failed += _execute(_run_calls(plan, sweep), config.workers, config.threads_per_worker)
+        computed += len(sweep)
+        tuned = {key: choice.spec for key, choice in select_tuned(cached_runs(plan, SWEEP_GROUP)).items()}
+        plan = plan_bench(config, only, tuned)
+        missing = _unique_keys(job for job in plan.jobs if _read_json(run_cache_path(cache_dir, job.key)) is None)
+    else:
+        tuned = {}
+    failed += _execute(_run_calls(plan, missing), config.workers, config.threads_per_worker)
+    missing_count = computed + len(missing)
+    full_plan = plan if only is None else _cached_plan(config, plan, tuned)
     meta = bench_metadata(
-        full_plan, started_at, time.perf_counter() - wall_start, len(missing), len(baseline_calls), command
+        full_plan, started_at, time.perf_counter() - wall_start, missing_count, len(baseline_calls), command
     )
     meta["failed"] = failed
     earlier = _earlier_invocations(config.output, meta)
@@ -991,6 +1166,79 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
     write_raw(config.output, full_plan, meta)
     write_bench_report(config.output)
     return config.output
+
+
+def _run_calls(plan: BenchPlan, jobs: Sequence[BenchJob]) -> list[Call]:
+    """The computations of ``jobs`` (longest first), each with its source baseline read from the cache."""
+    calls: list[Call] = []
+    for job in sorted(jobs, key=lambda job: -job.estimate_s):
+        stream = plan.streams[job.stream].spec
+        baseline = None
+        if job.source_key is not None:
+            entry = _read_json(source_cache_path(plan.config.cache_dir, job.source_key))
+            baseline = entry["curves"] if entry is not None else None
+        settings = _settings_for(plan, stream.task, stream)
+        path = run_cache_path(plan.config.cache_dir, job.key)
+        calls.append((job.describe(), compute_run, (job, settings, baseline), path))
+    return calls
+
+
+def cached_runs(plan: BenchPlan, group: str) -> list[BenchRun]:
+    """The runs of ``group`` found in the cache, as :class:`BenchRun` (missing ones left out)."""
+    runs = []
+    for job in plan.jobs:
+        entry = _read_json(run_cache_path(plan.config.cache_dir, job.key))
+        if group not in job.groups or entry is None:
+            continue
+        stream = plan.streams[job.stream].spec
+        result = StreamResult.from_dict(entry["result"])
+        result.strategy = job.label
+        runs.append(
+            BenchRun(
+                job.stream,
+                stream.task,
+                stream.shift,
+                list(job.groups),
+                result,
+                float(entry.get("wall_s", 0.0)),
+                float(entry.get("cpu_s", 0.0)),
+            )
+        )
+    return runs
+
+
+@dataclass(frozen=True)
+class TunedChoice:
+    """The sweep's choice for one (task, strategy name).
+
+    Attributes:
+        spec: The chosen candidate (its label and overrides).
+        scores: Per candidate label, the mean dev Dice over clicks 1..budget (%) and the number of dev images.
+    """
+
+    spec: StrategySpec
+    scores: dict[str, tuple[float, int]]
+
+
+def select_tuned(runs: Sequence[BenchRun]) -> dict[tuple[str, str], TunedChoice]:
+    """Per (task, strategy name), the sweep candidate with the highest mean Dice over clicks (the normalised
+    area under the Dice-vs-click curve on the key region: brain lesion, fundus cup), averaged over every
+    dev image of the task (repetitions of an image averaged first). Ties keep the candidate listed first."""
+    scores: dict[tuple[str, str], dict[str, list[float]]] = {}
+    specs: dict[str, StrategySpec] = {}
+    for run in runs:
+        region = _key_region(run.task)
+        per = scores.setdefault((run.task, run.result.strategy_name), {})
+        values = per.setdefault(run.label, [])
+        values += [float(np.mean(image.dice[region])) for image in run.result.images]
+        specs[run.label] = StrategySpec(name=run.result.strategy_name, overrides=run.result.overrides, label=run.label)
+    choices = {}
+    for key, per in scores.items():
+        summary = {label: (100 * float(np.mean(values)), len(values)) for label, values in per.items() if values}
+        if summary:
+            best = max(summary, key=lambda label: summary[label][0])
+            choices[key] = TunedChoice(specs[best], summary)
+    return choices
 
 
 def _invocation(meta: dict[str, Any]) -> dict[str, Any]:
@@ -1023,10 +1271,10 @@ def _unique_keys(jobs: Iterable[BenchJob]) -> list[BenchJob]:
     return list(unique.values())
 
 
-def _cached_plan(config: BenchConfig, partial: BenchPlan) -> BenchPlan:
+def _cached_plan(config: BenchConfig, partial: BenchPlan, tuned: TunedSettings | None = None) -> BenchPlan:
     """The plan of the whole suite, for a report after ``--only`` (streams whose data loads)."""
     try:
-        return plan_bench(config)
+        return plan_bench(config, tuned=tuned)
     except (FileNotFoundError, ValueError) as error:
         logger.warning("report limited to the computed streams: %s", error)
         return partial
@@ -1043,13 +1291,14 @@ RAW_COLUMNS = (
     "strategy_name",
     "overrides",
     "budget",
-    "seed",
     "order_seed",
+    "click_seed",
     "user",
     "position",
     "image_key",
     "region",
     "dice",
+    "first_before_update",
     "clicks",
     "versions",
     "forward_s",
@@ -1066,8 +1315,8 @@ RUNS_COLUMNS = (
     "strategy_name",
     "overrides",
     "budget",
-    "seed",
     "order_seed",
+    "click_seed",
     "user",
     "region",
     "images",
@@ -1125,6 +1374,7 @@ def bench_metadata(
         "code_version": plan.code,
         "user": config.user,
         "subset": config.subset,
+        "capped": config.capped,
         "models": {task: vars(info) for task, info in plan.models.items()},
         "source_validation": {
             task: {"data": dataset.model_dump(mode="json"), "images": plan.source_images.get(task, 0)}
@@ -1137,6 +1387,8 @@ def bench_metadata(
                 "title": stream.spec.title,
                 "task": stream.spec.task,
                 "shift": stream.spec.shift,
+                "slices": stream.spec.slices,
+                "part": stream.part,
                 "data": stream.spec.data.model_dump(mode="json", exclude_defaults=True),
                 "available": stream.available,
                 "used": len(stream.keys),
@@ -1174,7 +1426,15 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
     for job in plan.jobs:
         entry = _read_json(run_cache_path(plan.config.cache_dir, job.key))
         if entry is None:
-            missing.append({"stream": job.stream, "strategy": job.label, "budget": job.budget, "seed": job.seed})
+            missing.append(
+                {
+                    "stream": job.stream,
+                    "strategy": job.label,
+                    "budget": job.budget,
+                    "order_seed": job.order_seed,
+                    "click_seed": job.click_seed,
+                }
+            )
             continue
         result = StreamResult.from_dict(entry["result"])
         result.strategy = job.label
@@ -1188,8 +1448,8 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
             "strategy_name": result.strategy_name,
             "overrides": json.dumps(result.overrides, sort_keys=True),
             "budget": result.budget,
-            "seed": result.click_seed,
             "order_seed": "" if result.order_seed is None else result.order_seed,
+            "click_seed": result.click_seed,
             "user": result.user,
         }
         for region in result.regions:
@@ -1216,6 +1476,9 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
                         "image_key": image.key,
                         "region": region,
                         "dice": _numbers(image.dice[region]),
+                        "first_before_update": ""
+                        if image.first_before_update is None
+                        else f"{image.first_before_update[region]:.6g}",
                         "clicks": " ".join(f"{c.row},{c.col},{c.label}" for c in image.clicks),
                         "versions": " ".join(str(version) for version in image.versions),
                         "forward_s": _numbers(image.forward_s),
@@ -1283,9 +1546,9 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
         if not (results_dir / name).is_file():
             raise FileNotFoundError(f"{results_dir} has no {name}; run `clickadapt bench CONFIG` first")
     meta = json.loads((results_dir / BENCH_JSON).read_text(encoding="utf-8"))
-    runs: dict[tuple[str, str, str, str], BenchRun] = {}
+    runs: dict[tuple[str, str, str, str, str], BenchRun] = {}
     for row in _read_csv(results_dir / RUNS_CSV, RUNS_COLUMNS):
-        run_key = (row["stream"], row["strategy"], row["budget"], row["seed"])
+        run_key = (row["stream"], row["strategy"], row["budget"], row["order_seed"], row["click_seed"])
         run = runs.get(run_key)
         if run is None:
             result = StreamResult(
@@ -1297,7 +1560,7 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 user=row["user"],
                 budget=int(row["budget"]),
                 order_seed=None if row["order_seed"] == "" else int(row["order_seed"]),
-                click_seed=int(row["seed"]),
+                click_seed=int(row["click_seed"]),
                 skipped=row["skipped"].split(),
             )
             run = BenchRun(
@@ -1316,9 +1579,9 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 run.result.validation_before, run.result.validation_after = {}, {}
             run.result.validation_before[row["region"]] = _parse_numbers(row["source_dice_before"])
             run.result.validation_after[row["region"]] = _parse_numbers(row["source_dice_after"])
-    images: dict[tuple[str, str, str, str], dict[int, ImageRecord]] = {}
+    images: dict[tuple[str, str, str, str, str], dict[int, ImageRecord]] = {}
     for row in _read_csv(results_dir / RAW_CSV, RAW_COLUMNS):
-        run_key = (row["stream"], row["strategy"], row["budget"], row["seed"])
+        run_key = (row["stream"], row["strategy"], row["budget"], row["order_seed"], row["click_seed"])
         if run_key not in runs:
             raise ValueError(f"{results_dir / RAW_CSV}: run {run_key} is not in {RUNS_CSV}")
         position = int(row["position"])
@@ -1337,6 +1600,11 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 version_after=int(row["version_after"]),
             )
         per_run[position].dice[row["region"]] = _parse_numbers(row["dice"])
+        if row["first_before_update"]:
+            record = per_run[position]
+            record.first_before_update = (record.first_before_update or {}) | {
+                row["region"]: float(row["first_before_update"])
+            }
     for run_key, run in runs.items():
         per_run = images.get(run_key, {})
         run.result.images = [per_run[position] for position in sorted(per_run)]
@@ -1475,54 +1743,193 @@ def _per_seed(entry: StrategyNumbers | None, region: str, metric: str) -> list[f
     return [] if statistic is None else [float("nan") if v is None else float(v) for v in statistic["per_seed"]]
 
 
+def image_values(
+    runs: Sequence[BenchRun], region: str, click: int, before_update: bool = False
+) -> dict[tuple[str, int], list[float]]:
+    """Per (image key, click seed), the Dice on ``region`` after ``click`` clicks in each run (one value per
+    stream order) — the pairing unit of :func:`~clickadapt.evaluation.statistics.paired_difference`.
+
+    With ``before_update`` (``click`` 1 only), the first mask of the model before any update on the image
+    (:attr:`~clickadapt.evaluation.stream.ImageRecord.first_before_update`) instead of the displayed one."""
+    values: dict[tuple[str, int], list[float]] = {}
+    for run in runs:
+        index = min(click, run.budget) - 1
+        for image in run.result.images:
+            if region not in image.dice:
+                continue
+            if before_update:
+                if image.first_before_update is None or region not in image.first_before_update:
+                    continue
+                value = image.first_before_update[region]
+            else:
+                value = image.dice[region][index]
+            values.setdefault((image.key, run.result.click_seed), []).append(float(value))
+    return values
+
+
+def dice_interval(runs: Sequence[BenchRun], region: str, click: int, before_update: bool = False) -> Interval:
+    """Mean Dice after ``click`` clicks with its 95 % bootstrap interval over images (repetitions of an
+    image — stream orders, click seeds — averaged first); fractions, ``n`` = images."""
+    values = image_values(runs, region, click, before_update)
+    per_pair = {pair: float(np.mean(items)) for pair, items in values.items()}
+    return bootstrap_mean(list(per_unit_means(per_pair).values()))
+
+
+Comparison = tuple[float, str, Interval]
+"""``(mean difference in Dice points, verdict, its interval in Dice points)``."""
+
+
 def compare(
     numbers: dict[tuple[str, int], StrategyNumbers], better: str, worse: str, budget: int, region: str, click: int
-) -> tuple[float, str] | None:
-    """Whether ``better`` beats ``worse`` on Dice at ``click``: the mean difference (Dice points) and a verdict.
+) -> Comparison | None:
+    """Whether ``better`` beats ``worse`` on Dice at ``click``: the paired difference over images with its 95 %
+    bootstrap interval, and a verdict.
 
-    Verdicts: ``holds`` (better in every order), ``holds on average``, ``reversed on average``, ``reversed``
-    (worse in every order), ``tie`` (mean difference within :data:`TIE_TOLERANCE`). Runs are paired by seed
-    (same order and same clicks on each image).
+    Pairs are (image, click seed): the same image with the same simulated clicks; a strategy's stream
+    orders are averaged per pair first. Verdicts: ``holds`` (interval above 0), ``reversed`` (below 0),
+    ``unresolved`` (it contains 0: the data cannot tell the two apart). A difference is called real only
+    when its interval excludes 0.
 
     Returns:
-        ``(difference, verdict)``, or ``None`` when either strategy is missing.
+        ``(difference, verdict, interval)`` in Dice points, or ``None`` when either strategy is missing or
+        they share no image.
     """
     first = numbers.get((better, budget))
     second = numbers.get((worse, budget))
     if first is None or second is None:
         return None
-    metric = f"dice@{click}"
-    a = dict(zip(first.entry["seeds"], _per_seed(first, region, metric), strict=True))
-    b = dict(zip(second.entry["seeds"], _per_seed(second, region, metric), strict=True))
-    paired = [100 * (a[seed] - b[seed]) for seed in a if seed in b and math.isfinite(a[seed] + b[seed])]
-    if not paired:
+    interval = paired_difference(
+        image_values(first.runs, region, click), image_values(second.runs, region, click)
+    ).scaled(100.0)
+    if interval.n == 0:
         return None
-    difference = float(np.mean(paired))
-    if abs(difference) <= TIE_TOLERANCE:
-        verdict = "tie"
-    elif all(value > TIE_TOLERANCE for value in paired):
-        verdict = "holds"
-    elif all(value < -TIE_TOLERANCE for value in paired):
-        verdict = "reversed"
-    else:
-        verdict = "holds on average" if difference > 0 else "reversed on average"
-    return difference, verdict
+    verdict = "unresolved" if not interval.excludes_zero else "holds" if interval.low > 0 else "reversed"
+    return interval.mean, verdict, interval
 
 
-VERDICT_MARKS = {
-    "holds": "✔",
-    "holds on average": "(✔)",
-    "reversed on average": "(✘)",
-    "reversed": "✘",
-    "tie": "=",
-}
+VERDICT_MARKS = {"holds": "✔", "reversed": "✘", "unresolved": "≈"}
 
 
-def _verdict_cell(comparison: tuple[float, str] | None) -> str:
+def _verdict_cell(comparison: Comparison | None) -> str:
     if comparison is None:
         return "–"
-    difference, verdict = comparison
-    return f"{difference:+.1f} {VERDICT_MARKS[verdict]}"
+    difference, verdict, interval = comparison
+    return f"{difference:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}] {VERDICT_MARKS[verdict]} n={interval.n}"
+
+
+def _interval_cell(interval: Interval) -> str:
+    if interval.n == 0:
+        return "–"
+    return f"{100 * interval.mean:.1f} [{100 * interval.low:.1f}, {100 * interval.high:.1f}] n={interval.n}"
+
+
+def _intervals_section(
+    streams: list[dict[str, Any]], numbers: dict[str, dict[tuple[str, int], StrategyNumbers]], budget: int
+) -> list[str]:
+    """Every Dice@k with its 95 % interval over images, and every strategy's paired difference to frozen."""
+    clicks = reported_clicks(budget)
+    lines = [
+        "## Dice with 95 % confidence intervals, and the paired difference to frozen",
+        "",
+        f"Budget {budget}. Each cell: mean [95 % percentile-bootstrap interval] n = images. Dice is averaged per "
+        "image over the stream orders and click seeds first, then resampled over images. *Δ frozen*: the "
+        "strategy minus frozen on the same image with the same clicks (paired by image and click seed), in "
+        "Dice points; ✔ = the interval is above 0 (a real gain), ✘ = below 0 (a real loss), ≈ = it contains "
+        "0 (not resolved by these images). Only ✔ and ✘ are called differences in this report. Dice@1 is given "
+        "both ways: *Dice@1 before update* is the first mask of the model before any update on the image (the "
+        "like-for-like first glance); *Dice@1* is each method's own protocol (tsca, ia-sa and tent learn from the "
+        "image's first click before showing its first mask; frozen, post, mid and oaims do not, so for them the "
+        "two coincide).",
+    ]
+    for stream in streams:
+        per = numbers[stream["name"]]
+        labels = sorted({label for label, b in per if b == budget}, key=_order_index)
+        if not labels:
+            continue
+        for region in _regions_of(stream["task"]):
+            header = [
+                "strategy",
+                "Dice@1 before update",
+                *(f"Dice@{c}" for c in clicks),
+                *(f"Δ frozen @{c}" for c in clicks),
+            ]
+            rows = []
+            for label in labels:
+                entry = per[(label, budget)]
+                row = [
+                    label,
+                    _interval_cell(dice_interval(entry.runs, region, 1, before_update=True)),
+                    *(_interval_cell(dice_interval(entry.runs, region, c)) for c in clicks),
+                ]
+                for click in clicks:
+                    row.append(
+                        "(reference)"
+                        if label == FROZEN_LABEL
+                        else _verdict_cell(compare(per, label, FROZEN_LABEL, budget, region, click))
+                    )
+                rows.append(row)
+            lines += ["", f"### {stream['title']} (`{stream['name']}`, {stream.get('slices', '?')}) — {region}", ""]
+            lines += _table(header, rows)
+        if stream.get("slices") == "all slices":
+            lines += ["", *_per_patient_table(per, labels, budget, _key_region(stream["task"]))]
+    return lines
+
+
+def _sweep_section(runs: Sequence[BenchRun]) -> list[str]:
+    """The recorded sweep on the dev parts and the setting chosen for each (task, strategy)."""
+    lines = ["## Tuning on the dev parts", ""]
+    if not runs:
+        return [*lines, "No sweep in this suite: every strategy ran its default settings."]
+    lines += [
+        "Each candidate ran on every dev part of its task; the score is the mean Dice over clicks 1..budget "
+        "(brain lesion / fundus cup) over the task's dev images (n). The chosen setting (✔) is what the main "
+        "experiments ran, on the test parts only.",
+        "",
+    ]
+    rows = []
+    for (task, name), choice in sorted(select_tuned(runs).items()):
+        for label, (score, count) in sorted(choice.scores.items(), key=lambda item: -item[1][0]):
+            overrides = next((run.result.overrides for run in runs if run.label == label), {})
+            mark = "✔" if label == choice.spec.display_name else ""
+            rows.append(
+                [task, name, label, f"`{json.dumps(overrides, sort_keys=True)}`", f"{score:.1f} (n={count})", mark]
+            )
+    return lines + _table(["task", "strategy", "candidate", "overrides", "dev Dice over clicks", "chosen"], rows)
+
+
+def _per_patient_table(
+    per: dict[tuple[str, int], StrategyNumbers], labels: Sequence[str], budget: int, region: str
+) -> list[str]:
+    """An all-slices stream's Dice per patient (its slices are not independent draws of the domain)."""
+    last = reported_clicks(budget)[-1]
+    patients: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for label in labels:
+        runs = per[(label, budget)].runs
+        by_patient: dict[str, list[tuple[float, float]]] = {}
+        first_values = image_values(runs, region, 1)
+        last_values = image_values(runs, region, last)
+        for (key, seed), values in first_values.items():
+            patient = key.rsplit("/", 2)[-2] if key.count("/") >= 3 else key
+            by_patient.setdefault(patient, []).append((float(np.mean(values)), float(np.mean(last_values[key, seed]))))
+        for patient, pairs in by_patient.items():
+            patients.setdefault(patient, {})[label] = (
+                float(np.mean([p[0] for p in pairs])),
+                float(np.mean([p[1] for p in pairs])),
+                len({key for key, _ in first_values if key.rsplit("/", 2)[-2] == patient}),
+            )
+    rows = []
+    for patient in sorted(patients):
+        slices = max(count for _, _, count in patients[patient].values())
+        row = [patient, str(slices)]
+        for label in labels:
+            value = patients[patient].get(label)
+            row.append("–" if value is None else f"{100 * value[0]:.1f} / {100 * value[1]:.1f}")
+        rows.append(row)
+    return [
+        f"Per patient (all-slices stream; {region} Dice@1 / Dice@{last}, mean over the patient's slices and runs):",
+        "",
+        *_table(["patient", "slices", *labels], rows),
+    ]
 
 
 def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discussion: str | None = None) -> str:
@@ -1533,7 +1940,7 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
         runs: The runs of ``raw.csv``/``runs.csv``.
         discussion: The hand-written discussion to keep (``None`` = a placeholder).
     """
-    streams = meta["streams"]
+    streams = [stream for stream in meta["streams"] if stream.get("part") != "dev"]  # reported: test parts
     by_stream = {stream["name"]: [run for run in runs if run.stream == stream["name"]] for stream in streams}
     numbers = {name: stream_numbers(stream_runs, MAIN_GROUP) for name, stream_runs in by_stream.items()}
     main_budget = max((run.budget for run in runs if MAIN_GROUP in run.groups), default=10)
@@ -1573,11 +1980,16 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
             "",
             f"**Incomplete: {len(missing)} of {meta.get('expected_runs', '?')} runs are missing** "
             "(not computed yet; rerun the same command to add them):",
-            ", ".join(f"{m['stream']}/{m['strategy']}/b{m['budget']}/s{m['seed']}" for m in missing[:40])
+            ", ".join(
+                f"{m['stream']}/{m['strategy']}/b{m['budget']}/o{m.get('order_seed')}/c{m.get('click_seed')}"
+                for m in missing[:40]
+            )
             + (" …" if len(missing) > 40 else ""),
         ]
     lines += ["", *_streams_section(meta, by_stream)]
     lines += ["", *_overview_section(streams, numbers, main_budget)]
+    lines += ["", *_intervals_section(streams, numbers, main_budget)]
+    lines += ["", *_sweep_section([run for run in runs if SWEEP_GROUP in run.groups])]
     lines += ["", *_paper_section(streams, numbers, main_budget)]
     for stream in streams:
         lines += ["", *_stream_section(stream, by_stream[stream["name"]], numbers[stream["name"]], main_budget)]
@@ -1613,14 +2025,21 @@ def _invocation_lines(invocations: list[dict[str, Any]], current: str) -> list[s
 
 
 def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]]) -> list[str]:
+    capped = meta.get("capped", False)
     lines = [
         "## Streams",
         "",
-        f"Streams are capped to the number of images given under *used*, chosen by the `{meta.get('subset')}` "
-        "policy (patient-balanced: the cap is shared between patients, evenly spaced slices within each); "
-        "every order (seed) is a different permutation of the same images. The caps are what the whole "
-        "suite allows in its time budget on this machine (see `bench/README.md`). Patients never overlap the "
-        "source model's training set.",
+        (
+            f"**Capped (a quick look, not the full-length benchmark)**: streams hold the number of images given "
+            f"under *used*, chosen by the `{meta.get('subset')}` policy. "
+            if capped
+            else f"Full length: every stream holds all its images or at least {FULL_LENGTH_IMAGES} "
+            f"(`{meta.get('subset')}` policy above that). "
+        )
+        + "*Slices* says how a brain stream samples its patients: one largest-lesion slice per patient (the "
+        "paper's protocol) or all lesion slices (datasets with few patients; their images are not independent, "
+        "see the per-patient breakdown). Every order is a different permutation of the same images. Patients "
+        "never overlap the source model's training set.",
         "",
     ]
     rows = []
@@ -1632,12 +2051,23 @@ def _streams_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]])
                 f"`{stream['name']}`",
                 stream["title"],
                 SHIFT_DESCRIPTIONS.get(stream["shift"], stream["shift"]),
+                stream.get("slices", "–"),
+                stream.get("part", "whole"),
                 f"{stream['used']} / {stream['available']}",
                 str(len(stream["patients"])),
                 f"`{selection}`",
             ]
         )
-    lines += _table(["stream", "data", "shift", "used / available images", "patients", "selection"], rows)
+    lines += _table(
+        ["stream", "data", "shift", "slices", "part", "used / available images", "patients", "selection"], rows
+    )
+    lines += [
+        "",
+        "*Part*: a dataset with enough patients is split by patient (the rule `dev: {every, offset}` in the "
+        "config: every `every`-th patient by sorted id from `offset`) into a small *dev* part, on which the "
+        "sweep tunes the baselines and OAIMS's learning rate, and the *test* part, on which every number of "
+        "this report is measured; *whole* = too few patients to split (tuned on the other dev parts of its task).",
+    ]
     for task, source in sorted(meta.get("source_validation", {}).items()):
         data = source["data"]
         selection = ", ".join(f"{key}={value}" for key, value in data.items() if value not in (None, [], False))
@@ -1835,9 +2265,9 @@ def _analysis_section(
         "",
         f"### Does the paper's ordering hold? (Dice at click {budget}, brain lesion / fundus cup)",
         "",
-        "Each cell: mean difference in Dice points (first minus second), paired by stream order; "
-        "✔ = better in every order, (✔) = better on average only, (✘) = worse on average, ✘ = worse in every order, "
-        f"= = within {TIE_TOLERANCE} points.",
+        "Each cell: mean paired difference in Dice points (first minus second, paired by image and click seed) "
+        "[95 % bootstrap interval over images] and n images; ✔ = the interval is above 0, ✘ = below 0, "
+        "≈ = it contains 0 (unresolved).",
         "",
     ]
     header = ["stream", *(f"{a} > {b}" for a, b in PAPER_ORDERING)]
@@ -1859,12 +2289,11 @@ def _analysis_section(
         total = sum(tally.values())
         if not total:
             continue
-        consistent = tally.get("holds", 0)
-        average = consistent + tally.get("holds on average", 0)
+        held = tally.get("holds", 0)
         against = tally.get("reversed", 0)
         lines.append(
-            f"- `{better}` > `{worse}`: better on {average} of {total} streams on average "
-            f"({consistent} in every order); worse in every order on {against}."
+            f"- `{better}` > `{worse}`: really better (interval above 0) on {held} of {total} streams, really worse "
+            f"on {against}, unresolved on {total - held - against}."
         )
     lines += ["", *_shift_effect_section(streams, numbers, budget)]
     return lines
@@ -1889,12 +2318,13 @@ def _ordering_by_click(
                 )
                 is not None
             ]
-            held = sum(verdict.startswith("holds") for verdict in verdicts)
-            every = sum(verdict == "holds" for verdict in verdicts)
-            row.append(f"{held} / {len(verdicts)} ({every})" if verdicts else "–")
+            held = sum(verdict == "holds" for verdict in verdicts)
+            against = sum(verdict == "reversed" for verdict in verdicts)
+            row.append(f"{held} / {len(verdicts)} (✘ {against})" if verdicts else "–")
         rows.append(row)
     return [
-        "Streams on which each ordering holds on average (in parentheses: in every order), by click:",
+        "Streams on which each ordering really holds (paired interval above 0; in parentheses: really reversed), "
+        "by click:",
         "",
         *_table(["ordering", *(f"Dice@{click}" for click in clicks)], rows),
     ]
@@ -2129,7 +2559,10 @@ def write_bench_report(results_dir: str | Path) -> list[Path]:
 def describe_plan(plan: BenchPlan) -> str:
     """The ``--dry-run`` listing: every run with its images, cache state and estimated CPU time."""
     config = plan.config
-    lines = [f"{'stream':<16} {'strategy':<20} {'budget':>6} {'seed':>4} {'images':>6}  {'state':<10} {'est. s':>7}"]
+    lines = [
+        f"{'stream':<16} {'strategy':<20} {'budget':>6} {'order':>5} {'click':>5} {'images':>6}  {'state':<10} "
+        f"{'est. s':>7}"
+    ]
     total = 0.0
     to_compute: list[float] = []
     first_label: dict[str, str] = {}
@@ -2147,7 +2580,7 @@ def describe_plan(plan: BenchPlan) -> str:
                 to_compute.append(job.estimate_s)
             state = "cached" if cached else "to run"
         lines.append(
-            f"{job.stream:<16} {job.label:<20} {job.budget:>6} {job.seed:>4} {images:>6}  "
+            f"{job.stream:<16} {job.label:<20} {job.budget:>6} {job.order_seed:>5} {job.click_seed:>5} {images:>6}  "
             f"{state:<10} {job.estimate_s:>7.0f}" + ("  [ablation]" if job.groups == [ABLATION_GROUP] else "")
         )
     baselines = sum(

@@ -53,6 +53,11 @@ class ImageRecord:
         finish_s: Seconds of the strategy's after-image update when the image was finished (0 when none).
         versions: Per click made, the model version that produced the displayed mask.
         version_after: The model version after the image was finished.
+        first_before_update: Per region, the Dice of the first-click mask of the model as it was before any
+            update on this image. Equal to ``dice[region][0]`` for strategies that show the first mask before
+            they learn from the image (frozen, post, mid, oaims); for those that update on the first click
+            before showing it (tsca, ia-sa, tent in click mode) it is measured with a non-adapting probe, so
+            Dice@1 compares like with like. ``None`` in records read from older files.
     """
 
     position: int
@@ -64,6 +69,7 @@ class ImageRecord:
     finish_s: float
     versions: list[int]
     version_after: int
+    first_before_update: dict[str, float] | None = None
 
     def noc(self, region: str, threshold: float) -> int | None:
         """Clicks needed to reach ``threshold`` Dice on ``region``; ``None`` = failure within the budget."""
@@ -85,6 +91,7 @@ class ImageRecord:
             "finish_s": self.finish_s,
             "versions": list(self.versions),
             "version_after": self.version_after,
+            "first_before_update": self.first_before_update,
             "noc": {
                 region: {noc_key(threshold): self.noc(region, threshold) for threshold in DEFAULT_NOC_THRESHOLDS}
                 for region in self.dice
@@ -105,6 +112,7 @@ class ImageRecord:
             finish_s=float(data["finish_s"]),
             versions=[int(v) for v in data["versions"]],
             version_after=int(data["version_after"]),
+            first_before_update=data.get("first_before_update"),
         )
 
 
@@ -205,22 +213,32 @@ def stream_order(count: int, order_seed: int | None) -> list[int]:
 
 
 def _spread_indices(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices evenly spaced over ``0..count−1`` (both ends included when ``wanted`` ≥ 2)."""
+    """``wanted`` of the indices ``0..count−1``, each the centre of one of ``wanted`` equal bins.
+
+    Index ``i`` is ``⌊(2i + 1)·count / (2·wanted)⌋``: evenly spaced and never both ends (one of 10 slices
+    is slice 5, two are slices 2 and 7), so a patient's share of a brain stream is not its end slices,
+    which hold the smallest lesion sections.
+    """
     if wanted >= count:
         return list(range(count))
-    if wanted == 1:
-        return [(count - 1) // 2]
-    return [round(index * (count - 1) / (wanted - 1)) for index in range(wanted)]
+    return [((2 * index + 1) * count) // (2 * wanted) for index in range(wanted)]
 
 
 def cap_stream(samples: Sequence[Sample], limit: int | None, subset: SubsetPolicy = "first") -> list[Sample]:
     """At most ``limit`` samples of a stream, chosen deterministically.
 
     ``first`` keeps the first ``limit`` samples in dataset order, which for a brain stream are consecutive
-    slices of its first patient. ``spread`` shares the ``limit`` between patients as evenly as their
-    sample counts allow (a patient with fewer samples than its share gives the rest to the others), and
-    within a patient takes evenly spaced samples (slices spread over the lesion); the result keeps
-    dataset order. With one sample per patient (fundus) it is an evenly spaced subset of the stream.
+    slices of its first patient. ``spread`` is patient-balanced:
+
+    - with fewer images than patients, it takes ``limit`` patients evenly spread over the stream's
+      patients (centres of equal bins, :func:`_spread_indices`) and the middle sample of each; with one
+      sample per patient (fundus, one largest-lesion slice per patient) this is an evenly spread subset
+      of the whole stream, not its first ``limit`` files;
+    - otherwise it shares the ``limit`` between patients as evenly as their sample counts allow (a patient
+      with fewer samples than its share gives the rest to the others), and within a patient takes the
+      centres of equal bins of its samples (slices spread over the lesion, never both end slices).
+
+    The result keeps dataset order.
 
     Args:
         samples: The stream in dataset order.
@@ -233,21 +251,24 @@ def cap_stream(samples: Sequence[Sample], limit: int | None, subset: SubsetPolic
     Raises:
         ValueError: If ``limit`` < 1 or ``subset`` is unknown.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 image, got {limit}")
+    if subset not in ("first", "spread"):
+        raise ValueError(f"unknown subset policy {subset!r}; allowed: first, spread")
     if limit is None or limit >= len(samples):
         return list(samples)
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1 image, got {limit}")
     if subset == "first":
         return list(samples[:limit])
-    if subset != "spread":
-        raise ValueError(f"unknown subset policy {subset!r}; allowed: first, spread")
     by_patient: dict[tuple[str, str, str], list[int]] = {}
     for index, sample in enumerate(samples):
         by_patient.setdefault((sample.dataset, sample.domain, sample.patient), []).append(index)
     groups = list(by_patient.values())
+    if limit < len(groups):
+        picked = [groups[number] for number in _spread_indices(len(groups), limit)]
+        return [samples[members[_spread_indices(len(members), 1)[0]]] for members in picked]
     shares = [0] * len(groups)
     remaining = limit
-    open_groups = [number for number, members in enumerate(groups) if members]
+    open_groups = list(range(len(groups)))
     while remaining > 0 and open_groups:
         portion, extra = divmod(remaining, len(open_groups))
         for rank, number in enumerate(open_groups):
@@ -385,9 +406,33 @@ def click_through(
         Per region, the Dice against the ground truth after clicks 1..budget (the last value repeated
         when the user stopped early). The session is left open (not finished).
     """
+    return click_through_probed(session, sample, user, budget, task)[0]
+
+
+def click_through_probed(
+    session: InteractiveSession, sample: Sample, user: SimulatedUser, budget: int, task: TaskSpec
+) -> tuple[dict[str, list[float]], dict[str, float] | None]:
+    """:func:`click_through`, plus the Dice of the first-click mask before any update on this image.
+
+    The one click loop of the package: the stream runner, the long streams and the benchmark all go
+    through it. When the session's strategy updates on the first click before showing its mask, the
+    first click is also sent to a non-adapting probe session on the same weights (one extra forward);
+    otherwise the displayed first mask is already the one before any update.
+
+    Returns:
+        ``(curves, first_before_update)``: the curves of :func:`click_through`, and per region the Dice of
+        the first mask before any update on the image (``None`` when the user made no click).
+    """
     session.set_image(sample.image, image_id=sample.key)
+    probe: InteractiveSession | None = None
+    if session.adapt and session.strategy.updates_on_click(0):
+        probe = InteractiveSession(session.state, click_sigma=session.config.click_sigma, undo_depth=0, adapt=False)
+        probe.set_image(sample.image, image_id=sample.key)
     curves: dict[str, list[float]] = {region: [] for region in task.regions}
+    before: dict[str, float] | None = None
     click: Click | None = user.first_click(sample.label)
+    if click is not None and probe is not None:
+        before = region_dice(probe.add_click(click), sample.label, task)
     while click is not None:
         prediction = session.add_click(click)
         for region, value in region_dice(prediction, sample.label, task).items():
@@ -397,7 +442,9 @@ def click_through(
         click = user.next_click(sample.label, prediction)
     for values in curves.values():
         values.extend([values[-1]] * (budget - len(values)))
-    return curves
+    if before is None and all(curves.values()):
+        before = {region: values[0] for region, values in curves.items()}
+    return curves, before
 
 
 def _interact(
@@ -411,7 +458,7 @@ def _interact(
 ) -> ImageRecord:
     """One image: clicks until the budget or a perfect mask, then finish."""
     session = InteractiveSession(state, click_sigma=click_sigma, undo_depth=0)  # a simulated user never undoes
-    curves = click_through(session, sample, user, budget, task)
+    curves, before = click_through_probed(session, sample, user, budget, task)
     session.finish()
     timings = list(session.timings)
     finish_s = session.finish_timing.update_s if session.finish_timing is not None else 0.0
@@ -425,6 +472,7 @@ def _interact(
         finish_s=finish_s,
         versions=[int(version) for version in session.versions],
         version_after=int(state.version),
+        first_before_update=before,
     )
 
 
