@@ -72,21 +72,16 @@ def test_brush_and_eraser_are_corrections_and_the_finish_learns_from_the_edited_
     assert not np.array_equal(before, edited)
 
 
-def test_the_after_image_update_receives_the_edited_mask(client: TestClient, monkeypatch) -> None:
+def test_the_after_image_update_receives_the_edited_mask(client: TestClient) -> None:
     service = client.app.state.service
-    seen: list[np.ndarray | None] = []
-    original = service.safety.finish
-
-    def spy(session, final_mask=None):  # type: ignore[no-untyped-def]
-        seen.append(final_mask)
-        return original(session, final_mask)
-
-    monkeypatch.setattr(service.safety, "finish", spy)
+    seen: list[np.ndarray] = []
+    # The shared model announces every finished image (after the after-image update) with the mask it learnt from.
+    service.models.state.add_finish_listener(lambda finished: seen.append(finished.final_mask))
     image_id = client.get("/api/images").json()[1]["id"]
     client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{image_id}/corrections", json={"points": [[5, 5]], "radius": 3, "label": 1})
     client.post(f"/api/images/{image_id}/finish")
-    assert seen[0] is not None and seen[0][5, 5] == 1
+    assert len(seen) == 1 and seen[0][5, 5] == 1
 
 
 def test_corrections_survive_a_restart_and_reset_removes_them(make_client: AppFactory) -> None:
