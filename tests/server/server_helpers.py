@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
 from clickadapt.models.factory import ModelConfig
 from clickadapt.models.unet import ReferenceUNet
-from clickadapt.tasks import BRAIN
+from clickadapt.tasks import BRAIN, FUNDUS
 
 IMAGE_SIZE = 48
 TINY_WIDTHS = [4, 8, 16]
@@ -42,6 +43,34 @@ def write_tiny_checkpoint(path: Path, size: int = IMAGE_SIZE, seed: int = 0) -> 
     )
     save_checkpoint(path, model, meta)
     return path
+
+
+def write_tiny_fundus_checkpoint(path: Path, size: int = IMAGE_SIZE, seed: int = 0) -> Path:
+    """A random fundus ``ReferenceUNet(widths=[4, 8, 16], affine_norm=True)`` (RGB in, 3 classes) saved as a
+    checkpoint: its images are *resized* onto the ``size × size`` grid, unlike the brain model's."""
+    torch.manual_seed(seed)
+    model = ReferenceUNet(FUNDUS.input_channels, FUNDUS.num_classes, TINY_WIDTHS, affine_norm=True)
+    meta = CheckpointMeta(
+        task="fundus",
+        model=ModelConfig(widths=TINY_WIDTHS, affine_norm=True),
+        preprocessing={"size": size, "click_sigma": 5.0},
+        notes="tiny random fundus model for the server tests",
+    )
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def synthetic_fundus_png(height: int = 150, width: int = 210) -> bytes:
+    """A fundus-like RGB photograph as PNG bytes: a reddish disc with a bright yellow optic disc off-centre."""
+    rows, cols = np.mgrid[:height, :width]
+    eye = (rows - height / 2) ** 2 / (0.48 * height) ** 2 + (cols - width / 2) ** 2 / (0.48 * width) ** 2 < 1
+    optic = (rows - 0.45 * height) ** 2 + (cols - 0.6 * width) ** 2 < (0.15 * height) ** 2
+    picture = np.zeros((height, width, 3), np.uint8)
+    picture[eye] = (150, 60, 30)
+    picture[optic] = (250, 220, 120)
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def synthetic_brain_slice(size: int = IMAGE_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -151,16 +151,16 @@ def test_click_undo_reset_finish_cycle(client: TestClient, tmp_path: Path) -> No
     assert first["mask_model_version"] == 0 and first["model_version"] == 0  # oaims: no update at click 1
     assert first["clicks"][0]["class_name"] == "lesion" and first["last_click_s"] > 0
     service = client.app.state.service
-    weights_before = {k: v.clone() for k, v in service.state.model.state_dict().items()}
+    weights_before = {k: v.clone() for k, v in service.models.state.model.state_dict().items()}
     second = client.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": "background"}).json()
     assert second["clicks"][1]["label"] == 0
     assert second["mask_model_version"] == 1 and second["model_version"] == 1  # a Mid-Interaction update
-    changed = service.state.model.state_dict()
+    changed = service.models.state.model.state_dict()
     assert any(not torch.equal(changed[k], weights_before[k]) for k in changed)
     undone = client.post(f"/api/images/{image_id}/undo").json()
     assert len(undone["clicks"]) == 1 and undone["weights_restored"] is True
     assert undone["model_version"] == 2  # a restore is a change too: versions never go back
-    restored = service.state.model.state_dict()
+    restored = service.models.state.model.state_dict()
     assert all(torch.equal(restored[k], weights_before[k]) for k in restored)  # the update is undone
     session = client.get(f"/api/images/{image_id}/session").json()
     assert [c["row"] for c in session["clicks"]] == [LESION_CLICK["row"]]
@@ -364,18 +364,18 @@ def test_model_settings_versions_and_rollback(client: TestClient, tmp_path: Path
     image_id = first_image(client)
     client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{image_id}/finish")
-    adapted = service.state.version
+    adapted = service.models.state.version
     assert adapted > 0
 
     frozen = client.put("/api/model/settings", json={"adaptation": False}).json()
-    assert frozen["adaptation"] is False and service.state.strategy.name == "frozen"
+    assert frozen["adaptation"] is False and service.models.state.strategy.name == "frozen"
     other = client.get("/api/images").json()[1]["id"]
     client.post(f"/api/images/{other}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{other}/clicks", json={"row": 2, "col": 2, "label": 0})
     done = client.post(f"/api/images/{other}/finish").json()
     assert done["model_version"] == adapted  # adaptation off: no update
     switched = client.put("/api/model/settings", json={"adaptation": True, "strategy": "post"}).json()
-    assert switched["strategy"] == "post" and service.state.strategy.name == "post"
+    assert switched["strategy"] == "post" and service.models.state.strategy.name == "post"
     assert [event["kind"] for event in service.store.events()] == ["model_settings", "model_settings"]
 
     saved = client.post("/api/model/versions")
@@ -393,7 +393,7 @@ def test_model_settings_versions_and_rollback(client: TestClient, tmp_path: Path
     ]
     assert rolled["versions"][-1]["parent_version"] == 0
     initial = load_checkpoint(store / "models" / "v0.pt").model.state_dict()
-    current = service.state.model.state_dict()
+    current = service.models.state.model.state_dict()
     assert all(torch.equal(initial[key], current[key]) for key in initial)
     assert (store / f"models/v{adapted}.pt").is_file()  # history is kept
     assert service.store.events("rollback")[0]["details"] == {"to_version": 0, "new_version": adapted + 1}
@@ -497,7 +497,7 @@ def test_concurrent_clients_updates_are_serialised(client: TestClient) -> None:
     def label(image_id: str, client_id: str) -> None:
         try:
             for row, col, label in clicks:
-                service.add_click(image_id, client_id, row, col, label)
+                service.sessions.add_click(image_id, client_id, row, col, label)
         except BaseException as error:  # reported by the main thread
             failures.append(error)
 
@@ -508,7 +508,7 @@ def test_concurrent_clients_updates_are_serialised(client: TestClient) -> None:
         thread.join()
     assert failures == []
     # oaims updates at clicks 2, 3 and 4 of each image: six updates, each one its own version.
-    assert service.state.version == 6
+    assert service.models.state.version == 6
     recorded = []
     for image_id in images:
         view = client.get(f"/api/images/{image_id}/session").json()
@@ -529,17 +529,17 @@ def write_sentinel_folder(folder: Path, count: int = 3) -> Path:
 
 def test_source_sentinel_from_a_labelled_folder(make_client: AppFactory, tmp_path: Path) -> None:
     client = make_client(sentinel=write_sentinel_folder(tmp_path / "sentinel"))
-    safety = client.app.state.service.safety
+    safety = client.app.state.service.models.safety
     assert safety.sentinel_source_score is not None and 0.0 <= safety.sentinel_source_score <= 1.0
     plain = make_client(store=tmp_path / "other")
-    assert plain.app.state.service.safety.sentinel_source_score is None
+    assert plain.app.state.service.models.safety.sentinel_source_score is None
 
 
 def test_source_rehearsal_from_a_labelled_folder_runs_after_each_finished_image(
     make_client: AppFactory, tmp_path: Path
 ) -> None:
     client = make_client(rehearsal=write_sentinel_folder(tmp_path / "rehearsal", count=2))
-    safety = client.app.state.service.safety
+    safety = client.app.state.service.models.safety
     assert safety.rehearsing and client.get("/api/model").json()["source_rehearsal"] is True
     image_id = first_image(client)
     client.post(f"/api/images/{image_id}/open")
@@ -547,7 +547,7 @@ def test_source_rehearsal_from_a_labelled_folder_runs_after_each_finished_image(
     finished = client.post(f"/api/images/{image_id}/finish").json()
     assert safety.rehearsals == 1 and finished["image"]["status"] == "done"
     plain = make_client(store=tmp_path / "other")
-    assert not plain.app.state.service.safety.rehearsing
+    assert not plain.app.state.service.models.safety.rehearsing
     assert plain.get("/api/model").json()["source_rehearsal"] is False
 
 
@@ -572,7 +572,7 @@ def test_a_bad_sentinel_folder_is_refused_by_name(tiny_checkpoint: Path, tmp_pat
 def test_safety_events_are_shown_with_the_model(client: TestClient) -> None:
     model = client.get("/api/model").json()
     assert model["safety_events"] == [] and model["source_sentinel"] is False
-    safety = client.app.state.service.safety
+    safety = client.app.state.service.models.safety
     safety.events.append(SafetyEvent("rollback", "img-3", "drift: first-click agreement fell", 7, 3, 2))
     [event] = client.get("/api/model").json()["safety_events"]
     assert event == {
@@ -588,8 +588,8 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
 ) -> None:
     client = make_client(source_domains=["synthetic/T1/case0/*", "synthetic/T1/case2/*"])
     service = client.app.state.service
-    base_version = service.base_version
-    shared_before = {name: tensor.clone() for name, tensor in service.state.model.state_dict().items()}
+    base_version = service.models.base_version
+    shared_before = {name: tensor.clone() for name, tensor in service.models.state.model.state_dict().items()}
     images = {image["name"]: image["id"] for image in client.get("/api/images").json()}
     source_id, second_source_id = images["synthetic/T1/case0/0"], images["synthetic/T1/case2/2"]
     other_id = images["synthetic/T1/case1/1"]
@@ -598,11 +598,11 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
     client.post(f"/api/images/{source_id}/open")
     client.post(f"/api/images/{source_id}/clicks", json=LESION_CLICK)
     view = client.post(f"/api/images/{source_id}/clicks", json={"row": 4, "col": 4, "label": 0}).json()
-    copy = service.source_copy(source_id)
+    copy = service.models.source_copy(source_id)
     assert view["source_domain"] is True and view["mask_model_version"] == base_version
     assert all(click["model_version"] == base_version for click in view["clicks"])
     assert copy.state.version > base_version  # the image's own copy learnt from the second click (MI)
-    assert view["model_version"] == service.state.version == base_version  # the shared model did not
+    assert view["model_version"] == service.models.state.version == base_version  # the shared model did not
     # The copy's update guard works and its actions are listed: with a tiny step limit it rejects the next update.
     copy.monitor.config = copy.monitor.config.model_copy(update={"max_relative_step": 1e-12})
     weights_before = {name: tensor.clone() for name, tensor in copy.state.model.state_dict().items()}
@@ -613,15 +613,15 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
     assert event["kind"] == "update_rejected" and event["image_id"] == source_id
     # A second source image open at the same time has its own copy, starting from the base weights.
     client.post(f"/api/images/{second_source_id}/clicks", json=LESION_CLICK)
-    second = service.source_copy(second_source_id)
+    second = service.models.source_copy(second_source_id)
     assert second is not copy and second.state.version == base_version
     for name, tensor in second.state.model.state_dict().items():
         assert torch.equal(tensor, shared_before[name])
     finished = client.post(f"/api/images/{source_id}/finish").json()
     assert finished["image"]["status"] == "done" and "source-domain image" in finished["message"]
-    assert finished["source_domain"] is True and service.state.version == base_version
-    assert service.source_copy(source_id) is None and service.source_copy(second_source_id) is second
-    for name, tensor in service.state.model.state_dict().items():
+    assert finished["source_domain"] is True and service.models.state.version == base_version
+    assert service.models.source_copy(source_id) is None and service.models.source_copy(second_source_id) is second
+    for name, tensor in service.models.state.model.state_dict().items():
         assert torch.equal(tensor, shared_before[name])
     assert [item["model_version"] for item in client.get("/api/stats/chart").json()] == [base_version]
     assert len(client.get("/api/model").json()["source_copy_events"]) == 1  # kept after the copy is gone
@@ -629,7 +629,7 @@ def test_source_domain_images_adapt_a_per_image_copy_and_never_change_the_shared
     client.post(f"/api/images/{other_id}/open")
     client.post(f"/api/images/{other_id}/clicks", json=LESION_CLICK)
     other = client.post(f"/api/images/{other_id}/finish").json()
-    assert other["source_domain"] is False and service.state.version > base_version  # the shared model adapts
+    assert other["source_domain"] is False and service.models.state.version > base_version  # the shared model adapts
 
 
 def test_source_domain_images_follow_the_adaptation_switch(make_client: AppFactory) -> None:
@@ -638,10 +638,12 @@ def test_source_domain_images_follow_the_adaptation_switch(make_client: AppFacto
     image_id = first_image(client)
     client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{image_id}/clicks", json={"row": 4, "col": 4, "label": 0})
-    assert service.source_copy(image_id).state.version == service.base_version  # adaptation off: no update
+    assert (
+        service.models.source_copy(image_id).state.version == service.models.base_version
+    )  # adaptation off: no update
     client.put("/api/model/settings", json={"adaptation": True})
     client.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
-    assert service.source_copy(image_id).state.version > service.base_version
+    assert service.models.source_copy(image_id).state.version > service.models.base_version
 
 
 def test_an_in_progress_source_domain_image_is_replayed_on_the_base_weights_after_a_restart(
@@ -655,8 +657,8 @@ def test_an_in_progress_source_domain_image_is_replayed_on_the_base_weights_afte
     restarted = make_client(**settings)
     view = restarted.post(f"/api/images/{image_id}/open").json()
     service = restarted.app.state.service
-    copy = service.source_copy(image_id)
+    copy = service.models.source_copy(image_id)
     assert view["source_domain"] is True and len(view["clicks"]) == 2
-    assert copy.state.version == service.base_version  # replayed without updates, on the base weights
+    assert copy.state.version == service.models.base_version  # replayed without updates, on the base weights
     restarted.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
-    assert copy.state.version > service.base_version  # new clicks adapt the copy again
+    assert copy.state.version > service.models.base_version  # new clicks adapt the copy again

@@ -15,10 +15,10 @@ def test_finishing_over_http_reaches_the_safety_layer(make_client: AppFactory) -
     for image_id in (shared_id, source_id):
         client.post(f"/api/images/{image_id}/open")
         client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
-    copy = service.source_copy(source_id)
+    copy = service.models.source_copy(source_id)
     assert copy is not None and copy.monitor is not None
     assert client.post(f"/api/images/{shared_id}/finish").status_code == 200
-    assert service.safety.images_seen == 1 and [s.image_id for s in service.safety.signals] == [shared_id]
+    assert service.models.safety.images_seen == 1 and [s.image_id for s in service.models.safety.signals] == [shared_id]
     assert client.post(f"/api/images/{source_id}/finish").status_code == 200
-    assert copy.monitor.images_seen == 1 and service.safety.images_seen == 1  # its own guard, not the shared one
-    assert copy.images == 1 and service.source_copy(source_id) is None  # reset and given back
+    assert copy.monitor.images_seen == 1 and service.models.safety.images_seen == 1  # its own guard, not the shared one
+    assert copy.images == 1 and service.models.source_copy(source_id) is None  # reset and given back

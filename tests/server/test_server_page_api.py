@@ -75,8 +75,8 @@ def test_brush_and_eraser_are_corrections_and_the_finish_learns_from_the_edited_
 def test_the_after_image_update_receives_the_edited_mask(client: TestClient) -> None:
     service = client.app.state.service
     seen: list[np.ndarray] = []
-    # What the safety layer and the strategy's after-image update hear: the finished-image event's mask.
-    service.state.add_finish_listener(lambda finished: seen.append(finished.final_mask))
+    # The shared model announces every finished image (after the after-image update) with the mask it learnt from.
+    service.models.state.add_finish_listener(lambda finished: seen.append(finished.final_mask))
     image_id = client.get("/api/images").json()[1]["id"]
     client.post(f"/api/images/{image_id}/clicks", json=LESION_CLICK)
     client.post(f"/api/images/{image_id}/corrections", json={"points": [[5, 5]], "radius": 3, "label": 1})

@@ -113,13 +113,13 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
     ) -> ServerInfo:
         """Task, classes and their colours, limits, the caller's client id and the model."""
         return ServerInfo(
-            task=service.task.name,
-            class_names=list(service.task.class_names),
-            class_colours=list(CLASS_COLOURS[: service.task.num_classes]),
+            task=service.models.task.name,
+            class_names=list(service.models.task.class_names),
+            class_colours=list(CLASS_COLOURS[: service.models.task.num_classes]),
             max_upload_bytes=settings.max_upload_bytes,
             client_id=client,
-            data_folder=service.data_root is not None,
-            model=service.model_info(),
+            data_folder=service.catalogue.data_root is not None,
+            model=service.models.model_info(),
         )
 
     @app.get("/", include_in_schema=False)

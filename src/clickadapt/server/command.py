@@ -131,9 +131,9 @@ def run_serve(args: argparse.Namespace) -> int:
     service = app.state.service
     print(
         f"clickadapt serve: open {address}\n"
-        f"  model {service.task.name} version {service.state.version}, "
-        f"strategy {service.strategy_name if service.adaptation else 'off'}, "
-        f"{len(service.list_images())} images, store {service.store.folder.resolve()}",
+        f"  model {service.models.task.name} version {service.models.state.version}, "
+        f"strategy {service.models.strategy_name if service.models.adaptation else 'off'}, "
+        f"{len(service.catalogue.list_images())} images, store {service.store.folder.resolve()}",
         flush=True,
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False)

@@ -58,7 +58,13 @@ class SessionView(BaseModel):
     state: Literal["new", "in_progress", "done"]
     clicks: list[ClickOut] = Field(default_factory=list)
     mask_overlay: str | None = Field(
-        None, description="current mask as a data URL of an RGBA PNG (classes coloured, background transparent)"
+        None,
+        description=(
+            "current mask as a data URL of an RGBA PNG (classes coloured, background transparent), to be drawn "
+            "stretched over display.png: at the source image's resolution with smooth edges (logits resampled "
+            "before the argmax) for resized images such as fundus photographs (at most 2048 pixels a side), on "
+            "display.png's own grid for centre padded or cropped slices (whose pixels are the source's)"
+        ),
     )
     mask_model_version: int | None = Field(None, description="model version that produced the current mask")
     model_version: int = Field(description="current version of the shared model")

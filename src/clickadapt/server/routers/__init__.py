@@ -1,1 +1,1 @@
-"""HTTP routers: thin wrappers that turn requests into :class:`~clickadapt.server.service.AnnotationService` calls."""
+"""HTTP routers: thin wrappers that turn requests into calls of one service part (catalogue, models, sessions)."""

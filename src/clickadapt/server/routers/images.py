@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
-from clickadapt.server.auth import client_id, get_service
 from clickadapt.server.datastore import encode_label_png
+from clickadapt.server.routers.parts import Catalogue, Client, Sessions
 from clickadapt.server.schemas import ClickIn, CorrectionIn, ErrorOut, ImageInfo, NextImage, OpenRequest, SessionView
-from clickadapt.server.service import AnnotationService
 
 router = APIRouter(prefix="/api/images", tags=["images"])
-Service = Annotated[AnnotationService, Depends(get_service)]
-Client = Annotated[str, Depends(client_id)]
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "invalid input"},
     404: {"model": ErrorOut, "description": "unknown image"},
@@ -23,95 +20,95 @@ PNG_RESPONSE: dict[int | str, dict[str, object]] = {200: {"content": {"image/png
 
 
 @router.get("", response_model=list[ImageInfo], summary="List the images with status and clicks")
-def list_images(service: Service) -> list[ImageInfo]:
+def list_images(catalogue: Catalogue) -> list[ImageInfo]:
     """Every image (data folder or demo, and uploads) in list order."""
-    return service.list_images()
+    return catalogue.list_images()
 
 
 @router.get("/next", response_model=NextImage, summary="The next image that is not done")
-def next_image(service: Service, after: str | None = None) -> NextImage:
+def next_image(catalogue: Catalogue, after: str | None = None) -> NextImage:
     """The first image after ``after`` (wrapping around) whose status is not ``done``."""
-    return NextImage(image=service.next_image(after))
+    return NextImage(image=catalogue.next_image(after))
 
 
 @router.get("/{image_id}", response_model=ImageInfo, responses=ERRORS, summary="One image")
-def get_image(image_id: str, service: Service) -> ImageInfo:
+def get_image(image_id: str, catalogue: Catalogue) -> ImageInfo:
     """One image with its status."""
-    return service.get_image(image_id)
+    return catalogue.get_image(image_id)
 
 
 @router.get(
     "/{image_id}/display.png", response_class=Response, responses={**PNG_RESPONSE, **ERRORS}, summary="The picture"
 )
-def display_png(image_id: str, service: Service) -> Response:
+def display_png(image_id: str, catalogue: Catalogue) -> Response:
     """The 8-bit picture the page shows; click coordinates are pixels of this picture."""
-    return Response(service.display_png(image_id), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+    return Response(catalogue.display_png(image_id), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
 @router.post("/{image_id}/open", response_model=SessionView, responses=ERRORS, summary="Open an image")
 def open_image(
-    image_id: str, service: Service, client: Client, request: Annotated[OpenRequest | None, Body()] = None
+    image_id: str, sessions: Sessions, client: Client, request: Annotated[OpenRequest | None, Body()] = None
 ) -> SessionView:
     """Make the image this client's current one; resumes its stored clicks. Finished images open read-only
     unless ``relabel`` is true; an image open in another tab is refused (409) unless ``take_over`` is true."""
     if request is None:
-        return service.open_image(image_id, client)
-    return service.open_image(image_id, client, relabel=request.relabel, take_over=request.take_over)
+        return sessions.open_image(image_id, client)
+    return sessions.open_image(image_id, client, relabel=request.relabel, take_over=request.take_over)
 
 
 @router.get("/{image_id}/session", response_model=SessionView, responses=ERRORS, summary="State of an image")
-def session_state(image_id: str, service: Service, client: Client) -> SessionView:
+def session_state(image_id: str, sessions: Sessions, client: Client) -> SessionView:
     """Clicks and current mask, without opening the image."""
-    return service.session_view(image_id, client)
+    return sessions.session_view(image_id, client)
 
 
 @router.post("/{image_id}/clicks", response_model=SessionView, responses=ERRORS, summary="Add a click")
-def add_click(image_id: str, click: ClickIn, service: Service, client: Client) -> SessionView:
+def add_click(image_id: str, click: ClickIn, sessions: Sessions, client: Client) -> SessionView:
     """Add a click (class by index or name; 0 / background for a background click). The answer holds the new
     mask, the model version that produced it and the time the click took."""
-    return service.add_click(image_id, client, click.row, click.col, click.label)
+    return sessions.add_click(image_id, client, click.row, click.col, click.label)
 
 
 @router.post("/{image_id}/corrections", response_model=SessionView, responses=ERRORS, summary="Brush or erase")
-def add_correction(image_id: str, stroke: CorrectionIn, service: Service, client: Client) -> SessionView:
+def add_correction(image_id: str, stroke: CorrectionIn, sessions: Sessions, client: Client) -> SessionView:
     """Paint a stroke over the current mask (a class, or 0 / background to erase): the final touch-up where
     clicks cannot fix a region. Recorded as a correction; the finished label and the after-image update use
     the edited mask."""
     points = [(int(row), int(col)) for row, col in stroke.points]
-    return service.add_correction(image_id, client, points, stroke.radius, stroke.label)
+    return sessions.add_correction(image_id, client, points, stroke.radius, stroke.label)
 
 
 @router.post("/{image_id}/release", status_code=204, responses=ERRORS, summary="Let go of an image")
-def release(image_id: str, service: Service, client: Client) -> Response:
+def release(image_id: str, sessions: Sessions, client: Client) -> Response:
     """The tab gives the image up (the page sends this when it closes), so another tab may open it at once.
     ``navigator.sendBeacon`` cannot send headers: the client id may come as ``?client=``."""
-    service.release(image_id, client)
+    sessions.release(image_id, client)
     return Response(status_code=204)
 
 
 @router.post("/{image_id}/undo", response_model=SessionView, responses=ERRORS, summary="Undo the last click")
-def undo(image_id: str, service: Service, client: Client) -> SessionView:
+def undo(image_id: str, sessions: Sessions, client: Client) -> SessionView:
     """Remove the last click and, when no other update came after it, its weight update."""
-    return service.undo(image_id, client)
+    return sessions.undo(image_id, client)
 
 
 @router.post("/{image_id}/reset", response_model=SessionView, responses=ERRORS, summary="Remove all clicks")
-def reset(image_id: str, service: Service, client: Client) -> SessionView:
+def reset(image_id: str, sessions: Sessions, client: Client) -> SessionView:
     """Remove every click of the image; the weights are untouched."""
-    return service.reset(image_id, client)
+    return sessions.reset(image_id, client)
 
 
 @router.post("/{image_id}/finish", response_model=SessionView, responses=ERRORS, summary="Finish the image")
-def finish(image_id: str, service: Service, client: Client) -> SessionView:
+def finish(image_id: str, sessions: Sessions, client: Client) -> SessionView:
     """Store the current mask as the image's label and run the after-image update (a new model version)."""
-    return service.finish(image_id, client)
+    return sessions.finish(image_id, client)
 
 
 @router.get("/{image_id}/mask.png", response_class=Response, responses={**PNG_RESPONSE, **ERRORS}, summary="A mask")
-def mask_png(image_id: str, service: Service, tag: Literal["current", "original", "final"] = "current") -> Response:
+def mask_png(image_id: str, sessions: Sessions, tag: Literal["current", "original", "final"] = "current") -> Response:
     """A mask as an 8-bit PNG of class indices in the geometry of ``display.png``; the header
     ``X-Model-Version`` names the model version that produced it."""
-    mask, version = service.mask(image_id, tag)
+    mask, version = sessions.mask(image_id, tag)
     return Response(encode_label_png(mask), media_type="image/png", headers={"X-Model-Version": str(version)})
 
 
@@ -123,13 +120,13 @@ def mask_png(image_id: str, service: Service, tag: Literal["current", "original"
 )
 def export_mask(
     image_id: str,
-    service: Service,
+    sessions: Sessions,
     format: Annotated[Literal["png", "nifti"], Query(description="png, or nifti aligned with the source")] = "png",
     tag: Literal["current", "original", "final"] = "current",
 ) -> Response:
     """The mask in the source image's geometry: a PNG of class indices, or a NIfTI with the source volume's
     shape and affine (only the labelled slice filled)."""
-    payload, media_type, filename = service.export(image_id, tag, format)
+    payload, media_type, filename = sessions.export(image_id, tag, format)
     return Response(
         payload, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )

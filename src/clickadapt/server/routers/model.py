@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-
-from clickadapt.server.auth import client_id, get_service
+from clickadapt.server.routers.parts import Client, Models, Sessions
 from clickadapt.server.schemas import ChartPoint, ErrorOut, ModelInfo, ModelSettingsIn, ModelVersionInfo, RollbackIn
-from clickadapt.server.service import AnnotationService
 
 router = APIRouter(prefix="/api", tags=["model"])
-Service = Annotated[AnnotationService, Depends(get_service)]
-Client = Annotated[str, Depends(client_id)]
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "invalid input"},
     404: {"model": ErrorOut, "description": "unknown version"},
@@ -21,30 +16,30 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 
 @router.get("/model", response_model=ModelInfo, summary="The shared model")
-def model_info(service: Service) -> ModelInfo:
+def model_info(models: Models) -> ModelInfo:
     """Current version, strategy, adaptation on/off and every saved version."""
-    return service.model_info()
+    return models.model_info()
 
 
 @router.put("/model/settings", response_model=ModelInfo, responses=ERRORS, summary="Change adaptation")
-def set_model_settings(body: ModelSettingsIn, service: Service, client: Client) -> ModelInfo:
+def set_model_settings(body: ModelSettingsIn, models: Models, client: Client) -> ModelInfo:
     """Choose the adaptation strategy and/or switch adaptation on or off (weights are unchanged)."""
-    return service.set_model_settings(body.strategy, body.adaptation, client)
+    return models.set_model_settings(body.strategy, body.adaptation, client)
 
 
 @router.post("/model/versions", response_model=ModelVersionInfo, status_code=201, summary="Save a model version")
-def save_version(service: Service, client: Client) -> ModelVersionInfo:
+def save_version(models: Models, client: Client) -> ModelVersionInfo:
     """Save the current weights as a model version now (versions are also saved after every finished image)."""
-    return service.save_version(client)
+    return models.save_version(client)
 
 
 @router.post("/model/rollback", response_model=ModelInfo, responses=ERRORS, summary="Roll back the model")
-def rollback(body: RollbackIn, service: Service, client: Client) -> ModelInfo:
+def rollback(body: RollbackIn, models: Models, client: Client) -> ModelInfo:
     """Load a saved version into the shared model; recorded as a new version, nothing is deleted."""
-    return service.rollback(body.version, client)
+    return models.rollback(body.version, client)
 
 
 @router.get("/stats/chart", response_model=list[ChartPoint], summary="Clicks per finished image")
-def chart(service: Service) -> list[ChartPoint]:
+def chart(sessions: Sessions) -> list[ChartPoint]:
     """Clicks needed per finished image in order of finishing: the model learning, as the page plots it."""
-    return service.chart()
+    return sessions.chart()

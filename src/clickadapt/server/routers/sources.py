@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from clickadapt.server.auth import get_service
+from clickadapt.server.routers.parts import Catalogue
 from clickadapt.server.schemas import MAX_INDEX, DataImageIn, ErrorOut, ImageInfo, SliceIn, SourceInfo, UploadResult
-from clickadapt.server.service import AnnotationService, BadRequest, PayloadTooLarge
+from clickadapt.server.service import BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/api", tags=["uploads"])
 MAX_FILENAME = 255
 """Longest accepted file name (characters)."""
-Service = Annotated[AnnotationService, Depends(get_service)]
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorOut, "description": "corrupt file or invalid input"},
     404: {"model": ErrorOut, "description": "unknown source or file"},
@@ -58,7 +57,7 @@ async def read_limited_body(request: Request, limit: int) -> bytearray:
 )
 async def upload(
     request: Request,
-    service: Service,
+    catalogue: Catalogue,
     filename: Annotated[
         str, Query(min_length=1, max_length=MAX_FILENAME, description="the file's name (for display)")
     ] = "upload",
@@ -69,14 +68,14 @@ async def upload(
 ) -> UploadResult:
     """Upload a PNG, JPEG, TIFF, NIfTI (``.nii``/``.nii.gz``) or DICOM file as the raw request body. A volume
     becomes one image per chosen slice (more via ``POST /api/sources/{id}/slices``)."""
-    payload = await read_limited_body(request, service.settings.max_upload_bytes)
-    return await run_in_threadpool(service.upload, payload, filename, slice)
+    payload = await read_limited_body(request, catalogue.settings.max_upload_bytes)
+    return await run_in_threadpool(catalogue.upload, payload, filename, slice)
 
 
 @router.get("/sources/{source_id}", response_model=SourceInfo, responses=ERRORS, summary="An uploaded or data file")
-def get_source(source_id: str, service: Service) -> SourceInfo:
+def get_source(source_id: str, catalogue: Catalogue) -> SourceInfo:
     """A source file: its kind and, for volumes, the number of slices."""
-    return service.get_source(source_id)
+    return catalogue.get_source(source_id)
 
 
 @router.get(
@@ -86,10 +85,10 @@ def get_source(source_id: str, service: Service) -> SourceInfo:
     summary="Preview one slice of a volume",
 )
 def slice_preview(
-    source_id: str, index: Annotated[int, Path(ge=-MAX_INDEX, le=MAX_INDEX)], service: Service
+    source_id: str, index: Annotated[int, Path(ge=-MAX_INDEX, le=MAX_INDEX)], catalogue: Catalogue
 ) -> Response:
     """An 8-bit picture of one axial slice (for the slice slider)."""
-    return Response(service.slice_preview(source_id, index), media_type="image/png")
+    return Response(catalogue.slice_preview(source_id, index), media_type="image/png")
 
 
 @router.post(
@@ -99,20 +98,20 @@ def slice_preview(
     responses=ERRORS,
     summary="Make an image of one slice of a volume",
 )
-def add_slice(source_id: str, body: SliceIn, service: Service) -> ImageInfo:
+def add_slice(source_id: str, body: SliceIn, catalogue: Catalogue) -> ImageInfo:
     """Register one axial slice of a volume as an image (returns the existing one if already registered)."""
-    return service.add_slice(source_id, body.index)
+    return catalogue.add_slice(source_id, body.index)
 
 
 @router.get("/data/files", response_model=list[str], summary="Files of the data folder")
-def data_files(service: Service) -> list[str]:
+def data_files(catalogue: Catalogue) -> list[str]:
     """Readable image files inside the data folder, as relative paths (empty without ``--data``)."""
-    return service.data_files()
+    return catalogue.data_files()
 
 
 @router.post(
     "/data/images", response_model=UploadResult, status_code=201, responses=ERRORS, summary="Add a data-folder file"
 )
-def add_data_image(body: DataImageIn, service: Service) -> UploadResult:
+def add_data_image(body: DataImageIn, catalogue: Catalogue) -> UploadResult:
     """Register a file of the data folder (path relative to it; paths leading outside are refused)."""
-    return service.add_data_image(body.path, body.slice)
+    return catalogue.add_data_image(body.path, body.slice)

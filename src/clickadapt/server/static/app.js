@@ -30,7 +30,7 @@
     opacity: 0.5,
     showOverlay: true,
     picture: null, // HTMLImageElement of display.png
-    overlay: null, // HTMLImageElement of the mask overlay
+    overlay: null, // HTMLImageElement of the mask overlay (at the source image's resolution, see draw())
     zoom: 1,
     panX: 0,
     panY: 0,
@@ -319,8 +319,14 @@
     context.scale(state.zoom, state.zoom);
     context.drawImage(state.picture, 0, 0);
     if (state.overlay && state.showOverlay) {
+      // The overlay comes at the source image's own resolution (finer than display.png for a resized
+      // photograph): stretched over the picture's extent, smoothed only when it is scaled down.
+      const width = state.picture.naturalWidth;
+      const height = state.picture.naturalHeight;
+      const screenWidth = width * state.zoom * (window.devicePixelRatio || 1);
+      context.imageSmoothingEnabled = state.overlay.naturalWidth > screenWidth;
       context.globalAlpha = state.opacity;
-      context.drawImage(state.overlay, 0, 0);
+      context.drawImage(state.overlay, 0, 0, width, height);
       context.globalAlpha = 1;
     }
     context.restore();

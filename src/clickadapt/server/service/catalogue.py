@@ -1,0 +1,482 @@
+"""The image catalogue: the images the server offers and where their pixels come from.
+
+Images come from the built-in demo slices (or samples given by the caller), from files of the data folder
+(``--data``; scanned at start-up, more added by path) and from uploads (stored under ``<store>/uploads``, the
+same content once). A volume (NIfTI, multi-frame DICOM) is a *source* with one image per chosen axial slice.
+Pixels are prepared for the model once (:func:`~clickadapt.server.images.prepare_source`) and kept in the
+datastore with the display picture and the :class:`~clickadapt.data.prepare.Geometry` that maps masks back
+onto the source.
+
+Every public method that writes to the store takes the service lock given at construction (see
+:mod:`clickadapt.server.service`); reads of stored rows do not need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clickadapt.data.sample import Sample
+from clickadapt.models.checkpoint import atomic_write_bytes
+from clickadapt.server.datastore import Datastore, ImageData, ImageRecord, SourceRecord
+from clickadapt.server.images import (
+    DecodedSource,
+    DecodeLimits,
+    Geometry,
+    ImageDecodeError,
+    UnsupportedFormatError,
+    decode_file,
+    display_from_pixels,
+    encode_png,
+    has_supported_suffix,
+    prepare_source,
+    task_fit_warning,
+    window_to_uint8,
+)
+from clickadapt.server.schemas import ImageInfo, SourceInfo, UploadResult
+from clickadapt.server.service.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    UnsupportedMediaType,
+    slug,
+)
+from clickadapt.server.settings import ServerSettings
+from clickadapt.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+UPLOADS_FOLDER = "uploads"
+VOLUME_CACHE_SIZE = 2
+"""Decoded volumes kept in memory (the slice slider previews many slices of one volume)."""
+UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "nifti": ".nii", "dicom": ".dcm"}
+
+
+def check_data_root(data: Path | None) -> Path | None:
+    """The data folder, resolved (``None`` without one).
+
+    Raises:
+        FileNotFoundError: It does not exist.
+    """
+    if data is None:
+        return None
+    root = Path(data).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {data} does not exist")
+    return root
+
+
+class ImageCatalogue:
+    """The images, their sources (data-folder files and uploads, 2D or volumes) and their prepared pixels.
+
+    Args:
+        settings: Server settings (data folder, upload and decode limits).
+        store: The datastore.
+        task: The model's task (images are prepared for it).
+        image_size: Side of the model's input grid.
+        lock: The service lock shared by every part.
+        samples: Pre-made samples to serve instead of the data folder or the demo images (tests, embedding).
+
+    Raises:
+        FileNotFoundError: The data folder does not exist.
+        ValueError: A sample is for another task.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: Datastore,
+        task: TaskSpec,
+        image_size: int,
+        lock: threading.RLock,
+        samples: Sequence[Sample] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.task = task
+        self.image_size = image_size
+        self.lock = lock
+        self.data_root: Path | None = check_data_root(settings.data)
+        """The data folder (resolved), or ``None``."""
+        self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
+        with lock:
+            self._register_images(samples)
+
+    # ================================================================== start-up
+
+    def _register_images(self, samples: Sequence[Sample] | None) -> None:
+        if samples is None and self.data_root is None:
+            from clickadapt.data.demo import load_demo_samples
+
+            samples = load_demo_samples()
+        if samples is not None:
+            for sample in samples:
+                if sample.task != self.task.name:
+                    raise ValueError(
+                        f"image {sample.key} is for task {sample.task!r} but the model is for {self.task.name!r}; "
+                        "give --data with images of the model's task"
+                    )
+                image_id = "demo-" + slug(sample.key.replace("/", "_"))
+                if self.store.get_image(image_id) is not None:
+                    continue
+                pixels = np.asarray(sample.image, dtype=np.float32)
+                geometry = Geometry(kind="pad-crop", source_shape=sample.shape, size=sample.shape[0])
+                data = ImageData(pixels, encode_png(display_from_pixels(pixels)), geometry.model_dump(mode="json"))
+                self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
+        if self.data_root is not None:
+            for path in sorted(self.data_root.rglob("*")):
+                if not path.is_file() or not has_supported_suffix(path.name) or path.name.startswith("."):
+                    continue
+                relative = path.relative_to(self.data_root).as_posix()
+                try:
+                    self._register_data_file(relative, None)
+                except ServiceError as error:
+                    logger.warning("skipping %s: %s", relative, error.message)
+
+    # ================================================================== images
+
+    def require_image(self, image_id: str) -> ImageRecord:
+        """The stored record of an image.
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        record = self.store.get_image(image_id)
+        if record is None:
+            raise NotFound(f"unknown image {image_id!r}")
+        return record
+
+    def image_info(self, record: ImageRecord) -> ImageInfo:
+        """The API view of an image record (with its volume's slice count)."""
+        num_slices = None
+        if record.source_id is not None and record.slice_index is not None:
+            source = self.store.get_source(record.source_id)
+            num_slices = source.num_slices if source is not None else None
+        return ImageInfo(
+            id=record.id,
+            name=record.name,
+            origin=record.origin,
+            task=record.task,
+            status=record.status,
+            clicks=record.clicks,
+            source_id=record.source_id,
+            slice_index=record.slice_index,
+            num_slices=num_slices,
+            height=record.height,
+            width=record.width,
+        )
+
+    def list_images(self) -> list[ImageInfo]:
+        """Every image in list order with status and click count."""
+        return [self.image_info(record) for record in self.store.list_images()]
+
+    def get_image(self, image_id: str) -> ImageInfo:
+        """One image.
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        return self.image_info(self.require_image(image_id))
+
+    def image_data(self, image_id: str) -> ImageData:
+        """The image's stored pixels (model input), display picture and geometry, decoding a data-folder file
+        on first use.
+
+        Raises:
+            NotFound: Unknown image, or its file vanished.
+            BadRequest: Its file can no longer be decoded.
+        """
+        record = self.require_image(image_id)
+        data = self.store.get_image_data(image_id)
+        if data is not None:
+            return data
+        if record.source_id is None:
+            raise NotFound(f"image {image_id!r} has no pixels")
+        source = self.store.get_source(record.source_id)
+        if source is None:
+            raise NotFound(f"the source of image {image_id!r} is missing")
+        with self.lock:
+            self.store.set_image_data(image_id, self._prepare(source, None, record.slice_index))
+        data = self.store.get_image_data(image_id)
+        assert data is not None
+        return data
+
+    def geometry(self, image_id: str) -> Geometry:
+        """How the image's model grid maps back onto its source (size, pad/crop or resize, volume placement).
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        return Geometry.model_validate(self.image_data(image_id).geometry)
+
+    def display_png(self, image_id: str) -> bytes:
+        """The 8-bit PNG the page shows (same geometry as the model input)."""
+        return self.image_data(image_id).display_png
+
+    def next_image(self, after: str | None = None) -> ImageInfo | None:
+        """The first image after ``after`` in list order (wrapping around) that is not done; ``None`` if all are."""
+        images = self.store.list_images()
+        start = 0
+        if after is not None:
+            positions = [index for index, record in enumerate(images) if record.id == after]
+            start = positions[0] + 1 if positions else 0
+        for record in images[start:] + images[:start]:
+            if record.status != "done" and record.id != after:
+                return self.image_info(record)
+        return None
+
+    # ================================================================== sources: decoding and preparing
+
+    def _read_source_bytes(self, source: SourceRecord) -> bytes:
+        if source.origin == "data":
+            return self.resolve_data_path(source.path).read_bytes()
+        path = (self.store.folder / source.path).resolve()
+        if not path.is_relative_to(self.store.folder.resolve()) or not path.is_file():
+            raise NotFound(f"the stored upload of source {source.id!r} is missing")
+        return path.read_bytes()
+
+    def _decode(self, payload: bytes | bytearray, name: str) -> DecodedSource:
+        try:
+            limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
+            return decode_file(payload, name, limits)
+        except UnsupportedFormatError as error:
+            raise UnsupportedMediaType(str(error)) from error
+        except ImageDecodeError as error:
+            raise BadRequest(str(error)) from error
+
+    def _cache_volume(self, source_id: str, decoded: DecodedSource) -> None:
+        if decoded.kind == "volume":
+            self._volumes[source_id] = decoded
+            self._volumes.move_to_end(source_id)
+            while len(self._volumes) > VOLUME_CACHE_SIZE:
+                self._volumes.popitem(last=False)
+
+    def _decoded_source(self, source: SourceRecord) -> DecodedSource:
+        cached = self._volumes.get(source.id)
+        if cached is not None:
+            self._volumes.move_to_end(source.id)
+            return cached
+        decoded = self._decode(self._read_source_bytes(source), source.name)
+        self._cache_volume(source.id, decoded)
+        return decoded
+
+    @staticmethod
+    def _checked_slice(source: SourceRecord, slice_index: int | None) -> int | None:
+        """The slice to label (the middle one of a volume by default).
+
+        Raises:
+            BadRequest: A slice of a 2D image, or a slice outside the volume.
+        """
+        if source.kind == "volume" and slice_index is None:
+            slice_index = (source.num_slices or 1) // 2
+        if source.kind == "image" and slice_index is not None:
+            raise BadRequest(f"{source.name} is a 2D image; it has no slices (leave out 'slice')")
+        if slice_index is not None and not 0 <= slice_index < (source.num_slices or 0):
+            raise BadRequest(f"slice {slice_index} is outside {source.name} (slices 0..{(source.num_slices or 1) - 1})")
+        return slice_index
+
+    def _image_from_source(
+        self,
+        source: SourceRecord,
+        decoded: DecodedSource | None,
+        slice_index: int | None,
+        data: ImageData | None = None,
+    ) -> ImageRecord:
+        """Register (or find) the image of a source and slice; decodes now when ``decoded`` is given (or uses
+        the already prepared ``data``)."""
+        slice_index = self._checked_slice(source, slice_index)
+        existing = self.store.find_image(source.id, slice_index)
+        if existing is not None:
+            return existing
+        image_id = source.id if slice_index is None else f"{source.id}-s{slice_index}"
+        name = source.name if slice_index is None else f"{source.name} [slice {slice_index}]"
+        if data is None and decoded is not None:
+            data = self._prepare(source, decoded, slice_index)
+        origin = "upload" if source.origin == "upload" else "data"
+        return self.store.add_image(image_id, name, origin, self.task.name, source.id, slice_index, data)
+
+    def _prepare(self, source: SourceRecord, decoded: DecodedSource | None, slice_index: int | None) -> ImageData:
+        decoded = decoded if decoded is not None else self._decoded_source(source)
+        try:
+            prepared = prepare_source(decoded, self.task, self.image_size, slice_index)
+        except ValueError as error:
+            raise BadRequest(f"{source.name}: {error}") from error
+        return ImageData(prepared.pixels, encode_png(prepared.display), prepared.geometry.model_dump(mode="json"))
+
+    # ================================================================== the data folder
+
+    def resolve_data_path(self, relative: str) -> Path:
+        """The file ``relative`` inside the data folder.
+
+        Raises:
+            BadRequest: No data folder, an absolute path, or a path (or link) that leads outside it.
+            NotFound: The file does not exist.
+        """
+        if self.data_root is None:
+            raise BadRequest("the server was started without a data folder (--data)")
+        if "\x00" in relative:
+            raise BadRequest("path must not contain a NUL byte")
+        candidate = Path(relative)
+        if candidate.is_absolute() or not relative.strip():
+            raise BadRequest(f"path {relative!r} must be relative to the data folder")
+        resolved = (self.data_root / candidate).resolve()
+        if not resolved.is_relative_to(self.data_root):
+            raise BadRequest(f"path {relative!r} is outside the data folder")
+        if not resolved.is_file():
+            raise NotFound(f"file {relative!r} does not exist in the data folder")
+        return resolved
+
+    def _register_data_file(self, relative: str, slice_index: int | None) -> UploadResult:
+        path = self.resolve_data_path(relative)
+        relative = path.relative_to(self.data_root or path.parent).as_posix()
+        source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+        source = self.store.get_source(source_id)
+        decoded = None
+        if source is None:
+            if not has_supported_suffix(path.name):
+                raise UnsupportedMediaType(
+                    f"{relative}: unsupported file type (expected PNG, JPEG, TIFF, NIfTI or DICOM)"
+                )
+            decoded = self._decode(path.read_bytes(), relative)
+            candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
+            slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
+            data = self._prepare(candidate, decoded, slice_index)
+            source = self.store.add_source(candidate)
+            image = self._image_from_source(source, decoded, slice_index, data)
+            return UploadResult(source=self.source_info(source), image=self.image_info(image))
+        image = self._image_from_source(source, decoded, slice_index)
+        return UploadResult(source=self.source_info(source), image=self.image_info(image))
+
+    def add_data_image(self, relative: str, slice_index: int | None = None) -> UploadResult:
+        """Register a file of the data folder (and slice) as an image.
+
+        Raises:
+            BadRequest: Path outside the data folder, or no data folder.
+            NotFound: No such file.
+        """
+        with self.lock:
+            return self._register_data_file(relative, slice_index)
+
+    def data_files(self) -> list[str]:
+        """Readable files of the data folder, relative paths (empty without a data folder)."""
+        if self.data_root is None:
+            return []
+        return [
+            path.relative_to(self.data_root).as_posix()
+            for path in sorted(self.data_root.rglob("*"))
+            if path.is_file()
+            and has_supported_suffix(path.name)
+            and path.resolve().is_relative_to(self.data_root)
+            and not path.name.startswith(".")
+        ]
+
+    # ================================================================== uploads and volumes
+
+    def upload(self, payload: bytes | bytearray, filename: str, slice_index: int | None = None) -> UploadResult:
+        """Store an uploaded file and make an image of it (volumes: of ``slice_index``, default the middle).
+
+        The same content uploaded twice is stored once. The result carries a warning when the picture does not
+        look like the task's images (e.g. a colour photograph for the brain model).
+
+        Raises:
+            PayloadTooLarge: Above ``max_upload_bytes``.
+            UnsupportedMediaType: Not PNG, JPEG, TIFF, NIfTI or DICOM.
+            BadRequest: Corrupt content, or a slice outside the volume.
+        """
+        if len(payload) > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"upload of {len(payload)} bytes exceeds the limit of {self.settings.max_upload_bytes} bytes"
+            )
+        name = Path(filename.replace("\\", "/")).name or "upload"
+        decoded = self._decode(payload, name)
+        digest = hashlib.sha256(payload).hexdigest()
+        source_id = f"up-{digest[:16]}"
+        with self.lock:
+            source = self.store.get_source(source_id)
+            candidate = source or SourceRecord(source_id, name, "upload", "", decoded.kind, decoded.num_slices)
+            # Everything is checked (slice, preprocessing) before a file or a row is stored.
+            slice_index = self._checked_slice(candidate, slice_index)
+            existing = self.store.find_image(source_id, slice_index) if source is not None else None
+            data = self._prepare(candidate, decoded, slice_index) if existing is None else None
+            warning = task_fit_warning(decoded, self.task)
+            if source is None:
+                gzipped = decoded.format == "nifti" and payload[:2] == b"\x1f\x8b"
+                suffix = ".nii.gz" if gzipped else UPLOAD_SUFFIXES[decoded.format]
+                relative = f"{UPLOADS_FOLDER}/{digest[:16]}{suffix}"
+                atomic_write_bytes(self.store.folder / relative, bytes(payload))
+                source = self.store.add_source(
+                    SourceRecord(source_id, name, "upload", relative, decoded.kind, decoded.num_slices)
+                )
+            self._cache_volume(source_id, decoded)
+            image = existing or self._image_from_source(source, decoded, slice_index, data)
+        return UploadResult(source=self.source_info(source), image=self.image_info(image), warning=warning)
+
+    def source_info(self, source: SourceRecord) -> SourceInfo:
+        """The API view of a source record."""
+        return SourceInfo(
+            id=source.id,
+            name=source.name,
+            origin="upload" if source.origin == "upload" else "data",
+            kind="volume" if source.kind == "volume" else "image",
+            num_slices=source.num_slices,
+        )
+
+    def _require_source(self, source_id: str) -> SourceRecord:
+        source = self.store.get_source(source_id)
+        if source is None:
+            raise NotFound(f"unknown source {source_id!r}")
+        return source
+
+    def get_source(self, source_id: str) -> SourceInfo:
+        """A source (uploaded or data-folder file).
+
+        Raises:
+            NotFound: Unknown source.
+        """
+        return self.source_info(self._require_source(source_id))
+
+    def _require_volume(self, source_id: str) -> SourceRecord:
+        """The source, which must be a volume.
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: It is a 2D image.
+        """
+        source = self._require_source(source_id)
+        if source.kind != "volume":
+            raise BadRequest(f"{source.name} is a 2D image; it has no slices")
+        return source
+
+    def slice_preview(self, source_id: str, index: int) -> bytes:
+        """An 8-bit PNG of one slice of a volume (for the page's slice slider).
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: Not a volume, or the index is outside it.
+        """
+        source = self._require_volume(source_id)
+        with self.lock:
+            decoded = self._decoded_source(source)
+            try:
+                return encode_png(window_to_uint8(decoded.slice(index)))
+            except ValueError as error:
+                raise BadRequest(f"{source.name}: {error}") from error
+
+    def add_slice(self, source_id: str, index: int) -> ImageInfo:
+        """Make (or find) the image of one slice of a volume.
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: Not a volume, or the index is outside it.
+        """
+        source = self._require_volume(source_id)
+        with self.lock:
+            decoded = self._decoded_source(source)
+            return self.image_info(self._image_from_source(source, decoded, index))

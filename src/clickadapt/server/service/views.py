@@ -1,0 +1,228 @@
+"""What the session manager answers: session views for the page and the API, masks and exported files.
+
+The page draws ``SessionView.mask_overlay`` over ``display.png``, stretched to the picture's extent. The
+overlay comes at the source image's own resolution (up to :data:`PAGE_OVERLAY_MAX_SIDE` pixels a side) from
+the library's resampling (:func:`~clickadapt.data.prepare.logits_to_source` of the live logits, before the
+argmax; :func:`~clickadapt.data.prepare.class_map_to_source` for a stored or brushed mask), so its edges are
+smooth over a large photograph instead of the model grid's staircase. For a centre padded or cropped image
+(brain slices) the display picture's pixels *are* the source's pixels, so the overlay is the mask on that grid.
+
+Not thread-safe by itself: the session manager calls it under the service lock.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+
+from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source
+from clickadapt.server.datastore import ClickRecord, Datastore, ImageRecord
+from clickadapt.server.images import encode_png, mask_to_nifti, overlay_png, paint_stroke
+from clickadapt.server.schemas import ClickOut, SessionView
+from clickadapt.server.service.catalogue import ImageCatalogue
+from clickadapt.server.service.errors import NotFound, slug
+from clickadapt.server.service.live import LiveImage, LiveImages
+from clickadapt.server.service.registry import ModelRegistry
+
+MaskChoice = Literal["current", "original", "final"]
+"""Which mask: the live one, the model's first-click mask, or the user's finished label."""
+PAGE_OVERLAY_MAX_SIDE = 2048
+"""The page's overlay is drawn at the source's resolution up to this many pixels a side (more is finer than
+any screen shows; a 4096 × 4096 photograph gets a 2048 × 2048 overlay)."""
+
+
+def page_geometry(geometry: Geometry) -> Geometry:
+    """The geometry of the overlay the page draws over ``display.png``.
+
+    ``resize`` (the display is the source stretched onto the model grid): the source's shape, scaled down to
+    at most :data:`PAGE_OVERLAY_MAX_SIDE` a side. ``pad-crop``: the model grid itself (its pixels are the
+    source's pixels, and the display shows the padded or cropped frame).
+    """
+    if geometry.kind != "resize":
+        return Geometry(kind="pad-crop", source_shape=(geometry.size, geometry.size), size=geometry.size)
+    height, width = geometry.source_shape
+    scale = min(1.0, PAGE_OVERLAY_MAX_SIDE / max(height, width))
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return Geometry(kind="resize", source_shape=shape, size=geometry.size)
+
+
+def overlay_data_url(mask: np.ndarray | None) -> str | None:
+    """A mask as the page's RGBA overlay PNG, as a ``data:`` URL (``None`` without a mask)."""
+    if mask is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(overlay_png(mask)).decode("ascii")
+
+
+class SessionViews:
+    """Builds session views, masks and files from the live sessions, the store and the registry.
+
+    Args:
+        store: The datastore.
+        catalogue: The images (records, pixels, geometry).
+        models: The registry (model versions, the source-domain router).
+        live: The sessions in memory.
+    """
+
+    def __init__(self, store: Datastore, catalogue: ImageCatalogue, models: ModelRegistry, live: LiveImages) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.models = models
+        self.live = live
+        self.task = models.task
+
+    # ================================================================== masks
+
+    @staticmethod
+    def edited_mask(live: LiveImage) -> np.ndarray | None:
+        """The latest prediction with the brush and eraser strokes painted over it (model grid)."""
+        mask = live.session.prediction
+        if mask is None:
+            return None
+        for stroke in live.corrections:
+            mask = paint_stroke(mask, stroke.points, stroke.radius, stroke.label)
+        return mask
+
+    def _resampled(self, live: LiveImage | None, mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+        """``mask`` (model grid) at ``geometry``'s source shape with smooth edges: the live logits resampled
+        before the argmax when ``mask`` is the open session's untouched prediction, else its one-hot."""
+        logits = live.session.logits if live is not None else None
+        if logits is not None and live is not None and live.session.prediction is mask:
+            return logits_to_source(logits[0], geometry).argmax(dim=0).cpu().numpy().astype(np.uint8)
+        return class_map_to_source(mask, geometry, self.task.num_classes)
+
+    def page_overlay(self, image_id: str, live: LiveImage | None, mask: np.ndarray | None) -> str | None:
+        """The overlay the page draws over ``display.png`` (see :func:`page_geometry`), as a ``data:`` URL."""
+        if mask is None:
+            return None
+        geometry = page_geometry(self.catalogue.geometry(image_id))
+        if geometry.kind != "resize":
+            return overlay_data_url(mask)
+        return overlay_data_url(self._resampled(live, mask, geometry))
+
+    def mask(self, image_id: str, tag: MaskChoice = "current") -> tuple[np.ndarray, int]:
+        """A mask of the image on the model grid and the model version that produced it.
+
+        Raises:
+            NotFound: Unknown image, or no such mask yet.
+        """
+        self.catalogue.require_image(image_id)
+        live = self.live.get(image_id)
+        if tag == "current" and live is not None and live.session.prediction is not None:
+            edited = self.edited_mask(live)
+            assert edited is not None
+            return edited, self.models.mask_version(live.session) or 0
+        if tag == "current":
+            stored = self.store.latest_session(image_id)
+            tag = "final" if stored is not None and stored.status == "done" else "original"
+            if tag == "original":
+                raise NotFound(f"image {image_id!r} has no mask yet; open it and click")
+        found = self.store.get_mask(image_id, tag)
+        if found is None:
+            raise NotFound(f"image {image_id!r} has no {tag} mask")
+        return found.mask, found.model_version
+
+    def mask_at_source(self, image_id: str, tag: MaskChoice = "current") -> np.ndarray:
+        """The mask at the source's size with smooth edges (``uint8 (H, W)``).
+
+        Raises:
+            NotFound: Unknown image, or no such mask yet.
+        """
+        mask, _version = self.mask(image_id, tag)
+        live = self.live.get(image_id) if tag == "current" else None
+        return self._resampled(live, mask, self.catalogue.geometry(image_id))
+
+    def export(
+        self, image_id: str, tag: MaskChoice, file_format: Literal["png", "nifti"] | str
+    ) -> tuple[bytes, str, str]:
+        """The mask as a file: PNG at the source's size, or NIfTI aligned with the source volume.
+
+        Returns:
+            File bytes, media type, file name.
+
+        Raises:
+            NotFound: Unknown image or no mask.
+        """
+        stem = slug(self.catalogue.require_image(image_id).name.rsplit(".", 1)[0])
+        if file_format == "png":
+            return encode_png(self.mask_at_source(image_id, tag)), "image/png", f"{stem}_mask.png"
+        mask, _version = self.mask(image_id, tag)
+        return mask_to_nifti(mask, self.catalogue.geometry(image_id)), "application/gzip", f"{stem}_mask.nii.gz"
+
+    # ================================================================== views
+
+    def click_out(self, click: ClickRecord) -> ClickOut:
+        """The API view of a stored click."""
+        return ClickOut(
+            row=click.row,
+            col=click.col,
+            label=click.label,
+            class_name=self.task.class_names[click.label],
+            model_version=click.model_version,
+            forward_s=round(click.forward_s, 4),
+            update_s=round(click.update_s, 4),
+        )
+
+    def view(self, live: LiveImage) -> SessionView:
+        """The state of an image whose session is in memory (its mask with strokes, at the page's resolution)."""
+        record = self.catalogue.require_image(live.image_id)
+        session = live.session
+        if session.finished:
+            return self.done_view(record, message=live.message)
+        clicks = [self.click_out(click) for click in self.store.active_clicks(live.session_id)]
+        timings = session.timings
+        return SessionView(
+            image=self.catalogue.image_info(record),
+            session_id=live.session_id,
+            state=record.status,
+            clicks=clicks,
+            mask_overlay=self.page_overlay(live.image_id, live, self.edited_mask(live)),
+            mask_model_version=self.models.mask_version(session),
+            corrections=len(live.corrections),
+            model_version=self.models.state.version,
+            source_domain=self.models.on_source_model(session),
+            last_click_s=round(timings[-1].total_s, 4) if timings else None,
+            message=live.message,
+        )
+
+    def done_view(self, record: ImageRecord, message: str = "") -> SessionView:
+        """The state of a finished image (its final label)."""
+        stored = self.store.latest_session(record.id)
+        final = self.store.get_mask(record.id, "final")
+        clicks = self.store.active_clicks(stored.id) if stored is not None else []
+        return SessionView(
+            image=self.catalogue.image_info(record),
+            session_id=stored.id if stored is not None else None,
+            state="done",
+            clicks=[self.click_out(click) for click in clicks],
+            mask_overlay=self.page_overlay(record.id, None, final.mask if final is not None else None),
+            mask_model_version=clicks[-1].model_version if clicks else None,
+            model_version=self.models.state.version,
+            source_domain=self.models.is_source_domain(record.name),
+            message=message or "finished",
+        )
+
+    def stored_view(self, image_id: str) -> SessionView:
+        """The image's state without opening it: the live view, the finished view, or its stored clicks.
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        record = self.catalogue.require_image(image_id)
+        live = self.live.get(image_id)
+        if live is not None:
+            return self.view(live)
+        stored = self.store.latest_session(image_id)
+        if stored is not None and stored.status == "done":
+            return self.done_view(record)
+        clicks = self.store.active_clicks(stored.id) if stored is not None else []
+        return SessionView(
+            image=self.catalogue.image_info(record),
+            session_id=stored.id if stored is not None else None,
+            state=record.status,
+            clicks=[self.click_out(click) for click in clicks],
+            model_version=self.models.state.version,
+            source_domain=self.models.is_source_domain(record.name),
+            message="open the image to see its mask",
+        )

@@ -1,0 +1,51 @@
+"""In Debian's chromium (headless, Playwright): the page draws the mask of a resized photograph at the
+photograph's own resolution, stretched over the model-grid picture. Skipped when chromium or Playwright is
+missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from server_helpers import IMAGE_SIZE, ServerProcess, synthetic_fundus_png, write_tiny_fundus_checkpoint
+from test_server_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, click_pixel
+
+SOURCE_SHAPE = (150, 210)
+
+
+@pytest.mark.slow
+def test_the_page_draws_the_overlay_at_the_photographs_resolution(tmp_path: Path) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eye.png").write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
+    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)])
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.set_default_timeout(TIMEOUT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                page.wait_for_selector("body[data-ready=true]")
+                page.locator("#image-list li").nth(0).click()
+                page.wait_for_selector("#canvas[data-state=new]")
+                click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                sizes = page.evaluate(
+                    "(() => { const s = window.clickadapt.state; return {picture: [s.picture.naturalHeight, "
+                    "s.picture.naturalWidth], overlay: [s.overlay.naturalHeight, s.overlay.naturalWidth]}; })()"
+                )
+                assert sizes == {"picture": [IMAGE_SIZE, IMAGE_SIZE], "overlay": list(SOURCE_SHAPE)}
+                assert errors == []  # drawn without a failure (stretched over the picture's extent)
+            finally:
+                browser.close()
+    finally:
+        server.stop()
