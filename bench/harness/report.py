@@ -39,7 +39,7 @@ from bench.harness.numbers import (
     select_tuned,
     stream_numbers,
 )
-from bench.harness.paper import PAPER_METHODS, PAPER_ORDERING, PAPER_RESULTS
+from bench.harness.paper import PaperNumbers, paper_numbers
 from bench.harness.plots import write_plots
 from bench.harness.raw import BenchRun, read_raw
 from clickadapt.evaluation.metrics import noc_key
@@ -233,14 +233,18 @@ def _per_patient_table(
     ]
 
 
-def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discussion: str | None = None) -> str:
+def bench_report_markdown(
+    meta: dict[str, Any], runs: Sequence[BenchRun], discussion: str | None = None, paper: PaperNumbers | None = None
+) -> str:
     """The whole ``REPORT.md`` from the raw files' contents.
 
     Args:
         meta: ``bench.json``.
         runs: The runs of ``raw.csv``/``runs.csv``.
         discussion: The hand-written discussion to keep (``None`` = a placeholder).
+        paper: The paper's published numbers (default: ``bench/paper_numbers.yaml``).
     """
+    paper = paper_numbers() if paper is None else paper
     streams = [stream for stream in meta["streams"] if stream.get("part") != "dev"]  # reported: test parts
     by_stream = {stream["name"]: [run for run in runs if run.stream == stream["name"]] for stream in streams}
     numbers = {name: stream_numbers(stream_runs, MAIN_GROUP) for name, stream_runs in by_stream.items()}
@@ -291,11 +295,11 @@ def bench_report_markdown(meta: dict[str, Any], runs: Sequence[BenchRun], discus
     lines += ["", *_overview_section(streams, numbers, main_budget)]
     lines += ["", *_intervals_section(streams, numbers, main_budget)]
     lines += ["", *_sweep_section([run for run in runs if SWEEP_GROUP in run.groups])]
-    lines += ["", *_paper_section(streams, numbers, main_budget)]
+    lines += ["", *_paper_section(streams, numbers, main_budget, paper)]
     for stream in streams:
         lines += ["", *_stream_section(stream, by_stream[stream["name"]], numbers[stream["name"]], main_budget)]
     lines += ["", *_ablation_section(meta, by_stream, main_budget)]
-    lines += ["", *_analysis_section(streams, numbers, main_budget)]
+    lines += ["", *_analysis_section(streams, numbers, main_budget, paper.ordering)]
     lines += [
         "",
         "## Discussion",
@@ -434,9 +438,13 @@ def _ours_cell(entry: StrategyNumbers | None, region: str, clicks: Sequence[int]
 
 
 def _paper_section(
-    streams: list[dict[str, Any]], numbers: dict[str, dict[tuple[str, int], StrategyNumbers]], budget: int
+    streams: list[dict[str, Any]],
+    numbers: dict[str, dict[tuple[str, int], StrategyNumbers]],
+    budget: int,
+    paper_numbers: PaperNumbers,
 ) -> list[str]:
-    methods = list(PAPER_METHODS)
+    methods = list(paper_numbers.methods)
+    published = paper_numbers.results
     lines = [
         "## Beside the paper's published numbers",
         "",
@@ -448,11 +456,11 @@ def _paper_section(
         "rows marked *3-click budget* give the Dice at the last of 3 clicks (the paper's ATLAS row).",
         "",
     ]
-    header = ["shift", "source", "data", "region", *(PAPER_METHODS[m] for m in methods)]
+    header = ["shift", "source", "data", "region", *(paper_numbers.methods[m] for m in methods)]
     rows = []
-    groups = list(dict.fromkeys((paper.task, paper.shift) for paper in PAPER_RESULTS))
+    groups = list(dict.fromkeys((paper.task, paper.shift) for paper in published))
     for task, shift in groups:
-        papers = [paper for paper in PAPER_RESULTS if (paper.task, paper.shift) == (task, shift)]
+        papers = [paper for paper in published if (paper.task, paper.shift) == (task, shift)]
         title = SHIFT_DESCRIPTIONS[shift].split(" (")[0] + f" ({task})"
         for paper in papers:
             cells = [_paper_cell(paper.dice.get(method), paper.budget < budget) for method in methods]
@@ -559,7 +567,10 @@ def _ablation_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]]
 
 
 def _analysis_section(
-    streams: list[dict[str, Any]], numbers: dict[str, dict[tuple[str, int], StrategyNumbers]], budget: int
+    streams: list[dict[str, Any]],
+    numbers: dict[str, dict[tuple[str, int], StrategyNumbers]],
+    budget: int,
+    ordering: Sequence[tuple[str, str]],
 ) -> list[str]:
     lines = [
         "## Analysis (generated from the numbers)",
@@ -571,13 +582,13 @@ def _analysis_section(
         "≈ = it contains 0 (unresolved).",
         "",
     ]
-    header = ["stream", *(f"{a} > {b}" for a, b in PAPER_ORDERING)]
+    header = ["stream", *(f"{a} > {b}" for a, b in ordering)]
     rows = []
-    tallies: dict[tuple[str, str], dict[str, int]] = {pair: {} for pair in PAPER_ORDERING}
+    tallies: dict[tuple[str, str], dict[str, int]] = {pair: {} for pair in ordering}
     for stream in streams:
         region = key_region(stream["task"])
         row = [stream["name"]]
-        for pair in PAPER_ORDERING:
+        for pair in ordering:
             comparison = compare(numbers[stream["name"]], pair[0], pair[1], budget, region, budget)
             row.append(_verdict_cell(comparison))
             if comparison is not None:
@@ -585,7 +596,7 @@ def _analysis_section(
         rows.append(row)
     lines += _table(header, rows)
     lines += [""]
-    lines += [*_ordering_by_click(streams, numbers, budget), ""]
+    lines += [*_ordering_by_click(streams, numbers, budget, ordering), ""]
     for (better, worse), tally in tallies.items():
         total = sum(tally.values())
         if not total:
@@ -601,12 +612,15 @@ def _analysis_section(
 
 
 def _ordering_by_click(
-    streams: list[dict[str, Any]], numbers: dict[str, dict[tuple[str, int], StrategyNumbers]], budget: int
+    streams: list[dict[str, Any]],
+    numbers: dict[str, dict[tuple[str, int], StrategyNumbers]],
+    budget: int,
+    ordering: Sequence[tuple[str, str]],
 ) -> list[str]:
     """Per pair of the paper's ordering, on how many streams it holds on average at clicks 1, 5 and T."""
     clicks = reported_clicks(budget)
     rows = []
-    for better, worse in PAPER_ORDERING:
+    for better, worse in ordering:
         row = [f"{better} > {worse}"]
         for click in clicks:
             verdicts = [
