@@ -93,7 +93,7 @@ def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
     if args.dry_run:
         print(describe_plan(plan_bench(config, only)))
         return 0
-    output = run_bench(config, only, command)
+    output = run_bench(config, only, command, cluster=args.cluster)
     print(f"Report: {output / REPORT_MD}")
     failed = json.loads((output / BENCH_JSON).read_text(encoding="utf-8")).get("failed", [])
     if failed:
@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-only", action="store_true", help="regenerate the report from the raw files")
     parser.add_argument("--workers", type=int, help="worker processes (default: the config's)")
     parser.add_argument("--output", help="output folder (default: the config's)")
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help='compute the runs on a Dask distributed cluster (tcp://HOST:8786; needs pip install -e ".[cluster]")',
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
 
@@ -125,6 +130,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return handle_bench(args, shlex.join(["python", "-m", "bench", *arguments]))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"python -m bench: error: {error}", file=sys.stderr)
         return 2

@@ -5,10 +5,7 @@ Runs go to a local process pool (one torch thread per worker).
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bench.harness.cache import read_json, run_cache_path, source_cache_path, write_json
 from bench.harness.config import BenchConfig, StreamSpec
 from bench.harness.constants import BENCH_FORMAT, BENCH_JSON, FROZEN_LABEL, SWEEP_GROUP
+from bench.harness.executors import Executor, InProcessExecutor, LocalPoolExecutor, make_executor
 from bench.harness.numbers import select_tuned
 from bench.harness.plan import BenchJob, BenchPlan, SourceJob, TunedSettings, load_stream_samples, plan_bench
 from bench.harness.raw import BenchRun, bench_metadata, write_raw
@@ -56,11 +53,6 @@ class WorkerSettings:
 
 
 _WORKER_MEMORY: dict[str, Any] = {}
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-    logging.basicConfig(level=logging.WARNING)
 
 
 def _memo(key: str, build: Callable[[], Any]) -> Any:
@@ -194,9 +186,9 @@ Call = tuple[str, Callable[..., dict[str, Any]], tuple[Any, ...], Path]
 """``(description, function, arguments, cache path)`` of one computation."""
 
 
-def _execute(calls: list[Call], workers: int, threads: int) -> list[str]:
-    """Run the calls in the given order (longest first), writing each result to its cache path as soon as
-    it is done, so that an interrupted bench keeps what it finished.
+def _execute(calls: list[Call], executor: Executor) -> list[str]:
+    """Run the calls in the given order (longest first) on ``executor``, writing each result to its cache path
+    (on this machine) as soon as it is done, so that an interrupted bench keeps what it finished.
 
     A call that raises is logged with its traceback and skipped; the others go on.
 
@@ -208,31 +200,19 @@ def _execute(calls: list[Call], workers: int, threads: int) -> list[str]:
         return failed
     total = len(calls)
     started = time.perf_counter()
-
-    def finish(number: int, description: str, path: Path, compute: Callable[[], dict[str, Any]]) -> None:
+    if total == 1 and isinstance(executor, LocalPoolExecutor):
+        executor = InProcessExecutor()  # no pool to spawn for one run
+    tasks = [(function, arguments) for _, function, arguments, _ in calls]
+    for number, (index, outcome) in enumerate(executor.run(tasks), start=1):
+        description, _, _, path = calls[index]
         try:
-            data = compute()
+            data = outcome()
         except Exception:
             logger.exception("[%d/%d] %s failed; continuing with the other runs", number, total, description)
             failed.append(description)
-            return
+            continue
         write_json(path, data)
         _log_done(number, total, description, data, started)
-
-    if workers <= 1 or total == 1:
-        for number, (description, function, arguments, path) in enumerate(calls, start=1):
-            finish(number, description, path, functools.partial(function, *arguments))
-        return failed
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    ) as pool:
-        futures = {
-            pool.submit(function, *arguments): (description, path) for description, function, arguments, path in calls
-        }
-        for number, future in enumerate(concurrent.futures.as_completed(futures), start=1):
-            description, path = futures[future]
-            finish(number, description, path, future.result)
     return failed
 
 
@@ -257,7 +237,9 @@ def _log_done(number: int, total: int, description: str, data: dict[str, Any], s
     )
 
 
-def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: str | None = None) -> Path:
+def run_bench(
+    config: BenchConfig, only: Sequence[str] | None = None, command: str | None = None, cluster: str | None = None
+) -> Path:
     """Run the suite: compute every run missing from the cache, then write the raw files and the report.
 
     Args:
@@ -265,6 +247,8 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         only: Compute only the runs of these streams; the report still includes every run of the suite
             found in the cache (and lists the missing ones).
         command: The command line, for the report (default: this process's).
+        cluster: Address of a Dask distributed scheduler to compute the runs on (``None`` = this machine, in
+            ``config.workers`` processes); see :mod:`bench.harness.executors`.
 
     Returns:
         The output folder. Runs that raised are logged, left out of the report (listed as missing) and
@@ -292,18 +276,20 @@ def run_bench(config: BenchConfig, only: Sequence[str] | None = None, command: s
         len(baseline_calls),
         config.workers,
     )
-    failed = _execute(baseline_calls, config.workers, config.threads_per_worker)
+    executor = make_executor(config.workers, config.threads_per_worker, cluster)
+    logger.info("bench: computing on %s", executor.description)
+    failed = _execute(baseline_calls, executor)
     computed = 0
     if config.sweep is not None:  # phase 1: the sweep on the dev parts, whose choice the main runs need
         sweep = [job for job in missing if SWEEP_GROUP in job.groups]
-        failed += _execute(_run_calls(plan, sweep), config.workers, config.threads_per_worker)
+        failed += _execute(_run_calls(plan, sweep), executor)
         computed += len(sweep)
         tuned = {key: choice.spec for key, choice in select_tuned(cached_runs(plan, SWEEP_GROUP)).items()}
         plan = plan_bench(config, only, tuned)
         missing = _unique_keys(job for job in plan.jobs if read_json(run_cache_path(cache_dir, job.key)) is None)
     else:
         tuned = {}
-    failed += _execute(_run_calls(plan, missing), config.workers, config.threads_per_worker)
+    failed += _execute(_run_calls(plan, missing), executor)
     missing_count = computed + len(missing)
     full_plan = plan if only is None else _cached_plan(config, plan, tuned)
     meta = bench_metadata(
