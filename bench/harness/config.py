@@ -17,6 +17,7 @@ from bench.harness.constants import (
     DEV_SUFFIX,
     FULL_LENGTH_IMAGES,
     MAIN_GROUP,
+    NOISY_GROUP,
     ShiftKind,
 )
 from clickadapt.adaptation.strategies import strategy_config
@@ -108,6 +109,8 @@ class ExperimentSpec(BaseModel):
             not depend on the order, so it runs once per click seed (with the first order seed).
         click_seeds: One run per click seed: the seed of the simulated user's clicks (combined with each
             image's key, so every strategy and order sees the same clicks on the same image).
+        user: The simulated user of these runs (``None`` = the suite's); e.g. ``oaims+jitter3+wrong10+stop90``
+            (:func:`~clickadapt.clicks.simulators.make_simulated_user`). Required in ``noisy_users``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +120,14 @@ class ExperimentSpec(BaseModel):
     budgets: list[int] = Field(default_factory=lambda: [10], min_length=1)
     order_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     click_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    user: str | None = None
+
+    @field_validator("user")
+    @classmethod
+    def _known_experiment_user(cls, user: str | None) -> str | None:
+        if user is not None:
+            make_simulated_user(user, 0)  # raises ValueError listing the known users and modifiers
+        return user
 
     @field_validator("budgets")
     @classmethod
@@ -180,6 +191,8 @@ class BenchConfig(BaseModel):
         source_validation_max_images: Cap on each source validation set (patient-balanced spread).
         experiments: The main comparison.
         ablations: Reported separately; labels distinguish overridden strategies.
+        noisy_users: Experiments with an imperfect simulated user (each names its ``user``), reported in their
+            own section; a run's label is :func:`noisy_label` (``oaims (oaims+jitter3)``).
         sweep: Baseline settings tuned on the dev parts of the streams (``None`` = no tuning).
         max_images: Default cap on each stream's length (``None`` = whole streams).
         capped: A quick look whose streams may be capped below min(available, :data:`FULL_LENGTH_IMAGES`);
@@ -204,6 +217,7 @@ class BenchConfig(BaseModel):
     source_validation_max_images: int | None = Field(default=20, ge=1)
     experiments: list[ExperimentSpec] = Field(min_length=1)
     ablations: list[ExperimentSpec] = Field(default_factory=list)
+    noisy_users: list[ExperimentSpec] = Field(default_factory=list)
     sweep: SweepSpec | None = None
     max_images: int | None = Field(default=None, ge=1)
     capped: bool = False
@@ -253,9 +267,16 @@ class BenchConfig(BaseModel):
             if dataset.resolved_task != task:
                 raise ValueError(f"source_validation.{task}: reader {dataset.reader!r} reads {dataset.resolved_task}")
         settings: dict[tuple[str, str, int], str] = {}
-        for group, experiments in ((MAIN_GROUP, self.experiments), (ABLATION_GROUP, self.ablations)):
+        sections = (
+            (MAIN_GROUP, "experiments", self.experiments),
+            (ABLATION_GROUP, "ablations", self.ablations),
+            (NOISY_GROUP, "noisy_users", self.noisy_users),
+        )
+        for group, section, experiments in sections:
             for number, experiment in enumerate(experiments):
-                where = f"{'experiments' if group == MAIN_GROUP else 'ablations'}.{number}"
+                where = f"{section}.{number}"
+                if group == NOISY_GROUP and experiment.user is None:
+                    raise ValueError(f"{where}.user: a noisy-user experiment names its simulated user")
                 unknown = [name for name in experiment.streams if name != "all" and name not in names]
                 if unknown:
                     raise ValueError(f"{where}.streams: unknown stream(s) {unknown}; known: {names}")
@@ -266,11 +287,12 @@ class BenchConfig(BaseModel):
                 for stream_name in self.stream_names(experiment):
                     for spec in experiment.strategies:
                         setting = resolved_strategy(spec)
+                        label = run_label(spec, group, experiment.user)
                         for budget in experiment.budgets:
-                            slot = (stream_name, spec.display_name, budget)
+                            slot = (stream_name, label, budget)
                             if settings.setdefault(slot, setting) != setting:
                                 raise ValueError(
-                                    f"{where}.strategies: label {spec.display_name!r} means two different "
+                                    f"{where}.strategies: label {label!r} means two different "
                                     f"strategies on stream {stream_name!r}; give one of them another label"
                                 )
         return self
@@ -295,6 +317,17 @@ class BenchConfig(BaseModel):
     def stream_cap(self, stream: StreamSpec) -> int | None:
         """The cap on ``stream``'s length."""
         return stream.max_images if stream.max_images is not None else self.max_images
+
+
+def noisy_label(label: str, user: str) -> str:
+    """The label of a noisy-user run in tables: ``oaims (oaims+jitter3+wrong10+stop90)``."""
+    return f"{label} ({user})"
+
+
+def run_label(spec: StrategySpec, group: str, user: str | None) -> str:
+    """The label a run of ``spec`` has in the raw files and tables: its display name, with the user appended
+    in the noisy-user section (so that the same strategy under two users never shares a label)."""
+    return noisy_label(spec.display_name, user) if group == NOISY_GROUP and user is not None else spec.display_name
 
 
 def resolved_strategy(spec: StrategySpec) -> str:

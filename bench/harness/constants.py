@@ -49,6 +49,8 @@ FROZEN_LABEL = "frozen"
 
 
 ABLATION_GROUP = "ablation"
+NOISY_GROUP = "noisy"
+"""Runs with an imperfect simulated user (the ``noisy_users`` section of a config)."""
 
 
 DISCUSSION_BEGIN = "<!-- BEGIN HUMAN DISCUSSION (kept when the report is regenerated) -->"

@@ -125,7 +125,7 @@ def compute_run(job: BenchJob, settings: WorkerSettings, baseline: dict[str, lis
         stream,
         job.strategy.name,
         job.strategy.overrides,
-        settings.user,
+        job.user,
         job.budget,
         order_seed=job.order_seed if settings.shuffle else None,
         click_seed=job.click_seed,

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness.config import BenchConfig, ExperimentSpec, StreamSpec, resolved_strategy
-from bench.harness.constants import ABLATION_GROUP, BENCH_FORMAT, CODE_PATHS, FROZEN_LABEL, MAIN_GROUP, SWEEP_GROUP
+from bench.harness.config import BenchConfig, ExperimentSpec, StreamSpec, resolved_strategy, run_label
+from bench.harness.constants import (
+    ABLATION_GROUP,
+    BENCH_FORMAT,
+    CODE_PATHS,
+    FROZEN_LABEL,
+    MAIN_GROUP,
+    NOISY_GROUP,
+    SWEEP_GROUP,
+)
 from clickadapt.data.registry import DatasetConfig, data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.command import load_model
@@ -122,6 +130,7 @@ class BenchJob:
         key: Cache key (hex SHA-256).
         source_key: Cache key of the source-validation baseline it needs (``None`` = no forgetting).
         estimate_s: Estimated CPU seconds.
+        user: The simulated user of the stream (the forgetting measurement always uses the suite's user).
     """
 
     stream: str
@@ -133,6 +142,7 @@ class BenchJob:
     key: str
     source_key: str | None
     estimate_s: float
+    user: str
 
     @property
     def label(self) -> str:
@@ -271,6 +281,7 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
         (MAIN_GROUP, config.experiments),
         (ABLATION_GROUP, config.ablations),
         (SWEEP_GROUP, [config.sweep.experiment()] if config.sweep is not None else []),
+        (NOISY_GROUP, config.noisy_users),
     ]
     for group, experiments in groups:
         for experiment in experiments:
@@ -280,11 +291,20 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
                     continue
                 plan = streams[stream_name]
                 task = plan.spec.task
+                user = experiment.user or config.user
                 for listed in experiment.strategies:
                     spec = listed
-                    if group == MAIN_GROUP and tuned and not listed.overrides and (task, listed.name) in tuned:
+                    label = run_label(listed, group, experiment.user)
+                    if (
+                        group in (MAIN_GROUP, NOISY_GROUP)
+                        and tuned
+                        and not listed.overrides
+                        and (task, listed.name) in tuned
+                    ):
                         chosen = tuned[task, listed.name]
-                        spec = StrategySpec(name=listed.name, overrides=chosen.overrides, label=listed.display_name)
+                        spec = StrategySpec(name=listed.name, overrides=chosen.overrides, label=label)
+                    elif label != listed.display_name:
+                        spec = StrategySpec(name=listed.name, overrides=listed.overrides, label=label)
                     orders = experiment.order_seeds[:1] if spec.name == FROZEN_LABEL else experiment.order_seeds
                     for budget, order_seed, seed in itertools.product(
                         experiment.budgets, orders, experiment.click_seeds
@@ -300,7 +320,7 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
                                 "budget": budget,
                                 "order_seed": order_seed,
                                 "click_seed": seed,
-                                "user": config.user,
+                                "user": user,
                                 "shuffle": config.shuffle,
                                 "click_sigma": models[task].click_sigma,
                                 "source": source_key(task, budget, seed),
@@ -324,6 +344,7 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
                             key,
                             source_key(task, budget, seed),
                             estimate,
+                            user,
                         )
                         order.append(slot)
     source_jobs: dict[str, SourceJob] = {}

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness.cache import finite, read_json, run_cache_path
-from bench.harness.constants import BENCH_FORMAT, BENCH_JSON, RAW_CSV, RUNS_CSV
+from bench.harness.config import run_label
+from bench.harness.constants import BENCH_FORMAT, BENCH_JSON, NOISY_GROUP, RAW_CSV, RUNS_CSV
 from bench.harness.plan import BenchPlan
 from clickadapt.clicks.click import Click
 from clickadapt.evaluation.machine import cpu_and_versions
@@ -156,6 +157,15 @@ def bench_metadata(
                 ],
             }
             for experiment in config.ablations
+        ],
+        "noisy_users": [
+            {
+                "streams": config.stream_names(experiment),
+                "user": experiment.user,
+                "strategies": [spec.display_name for spec in experiment.strategies],
+                "labels": [run_label(spec, NOISY_GROUP, experiment.user) for spec in experiment.strategies],
+            }
+            for experiment in config.noisy_users
         ],
         "expected_runs": len(plan.jobs),
     }

@@ -19,6 +19,7 @@ from bench.harness.constants import (
     FROZEN_LABEL,
     FULL_LENGTH_IMAGES,
     MAIN_GROUP,
+    NOISY_GROUP,
     PLOTS_DIR,
     REPORT_MD,
     REPORT_NOC_THRESHOLD,
@@ -44,7 +45,7 @@ from bench.harness.plots import write_plots
 from bench.harness.raw import BenchRun, read_raw
 from clickadapt.evaluation.metrics import noc_key
 from clickadapt.evaluation.report import reported_clicks
-from clickadapt.evaluation.statistics import Interval
+from clickadapt.evaluation.statistics import Interval, paired_difference
 from clickadapt.models.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -299,6 +300,7 @@ def bench_report_markdown(
     for stream in streams:
         lines += ["", *_stream_section(stream, by_stream[stream["name"]], numbers[stream["name"]], main_budget)]
     lines += ["", *_ablation_section(meta, by_stream, main_budget)]
+    lines += ["", *_noisy_user_section(meta, by_stream, main_budget)]
     lines += ["", *_analysis_section(streams, numbers, main_budget, paper.ordering)]
     lines += [
         "",
@@ -564,6 +566,91 @@ def _ablation_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]]
     if not found:
         lines.append("No ablation runs yet.")
     return lines
+
+
+def _noisy_user_section(meta: dict[str, Any], by_stream: dict[str, list[BenchRun]], budget: int) -> list[str]:
+    """Frozen vs the adapting strategies under imperfect simulated users: does adapting still help, or does it
+    learn the noise? One block per user on each stream, the exact user of the main table first."""
+    lines = [
+        "## Imperfect users",
+        "",
+        "Does adapting from clicks still help when the user is imperfect, or does the model learn the noise? "
+        "Users: `jitterN` moves every click by a Gaussian jitter of N px, `wrongN` gives N % of the clicks the "
+        "wrong class, `stopN` stops clicking on an image once every labelled class reaches Dice N "
+        "(`clickadapt.clicks.simulators.NoisyUser`). Cells: Dice (%) with its 95 % bootstrap interval over images "
+        "and n (brain lesion / fundus cup); *vs frozen*: the paired difference to the frozen model under the same "
+        "user (same images and clicks' seeds), ✔ / ✘ only when its interval excludes 0; *vs exact user*: the "
+        "same strategy's Dice at the last click minus its Dice with the exact user of the main table, paired by "
+        "image (the price of the noise).",
+        "",
+    ]
+    experiments = meta.get("noisy_users", [])
+    if not experiments:
+        return [*lines, "No noisy-user experiments in this suite."]
+    clicks = reported_clicks(budget)
+    found = False
+    for name, runs in by_stream.items():
+        noisy = [run for run in runs if NOISY_GROUP in run.groups and run.budget == budget]
+        if not noisy:
+            continue
+        found = True
+        region = key_region(noisy[0].task)
+        exact_user = str(meta.get("user", "oaims"))
+        names = {run.result.strategy_name for run in noisy}
+        exact = [
+            run
+            for run in runs
+            if MAIN_GROUP in run.groups
+            and run.budget == budget
+            and run.label in names
+            and run.result.user == exact_user
+        ]
+        blocks = [(exact_user, exact)] + [
+            (user, [run for run in noisy if run.result.user == user])
+            for user in dict.fromkeys(run.result.user for run in noisy)
+            if user != exact_user
+        ]
+        exact_by_name = {run.result.strategy_name: run for run in exact}
+        header = ["user", "strategy", *(f"Dice@{click}" for click in clicks), "clicks / image"]
+        header += [f"vs frozen @{click}" for click in clicks] + [f"vs exact user @{budget}"]
+        rows = []
+        for user, block in blocks:
+            if not block:
+                continue
+            numbers = stream_numbers(block)
+            frozen = next((run.label for run in block if run.result.strategy_name == FROZEN_LABEL), None)
+            for label in label_order([run.label for run in block], MAIN_ORDER):
+                mine = [run for run in block if run.label == label]
+                strategy = mine[0].result.strategy_name
+                row = [f"`{user}`", strategy]
+                row += [_interval_cell(dice_interval(mine, region, click)) for click in clicks]
+                images = [image for run in mine for image in run.result.images]
+                row.append(f"{np.mean([len(image.clicks) for image in images]):.1f}" if images else "–")
+                for click in clicks:
+                    same = label == frozen or frozen is None
+                    row.append(
+                        "–" if same else _verdict_cell(compare(numbers, label, frozen or "", budget, region, click))
+                    )
+                reference = exact_by_name.get(strategy)
+                if user == exact_user or reference is None:
+                    row.append("–")
+                else:
+                    references = [run for run in exact if run.result.strategy_name == strategy]
+                    price = paired_difference(
+                        image_values(mine, region, budget), image_values(references, region, budget)
+                    ).scaled(100.0)
+                    row.append(_difference_cell(price))
+                rows.append(row)
+        lines += [f"### `{name}`", "", *_table(header, rows), ""]
+    if not found:
+        lines.append("No noisy-user runs computed yet.")
+    return lines
+
+
+def _difference_cell(interval: Interval) -> str:
+    if interval.n == 0:
+        return "–"
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}] n={interval.n}"
 
 
 def _analysis_section(
