@@ -299,12 +299,17 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
 
     Raises:
         FileNotFoundError: If a raw file is missing.
-        ValueError: Naming the file when a CSV lacks columns.
+        OutdatedRawFilesError: Naming the file and its missing columns when the raw files were written by an
+            earlier protocol of the benchmark (both CSVs are checked before anything is read).
+        ValueError: Naming the file when a CSV is not a bench raw file.
     """
     results_dir = Path(results_dir)
     for name in (BENCH_JSON, RAW_CSV, RUNS_CSV):
         if not (results_dir / name).is_file():
             raise FileNotFoundError(f"{results_dir} has no {name}; run `python -m bench CONFIG` first")
+    for name, columns in ((RAW_CSV, RAW_COLUMNS), (RUNS_CSV, RUNS_COLUMNS)):
+        with (results_dir / name).open(newline="", encoding="utf-8") as handle:
+            check_columns(results_dir / name, next(csv.reader(handle), None), columns)
     meta = json.loads((results_dir / BENCH_JSON).read_text(encoding="utf-8"))
     runs: dict[tuple[str, str, str, str, str], BenchRun] = {}
     for row in _read_csv(results_dir / RUNS_CSV, RUNS_COLUMNS):
@@ -371,10 +376,33 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
     return meta, list(runs.values())
 
 
+class OutdatedRawFilesError(ValueError):
+    """Raw files written by an earlier protocol of the benchmark, which the current report cannot read."""
+
+
+def check_columns(path: Path, fieldnames: Sequence[str] | None, columns: Sequence[str]) -> None:
+    """Refuse a raw CSV whose header lacks some of ``columns``, naming the file and the missing columns.
+
+    Raises:
+        OutdatedRawFilesError: The file is a bench raw file of an earlier protocol (it has the identifying
+            columns ``stream`` and ``strategy`` but lacks others).
+        ValueError: The file is not a bench raw file at all.
+    """
+    present = set(fieldnames or [])
+    missing = [column for column in columns if column not in present]
+    if not missing:
+        return
+    if {"stream", "strategy"} <= present:
+        raise OutdatedRawFilesError(
+            f"{path} predates the current protocol of the benchmark (issue 15: separate order and click seeds, "
+            f"dev/test parts, noisy users): missing columns {missing}. `--report-only` cannot rebuild a report "
+            "from it; recompute the runs with `python -m bench CONFIG` (with another --output to keep these files)."
+        )
+    raise ValueError(f"{path} is not a bench raw file: missing columns {missing}")
+
+
 def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = sorted(set(columns) - set(reader.fieldnames or []))
-        if missing:
-            raise ValueError(f"{path} is not a bench raw file: missing columns {missing}")
+        check_columns(path, reader.fieldnames, columns)
         return list(reader)
