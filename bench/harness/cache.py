@@ -27,6 +27,7 @@ def source_cache_path(cache_dir: Path, key: str) -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
+    """A cache entry, or ``None`` when the file is absent or unreadable (logged)."""
     if not path.is_file():
         return None
     try:
@@ -38,11 +39,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a cache entry atomically (NaN and infinities as ``null``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(finite(data)) + "\n").encode("utf-8"))
 
 
 def finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -89,6 +89,7 @@ def stream_numbers(runs: Sequence[BenchRun], group: str | None = None) -> dict[t
 
 
 def label_order(labels: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    """``labels`` (deduplicated) with those of ``preferred`` first, in its order, then the others as met."""
     labels = list(dict.fromkeys(labels))
     return [label for label in preferred if label in labels] + [label for label in labels if label not in preferred]
 
@@ -98,10 +99,12 @@ MAIN_ORDER = ("frozen", "tent", "self-train", "ia-sa", "tsca", "post", "mid", "o
 
 
 def order_index(label: str) -> int:
+    """Place of a strategy label in tables and plots (:data:`MAIN_ORDER`; others after)."""
     return MAIN_ORDER.index(label) if label in MAIN_ORDER else len(MAIN_ORDER)
 
 
 def regions_of(task: str) -> list[str]:
+    """The regions of a task (brain: lesion; fundus: disc, cup)."""
     return list(get_task(task).regions)
 
 

@@ -192,6 +192,7 @@ def estimate_seconds(strategy: str, images: int, budget: int, source_images: int
 def load_stream_samples(
     dataset: DatasetConfig, cap: int | None, subset: SubsetPolicy, cache: Path | None
 ) -> tuple[list[Sample], int]:
+    """A dataset selection's samples after the cap (``subset`` policy), and how many there were before it."""
     samples = load_samples(dataset, cache_dir=cache)
     return cap_stream(samples, cap, subset), len(samples)
 
