@@ -32,10 +32,10 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/clickadapt bench configs/bench/full.yaml
+	$(BIN)/python -m bench configs/bench/full.yaml
 
 bench-quick: $(STAMP)
-	$(BIN)/clickadapt bench configs/bench/quick.yaml
+	$(BIN)/python -m bench configs/bench/quick.yaml
 
 serve: $(STAMP)
 	$(BIN)/clickadapt serve

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/device_pack.py configs/bench/long_stream_brain.yaml
+    python -m bench.device_pack configs/bench/long_stream_brain.yaml
 
 Loads every dataset of the config once (filling ``.cache/clickadapt`` from ``../shared/data`` if needed) and
 copies exactly those cache files, so that the GPU machine, which has no copy of the data, finds them.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.long_stream import LongStreamConfig
 from clickadapt.data.registry import cache_key, get_reader, load_samples
-from long_stream import LongStreamConfig  # bench/ is on the path when this script runs
 
 TARGET = Path(".devdata/cache")
 

@@ -35,7 +35,7 @@ if [ "${1:-streams}" = latency ]; then
 fi
 
 # smoke: 2 images per segment on CUDA, so that a broken environment fails in seconds, not minutes
-timeout 120 python3 bench/long_stream.py configs/bench/long_stream_brain.yaml --device cuda --limit-per-segment 2 \
+timeout 120 python3 -m bench.long_stream configs/bench/long_stream_brain.yaml --device cuda --limit-per-segment 2 \
     --forgetting-limit 2 --no-progress --variants frozen,oaims+safety+rehearsal+sentinel --tag smoke \
     > "$OUT/logs/smoke.log" 2>&1 || { tail -40 "$OUT/logs/smoke.log"; exit 4; }
 rm -f bench/results/long_stream_brain-smoke*
@@ -44,7 +44,7 @@ echo "smoke ok $(date -u +%T)"
 # a second stream order (order_seed 1) for the unguarded run and the rehearsal + sentinel run
 sed 's/^order_seed: 0$/order_seed: 1/' configs/bench/long_stream_brain.yaml > configs/bench/long_stream_brain_order1.yaml
 run() {  # tag, variants, config
-    timeout "$STREAM_TIMEOUT" python3 bench/long_stream.py "${3:-configs/bench/long_stream_brain.yaml}" --device cuda \
+    timeout "$STREAM_TIMEOUT" python3 -m bench.long_stream "${3:-configs/bench/long_stream_brain.yaml}" --device cuda \
         --no-progress --variants "$2" --tag "$1" > "$OUT/logs/$1.log" 2>&1
     echo "$1 exit $? $(date -u +%T)"
 }

@@ -1,7 +1,7 @@
 """Fit the ``--dry-run`` cost table (``COST_PER_CLICK_S`` / ``COST_PER_IMAGE_S`` in
-``clickadapt.evaluation.bench``) to the CPU seconds recorded in ``bench/cache/runs`` by ``make bench``.
+``bench.harness.plan``) to the CPU seconds recorded in ``bench/cache/runs`` by ``make bench``.
 
-Reproduce: ``python bench/fit_cost_table.py`` (after a ``make bench``; reads the cache only).
+Reproduce: ``python -m bench.fit_cost_table`` (after a ``make bench``; reads the cache only).
 
 Model of one run: ``images × (budget × per_click + per_image)`` plus, for adapting strategies, the forgetting
 measurement ``source_images × budget × per_click[frozen]``. Strategies run at several budgets get both terms
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clickadapt.evaluation.bench import COST_PER_CLICK_S, COST_PER_IMAGE_S, estimate_seconds
+from bench.harness.plan import COST_PER_CLICK_S, COST_PER_IMAGE_S, estimate_seconds
 
 CACHE = Path(__file__).resolve().parent / "cache" / "runs"
 SOURCE_IMAGES = 8  # source_validation_max_images of configs/bench/full.yaml

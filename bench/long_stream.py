@@ -14,9 +14,9 @@ run over the same ordered stream with the same simulated user. Reported per task
 
 Usage::
 
-    python bench/long_stream.py configs/bench/long_stream_brain.yaml
-    python bench/long_stream.py configs/bench/long_stream_fundus.yaml --limit-per-segment 60
-    python bench/long_stream.py --report-only          # rebuild bench/results/long_stream.md from the JSONs
+    python -m bench.long_stream configs/bench/long_stream_brain.yaml
+    python -m bench.long_stream configs/bench/long_stream_fundus.yaml --limit-per-segment 60
+    python -m bench.long_stream --report-only          # rebuild bench/results/long_stream.md from the JSONs
 
 Writes ``bench/results/long_stream_<task>.json`` and ``..._images.csv``, then rebuilds
 ``bench/results/long_stream.md`` and ``long_stream.csv`` from every task's JSON.
@@ -42,12 +42,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from clickadapt.adaptation.domains import SourceMode
-from clickadapt.adaptation.model_state import StateSnapshot
-from clickadapt.adaptation.safety import SAFETY_EVENT_KINDS, SafetyConfig, SafetyEvent
-from clickadapt.data.registry import DatasetConfig, load_samples
-from clickadapt.data.sample import Sample
-from clickadapt.evaluation.long_stream import (
+from bench.long_stream_runner import (
     LongStreamResult,
     StreamSegment,
     evaluate_weights,
@@ -55,6 +50,11 @@ from clickadapt.evaluation.long_stream import (
     run_domain_scoped_stream,
     run_long_stream,
 )
+from clickadapt.adaptation.domains import SourceMode
+from clickadapt.adaptation.model_state import StateSnapshot
+from clickadapt.adaptation.safety import SAFETY_EVENT_KINDS, SafetyConfig, SafetyEvent
+from clickadapt.data.registry import DatasetConfig, load_samples
+from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.paths import shipped_model_path
 from clickadapt.tasks import get_task

@@ -36,11 +36,6 @@ SUB_COMMANDS = (
         "compare adaptation strategies on a target stream with a simulated user",
     ),
     SubCommand(
-        "bench",
-        "clickadapt.evaluation.bench",
-        "run the benchmark suite on the real data (cached) and write bench/results/REPORT.md",
-    ),
-    SubCommand(
         "bench-latency",
         "clickadapt.evaluation.latency",
         "time click-to-mask, Mid- and Post-Interaction updates on a real stream (and over HTTP)",

@@ -65,6 +65,7 @@ def run_demo(
         None,
         specs,
         [seed],
+        [seed],
         budget,
         DEMO_USER,
         click_sigma=loaded.meta.preprocessing.click_sigma,

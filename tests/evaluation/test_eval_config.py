@@ -26,7 +26,7 @@ MINIMAL = {
 
 def test_defaults_and_strategy_shorthand() -> None:
     config = parse_evaluation_config(dict(MINIMAL))
-    assert config.seeds == [0, 1, 2]
+    assert config.order_seeds == [0, 1, 2] and config.click_seeds == [0]
     assert config.budget == 10
     assert config.user == "oaims"
     assert config.limit is None and config.source_validation is None and config.shuffle
@@ -43,7 +43,9 @@ def test_defaults_and_strategy_shorthand() -> None:
         ({"strategies": ["frozen", "magic"]}, "strategies.1.name", "unknown strategy 'magic'"),
         ({"user": "nobody"}, "user", "unknown simulated user"),
         ({"budget": 0}, "budget", "greater than or equal to 1"),
-        ({"seeds": [1, 1]}, "seeds", "distinct"),
+        ({"order_seeds": [1, 1]}, "order_seeds", "distinct"),
+        ({"click_seeds": [2, 2]}, "click_seeds", "distinct"),
+        ({"seeds": [0, 1, 2]}, "seeds", "write order_seeds: [0, 1, 2] and click_seeds"),
         ({"strategies": ["mid", {"name": "mid"}]}, "strategies", "appear twice"),
         ({"strategies": [{"name": "post", "overrides": {"warp": 9}}]}, "strategies.0", "warp"),
         ({"stream": {"reader": "nowhere"}}, "stream", "unknown reader"),
@@ -68,8 +70,10 @@ def test_missing_required_field_is_named() -> None:
 def test_yaml_loading_with_overrides(tmp_path: Path) -> None:
     path = tmp_path / "exp.yaml"
     path.write_text("model: brain\nstream: {reader: brats, split: test}\nstrategies: [frozen]\nbudget: 7\n")
-    config = load_evaluation_config(path, {"budget": 3, "seeds": [4], "limit": None, "user": "center"})
-    assert config.budget == 3 and config.seeds == [4] and config.user == "center" and config.limit is None
+    overrides = {"budget": 3, "order_seeds": [4], "click_seeds": [5, 6], "limit": None, "user": "center"}
+    config = load_evaluation_config(path, overrides)
+    assert config.budget == 3 and config.order_seeds == [4] and config.click_seeds == [5, 6]
+    assert config.user == "center" and config.limit is None
     assert config.output == Path("outputs") / "eval" / "exp"
 
 

@@ -54,7 +54,8 @@ def experiment(tmp_path: Path) -> Path:
         "stream": folder,
         "source_validation": folder | {"limit": 2},
         "strategies": ["frozen", "post", "oaims"],
-        "seeds": [0, 1, 2],
+        "order_seeds": [0, 1, 2],
+        "click_seeds": [0],
         "budget": 10,
         "cache_dir": None,
         "output": str(tmp_path / "from-yaml"),
@@ -74,8 +75,10 @@ def test_evaluate_end_to_end_with_overrides(
         str(experiment),
         "--strategies",
         "frozen,post",
-        "--seeds",
+        "--order-seeds",
         "0,1",
+        "--click-seeds",
+        "3,4",
         "--budget",
         "2",
         "--limit",
@@ -89,7 +92,10 @@ def test_evaluate_end_to_end_with_overrides(
     summary = json.loads((output / SUMMARY_JSON).read_text())
     assert [entry["strategy"] for entry in summary["strategies"]] == ["frozen", "post"]
     frozen, post = summary["strategies"]
-    assert frozen["seeds"] == [0, 1] and frozen["budget"] == 2 and frozen["images"] == [2, 2]  # --limit 2
+    # Frozen does not depend on the order: once per click seed; post once per (order seed, click seed).
+    assert frozen["seeds"] == [3, 4] and frozen["order_seeds"] == [0, 0]
+    assert post["seeds"] == [3, 4, 3, 4] and post["order_seeds"] == [0, 0, 1, 1]
+    assert frozen["budget"] == 2 and frozen["images"] == [2, 2]  # --limit 2
     assert frozen["final_versions"] == [0, 0]
     assert min(post["final_versions"]) >= 2  # PI updates once or more per finished image
     lesion = frozen["regions"]["lesion"]
@@ -97,14 +103,27 @@ def test_evaluate_end_to_end_with_overrides(
     assert lesion["forgetting@2"]["per_seed"] == [0.0, 0.0]  # a frozen model forgets nothing
     assert "forgetting@2" in post["regions"]["lesion"]
     resolved = yaml.safe_load((output / "config.yaml").read_text())
-    assert resolved["budget"] == 2 and resolved["seeds"] == [0, 1] and len(resolved["model_sha256"]) == 64
+    assert resolved["budget"] == 2 and resolved["order_seeds"] == [0, 1] and resolved["click_seeds"] == [3, 4]
+    assert "seeds" not in resolved and len(resolved["model_sha256"]) == 64
     runs = json.loads((output / PER_IMAGE_JSON).read_text())["runs"]
-    assert [(run["strategy"], run["click_seed"], len(run["images"])) for run in runs] == [
-        ("frozen", 0, 2),
-        ("frozen", 1, 2),
-        ("post", 0, 2),
-        ("post", 1, 2),
+    assert [(run["strategy"], run["order_seed"], run["click_seed"], len(run["images"])) for run in runs] == [
+        ("frozen", 0, 3, 2),
+        ("frozen", 0, 4, 2),
+        ("post", 0, 3, 2),
+        ("post", 0, 4, 2),
+        ("post", 1, 3, 2),
+        ("post", 1, 4, 2),
     ]
+    # The same click seed gives the same clicks whatever the order: post's first image in each order is
+    # clicked like that image in the other order (paired by image and click seed).
+    by_run = {(run["strategy"], run["order_seed"], run["click_seed"]): run for run in runs}
+    for seed in (3, 4):
+        clicks = [
+            {image["key"]: image["clicks"] for image in by_run[("post", order, seed)]["images"]} for order in (0, 1)
+        ]
+        frozen_clicks = {image["key"]: image["clicks"] for image in by_run[("frozen", 0, seed)]["images"]}
+        assert set(clicks[0]) == set(clicks[1]) == set(frozen_clicks)
+        assert all(clicks[0][key][0] == frozen_clicks[key][0] for key in frozen_clicks)  # the first click
     printed = capsys.readouterr().out
     assert "## lesion" in printed and "| post |" in printed and str(output) in printed
 
@@ -116,8 +135,10 @@ def test_evaluate_reports_bad_input_without_traceback(
     assert "absent.yaml does not exist" in capsys.readouterr().err
     assert cli.main(["evaluate", str(experiment), "--strategies", "frozen,nope"]) == 2
     assert "unknown strategy 'nope'" in capsys.readouterr().err
-    assert cli.main(["evaluate", str(experiment), "--seeds", "0,x"]) == 2
-    assert "--seeds: 'x' is not an integer" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(experiment), "--order-seeds", "0,x"]) == 2
+    assert "--order-seeds: 'x' is not an integer" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(experiment), "--seeds", "0,1"]) == 2
+    assert "use --order-seeds 0,1 --click-seeds 0" in capsys.readouterr().err
     monkeypatch.setattr(paths, "shipped_model_path", lambda task: tmp_path / f"missing-{task}.pt")
     monkeypatch.setattr(paths, "RUNS_DIR", tmp_path / "runs")  # no freshly trained model either
     config = yaml.safe_load(experiment.read_text()) | {"model": "brain"}
@@ -129,7 +150,7 @@ def test_evaluate_reports_bad_input_without_traceback(
 
 def test_parse_seed_list() -> None:
     assert parse_seed_list(" 0, 1,2 ") == [0, 1, 2]
-    with pytest.raises(ValueError, match="--seeds"):
+    with pytest.raises(ValueError, match="--order-seeds"):
         parse_seed_list(",")
 
 

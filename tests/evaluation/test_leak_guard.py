@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from bench.long_stream_runner import StreamSegment, run_long_stream
 from torch import nn
 
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.long_stream import StreamSegment, run_long_stream
 from clickadapt.evaluation.stream import run_stream
 from clickadapt.models.unet import ReferenceUNet
 from clickadapt.tasks import BRAIN

@@ -1,12 +1,13 @@
 """``clickadapt evaluate CONFIG.yaml``: compare adaptation strategies on a target-domain stream.
 
-Every strategy is run once per seed over the (seeded) stream with a simulated user; forgetting is
-measured on the source validation set; raw results, summary tables and plots go to the output folder.
+Every strategy is run once per (order seed, click seed) over the (seeded) stream with a simulated user;
+forgetting is measured on the source validation set; raw results, summary tables and plots go to the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,8 @@ def run_evaluation(
     stream: Sequence[Sample],
     source_validation: Sequence[Sample] | None,
     strategies: Sequence[StrategySpec],
-    seeds: Sequence[int],
+    order_seeds: Sequence[int],
+    click_seeds: Sequence[int],
     budget: int,
     user: str,
     *,
@@ -67,7 +69,7 @@ def run_evaluation(
     progress: bool = True,
     frozen_source: dict[int, dict[str, list[float]]] | None = None,
 ) -> list[StreamResult]:
-    """Run every strategy once per seed over the stream and measure forgetting.
+    """Run every strategy once per (order seed, click seed) over the stream and measure forgetting.
 
     Args:
         model: The source model (never changed).
@@ -75,26 +77,31 @@ def run_evaluation(
         stream: Target-domain samples in dataset order.
         source_validation: Source-domain samples for the forgetting measurement, or ``None``.
         strategies: Strategies to compare.
-        seeds: Each seed fixes the stream order (when ``shuffle``) and the simulated user's clicks.
+        order_seeds: Seeds of the stream order (when ``shuffle``). The frozen model does not depend on the
+            order, so it runs with the first order seed only.
+        click_seeds: Seeds of the simulated user's clicks (the same clicks for every strategy and order on a
+            given image).
         budget: Clicks per image.
         user: Simulated user name.
         shuffle: Seeded stream permutation; ``False`` keeps the given order.
         click_sigma: σ of the click maps.
         device: Torch device.
         progress: Progress bars on a terminal.
-        frozen_source: Per seed, the original model's mean Dice curves on ``source_validation`` with this
+        frozen_source: Per click seed, the original model's mean Dice curves on ``source_validation`` with this
             budget and user, from an earlier call; missing seeds are computed and added to the mapping,
             so that callers running one strategy at a time measure the original model only once.
 
     Returns:
-        One result per (strategy, seed), with ``validation_before``/``validation_after`` filled in
-        when ``source_validation`` is given; ``final_model`` is released.
+        One result per (strategy, order seed, click seed) — frozen: per click seed — with
+        ``validation_before``/``validation_after`` filled in when ``source_validation`` is given; ``final_model``
+        is released.
     """
     results = []
     if frozen_source is None:
         frozen_source = {}
     for spec in strategies:
-        for seed in seeds:
+        orders = list(order_seeds[:1]) if spec.name == "frozen" else list(order_seeds)
+        for order_seed, seed in itertools.product(orders, click_seeds):
             result = run_stream(
                 model,
                 task,
@@ -103,7 +110,7 @@ def run_evaluation(
                 spec.overrides,
                 user,
                 budget,
-                order_seed=seed if shuffle else None,
+                order_seed=order_seed if shuffle else None,
                 click_seed=seed,
                 progress=progress,
                 label=spec.display_name,
@@ -127,8 +134,9 @@ def run_evaluation(
             if result.images:
                 curves = result.curves(result.regions[0])
                 logger.info(
-                    "%s seed %d: %s Dice@1 %.3f, Dice@%d %.3f, model version %d",
+                    "%s order %d clicks %d: %s Dice@1 %.3f, Dice@%d %.3f, model version %d",
                     spec.display_name,
+                    order_seed,
                     seed,
                     result.regions[0],
                     curves[:, 0].mean(),
@@ -168,12 +176,13 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         logger.warning("stream images are %s but the model was trained on %d×%d", stream[0].shape, *[expected_size] * 2)
     click_sigma = config.click_sigma or loaded.meta.preprocessing.click_sigma
     logger.info(
-        "evaluating %s on %d stream images (%s), %d strategies × %d seeds",
+        "evaluating %s on %d stream images (%s), %d strategies × %d order seeds × %d click seeds",
         loaded.path,
         len(stream),
         config.stream.reader,
         len(config.strategies),
-        len(config.seeds),
+        len(config.order_seeds),
+        len(config.click_seeds),
     )
     results = run_evaluation(
         loaded.model,
@@ -181,7 +190,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         stream,
         source_validation,
         config.strategies,
-        config.seeds,
+        config.order_seeds,
+        config.click_seeds,
         config.budget,
         config.user,
         shuffle=config.shuffle,
@@ -204,14 +214,14 @@ def parse_name_list(text: str, option: str) -> list[str]:
     return names
 
 
-def parse_seed_list(text: str) -> list[int]:
-    """``"0,1"`` → ``[0, 1]``; raises ``ValueError`` naming ``--seeds`` for a non-integer."""
+def parse_seed_list(text: str, option: str = "--order-seeds") -> list[int]:
+    """``"0,1"`` → ``[0, 1]``; raises ``ValueError`` naming ``option`` for a non-integer."""
     seeds = []
-    for part in parse_name_list(text, "--seeds"):
+    for part in parse_name_list(text, option):
         try:
             seeds.append(int(part))
         except ValueError:
-            raise ValueError(f"--seeds: {part!r} is not an integer") from None
+            raise ValueError(f"{option}: {part!r} is not an integer") from None
     return seeds
 
 
@@ -233,7 +243,14 @@ def handle_evaluate(args: argparse.Namespace) -> int:
         "device": args.device,
     }
     if args.seeds is not None:
-        overrides["seeds"] = parse_seed_list(args.seeds)
+        raise ValueError(
+            "--seeds: the stream order and the clicks have separate seeds since issue 15; "
+            f"use --order-seeds {args.seeds} --click-seeds 0 (or the click seeds you want)"
+        )
+    if args.order_seeds is not None:
+        overrides["order_seeds"] = parse_seed_list(args.order_seeds, "--order-seeds")
+    if args.click_seeds is not None:
+        overrides["click_seeds"] = parse_seed_list(args.click_seeds, "--click-seeds")
     config = load_evaluation_config(args.config, overrides)
     if args.strategies is not None:
         chosen = select_strategies(config.strategies, parse_name_list(args.strategies, "--strategies"))
@@ -253,7 +270,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("config", help="evaluation YAML, e.g. configs/eval/brain_brats_t1c.yaml")
     parser.add_argument("--model", help="brain, fundus (shipped models) or a checkpoint path")
     parser.add_argument("--strategies", help="comma-separated strategy names or labels (default: the config's)")
-    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--order-seeds", help="comma-separated seeds of the stream order, e.g. 0,1,2")
+    parser.add_argument("--click-seeds", help="comma-separated seeds of the simulated user's clicks, e.g. 0")
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)  # removed in issue 15: refused with a hint
     parser.add_argument(
         "--limit",
         type=int,

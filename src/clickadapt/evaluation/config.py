@@ -6,7 +6,8 @@ Example (``configs/eval/brain_brats_t1c.yaml``)::
     stream: {reader: brats, split: test, modality: T1c, slice_policy: largest}
     source_validation: {reader: lgg, domains: [FG], modality: FLAIR, limit: 20}
     strategies: [frozen, post, oaims, {name: mid, label: mid-noccg, overrides: {click_loss: false}}]
-    seeds: [0, 1, 2]
+    order_seeds: [0, 1, 2]         # stream permutations
+    click_seeds: [0]               # the simulated user's clicks (the same for every strategy and order)
     budget: 10
     user: oaims
     output: outputs/eval/brain_brats_t1c
@@ -27,7 +28,8 @@ from clickadapt.evaluation.stream import SubsetPolicy
 from clickadapt.tasks import TASKS
 
 DEFAULT_BUDGET = 10
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_ORDER_SEEDS = (0, 1, 2)
+DEFAULT_CLICK_SEEDS = (0,)
 DEFAULT_USER = "oaims"
 DEFAULT_CACHE_DIR = Path(".cache") / "clickadapt"
 
@@ -83,9 +85,12 @@ class EvaluationConfig(BaseModel):
         stream: The target-domain stream, processed one image at a time.
         source_validation: Source-domain images on which forgetting is measured (frozen Dice with the
             original model vs with the model adapted by the whole stream); ``None`` skips it.
-        strategies: Strategies to compare, each run once per seed.
-        seeds: One run per seed; the seed fixes the stream order (when ``shuffle``) and the simulated
-            user's clicks.
+        strategies: Strategies to compare, each run once per (order seed, click seed).
+        order_seeds: Seeds of the stream's permutation (when ``shuffle``); the frozen model does not depend on
+            the order, so it runs once per click seed (with the first order seed).
+        click_seeds: Seeds of the simulated user's clicks (combined with each image's key, so every strategy
+            and order sees the same clicks on the same image). Until issue 15 a single ``seeds`` list fixed
+            both; that field is refused with a message naming the two.
         budget: Clicks per image (the paper's T = 10).
         user: Simulated user (``oaims``, ``center``, ``deepest``).
         limit: Use at most N images of the stream and of the source validation set.
@@ -106,7 +111,10 @@ class EvaluationConfig(BaseModel):
     stream: DatasetConfig
     source_validation: DatasetConfig | None = None
     strategies: list[StrategySpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_SEEDS), min_length=1)
+    order_seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_ORDER_SEEDS), min_length=1)
+    click_seeds: list[int] = Field(default_factory=lambda: list(DEFAULT_CLICK_SEEDS), min_length=1)
+    seeds: Any = Field(default=None, exclude=True)
+    """Removed (issue 15): refused with a message naming ``order_seeds`` and ``click_seeds``."""
     budget: int = Field(default=DEFAULT_BUDGET, ge=1)
     user: str = DEFAULT_USER
     limit: int | None = Field(default=None, ge=1)
@@ -124,6 +132,15 @@ class EvaluationConfig(BaseModel):
         return user
 
     @field_validator("seeds")
+    @classmethod
+    def _no_tied_seeds(cls, seeds: Any) -> None:
+        if seeds is not None:
+            raise ValueError(
+                "the stream order and the clicks have separate seeds since issue 15; "
+                f"write order_seeds: {seeds} and click_seeds: [0] (or the click seeds you want)"
+            )
+
+    @field_validator("order_seeds", "click_seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):

@@ -160,10 +160,10 @@ def read_results_csv(path: str | Path) -> list[StreamResult]:
         if missing:
             raise ValueError(f"{path} is not a clickadapt results CSV: missing columns {missing}")
         rows = list(reader)
-    runs: dict[tuple[str, str], StreamResult] = {}
-    images: dict[tuple[str, str], dict[int, ImageRecord]] = {}
+    runs: dict[tuple[str, str, str], StreamResult] = {}
+    images: dict[tuple[str, str, str], dict[int, ImageRecord]] = {}
     for row in rows:
-        run_key = (row["strategy"], row["seed"])
+        run_key = (row["strategy"], row["order_seed"], row["seed"])  # one run per (order seed, click seed)
         if run_key not in runs:
             runs[run_key] = StreamResult(
                 strategy=row["strategy"],
@@ -297,6 +297,7 @@ def summarise(results: Sequence[StreamResult]) -> dict[str, Any]:
                 "user": first.user,
                 "budget": first.budget,
                 "seeds": [run.click_seed for run in runs],
+                "order_seeds": [run.order_seed for run in runs],
                 "images": [len(run.images) for run in runs],
                 "skipped": sorted({key for run in runs for key in run.skipped}),
                 "final_versions": [run.final_version for run in runs],
@@ -354,7 +355,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "# Evaluation summary",
         "",
         f"Task **{first['task']}**, simulated user **{first['user']}**, budget **{budget}** clicks, "
-        f"seeds {first['seeds']}, {first['images'][0]} images per stream. Dice (%) is prequential "
+        f"runs (order seed, click seed) {list(zip(first.get('order_seeds', []), first['seeds'], strict=False))}, "
+        f"{first['images'][0]} images per stream. Dice (%) is prequential "
         "(measured while the model adapts); mean ± sd over seeds. NoC = clicks to reach "
         f"{noc} % Dice (failures count as {budget}); failures = images per seed that never reach it; "
         "AUC = normalised area under the Dice-vs-click curve; forgetting = drop of the frozen "

@@ -1,4 +1,4 @@
-"""``clickadapt bench``: config errors, the run cache, the report from raw files, the dry run, stream caps."""
+"""The benchmark suite (``python -m bench``): config errors, cache, report from raw files, dry run, stream caps."""
 
 from __future__ import annotations
 
@@ -11,90 +11,29 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from PIL import Image
-
-from clickadapt import cli
-from clickadapt.data.sample import Sample
-from clickadapt.evaluation import bench
-from clickadapt.evaluation.bench import (
+from bench.harness import execution
+from bench.harness.cli import main as bench_main
+from bench.harness.config import load_bench_config, parse_bench_config
+from bench.harness.constants import (
     BENCH_JSON,
     DISCUSSION_BEGIN,
     DISCUSSION_END,
+    DISCUSSION_PLACEHOLDER,
     RAW_CSV,
     REPORT_MD,
     RUNS_CSV,
-    compare,
-    load_bench_config,
-    parse_bench_config,
-    read_raw,
-    run_bench,
-    stream_numbers,
-    write_bench_report,
 )
+from bench.harness.execution import run_bench
+from bench.harness.numbers import compare, select_tuned, stream_numbers
+from bench.harness.plan import plan_bench
+from bench.harness.raw import read_raw
+from bench.harness.report import write_bench_report
+from tiny_suite import BUDGET, IMAGES, SIZE, bench_mapping, write_folder_dataset
+
+from clickadapt.data.sample import Sample
 from clickadapt.evaluation.config import parse_evaluation_config
 from clickadapt.evaluation.stream import cap_stream
-from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
-from clickadapt.models.factory import ModelConfig, build_model
-from clickadapt.tasks import BRAIN
-
-SIZE = 32
-IMAGES = 4
-BUDGET = 2
-
-
-def write_folder_dataset(root: Path, count: int) -> Path:
-    """``images/*.png`` grey squares with a bright lesion and ``masks/*.png`` holding class indices."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        mask[5 + index : 15 + 2 * index, 8 : 18 + index] = 1
-        image = (60 + 120 * mask + rng.integers(0, 30, (SIZE, SIZE))).astype(np.uint8)
-        Image.fromarray(image).save(root / "images" / f"case{index}.png")
-        Image.fromarray(mask).save(root / "masks" / f"case{index}.png")
-    return root
-
-
-def write_tiny_checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(widths=[4, 8], affine_norm=True)
-    model = build_model(config, BRAIN.input_channels, BRAIN.num_classes)
-    save_checkpoint(path, model, CheckpointMeta(task="brain", model=config, preprocessing={"size": SIZE}))
-    return path
-
-
-def bench_mapping(root: Path) -> dict[str, Any]:
-    """A one-stream suite: frozen and post × 2 stream orders, post at a 1-click budget, an ablation label."""
-    data = write_folder_dataset(root / "lesions", IMAGES)
-    folder = {"reader": "folder", "root": str(data), "task": "brain", "size": SIZE}
-    return {
-        "title": "tiny bench",
-        "models": {"brain": str(write_tiny_checkpoint(root / "tiny.pt"))},
-        "streams": [{"name": "tiny", "title": "Tiny lesions", "shift": "modality", "data": folder}],
-        "source_validation": {"brain": folder},
-        "source_validation_max_images": 2,
-        "experiments": [
-            {"streams": ["all"], "strategies": ["frozen", "post"], "budgets": [BUDGET], "order_seeds": [0, 1]},
-            {"streams": ["tiny"], "strategies": ["post"], "budgets": [1], "order_seeds": [0]},
-        ],
-        "ablations": [
-            {
-                "streams": ["tiny"],
-                "strategies": ["post", {"name": "post", "label": "post-linear", "overrides": {"ccg_form": "linear"}}],
-                "budgets": [BUDGET],
-                "order_seeds": [0],
-            }
-        ],
-        "max_images": 3,
-        "capped": True,
-        "workers": 1,
-        "cache_dir": str(root / "cache"),
-        "data_cache_dir": None,
-        "output": str(root / "results"),
-    }
 
 
 @dataclass
@@ -127,9 +66,9 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> BenchOutcome:
     with pytest.MonkeyPatch.context() as patch:
         for _ in range(2):
             calls: dict[str, int] = {}
-            patch.setattr(bench, "run_stream", counting(bench.run_stream, calls, "run_stream"))
-            patch.setattr(bench, "evaluate_frozen", counting(bench.evaluate_frozen, calls, "evaluate_frozen"))
-            run_bench(config, command="clickadapt bench tiny.yaml")
+            patch.setattr(execution, "run_stream", counting(execution.run_stream, calls, "run_stream"))
+            patch.setattr(execution, "evaluate_frozen", counting(execution.evaluate_frozen, calls, "evaluate_frozen"))
+            run_bench(config, command="python -m bench tiny.yaml")
             counts.append(calls)
             patch.undo()
     return BenchOutcome(config_path, config.output, counts[0], counts[1], (config.output / REPORT_MD).read_text())
@@ -168,7 +107,7 @@ def test_same_setting_under_two_labels_shares_one_cache_key(tmp_path: Path) -> N
     mapping["ablations"][0]["strategies"].append(
         {"name": "post", "label": "post-sigma3", "overrides": {"ccg_sigma": 3}}
     )
-    plan = bench.plan_bench(parse_bench_config(mapping))
+    plan = plan_bench(parse_bench_config(mapping))
     keys = {(job.label, job.budget, job.order_seed): job.key for job in plan.jobs}
     assert keys[("post-sigma3", BUDGET, 0)] == keys[("post", BUDGET, 0)]  # σ = 3 is the default
     assert keys[("post-linear", BUDGET, 0)] != keys[("post", BUDGET, 0)]
@@ -190,7 +129,7 @@ def test_second_run_computes_nothing(outcome: BenchOutcome) -> None:
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
 def test_raw_files_hold_every_run(outcome: BenchOutcome) -> None:
     meta, runs = read_raw(outcome.output)
-    assert meta["command"] == "clickadapt bench tiny.yaml" and meta["missing"] == []
+    assert meta["command"] == "python -m bench tiny.yaml" and meta["missing"] == []
     assert meta["streams"][0]["used"] == 3 and meta["streams"][0]["available"] == IMAGES
     found = sorted(
         (run.label, run.budget, run.result.order_seed, run.result.click_seed, "+".join(run.groups)) for run in runs
@@ -225,10 +164,10 @@ def test_report_regenerates_from_raw_files_alone(outcome: BenchOutcome, tmp_path
     assert (copy / "plots" / "tiny_dice_vs_click.png").is_file()
     assert (copy / "plots" / "tiny_learning_curves.png").is_file()
     assert (copy / "plots" / "tiny_ablation_dice_vs_click.png").is_file()
-    for text in ("Command: `clickadapt bench tiny.yaml`", "## Tiny lesions (`tiny`)", "## Ablations", "post-linear"):
+    for text in ("Command: `python -m bench tiny.yaml`", "## Tiny lesions (`tiny`)", "## Ablations", "post-linear"):
         assert text in report
     assert "| frozen |" in report and "lesion Dice@1" in report and "forgetting@2" in report
-    edited = report.replace(bench.DISCUSSION_PLACEHOLDER, "Hand-written: PI helps here.")
+    edited = report.replace(DISCUSSION_PLACEHOLDER, "Hand-written: PI helps here.")
     (copy / REPORT_MD).write_text(edited)
     write_bench_report(copy)
     regenerated = (copy / REPORT_MD).read_text()
@@ -238,7 +177,7 @@ def test_report_regenerates_from_raw_files_alone(outcome: BenchOutcome, tmp_path
 
 @pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
 def test_report_only_needs_no_models(outcome: BenchOutcome, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", str(outcome.config_path), "--report-only"]) == 0
+    assert bench_main([str(outcome.config_path), "--report-only"]) == 0
     assert "Report regenerated" in capsys.readouterr().out
 
 
@@ -246,7 +185,7 @@ def test_report_only_needs_no_models(outcome: BenchOutcome, capsys: pytest.Captu
 def test_dry_run_lists_the_experiments(
     outcome: BenchOutcome, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["bench", str(outcome.config_path), "--dry-run"]) == 0
+    assert bench_main([str(outcome.config_path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     lines = [line.split() for line in listing.splitlines() if line.startswith("tiny ")]
     assert [line[:7] for line in lines] == [  # stream, strategy, budget, order, click seed, images, state
@@ -260,11 +199,11 @@ def test_dry_run_lists_the_experiments(
     fresh = yaml.safe_load(outcome.config_path.read_text()) | {"cache_dir": str(tmp_path / "empty")}
     fresh_path = tmp_path / "fresh.yaml"
     fresh_path.write_text(yaml.safe_dump(fresh))
-    assert cli.main(["bench", str(fresh_path), "--dry-run"]) == 0
+    assert bench_main([str(fresh_path), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert "(0 cached, 5 to run)" in listing and "Estimated CPU time" in listing
     assert not (tmp_path / "empty").exists()  # a dry run computes nothing
-    assert cli.main(["bench", str(fresh_path), "--dry-run", "--only", "nope"]) == 2
+    assert bench_main([str(fresh_path), "--dry-run", "--only", "nope"]) == 2
     assert "--only: unknown stream(s) ['nope']" in capsys.readouterr().err
 
 
@@ -370,7 +309,7 @@ def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome:
     removed.unlink()
     calls: dict[str, int] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(bench, "run_stream", counting(bench.run_stream, calls, "run_stream"))
+        patch.setattr(execution, "run_stream", counting(execution.run_stream, calls, "run_stream"))
         run_bench(config.model_copy(update={"cache_dir": cache, "output": output}), command="resume")
     assert calls == {"run_stream": 1} and removed.is_file()
     meta, runs = read_raw(output)
@@ -395,7 +334,7 @@ def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path:
     ]
     mapping["sweep"] = {"strategies": candidates, "budget": BUDGET}
     config = parse_bench_config(mapping)
-    plan = bench.plan_bench(config)
+    plan = plan_bench(config)
     assert {name: stream.part for name, stream in plan.streams.items()} == {"tiny": "test", "tiny-dev": "dev"}
     assert len(plan.streams["tiny-dev"].keys) == 2 and len(plan.streams["tiny"].keys) == 4
     assert not set(plan.streams["tiny-dev"].keys) & set(plan.streams["tiny"].keys)
@@ -406,7 +345,7 @@ def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path:
         "post-lr1e-3",
         "post-lr1e-7",
     }
-    choice = bench.select_tuned(sweep)[("brain", "post")]
+    choice = select_tuned(sweep)[("brain", "post")]
     main_post = next(run for run in runs if run.label == "post" and "main" in run.groups)
     assert main_post.stream == "tiny" and main_post.result.overrides == choice.spec.overrides
     assert {image.key for image in main_post.result.images} == set(plan.streams["tiny"].keys)

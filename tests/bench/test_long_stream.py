@@ -7,16 +7,16 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-
-from clickadapt.adaptation.safety import SafetyConfig
-from clickadapt.data.sample import Sample
-from clickadapt.evaluation.long_stream import (
+from bench.long_stream_runner import (
     StreamSegment,
     evaluate_weights,
     ordered_stream,
     run_domain_scoped_stream,
     run_long_stream,
 )
+
+from clickadapt.adaptation.safety import SafetyConfig
+from clickadapt.data.sample import Sample
 from clickadapt.models.unet import ReferenceUNet
 from clickadapt.tasks import BRAIN
 
@@ -119,14 +119,7 @@ def test_domain_scoped_stream_adapts_each_domain_apart_and_serves_source_images_
 
 
 def test_gain_kept_is_taken_only_from_an_unguarded_run_of_the_same_stream() -> None:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "long_stream.py"
-    spec = importlib.util.spec_from_file_location("bench_long_stream", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import long_stream as bench
 
     def run(tag: str, order_seed: int, variants: list[dict[str, object]]) -> dict[str, object]:
         segments = [{"name": "A", "images": 4, "source": False}]
