@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("bench/results/volumes.md"))
     parser.add_argument("--machine", default=platform.platform())
+    parser.add_argument("--date", default=datetime.now(UTC).date().isoformat(), help="date of the run (UTC)")
     parser.add_argument(
         "--combine",
         type=Path,
@@ -229,7 +230,7 @@ def main() -> None:
     report = [
         "# Volumes: clicks per volume with the 2D model, propagation vs slice by slice, frozen vs adapting",
         "",
-        f"Run {datetime.now(UTC).date().isoformat()} on {args.machine}; {total / 60:.1f} min of simulated"
+        f"Run {args.date} on {args.machine}; {total / 60:.1f} min of simulated"
         " interaction in all (the sum over configurations, which may have run side by side).",
         "",
         "```",
