@@ -259,3 +259,17 @@ def test_user_clicks_adapt_accepting_runs_the_after_image_update_and_propagation
     session.propagate(S_AXIS, 12)
     assert predictor.model_version == accepted
     assert isinstance(predictor.state.model, BrightNearClicks)
+
+
+@pytest.mark.realdata
+def test_a_brats_volume_is_sliced_like_the_brats_reader(data_root: Path) -> None:
+    folder = data_root / "brain" / "brats-deepmedic" / "test" / "brats_2013_pat0001_1"
+    path = folder / "Flair_subtrMeanDivStd.nii.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    volume = read_volume(path)
+    orientation = VolumeOrientation(volume.shape, volume.affine)
+    assert orientation.axcodes == ("L", "P", "S")  # stored with a flipped second axis
+    readers_view = read_nifti(path)
+    for k in (40, 77, 120):
+        np.testing.assert_array_equal(orientation.slice_view(volume.data, 2, k), axial_slice(readers_view, k))
