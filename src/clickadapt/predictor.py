@@ -37,7 +37,14 @@ from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.adaptation.strategies import make_strategy
 from clickadapt.clicks.click import Click
 from clickadapt.data.files import read_image_2d
-from clickadapt.data.prepare import Geometry, logits_to_source, mask_to_model, prepare_image, source_to_model_point
+from clickadapt.data.prepare import (
+    Geometry,
+    PreparedImage,
+    logits_to_source,
+    mask_to_model,
+    prepare_image,
+    source_to_model_point,
+)
 from clickadapt.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.paths import resolve_model_spec
 from clickadapt.tasks import TaskSpec
@@ -135,7 +142,31 @@ class Predictor:
             raise ValueError(f"image must hold numbers, got dtype {pixels.dtype}")
         if not np.isfinite(np.asarray(pixels, dtype=np.float64)).all():
             raise ValueError("image contains NaN or infinite values")
-        prepared = prepare_image(pixels, self.task, self.image_size)
+        self.set_prepared(prepare_image(pixels, self.task, self.image_size), image_id=image_id)
+
+    def set_prepared(self, prepared: PreparedImage, image_id: str = "") -> None:
+        """Open an image preprocessed by the caller (any unfinished one is abandoned).
+
+        For inputs whose preprocessing needs more than the picture itself, e.g. a volume's slice normalised
+        with the whole volume's intensity statistics as the data readers do (:mod:`clickadapt.volumes`).
+        Clicks and masks then use ``prepared.geometry``'s source coordinates, as after :meth:`set_image`.
+
+        Args:
+            prepared: Model input ``(C, size, size)`` and the geometry that maps it back onto its source.
+            image_id: A name for logs and safety events.
+
+        Raises:
+            ValueError: Input of another size or channel count than the model's, or a geometry of another
+                size.
+        """
+        if prepared.geometry.size != self.image_size or tuple(prepared.pixels.shape[-2:]) != (
+            self.image_size,
+            self.image_size,
+        ):
+            raise ValueError(
+                f"prepared input is {tuple(prepared.pixels.shape)} for size {prepared.geometry.size}; the model "
+                f"takes {self.image_size}×{self.image_size}"
+            )
         self.session.set_image(prepared.pixels, image_id=image_id)
         self._geometry = prepared.geometry
         self._clicks: list[tuple[int, int, int]] = []

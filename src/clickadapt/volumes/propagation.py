@@ -1,0 +1,119 @@
+"""Slice propagation: settings, automatic seed clicks, and what a propagation did.
+
+After a slice is accepted, :meth:`~clickadapt.volumes.session.VolumeSession.propagate` segments its
+neighbours one after the other in both directions. The network takes only an image and clicks, so the
+previous slice's mask enters each neighbour's prediction as *seed clicks*: one positive click at the deepest
+interior pixel (Euclidean distance transform maximum) of each of the previous mask's largest components, in
+their class. Components of the new prediction that do not overlap the previous mask are dropped (a lesion
+continues from slice to slice; a blob elsewhere is a false positive). Propagation in a direction stops when
+the lesion vanishes (no seed, or a mask smaller than :attr:`PropagationConfig.min_area`), when the new mask
+no longer resembles the previous one (Dice below :attr:`PropagationConfig.min_dice`), at a slice the user
+clicked on, at the volume's edge, or when a slice already shows (nearly) the same mask (nothing beyond it
+would change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
+
+from clickadapt.clicks.click import Click
+from clickadapt.clicks.simulators import EIGHT_CONNECTIVITY, distance_to_boundary
+
+
+class PropagationConfig(BaseModel):
+    """How slice propagation seeds and stops.
+
+    Attributes:
+        max_seeds: Seed clicks per slice: one per component of the previous mask, largest first.
+        min_seed_area: Components of the previous mask smaller than this (pixels) give no seed.
+        min_area: A propagated mask with fewer foreground pixels than this means the lesion has vanished.
+        min_dice: A propagated mask whose Dice with the previous slice's mask is below this is not kept and
+            stops the direction (the prediction lost the lesion).
+        converged_dice: Stop when the slice already holds a propagated mask with at least this Dice with
+            the new one (what lies beyond was propagated from nearly the same mask); ``None`` = never.
+        max_slices: At most this many slices per direction; ``None`` = up to the volume's edge.
+        keep_overlapping_only: Drop components of the new mask that do not overlap the previous mask.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_seeds: int = Field(default=3, ge=1)
+    min_seed_area: int = Field(default=4, ge=1)
+    min_area: int = Field(default=10, ge=1)
+    min_dice: float = Field(default=0.3, ge=0.0, le=1.0)
+    converged_dice: float | None = Field(default=0.98, ge=0.0, le=1.0)
+    max_slices: int | None = Field(default=None, ge=1)
+    keep_overlapping_only: bool = True
+
+
+@dataclass(frozen=True)
+class PropagationReport:
+    """What one propagation did.
+
+    Attributes:
+        axis: File axis of the slices.
+        source: Index of the slice propagated from.
+        written: Slice indices written, in the order they were predicted.
+        cleared: Slices emptied because an earlier propagation from ``source`` had reached them and this
+            one stopped before them.
+        stops: Why each direction stopped: ``{+1: reason, -1: reason}``, reason one of ``"edge"``,
+            ``"user slice"``, ``"vanished"``, ``"diverged"``, ``"converged"``, ``"limit"``.
+        forwards: Network forwards run.
+    """
+
+    axis: int
+    source: int
+    written: tuple[int, ...]
+    cleared: tuple[int, ...]
+    stops: dict[int, str]
+    forwards: int
+
+
+def foreground_dice(first: np.ndarray, second: np.ndarray) -> float:
+    """Dice of the foreground (class > 0) of two masks; 1.0 when both are empty."""
+    a, b = np.asarray(first) > 0, np.asarray(second) > 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
+
+
+def seed_clicks(mask: np.ndarray, max_seeds: int = 3, min_area: int = 4) -> list[Click]:
+    """Positive clicks at the interior of a mask's components: the deepest pixel of each, largest first.
+
+    Args:
+        mask: ``(H, W)`` classes (0 = background).
+        max_seeds: At most this many clicks.
+        min_area: Components smaller than this give no click.
+
+    Returns:
+        Clicks ``(row, col, class)`` in ``mask``'s coordinates, one per component (8-connected, per class),
+        by decreasing area; ties in depth go to the first pixel in raster order.
+    """
+    labels = np.asarray(mask)
+    found: list[tuple[int, Click]] = []
+    for class_index in (int(c) for c in np.unique(labels) if c > 0):
+        components, count = ndimage.label(labels == class_index, structure=EIGHT_CONNECTIVITY)
+        if count == 0:
+            continue
+        areas = np.bincount(components.ravel(), minlength=count + 1)
+        for index in range(1, count + 1):
+            if areas[index] < min_area:
+                continue
+            depth = distance_to_boundary(components == index)
+            row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            found.append((int(areas[index]), Click(int(row), int(col), class_index)))
+    found.sort(key=lambda item: -item[0])
+    return [click for _, click in found[:max_seeds]]
+
+
+def keep_overlapping(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """``mask`` without the foreground components (8-connected) that do not touch ``previous``'s foreground."""
+    labels = np.asarray(mask)
+    components, count = ndimage.label(labels > 0, structure=EIGHT_CONNECTIVITY)
+    if count == 0:
+        return labels.copy()
+    touching = np.unique(components[(np.asarray(previous) > 0) & (components > 0)])
+    return np.where(np.isin(components, touching), labels, 0).astype(labels.dtype)
