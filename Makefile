@@ -12,6 +12,9 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
+	# MONAI Label's client for tests/server/test_monailabel_client.py; --no-deps: the package's own
+	# dependencies (its server: a CUDA torch, SAM2, numpy < 2) are not needed by the client.
+	$(BIN)/pip install --quiet --no-deps monailabel==0.8.5
 	touch $(STAMP)
 
 ## Set up and run the main job on the built-in demo data.

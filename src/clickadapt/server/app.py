@@ -17,7 +17,8 @@ from clickadapt.data.sample import Sample
 from clickadapt.server.auth import TOKEN_COOKIE, TOKEN_QUERY, client_id, get_service, require_token, token_is_valid
 from clickadapt.server.guards import RequestGuard
 from clickadapt.server.images import CLASS_COLOURS
-from clickadapt.server.routers import images, model, sources
+from clickadapt.server.monailabel import MonaiLabelBridge
+from clickadapt.server.routers import images, model, monailabel, sources
 from clickadapt.server.schemas import ServerInfo
 from clickadapt.server.service import AnnotationService, ServiceError
 from clickadapt.server.settings import ServerSettings, is_loopback
@@ -82,10 +83,12 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
             {"name": "uploads", "description": "uploads, volumes and the data folder"},
             {"name": "model", "description": "the shared adapting model"},
             {"name": "server", "description": "server information"},
+            {"name": "monailabel", "description": "MONAI Label-compatible endpoints (3D Slicer's MONAILabel module)"},
         ],
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.monailabel = MonaiLabelBridge(service)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
@@ -101,6 +104,8 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
     app.include_router(images.router, dependencies=guarded)
     app.include_router(sources.router, dependencies=guarded)
     app.include_router(model.router, dependencies=guarded)
+    app.include_router(monailabel.public)
+    app.include_router(monailabel.router)  # guarded by the token inside
 
     @app.get("/api/health", tags=["server"], summary="Liveness (no token needed)")
     def health() -> dict[str, str]:

@@ -27,7 +27,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", help=f"interface to listen on (default {LOOPBACK_HOST}); others need a token")
     parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     parser.add_argument("--token", help="access token (generated and printed when --host is not loopback)")
-    parser.add_argument("--strategy", help="adaptation strategy (default oaims; see `python -m bench` and bench/README.md)")
+    parser.add_argument(
+        "--strategy", help="adaptation strategy (default oaims; see `python -m bench` and bench/README.md)"
+    )
     parser.add_argument("--no-adaptation", action="store_true", help="start with adaptation switched off")
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MB (default 64)")
     parser.add_argument(

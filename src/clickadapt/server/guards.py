@@ -8,7 +8,9 @@
   ``Origin`` (or, without one, ``Referer``) is not the server's own origin is refused: another site's page
   (or another port on loopback) cannot upload, click, finish or roll back. Requests without either header
   (``curl``, scripts) pass; browsers always send ``Origin`` with such requests.
-- **Body limits.** Uploads may be ``max_upload_bytes``, every other body ``max_json_bytes``; the limit is
+- **Body limits.** Uploads (``/api/uploads`` and the MONAI Label uploads of :data:`UPLOAD_PATHS`, which 3D
+  Slicer sends as multipart PUTs without ``Origin``) may be ``max_upload_bytes``, every other body
+  ``max_json_bytes``; the limit is
   enforced on the declared ``Content-Length`` and again while the body streams in (chunked bodies too), so
   the server never buffers more than the limit.
 """
@@ -31,6 +33,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 UPLOAD_PATH = "/api/uploads"
+UPLOAD_PATHS = frozenset({UPLOAD_PATH, "/datastore/", "/datastore/image", "/datastore/label", "/session/"})
+"""Routes that receive files (volumes, labels); every other body is held to ``max_json_bytes``."""
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -77,7 +81,7 @@ class RequestGuard:
         settings = self.settings
         method = str(scope.get("method", "GET")).upper()
         path = str(scope.get("path", ""))
-        limit = settings.max_upload_bytes if path == UPLOAD_PATH else settings.max_json_bytes
+        limit = settings.max_upload_bytes if path in UPLOAD_PATHS else settings.max_json_bytes
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             return 413, f"request body of {declared.strip()} bytes exceeds the limit of {limit} bytes"
@@ -111,7 +115,7 @@ class RequestGuard:
             await JSONResponse({"detail": message}, status_code=status)(scope, receive, send)
             return
         path = str(scope.get("path", ""))
-        is_upload = path == UPLOAD_PATH
+        is_upload = path in UPLOAD_PATHS
         limit = self.settings.max_upload_bytes if is_upload else self.settings.max_json_bytes
         received = 0
         started = False

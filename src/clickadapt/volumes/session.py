@@ -303,11 +303,36 @@ class VolumeSession:
         self._accept_open()
         return self.propagate(axis, index) if propagate else None
 
-    def finish(self) -> np.ndarray:
-        """Accept the open slice (no propagation) and return the label volume (a copy)."""
-        self._accept_open()
+    def finish(self, label: np.ndarray | None = None) -> np.ndarray:
+        """Accept the open slice (no propagation) and return the label volume (a copy).
+
+        Args:
+            label: The label volume the user accepted, when it is not the session's own (e.g. edited in a
+                viewer and saved back): integer classes in the volume's shape and voxel order. It becomes the
+                session's label, and the open slice's after-image update learns from its plane of it.
+
+        Raises:
+            ValueError: Without a volume, or a label of another shape or with classes the task does not have.
+        """
         self.volume  # noqa: B018
         assert self._label is not None
+        if label is not None:
+            accepted = np.asarray(label)
+            if accepted.shape != self.volume.shape:
+                raise ValueError(f"label has shape {accepted.shape}, the volume {self.volume.shape}")
+            classes = self.predictor.task.num_classes
+            if accepted.dtype.kind not in "iub" or (
+                accepted.size and not 0 <= int(accepted.min()) <= int(accepted.max()) < classes
+            ):
+                raise ValueError(f"the label must hold class indices 0..{classes - 1}")
+            self._label = accepted.astype(np.uint8, copy=True)
+            record = self._records.get(self._open) if self._open is not None else None
+            if self._open is not None and self._new_clicks > 0 and record is not None and not record.accepted:
+                axis, index = self._open
+                self.predictor.finish(self.orientation.slice_view(self._label, axis, index).astype(np.int64))
+                record.accepted = True
+                self._open, self._new_clicks = None, 0
+        self._accept_open()
         return self._label.copy()
 
     def save_label(self, path: str | Path) -> Path:

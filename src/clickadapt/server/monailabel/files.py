@@ -1,0 +1,273 @@
+"""The volume files MONAI Label clients see: images, their labels by tag, and session volumes.
+
+Layout under ``<store>/monailabel/``::
+
+    images/<id><ext>            volumes uploaded with ``PUT /datastore/?image=<id>``
+    labels/<tag>/<id><ext>      labels: ``final`` (saved by the client), ``original`` (the model's first mask)
+    sessions/<session>/<file>   volumes a client loaded locally (``PUT /session/``)
+
+Volume files of the data folder (``--data``; NIfTI and NRRD) are listed too, under ``data-<digest>`` ids,
+and read in place. Ids are safe file-name stems; nothing is ever written outside the folder above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+
+from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
+from clickadapt.volumes.io import is_volume_path
+
+MONAILABEL_FOLDER = "monailabel"
+ACCEPTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
+"""Volume file endings accepted from clients (a detached ``.nhdr`` header cannot come in one upload)."""
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def volume_suffix(filename: str) -> str:
+    """The accepted volume ending of a file name (``.nii.gz``, ``.nii`` or ``.nrrd``).
+
+    Raises:
+        BadRequest: Any other ending.
+    """
+    lowered = filename.lower()
+    for suffix in ACCEPTED_SUFFIXES:
+        if lowered.endswith(suffix):
+            return suffix
+    raise BadRequest(
+        f"{filename!r} is not a volume file this server reads ({', '.join(ACCEPTED_SUFFIXES)}); "
+        "2D pictures (e.g. fundus photographs) are labelled in the web page"
+    )
+
+
+def check_id(value: str, what: str = "image id") -> str:
+    """``value`` when it is a safe id (letters, digits, ``.``, ``_``, ``-``; up to 128 characters).
+
+    Raises:
+        BadRequest: Anything else (path separators, a leading dot, empty…).
+    """
+    if not ID_PATTERN.match(value) or ".." in value:
+        raise BadRequest(f"invalid {what} {value[:80]!r}: use letters, digits, '.', '_' or '-'")
+    return value
+
+
+def check_tag(value: str) -> str:
+    """``value`` when it is a safe label tag (e.g. ``final``, ``original``).
+
+    Raises:
+        BadRequest: Anything else.
+    """
+    if not TAG_PATTERN.match(value):
+        raise BadRequest(f"invalid label tag {value[:40]!r}: use letters, digits, '_' or '-'")
+    return value
+
+
+def declared_voxels(path: Path) -> int:
+    """The number of voxels a volume file declares in its header (nothing is decoded).
+
+    Raises:
+        BadRequest: The header cannot be read.
+    """
+    try:
+        if path.name.lower().endswith(".nrrd"):
+            import nrrd
+
+            header = nrrd.read_header(str(path))
+            sizes = [int(size) for size in header.get("sizes", [])]
+        else:
+            sizes = [int(size) for size in nib.load(str(path)).shape]  # type: ignore[attr-defined]
+    except Exception as error:  # decoders raise many unrelated types
+        raise BadRequest(f"cannot read the volume header of {path.name}: {error}") from error
+    count = 1
+    for size in sizes:
+        count *= max(size, 0)
+    return count
+
+
+@dataclass(frozen=True)
+class VolumeFile:
+    """One image of the MONAI Label datastore.
+
+    Attributes:
+        id: Its id.
+        path: The file.
+        name: The file name shown to clients.
+    """
+
+    id: str
+    path: Path
+    name: str
+
+    @property
+    def suffix(self) -> str:
+        """The file's volume ending."""
+        return volume_suffix(self.path.name)
+
+
+class VolumeFiles:
+    """Images, labels and session volumes as files (see the module docstring).
+
+    Args:
+        store: The store folder (``<store>/monailabel`` is created inside it).
+        data_root: The data folder, if any (its NIfTI and NRRD files are listed read-only).
+        max_volume_voxels: Largest volume a file may declare.
+    """
+
+    def __init__(self, store: Path, data_root: Path | None, max_volume_voxels: int) -> None:
+        self.root = Path(store) / MONAILABEL_FOLDER
+        self.data_root = data_root
+        self.max_volume_voxels = max_volume_voxels
+        for folder in ("images", "labels", "sessions", "incoming"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ incoming files
+    def incoming(self, filename: str) -> Path:
+        """A fresh temporary path (with ``filename``'s volume ending) to receive an upload into.
+
+        Raises:
+            BadRequest: Not a volume file name.
+        """
+        suffix = volume_suffix(filename)
+        return self.root / "incoming" / f"{time.time_ns()}{suffix}"
+
+    def check_volume(self, path: Path) -> None:
+        """Refuse a file that declares more voxels than allowed (checked on its header).
+
+        Raises:
+            PayloadTooLarge: Too many voxels.
+            BadRequest: An unreadable header.
+        """
+        voxels = declared_voxels(path)
+        if voxels > self.max_volume_voxels:
+            raise PayloadTooLarge(f"the volume declares {voxels} voxels; the limit is {self.max_volume_voxels}")
+
+    # ------------------------------------------------------------------ images
+    def _data_images(self) -> dict[str, VolumeFile]:
+        if self.data_root is None:
+            return {}
+        found = {}
+        for path in sorted(self.data_root.rglob("*")):
+            if not path.is_file() or path.name.startswith(".") or not is_volume_path(path.name):
+                continue
+            if not path.resolve().is_relative_to(self.data_root) or path.name.lower().endswith(".nhdr"):
+                continue
+            relative = path.relative_to(self.data_root).as_posix()
+            image_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+            found[image_id] = VolumeFile(image_id, path, relative)
+        return found
+
+    def images(self) -> dict[str, VolumeFile]:
+        """Every image by id: uploads, then data-folder volumes, each in name order."""
+        uploads = {}
+        for path in sorted((self.root / "images").iterdir()):
+            if path.is_file():
+                image_id = path.name[: -len(volume_suffix(path.name))]
+                uploads[image_id] = VolumeFile(image_id, path, path.name)
+        return {**uploads, **self._data_images()}
+
+    def image(self, image_id: str) -> VolumeFile:
+        """One image.
+
+        Raises:
+            NotFound: Unknown id.
+        """
+        found = self.images().get(check_id(image_id))
+        if found is None:
+            raise NotFound(f"unknown image {image_id!r}")
+        return found
+
+    def add_image(self, image_id: str, received: Path) -> VolumeFile:
+        """Keep a received volume as image ``image_id`` (replacing one of the same id).
+
+        Raises:
+            BadRequest: An invalid id, or the id of a data-folder file.
+        """
+        check_id(image_id)
+        if image_id.startswith("data-"):
+            raise BadRequest("ids starting with 'data-' name data-folder files; choose another image id")
+        suffix = volume_suffix(received.name)
+        for old in (self.root / "images").glob(f"{image_id}.*"):
+            if old.name[: -len(volume_suffix(old.name))] == image_id:
+                old.unlink()
+        target = self.root / "images" / f"{image_id}{suffix}"
+        received.replace(target)
+        return VolumeFile(image_id, target, target.name)
+
+    # ------------------------------------------------------------------ labels
+    def label(self, image_id: str, tag: str) -> Path | None:
+        """The label file of an image and tag, if any."""
+        folder = self.root / "labels" / check_tag(tag)
+        if not folder.is_dir():
+            return None
+        check_id(image_id)
+        for path in folder.iterdir():
+            if path.is_file() and path.name[: -len(volume_suffix(path.name))] == image_id:
+                return path
+        return None
+
+    def labels(self, image_id: str) -> dict[str, Path]:
+        """Every label of an image by tag."""
+        found = {}
+        for folder in sorted((self.root / "labels").iterdir()):
+            path = self.label(image_id, folder.name) if folder.is_dir() else None
+            if path is not None:
+                found[folder.name] = path
+        return found
+
+    def put_label(self, image_id: str, tag: str, received: Path) -> Path:
+        """Keep a received label file as the label ``tag`` of an image (replacing an earlier one)."""
+        folder = self.root / "labels" / check_tag(tag)
+        folder.mkdir(parents=True, exist_ok=True)
+        old = self.label(image_id, tag)
+        if old is not None:
+            old.unlink()
+        target = folder / f"{check_id(image_id)}{volume_suffix(received.name)}"
+        received.replace(target)
+        return target
+
+    def write_label_bytes(self, image_id: str, tag: str, payload: bytes, suffix: str) -> Path:
+        """Write a label file from bytes (e.g. the model's first mask as ``original``)."""
+        received = self.root / "incoming" / f"{time.time_ns()}{suffix}"
+        received.write_bytes(payload)
+        return self.put_label(image_id, tag, received)
+
+    # ------------------------------------------------------------------ sessions
+    def add_session(self, session_id: str, received: Path, filename: str) -> Path:
+        """Keep a volume a client loaded locally under session ``session_id``."""
+        folder = self.root / "sessions" / check_id(session_id, "session id")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = Path(filename.replace("\\", "/")).name
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name[: -len(volume_suffix(name))]).strip("._") or "volume"
+        target = folder / f"{stem}{volume_suffix(name)}"
+        received.replace(target)
+        return target
+
+    def session_volume(self, session_id: str) -> Path:
+        """The volume of a session.
+
+        Raises:
+            NotFound: Unknown session.
+        """
+        folder = self.root / "sessions" / check_id(session_id, "session id")
+        files = sorted(folder.iterdir()) if folder.is_dir() else []
+        if not files:
+            raise NotFound(f"session {session_id!r} not found")
+        return files[0]
+
+    def sessions(self) -> list[str]:
+        """Session ids, oldest first."""
+        folders = [path for path in (self.root / "sessions").iterdir() if path.is_dir()]
+        return [path.name for path in sorted(folders, key=lambda path: path.stat().st_mtime)]
+
+    def remove_session(self, session_id: str) -> None:
+        """Delete a session's files (no-op for an unknown one)."""
+        folder = self.root / "sessions" / check_id(session_id, "session id")
+        if folder.is_dir():
+            shutil.rmtree(folder)
