@@ -194,8 +194,9 @@ def report() -> str:
         f"`oaims` simulated user, no adaptation, mean ± sd over click seeds {list(CLICK_SEEDS)} of the mean over",
         f"images. Speed: medians on the CPU with {THREADS} torch threads at the model's data size; *click* = one",
         "`InteractiveSession.add_click` (clicks 2–10), *finish* = the OAIMS Post-Interaction update. Speed rows",
-        "measured while training jobs shared the 2 cores are upper bounds (load average in the JSON);",
-        "`bench/results/latency.md` has the idle-machine latency of the shipped models.",
+        "measured while training jobs shared the 2 cores are upper bounds (load average in the JSON: fundus-v2's",
+        "speed was measured at load 4 with two other jobs running, fundus-v1's at lower load — not comparable);",
+        "`bench/results/latency*.md` have the `bench/latency.py` measurements.",
         "",
     ]
     for task in ("brain", "fundus"):
