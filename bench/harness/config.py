@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.harness.constants import (
@@ -23,7 +22,12 @@ from bench.harness.constants import (
 from clickadapt.adaptation.strategies import strategy_config
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, PatientFold
-from clickadapt.evaluation.config import DEFAULT_CACHE_DIR, StrategySpec, format_validation_error
+from clickadapt.evaluation.config import (
+    DEFAULT_CACHE_DIR,
+    StrategySpec,
+    format_validation_error,
+    read_yaml_mapping,
+)
 from clickadapt.evaluation.stream import (
     SubsetPolicy,
 )
@@ -357,12 +361,4 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         ValueError: If it is not a YAML mapping or a field is invalid (naming the file and the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"bench config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
-    return parse_bench_config(data, str(path))
+    return parse_bench_config(read_yaml_mapping(path, "bench config"), str(path))

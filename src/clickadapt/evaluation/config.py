@@ -183,6 +183,24 @@ def parse_evaluation_config(data: dict[str, Any], source: str = "evaluation conf
         raise ValueError(format_validation_error(error, source)) from None
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping of fields (experiment configs).
+
+    Raises:
+        FileNotFoundError: If the file does not exist (naming ``what`` and the path).
+        ValueError: If it is not valid YAML or not a mapping (naming the file).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
 def load_evaluation_config(path: str | Path, overrides: dict[str, Any] | None = None) -> EvaluationConfig:
     """Read an evaluation YAML file, apply command-line overrides, and validate.
 
@@ -197,14 +215,7 @@ def load_evaluation_config(path: str | Path, overrides: dict[str, Any] | None = 
             and the field).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "evaluation config")
     data.setdefault("output", str(Path("outputs") / "eval" / path.stem))
     data.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return parse_evaluation_config(data, str(path))
