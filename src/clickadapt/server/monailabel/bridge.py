@@ -36,10 +36,11 @@ import numpy as np
 from clickadapt import __version__
 from clickadapt.data.prepare import mask_to_model
 from clickadapt.predictor import Predictor
-from clickadapt.server.datastore import ClickRecord, ImageData
+from clickadapt.server.datastore import ImageData
 from clickadapt.server.images import encode_png
 from clickadapt.server.monailabel.files import VolumeFile, VolumeFiles, volume_suffix
 from clickadapt.server.service import AnnotationService, BadRequest, NotFound
+from clickadapt.server.service.sessions import store_last_click
 from clickadapt.volumes import PropagationConfig, VolumeSession, read_volume, write_label
 
 MODEL_2D = "clickadapt_2d"
@@ -526,22 +527,12 @@ class MonaiLabelBridge:
             raise BadRequest(str(error)) from error
         axis, index = live.session.open_slice or (SLICE_AXIS, voxel[SLICE_AXIS])
         stored = self._slice_session(live, axis, index)
-        inner = live.session.predictor.session
-        click = inner.clicks[-1]
-        timing = inner.timings[-1]
-        self.store.add_click(
-            ClickRecord(
-                id=0,
-                session_id=stored.session_id,
-                row=click.row,
-                col=click.col,
-                label=click.label,
-                created="",
-                forward_s=timing.forward_s,
-                update_s=timing.update_s,
-                model_version=self.models.state.version,
-            ),
-            original_mask=inner.prediction if stored.clicks == 0 else None,
+        store_last_click(
+            self.store,
+            stored.session_id,
+            live.session.predictor.session,
+            self.models.state.version,
+            first=stored.clicks == 0,
         )
         stored.clicks += 1
 

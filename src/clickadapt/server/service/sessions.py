@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.clicks.click import Click
 from clickadapt.data.prepare import mask_to_model
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore
@@ -35,6 +36,28 @@ from clickadapt.server.service.live import LiveImage, LiveImages
 from clickadapt.server.service.registry import ModelRegistry
 from clickadapt.server.service.views import MaskChoice, SessionViews
 from clickadapt.server.settings import ServerSettings
+
+
+def store_last_click(
+    store: Datastore, session_id: int, session: InteractiveSession, model_version: int, *, first: bool
+) -> None:
+    """Record the session's latest click with its timing; on the stored session's ``first`` click, also the
+    model's first mask (the ``original`` label)."""
+    click, timing = session.clicks[-1], session.timings[-1]
+    store.add_click(
+        ClickRecord(
+            id=0,
+            session_id=session_id,
+            row=click.row,
+            col=click.col,
+            label=click.label,
+            created="",
+            forward_s=timing.forward_s,
+            update_s=timing.update_s,
+            model_version=model_version,
+        ),
+        original_mask=session.prediction if first else None,
+    )
 
 
 class SessionManager:
@@ -249,21 +272,12 @@ class SessionManager:
                 session.add_click(click)
             except ValueError as error:
                 raise BadRequest(str(error)) from error
-            timing = session.timings[-1]
-            first = len(session.clicks) == 1
-            self.store.add_click(
-                ClickRecord(
-                    id=0,
-                    session_id=live.session_id,
-                    row=click.row,
-                    col=click.col,
-                    label=click.label,
-                    created="",
-                    forward_s=timing.forward_s,
-                    update_s=timing.update_s,
-                    model_version=self.models.mask_version(session) or 0,  # set: the click produced a mask
-                ),
-                original_mask=session.prediction if first else None,
+            store_last_click(
+                self.store,
+                live.session_id,
+                session,
+                self.models.mask_version(session) or 0,  # set: the click produced a mask
+                first=len(session.clicks) == 1,
             )
             live.message = ""
             self.models.autosave()
