@@ -213,7 +213,8 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
 
     Args:
         config: The suite.
-        only: Restrict the plan to these stream names (``None`` = all).
+        only: Restrict the plan to these stream names (``None`` = all). The sweep still covers the dev
+            parts of every stream of the selected streams' tasks, so that ``--only`` never changes its choice.
         tuned: Settings chosen by the sweep; main-experiment strategies given by bare name run them
             (``None`` = the strategies' defaults, e.g. before the sweep has run).
 
@@ -231,8 +232,10 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
     models = {task: _model_info(task, config.models[task], config.device) for task in tasks}
     streams: dict[str, StreamPlan] = {}
     parts = [(stream, "whole" if stream.dev is None else "test") for stream in selected]
-    if config.sweep is not None:
-        parts += [(dev, "dev") for stream in selected if (dev := stream.dev_stream()) is not None]
+    if config.sweep is not None:  # the whole task's dev parts: the tuned choice must not depend on ``only``
+        parts += [
+            (dev, "dev") for stream in config.streams if stream.task in tasks and (dev := stream.dev_stream()) is not None
+        ]
     for stream, part in parts:
         samples, available = load_stream_samples(
             stream.test_data, config.stream_cap(stream), config.subset, config.data_cache_dir

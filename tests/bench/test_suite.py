@@ -352,3 +352,21 @@ def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path:
     report = (config.output / REPORT_MD).read_text()
     assert "## Tuning on the dev parts" in report and "✔" in report
     assert "### Tiny lesions (dev part)" not in report  # dev parts are never reported as results
+
+
+def test_only_keeps_the_whole_tasks_sweep(tmp_path: Path) -> None:
+    """``--only`` one stream still sweeps every dev part of its task: the tuned choice cannot depend on it."""
+    mapping = bench_mapping(tmp_path)
+    data = write_folder_dataset(tmp_path / "six", 6)
+    second = {**mapping["streams"][0], "name": "other", "title": "Other lesions"}
+    mapping["streams"] = [mapping["streams"][0], second]
+    for stream in mapping["streams"]:
+        stream["data"] = {**stream["data"], "root": str(data)}
+        stream["dev"] = {"every": 3, "offset": 0}
+    mapping["max_images"] = None
+    mapping["sweep"] = {"strategies": [{"name": "post", "label": "post-lr1e-3", "overrides": {"lr": 1e-3}}]}
+    config = parse_bench_config(mapping)
+    only_tiny = plan_bench(config, only=["tiny"])
+    assert set(only_tiny.streams) == {"tiny", "tiny-dev", "other-dev"}
+    assert {job.stream for job in only_tiny.jobs if "sweep" in job.groups} == {"tiny-dev", "other-dev"}
+    assert {job.stream for job in only_tiny.jobs if "main" in job.groups} == {"tiny"}
