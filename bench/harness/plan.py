@@ -234,7 +234,9 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
     parts = [(stream, "whole" if stream.dev is None else "test") for stream in selected]
     if config.sweep is not None:  # the whole task's dev parts: the tuned choice must not depend on ``only``
         parts += [
-            (dev, "dev") for stream in config.streams if stream.task in tasks and (dev := stream.dev_stream()) is not None
+            (dev, "dev")
+            for stream in config.streams
+            if stream.task in tasks and (dev := stream.dev_stream()) is not None
         ]
     for stream, part in parts:
         samples, available = load_stream_samples(
