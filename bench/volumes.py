@@ -85,10 +85,14 @@ def load_case(stream: str, name: str, image: Path, label: Path, brain: Path | No
     )
 
 
-def list_cases(root: Path, margin: int) -> list[Case]:
-    """BRATS test patients (T1c, FLAIR) and MSLUB patients (FLAIR)."""
+def list_cases(root: Path, margin: int, split: str = "test") -> list[Case]:
+    """BRATS patients of ``split`` (T1c, FLAIR) and, for the test split, the MSLUB patients (FLAIR).
+
+    ``split="validation"``: the BRATS validation patients only, on which propagation settings are tuned
+    (``bench/propagation_tuning.py``); the report of this script uses ``test``.
+    """
     cases = []
-    brats = root / "brain" / "brats-deepmedic" / "test"
+    brats = root / "brain" / "brats-deepmedic" / split
     for modality, prefix in (("T1c", "T1c"), ("FLAIR", "Flair")):
         for folder in sorted(p for p in brats.iterdir() if p.is_dir()):
             patient = folder.name.split("_")[2]
@@ -102,6 +106,8 @@ def list_cases(root: Path, margin: int) -> list[Case]:
                     margin,
                 )
             )
+    if split != "test":
+        return cases
     mslub = root / "brain" / "mslub" / "cross_sectional" / "MNI"
     for folder in sorted(p for p in mslub.iterdir() if p.is_dir() and p.name.startswith("patient")):
         cases.append(
@@ -122,12 +128,20 @@ def clicks_to_reach(curve: list[float], threshold: float) -> int | None:
     return next((i + 1 for i, value in enumerate(curve) if 100.0 * value >= threshold), None)
 
 
-def run(cases: list[Case], model: str, strategy: str, propagate: bool, budget: int, seed: int) -> list[dict]:
-    """All streams of one configuration; one row per volume."""
+def run(
+    cases: list[Case],
+    model: str,
+    strategy: str,
+    propagate: bool,
+    budget: int,
+    seed: int,
+    propagation: PropagationConfig | None = None,
+) -> list[dict]:
+    """All streams of one configuration; one row per volume (``propagation``: default ``PropagationConfig()``)."""
     rows = []
     for stream in dict.fromkeys(case.stream for case in cases):
         predictor = clickadapt.load_predictor(model, adapt=strategy, safety=False, undo_depth=0)
-        session = VolumeSession(predictor, PropagationConfig())
+        session = VolumeSession(predictor, propagation or PropagationConfig())
         for case in (c for c in cases if c.stream == stream):
             clip = predictor.meta.preprocessing.clip_percentiles
             stats = brain_intensity_stats(case.stats_source[0], case.stats_source[1], clip)
@@ -249,8 +263,9 @@ def main() -> None:
         "  of the largest 2D error region with its true class. Clicking on another slice accepts the open one",
         "  (after-image update for `oaims`; its per-click update runs on every user click). With propagation, the",
         "  clicked slice is propagated after every click (seed clicks at the deepest interior points of the",
-        "  previous slice's mask, `PropagationConfig()` defaults, fixed before this run), never over the user's",
-        "  slices; slice by slice, only clicked slices are labelled.",
+        "  previous slice's mask, `PropagationConfig()` defaults, tuned on the BRATS validation volumes before this",
+        f"  run: `{PropagationConfig().model_dump_json()}`), never over the user's slices; slice by slice, only",
+        "  clicked slices are labelled.",
         "- Dice@k: mean 3D lesion Dice (%) after k clicks on the cropped volume (false positives outside the kept",
         "  slices are not counted). NoC80/85: mean clicks to reach 3D Dice 80/85 %, a volume that never does counts",
         f"  as {args.budget}; fail: volumes that never reached it within the budget.",

@@ -10,6 +10,7 @@ import pytest
 from volume_testing import (
     BLOB_CENTRE,
     BrightNearClicks,
+    blob_predictor,
     bright_predictor,
     las_blob,
     las_image,
@@ -201,6 +202,23 @@ def test_propagation_covers_the_blob_slices_and_stops_outside(oblique: tuple[Pat
     assert sorted([12, *report.written]) == lesion_slices
     assert report.stops == {1: "vanished", -1: "vanished"}
     np.testing.assert_array_equal(session.label > 0, blob)  # every blob voxel, nothing outside
+
+
+def test_the_intensity_rule_stops_a_network_that_paints_a_blob_at_every_seed(oblique: tuple[Path, Path]) -> None:
+    volume = read_volume(oblique[0])
+    lesion_slices = set(range(8, 17))
+    session = VolumeSession(blob_predictor(), PropagationConfig(max_intensity_shift=None))  # the rule off
+    session.set_volume(volume)
+    session.add_click((12, 18, 22), "lesion", axis=S_AXIS)
+    runaway = session.accept()
+    assert runaway is not None and runaway.stops == {1: "edge", -1: "edge"}  # blobs up to both edges
+    assert set(np.argwhere(session.label)[:, S_AXIS]) == set(range(24))
+    session.propagation = PropagationConfig(max_intensity_shift=2.0, converged_dice=None)
+    report = session.propagate(S_AXIS, 12)
+    assert report.stops == {1: "faded", -1: "faded"}
+    labelled = set(np.argwhere(session.label)[:, S_AXIS])
+    assert 12 in labelled and labelled <= lesion_slices and len(labelled) >= 5  # the blob's bright slices only
+    assert set(report.cleared) == set(range(24)) - labelled  # the earlier run-away slices are emptied
 
 
 def test_slice_by_slice_labels_only_the_clicked_slice(oblique: tuple[Path, Path]) -> None:

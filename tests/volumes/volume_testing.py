@@ -109,3 +109,22 @@ def bright_predictor(strategy: str = "frozen") -> Predictor:
     state = ModelState(BrightNearClicks(), BRAIN, make_strategy(strategy, BRAIN))
     meta = CheckpointMeta(task="brain", model=ModelConfig(), preprocessing={"size": MODEL_SIZE, "click_sigma": 5.0})
     return Predictor(state, meta, undo_depth=0)
+
+
+class BlobNearClicks(BrightNearClicks):
+    """Lesion wherever a positive click is near, whatever the image: a network that answers any seed click with
+    a blob (what the shipped brain model does past a lesion's end), to check the "faded" stop rule."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        negative, positive = inputs[:, 1], inputs[:, 2]
+        lesion = torch.minimum(40.0 * (positive - 0.6), 40.0 * (0.9 - negative)) * self.scale
+        return torch.stack([torch.zeros_like(lesion), lesion], dim=1)
+
+
+def blob_predictor() -> Predictor:
+    """A brain predictor of :class:`BlobNearClicks` (frozen), otherwise like :func:`bright_predictor`."""
+    from clickadapt.adaptation.strategies import make_strategy
+
+    state = ModelState(BlobNearClicks(), BRAIN, make_strategy("frozen", BRAIN))
+    meta = CheckpointMeta(task="brain", model=ModelConfig(), preprocessing={"size": MODEL_SIZE, "click_sigma": 5.0})
+    return Predictor(state, meta, undo_depth=0)

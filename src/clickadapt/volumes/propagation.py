@@ -7,9 +7,18 @@ interior pixel (Euclidean distance transform maximum) of each of the previous ma
 their class. Components of the new prediction that do not overlap the previous mask are dropped (a lesion
 continues from slice to slice; a blob elsewhere is a false positive). Propagation in a direction stops when
 the lesion vanishes (no seed, or a mask smaller than :attr:`PropagationConfig.min_area`), when the new mask
-no longer resembles the previous one (Dice below :attr:`PropagationConfig.min_dice`), at a slice the user
-clicked on, at the volume's edge, or when a slice already shows (nearly) the same mask (nothing beyond it
-would change).
+no longer resembles the previous one (Dice below :attr:`PropagationConfig.min_dice`), when the new mask no
+longer looks like the accepted lesion (its mean normalised intensity is more than
+:attr:`PropagationConfig.max_intensity_shift` of the source lesion's standard deviations away from the source
+lesion's mean: "faded"), at a slice the user clicked on, at the volume's edge, or when a slice already shows
+(nearly) the same mask (nothing beyond it would change).
+
+Why the intensity rule: a click-driven network answers a positive seed click with a blob wherever the click
+lands, so past a lesion's end neither the area nor the Dice with the previous slice drop (measured on BRATS
+validation volumes with the shipped brain model: blobs of 100-900 pixels with Dice 0.5-0.9 to the previous
+slice on every lesion-free slice). The lesion's intensity does drop there. The threshold's default was tuned on
+BRATS *validation* volumes (``bench/propagation_tuning.py`` → ``bench/results/propagation_tuning.md``), never on
+the test volumes of ``bench/results/volumes.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,9 @@ class PropagationConfig(BaseModel):
             the new one (what lies beyond was propagated from nearly the same mask); ``None`` = never.
         max_slices: At most this many slices per direction; ``None`` = up to the volume's edge.
         keep_overlapping_only: Drop components of the new mask that do not overlap the previous mask.
+        max_intensity_shift: A propagated mask whose mean normalised intensity lies more than this many
+            standard deviations of the source slice's lesion intensities from their mean is not kept and stops
+            the direction ("faded": the lesion ended); ``None`` = no intensity rule.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +60,7 @@ class PropagationConfig(BaseModel):
     converged_dice: float | None = Field(default=0.98, ge=0.0, le=1.0)
     max_slices: int | None = Field(default=None, ge=1)
     keep_overlapping_only: bool = True
+    max_intensity_shift: float | None = Field(default=1.5, gt=0.0)  # bench/results/propagation_tuning.md
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,7 @@ class PropagationReport:
         cleared: Slices emptied because an earlier propagation from ``source`` had reached them and this
             one stopped before them.
         stops: Why each direction stopped: ``{+1: reason, -1: reason}``, reason one of ``"edge"``,
-            ``"user slice"``, ``"vanished"``, ``"diverged"``, ``"converged"``, ``"limit"``.
+            ``"user slice"``, ``"vanished"``, ``"diverged"``, ``"faded"``, ``"converged"``, ``"limit"``.
         forwards: Network forwards run.
     """
 
@@ -117,3 +130,29 @@ def keep_overlapping(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return labels.copy()
     touching = np.unique(components[(np.asarray(previous) > 0) & (components > 0)])
     return np.where(np.isin(components, touching), labels, 0).astype(labels.dtype)
+
+
+MIN_LESION_SPREAD = 0.25
+"""Floor of the source lesion's intensity standard deviation (z-score units) in the "faded" rule, so that a
+uniform lesion does not stop propagation at the first slice of slightly different brightness."""
+
+
+@dataclass(frozen=True)
+class LesionIntensity:
+    """Mean and spread of the normalised intensities under a mask (the "faded" stop rule's reference)."""
+
+    mean: float
+    spread: float
+
+    @classmethod
+    def of(cls, pixels: np.ndarray, mask: np.ndarray) -> LesionIntensity | None:
+        """The intensities of ``pixels`` under ``mask``'s foreground; ``None`` for an empty mask."""
+        values = np.asarray(pixels)[np.asarray(mask) > 0]
+        if values.size == 0:
+            return None
+        return cls(float(values.mean()), max(float(values.std()), MIN_LESION_SPREAD))
+
+    def shift(self, pixels: np.ndarray, mask: np.ndarray) -> float:
+        """How many spreads the mean of ``pixels`` under ``mask`` lies from this mean (``inf`` when empty)."""
+        values = np.asarray(pixels)[np.asarray(mask) > 0]
+        return float("inf") if values.size == 0 else abs(float(values.mean()) - self.mean) / self.spread

@@ -48,6 +48,7 @@ from clickadapt.predictor import Predictor
 from clickadapt.volumes.geometry import VolumeOrientation
 from clickadapt.volumes.io import Volume, write_label
 from clickadapt.volumes.propagation import (
+    LesionIntensity,
     PropagationConfig,
     PropagationReport,
     foreground_dice,
@@ -218,16 +219,23 @@ class VolumeSession:
         self._records, self._clicks, self._open, self._new_clicks = {}, [], None, 0
         self.volume_id = volume_id
 
-    def prepared_slice(self, axis: int, index: int) -> PreparedImage:
-        """Slice ``index`` across file axis ``axis`` as the network sees it: upright, normalised with the
-        volume's statistics and padded or cropped, exactly like a training slice of the data readers."""
+    def normalised_slice(self, axis: int, index: int) -> np.ndarray:
+        """Slice ``index`` across file axis ``axis``, upright, clipped and z-scored with the volume's statistics
+        (the intensities the network sees, before padding or cropping to its size)."""
         orientation = self.orientation
         assert self._brain is not None and self._stats is not None
         picture = orientation.slice_view(self.volume.data, axis, index)
-        brain = orientation.slice_view(self._brain, axis, index)
+        return apply_brain_intensity_stats(picture, orientation.slice_view(self._brain, axis, index), self._stats)
+
+    def prepared_slice(self, axis: int, index: int) -> PreparedImage:
+        """Slice ``index`` across file axis ``axis`` as the network sees it: upright, normalised with the
+        volume's statistics and padded or cropped, exactly like a training slice of the data readers."""
+        normalised = self.normalised_slice(axis, index)
         size = self.predictor.image_size
-        pixels = finish_brain_slice(apply_brain_intensity_stats(picture, brain, self._stats), size)
-        geometry = Geometry(kind="pad-crop", source_shape=(int(picture.shape[0]), int(picture.shape[1])), size=size)
+        pixels = finish_brain_slice(normalised, size)
+        geometry = Geometry(
+            kind="pad-crop", source_shape=(int(normalised.shape[0]), int(normalised.shape[1])), size=size
+        )
         return PreparedImage(pixels, window_to_uint8(pixels[0]), geometry)
 
     # ------------------------------------------------------------------ clicks
@@ -369,6 +377,11 @@ class VolumeSession:
         cleared: list[int] = []
         stops: dict[int, str] = {}
         forwards = 0
+        reference = (
+            None
+            if config.max_intensity_shift is None
+            else LesionIntensity.of(self.normalised_slice(axis, index), source_mask)
+        )
         for direction in (1, -1):
             previous = source_mask
             position = index + direction
@@ -394,6 +407,13 @@ class VolumeSession:
                 if foreground_dice(mask, previous) < config.min_dice:
                     reason = "diverged"
                     break
+                if (
+                    reference is not None
+                    and config.max_intensity_shift is not None
+                    and reference.shift(self.normalised_slice(axis, position), mask) > config.max_intensity_shift
+                ):
+                    reason = "faded"
+                    break
                 current = orientation.slice_view(self._label, axis, position)
                 if (
                     record is not None
@@ -411,7 +431,7 @@ class VolumeSession:
                 position += direction
                 steps += 1
             stops[direction] = reason
-            if reason in ("vanished", "diverged"):
+            if reason in ("vanished", "diverged", "faded"):
                 cleared.extend(self._clear_propagated(axis, position, direction, index))
         return PropagationReport(axis, index, tuple(written), tuple(cleared), stops, forwards)
 
