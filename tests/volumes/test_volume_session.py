@@ -291,3 +291,65 @@ def test_a_brats_volume_is_sliced_like_the_brats_reader(data_root: Path) -> None
     readers_view = read_nifti(path)
     for k in (40, 77, 120):
         np.testing.assert_array_equal(orientation.slice_view(volume.data, 2, k), axial_slice(readers_view, k))
+
+
+def test_restored_clicks_run_no_update_and_their_undo_says_the_weights_keep_them(
+    oblique: tuple[Path, Path],
+) -> None:
+    from clickadapt.predictor import Predictor
+    from clickadapt.volumes.session import KEPT_UPDATE_REASON
+
+    predictor = bright_predictor("oaims")
+    session = VolumeSession(predictor)
+    session.set_volume(read_volume(oblique[0]))
+    for voxel in ((12, 18, 22), (14, 18, 22), (14, 18, 24)):
+        session.add_click(voxel, 1, axis=S_AXIS)
+    version = predictor.model_version
+    # A new session on the same weights (as after a restart) gets the clicks back without any update.
+    again = VolumeSession(Predictor(predictor.state, predictor.meta))
+    again.set_volume(read_volume(oblique[0]))
+    again.restore_clicks(session.clicks, [True, True, True])
+    assert predictor.model_version == version
+    assert again.clicks == session.clicks and again.open_slice == (S_AXIS, 14)
+    np.testing.assert_array_equal(again.label, session.label)
+    again.undo()  # the open slice's clicks since it was entered stay undoable…
+    assert again.last_undo is not None and again.last_undo.restored_weights is False
+    assert again.last_undo.reason == KEPT_UPDATE_REASON  # …but their update cannot be taken back
+    assert predictor.model_version == version
+    with pytest.raises(ValueError, match="without clicks"):
+        again.restore_clicks(session.clicks)
+
+
+def test_removing_any_click_leaves_the_session_as_if_it_was_never_made(oblique: tuple[Path, Path]) -> None:
+    from clickadapt.volumes.session import ACCEPTED_REASON
+
+    volume = read_volume(oblique[0])
+
+    def fresh(clicks: list[tuple[tuple[int, int, int], int]]) -> np.ndarray:
+        other = VolumeSession(bright_predictor())
+        other.set_volume(volume)
+        for voxel, label in clicks:
+            other.add_click(voxel, label, axis=S_AXIS)
+        return np.asarray(other.label).copy()
+
+    a, b, c, d = ((12, 18, 22), 1), ((12, 18, 23), 0), ((12, 16, 21), 1), ((14, 18, 22), 1)
+    session = VolumeSession(bright_predictor())
+    session.set_volume(volume)
+    for voxel, label in (a, b, c):
+        session.add_click(voxel, label, axis=S_AXIS)
+    assert not np.array_equal(session.label, fresh([a, c]))  # b matters
+    reapplied: list[object] = []
+    removal = session.remove_clicks([1], reapplied.append)  # b: the middle click of the open slice
+    assert [undo.click.voxel for undo in removal.removed] == [b[0]] and removal.dropped == (1, 2)
+    assert [click.voxel for click in removal.reapplied] == [c[0]] and reapplied == list(removal.reapplied)
+    assert [(click.voxel, click.label) for click in session.clicks] == [a, c]
+    np.testing.assert_array_equal(session.label, fresh([a, c]))
+    session.add_click(*d, axis=S_AXIS)  # slice 12 is accepted and left
+    removal = session.remove_clicks([0])  # a, on a slice no longer open
+    assert removal.removed[0].reason == ACCEPTED_REASON and removal.reapplied == ()
+    assert [(click.voxel, click.label) for click in session.clicks] == [c, d]
+    np.testing.assert_array_equal(session.label, fresh([c, d]))
+    session.remove_clicks([0])  # the last click of slice 12: its plane empties
+    assert not (session.label[12] > 0).any() and (S_AXIS, 12) not in session.slices
+    with pytest.raises(ValueError, match="positions"):
+        session.remove_clicks([5])

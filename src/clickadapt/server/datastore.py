@@ -515,6 +515,11 @@ class Datastore:
         assert record is not None
         return record
 
+    def image_ids(self, prefix: str) -> list[str]:
+        """The ids of the images whose id starts with ``prefix`` (taken literally), in list order."""
+        rows = self._query("SELECT id FROM images WHERE substr(id, 1, ?) = ? ORDER BY position", (len(prefix), prefix))
+        return [str(row["id"]) for row in rows]
+
     def find_image(self, source_id: str, slice_index: int | None) -> ImageRecord | None:
         """The image made from a source (and slice), if registered."""
         rows = self._query(
@@ -714,6 +719,20 @@ class Datastore:
             row = connection.execute(
                 "SELECT * FROM clicks WHERE session_id = ? AND removed IS NULL ORDER BY id DESC LIMIT 1",
                 (session_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            connection.execute(
+                "UPDATE clicks SET removed = 'undo', removed_at = ? WHERE id = ?", (utc_now(), row["id"])
+            )
+        return self._click_from_row(row)
+
+    def remove_click(self, click_id: int) -> ClickRecord | None:
+        """Mark one click in force as undone (any click of its session, not only the last); returns it, or
+        ``None`` when no click in force has that id."""
+        with self.transaction() as connection:
+            row = connection.execute(
+                "SELECT * FROM clicks WHERE id = ? AND removed IS NULL", (int(click_id),)
             ).fetchone()
             if row is None:
                 return None

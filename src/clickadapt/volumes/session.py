@@ -21,11 +21,16 @@ volume's intensity statistics and shown upright exactly as the data readers show
 are automatic, not the user's. A user click on a propagated slice replays its seeds (without update) first,
 so the correction starts from the mask on screen; that slice then belongs to the user and propagation stops
 at it.
+
+Clicks made earlier (e.g. stored before a server restart) are put back with :meth:`VolumeSession.restore_clicks`
+without any weight update (the weights already hold them); any click can be taken out again with
+:meth:`VolumeSession.remove_clicks`, which leaves the session as if it had never been made, as far as the
+weights allow (see there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +50,7 @@ from clickadapt.data.preprocess import (
     resolve_brain_mask,
 )
 from clickadapt.predictor import Predictor
-from clickadapt.volumes.geometry import VolumeOrientation
+from clickadapt.volumes.geometry import ViewPoint, VolumeOrientation
 from clickadapt.volumes.io import Volume, write_label
 from clickadapt.volumes.propagation import (
     LesionIntensity,
@@ -73,6 +78,54 @@ class VolumeClick:
     voxel: tuple[int, int, int]
     label: int
     axis: int
+
+
+@dataclass(frozen=True)
+class ClickUndo:
+    """What taking a click back did to the weights.
+
+    Attributes:
+        click: The click taken back.
+        restored_weights: Whether the weights (and strategy state) went back to before its update.
+        reason: A sentence saying why (or why not).
+    """
+
+    click: VolumeClick
+    restored_weights: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClickRemoval:
+    """The outcome of :meth:`VolumeSession.remove_clicks`.
+
+    Attributes:
+        removed: One entry per removed click, in click order.
+        dropped: Positions (in the click list before the call, ascending) taken off the session: the removed
+            clicks and the later clicks of the open slice undone to be added again.
+        reapplied: The later clicks added again after the removal, in order (they are now the last clicks).
+        reapplied_with_update: How many of those ran the strategy's per-click update again (their earlier
+            update had been taken back, or they had none); the others were replayed without update because
+            their earlier update stays in the weights.
+    """
+
+    removed: tuple[ClickUndo, ...]
+    dropped: tuple[int, ...]
+    reapplied: tuple[VolumeClick, ...]
+    reapplied_with_update: int
+
+
+KEPT_UPDATE_REASON = (
+    "the click changed the weights earlier (before a server restart, or before it was added again after a "
+    "removal) and was replayed without update; there is no snapshot of the weights before that update, so the "
+    "weights keep it"
+)
+"""Why undoing a restored (replayed) click that had changed the weights keeps them."""
+ACCEPTED_REASON = (
+    "its slice was accepted after it (after-image update), so its weight update cannot be taken back; the weights "
+    "keep it"
+)
+"""Why removing a click of an accepted slice keeps the weights."""
 
 
 @dataclass
@@ -137,6 +190,11 @@ class VolumeSession:
         self._clicks: list[VolumeClick] = []
         self._open: tuple[int, int] | None = None
         self._new_clicks = 0  # user clicks on the open slice since it was opened (undoable, to be accepted)
+        # Per click: None when this session applied it normally (the predictor knows its update); for a click
+        # replayed without update (restored), whether an earlier update of it stays in the weights.
+        self._prior: list[bool | None] = []
+        self.last_undo: ClickUndo | None = None
+        """What the latest :meth:`undo` did to the weights."""
 
     # ------------------------------------------------------------------ read-only views
     @property
@@ -217,6 +275,7 @@ class VolumeSession:
         self._volume, self._orientation, self._brain, self._stats = volume, orientation, brain, stats
         self._label = np.zeros(data.shape, dtype=np.uint8)
         self._records, self._clicks, self._open, self._new_clicks = {}, [], None, 0
+        self._prior, self.last_undo = [], None
         self.volume_id = volume_id
 
     def normalised_slice(self, axis: int, index: int) -> np.ndarray:
@@ -239,7 +298,9 @@ class VolumeSession:
         return PreparedImage(pixels, window_to_uint8(pixels[0]), geometry)
 
     # ------------------------------------------------------------------ clicks
-    def add_click(self, voxel: Sequence[int], label: int | str = 1, axis: int = DEFAULT_AXIS) -> np.ndarray:
+    def add_click(
+        self, voxel: Sequence[int], label: int | str = 1, axis: int = DEFAULT_AXIS, *, adapt: bool = True
+    ) -> np.ndarray:
         """Click voxel ``[i, j, k]`` (file order) on its slice across ``axis`` and segment that slice.
 
         Clicking on another slice than the open one accepts the open one first (its after-image update runs;
@@ -249,6 +310,8 @@ class VolumeSession:
             voxel: ``[i, j, k]`` in the file's voxel order.
             label: Class index or name (0 / ``"background"`` for a negative click).
             axis: File axis of the slice (default the last: MONAI Label's ``slice: k``).
+            adapt: ``False`` segments without the strategy's per-click update (a click whose update the
+                weights already hold); an undo of it then says the update cannot be taken back.
 
         Returns:
             The label volume (a copy, ``uint8``, the volume's shape and voxel order).
@@ -257,22 +320,35 @@ class VolumeSession:
             ValueError: Without a volume, a voxel outside it or in a margin the model does not see, an unknown
                 class or axis.
         """
+        return self._add_click(voxel, label, axis, prior=None if adapt else True)
+
+    def _add_click(self, voxel: Sequence[int], label: int | str, axis: int, prior: bool | None) -> np.ndarray:
+        """:meth:`add_click`; ``prior`` not ``None``: replay without update, the click's earlier update being
+        (``True``) or not being (``False``) in the weights."""
         orientation = self.orientation
         class_index = self._class_index(label)
         point = orientation.voxel_to_view(tuple(int(v) for v in voxel), axis)  # type: ignore[arg-type]
         record = self._open_slice(axis, point.index)
-        mask = self.predictor.add_click(point.row, point.col, class_index)
+        if prior is None:
+            mask = self.predictor.add_click(point.row, point.col, class_index)
+        else:
+            with _adaptation_off(self.predictor):
+                mask = self.predictor.add_click(point.row, point.col, class_index)
         click = Click(point.row, point.col, class_index)
         record.clicks.append(click)
         record.origin, record.source, record.accepted = "user", None, False
         self._new_clicks += 1
         self._clicks.append(VolumeClick(orientation.view_to_voxel(point), class_index, axis))
+        self._prior.append(prior)
         assert self._label is not None
         orientation.write_slice(self._label, axis, point.index, mask.astype(np.uint8))
         return self._label.copy()
 
     def undo(self) -> np.ndarray:
         """Remove the last click on the open slice (and its weight update when possible, see the predictor).
+
+        :attr:`last_undo` says whether the weights went back. A restored click (:meth:`restore_clicks`) or one
+        added with ``adapt=False`` has no snapshot: its earlier update, if any, stays in the weights.
 
         Returns:
             The label volume (a copy); the slice shows the remaining clicks' mask (empty when none is left).
@@ -285,8 +361,17 @@ class VolumeSession:
         axis, index = self._open
         record = self._records[self._open]
         mask = self.predictor.undo()
+        outcome = self.predictor.session.last_undo
         record.clicks.pop()
-        self._clicks.pop()
+        click = self._clicks.pop()
+        prior = self._prior.pop()
+        if prior is None:
+            restored = outcome is not None and outcome.restored_weights
+            reason = outcome.reason if outcome is not None else "the click did not change the weights"
+            self.last_undo = ClickUndo(click, restored, reason)
+        else:
+            reason = KEPT_UPDATE_REASON if prior else "the click did not change the weights"
+            self.last_undo = ClickUndo(click, False, reason)
         self._new_clicks -= 1
         assert self._label is not None
         shape = self.orientation.slice_shape(axis)
@@ -295,6 +380,182 @@ class VolumeSession:
         if not record.clicks:
             record.origin = "propagated" if record.seeds else "user"
         return self._label.copy()
+
+    def restore_clicks(self, clicks: Sequence[VolumeClick], prior_updates: Sequence[bool] | None = None) -> np.ndarray:
+        """Put back clicks made earlier on this volume (e.g. stored before a server restart) without any weight
+        update: the weights already hold their per-click and after-image updates.
+
+        The clicks are taken in the order they were made. Every clicked slice but the last click's is an
+        accepted user slice whose plane is one forward of its clicks with the current weights (no update). The
+        last click's slice is left open with its clicks replayed without update; its clicks since it was last
+        entered (the trailing run of the list) are its new, undoable clicks, and its after-image update runs
+        when it is accepted, as it would have. Undoing a restored click cannot restore weights (there is no
+        snapshot): :attr:`last_undo` says so. Propagated slices are not restored (their seeds were not kept).
+
+        Args:
+            clicks: The user clicks, in order (voxels in file order).
+            prior_updates: Per click, whether its update changed the weights when it was made (an undo then
+                says the update stays); default ``True`` for each (the cautious answer).
+
+        Returns:
+            The label volume (a copy).
+
+        Raises:
+            ValueError: Without a volume, on a session that already has clicks, for a voxel outside the
+                volume or a margin the model does not see, an unknown class or axis, or ``prior_updates`` of
+                another length.
+        """
+        orientation = self.orientation
+        assert self._label is not None
+        if self._clicks or self._records:
+            raise ValueError("restore_clicks needs a session without clicks (call it right after set_volume)")
+        priors: list[bool | None] = [True] * len(clicks) if prior_updates is None else [bool(v) for v in prior_updates]
+        if len(priors) != len(clicks):
+            raise ValueError(f"prior_updates has {len(priors)} entries for {len(clicks)} clicks")
+        if not clicks:
+            return self._label.copy()
+        records: dict[tuple[int, int], SliceRecord] = {}
+        restored: list[VolumeClick] = []
+        keys: list[tuple[int, int]] = []
+        geometries: dict[tuple[int, int], Geometry] = {}
+        for click in clicks:
+            point = orientation.voxel_to_view(tuple(int(v) for v in click.voxel), click.axis)  # type: ignore[arg-type]
+            class_index = self._class_index(click.label)
+            key = (click.axis, point.index)
+            if key not in geometries:
+                geometries[key] = self.prepared_slice(*key).geometry
+            source_to_model_point(point.row, point.col, geometries[key])  # raises in a cropped margin
+            record = records.setdefault(key, SliceRecord(click.axis, point.index, "user", accepted=True))
+            record.clicks.append(Click(point.row, point.col, class_index))
+            restored.append(VolumeClick(orientation.view_to_voxel(point), class_index, click.axis))
+            keys.append(key)
+        last = keys[-1]
+        trailing = 0
+        while trailing < len(keys) and keys[-1 - trailing] == last:
+            trailing += 1
+        self._records, self._clicks, self._prior = records, restored, priors
+        for key, record in records.items():
+            if key != last:
+                self._write_plane(key, record)
+        self._open, self._new_clicks = None, 0
+        with _adaptation_off(self.predictor):  # no begin-image hook either: the slice is not new to the model
+            self._open_slice(*last)  # replays its clicks without update
+        self._new_clicks = trailing
+        records[last].accepted = False
+        self._write_plane(last, records[last])
+        return self._label.copy()
+
+    def remove_clicks(
+        self, positions: Iterable[int], on_reapplied: Callable[[VolumeClick], None] | None = None
+    ) -> ClickRemoval:
+        """Take clicks out (positions in :attr:`clicks`) so that the session is as if they had never been made,
+        as far as the weights allow.
+
+        - A click of the open slice made since it was last entered: the slice's clicks are undone back to (and
+          including) it, each undo restoring the weights when the predictor still can (:meth:`undo`); the later
+          clicks that stay are then added again, with the per-click update when theirs was taken back (or they
+          had none), without it when theirs stays in the weights (no update is learnt twice).
+        - A click of a slice accepted since (another slice, or the open slice before it was last left): its
+          update and the slice's after-image update stay in the weights (:data:`ACCEPTED_REASON`); it is taken
+          off its slice, whose plane becomes one forward of the remaining clicks (no update; empty when none is
+          left). Clicks on other slices do not depend on it and stay as they are. When it is a click of the
+          open slice, the slice's later clicks are undone and added again as above, on top of the remaining
+          earlier ones.
+
+        Args:
+            positions: Indices into :attr:`clicks` (duplicates ignored).
+            on_reapplied: Called after each click added again, while it is the predictor's latest click (e.g.
+                to store it with its timing).
+
+        Returns:
+            What was removed, undone and added again.
+
+        Raises:
+            ValueError: Without a volume, or a position that is not a click's.
+        """
+        self.volume  # noqa: B018
+        targets = sorted({int(position) for position in positions})
+        if not targets:
+            return ClickRemoval((), (), (), 0)
+        if targets[0] < 0 or targets[-1] >= len(self._clicks):
+            raise ValueError(f"click positions must lie in 0..{len(self._clicks) - 1}, got {targets}")
+        count = len(self._clicks)
+        keys = [self._slice_key(click) for click in self._clicks]
+        run_start = count - self._new_clicks if self._open is not None else count
+        open_key = self._open
+        rebuild_open = any(position < run_start and keys[position] == open_key for position in targets)
+        in_run = [position for position in targets if position >= run_start]
+        undo_from = run_start if rebuild_open else (in_run[0] if in_run else count)
+        removed: dict[int, ClickUndo] = {}
+        again: list[tuple[VolumeClick, bool]] = []  # (click, its update stays in the weights), last first
+        while len(self._clicks) > undo_from:
+            position = len(self._clicks) - 1
+            click = self._clicks[position]
+            changed = self._changed_weights(position)
+            self.undo()
+            assert self.last_undo is not None
+            if position in targets:
+                removed[position] = self.last_undo
+            else:
+                again.append((click, changed and not self.last_undo.restored_weights))
+        affected: set[tuple[int, int]] = set()
+        for position in reversed([position for position in targets if position < undo_from]):
+            key = keys[position]
+            record = self._records[key]
+            within = sum(1 for earlier in range(position) if keys[earlier] == key)
+            record.clicks.pop(within)
+            click = self._clicks.pop(position)
+            self._prior.pop(position)
+            removed[position] = ClickUndo(click, False, ACCEPTED_REASON)
+            affected.add(key)
+        for key in affected:
+            record = self._records[key]
+            if key == self._open:
+                self._open, self._new_clicks = None, 0  # its run was undone above; re-enter it below
+            if record.clicks or record.seeds:
+                if not record.clicks:
+                    record.origin = "propagated"
+                self._write_plane(key, record)
+            else:
+                self._write_plane(key, None)
+                del self._records[key]
+        if open_key in affected and open_key in self._records and self._records[open_key].clicks:
+            with _adaptation_off(self.predictor):  # no begin-image hook either: the slice is not new
+                self._open_slice(*open_key)  # the remaining earlier clicks, replayed without update
+        with_update = 0
+        reapplied: list[VolumeClick] = []
+        for click, stays in reversed(again):
+            self._add_click(click.voxel, click.label, click.axis, prior=True if stays else None)
+            with_update += int(not stays)
+            reapplied.append(self._clicks[-1])
+            if on_reapplied is not None:
+                on_reapplied(self._clicks[-1])
+        dropped = sorted({*targets, *range(undo_from, count)})
+        return ClickRemoval(
+            tuple(removed[position] for position in targets), tuple(dropped), tuple(reapplied), with_update
+        )
+
+    def model_point_to_voxel(self, axis: int, index: int, row: int, col: int) -> tuple[int, int, int]:
+        """The voxel ``[i, j, k]`` (file order) shown at ``(row, col)`` of the model's grid for slice ``index``
+        across file axis ``axis``: the inverse of the mapping clicks go through (e.g. for stored clicks).
+
+        Raises:
+            ValueError: A point of the padding (no voxel), outside the grid, or a slice outside the volume.
+        """
+        geometry = self.prepared_slice(axis, index).geometry
+        size = geometry.size
+        if not (0 <= row < size and 0 <= col < size):
+            raise ValueError(f"({row}, {col}) is outside the model's {size}×{size} grid")
+        source = []
+        for value, length in zip((row, col), geometry.source_shape, strict=True):
+            offset = (size - length) // 2 if length <= size else -((length - size) // 2)
+            source.append(value - offset)
+        height, width = geometry.source_shape
+        if geometry.kind != "pad-crop" or not (0 <= source[0] < height and 0 <= source[1] < width):
+            raise ValueError(f"({row}, {col}) of the model's grid shows no voxel of slice {index} (axis {axis})")
+        if source_to_model_point(source[0], source[1], geometry) != (row, col):
+            raise ValueError(f"({row}, {col}) of the model's grid does not map back onto one voxel")
+        return self.orientation.view_to_voxel(ViewPoint(axis, index, source[0], source[1]))
 
     def accept(self, propagate: bool = True) -> PropagationReport | None:
         """Accept the open slice: run its after-image update (when it has new clicks), then propagate from it.
@@ -485,6 +746,30 @@ class VolumeSession:
         if not 0 <= index < task.num_classes:
             raise ValueError(f"class {index} is not a class of task {task.name!r} (0..{task.num_classes - 1})")
         return index
+
+    def _slice_key(self, click: VolumeClick) -> tuple[int, int]:
+        """``(axis, index)`` of the slice a click was made on."""
+        return click.axis, click.voxel[click.axis]
+
+    def _changed_weights(self, position: int) -> bool:
+        """Whether the update of the open slice's click at ``position`` (one of its run) is in the weights."""
+        prior = self._prior[position]
+        if prior is not None:
+            return prior
+        reports = self.predictor.session.reports
+        offset = len(self._clicks) - position  # its predictor record, counted from the end
+        report = reports[-offset] if offset <= len(reports) else None
+        return report is not None and report.updated
+
+    def _write_plane(self, key: tuple[int, int], record: SliceRecord | None) -> None:
+        """Write a slice's plane: one forward (no update) of its seeds and clicks, or empty."""
+        axis, index = key
+        assert self._label is not None
+        mask = None
+        if record is not None:
+            mask, _used = self._predict(axis, index, [*record.seeds, *record.clicks])
+        picture = np.zeros(self.orientation.slice_shape(axis), np.uint8) if mask is None else mask.astype(np.uint8)
+        self.orientation.write_slice(self._label, axis, index, picture)
 
     def _accept_open(self) -> None:
         """Run the open slice's after-image update if it has user clicks not yet accepted; close it."""

@@ -6,8 +6,34 @@
   (Mid-Interaction for ``oaims``); saving a ``final`` label runs the after-image update (Post-Interaction)
   on the open slice with the saved label's plane of it.
 - **Clicks.** MONAI Label clients send the whole point list on every request; a new click is a point of the
-  posted list that the volume's session has not applied yet (in the list's order, foreground first). A point
-  that disappeared from the list (the user deleted it) is undone when it is the last click of the open slice.
+  posted list that the volume's session has not applied yet (in the list's order, foreground first). The
+  session's clicks are compared with the posted list (for the 2D model: the clicks of the posted ``slice``
+  only); a click that disappeared from it (the user deleted the point) is taken out as if it had never been
+  made (:meth:`~clickadapt.volumes.VolumeSession.remove_clicks`):
+
+  - a click of the open slice made since it was last entered: the slice's clicks are undone back to (and
+    including) it, each undo restoring the weights when the predictor's snapshots still allow (otherwise the
+    answer says that the weights keep that update), then the later clicks still in the list are applied again
+    (with their per-click update only when theirs was taken back, so nothing is learnt twice);
+  - a click of a slice that is no longer open (accepted since): that slice's record loses it and its plane is
+    recomputed from its remaining clicks with a frozen forward (no update); its update and the slice's
+    after-image update stay in the weights, which the answer says (``removed[].reason``). Clicks on other
+    slices do not depend on it and stay.
+
+  The answer's ``undone_clicks``, ``removed`` (voxel, label, ``weights_restored``, ``reason`` per removed
+  click) and ``reapplied_clicks`` report it; the datastore's clicks are marked removed and the re-applied
+  ones stored again, so that its clicks in force are always the session's.
+- **Restart.** A volume's live session is rebuilt whenever it is not in memory (server restart, eviction of
+  an older volume). Its slices' unfinished datastore sessions (``ml-<id>-a<axis>-s<k>``) hold the clicks made
+  so far: they are restored into the new :class:`~clickadapt.volumes.VolumeSession`, in the order they were
+  made, **without** any weight update (the autosaved weights already hold their updates), each clicked slice's
+  plane recomputed by a frozen forward. Re-posted points then match and only truly new points are applied and
+  stored (``restored_clicks`` in that answer says how many came back). A posted list that differs from the
+  stored one is reconciled like any other request: stored clicks missing from it are removed (see above), and
+  undoing a restored click cannot take back its weight update (no snapshot survives a restart: the answer says
+  so, as the web page's sessions do after a restart); posted points not stored are new clicks. Propagated
+  slices are not stored: a 3D request re-propagates from the latest clicked slice whenever the clicks changed.
+  Re-uploading an image resets its unfinished clicked slices (their clicks belong to the replaced file).
 - **Datastore.** Each slice clicked on becomes an image of the datastore (its prepared pixels and geometry),
   with a labelling session, its clicks (model grid), the ``original`` mask of its first click and, when the
   label is saved, its ``final`` mask; so the page lists them and the learning curve counts them. The volume
@@ -23,6 +49,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -36,12 +63,13 @@ import numpy as np
 from clickadapt import __version__
 from clickadapt.data.prepare import mask_to_model
 from clickadapt.predictor import Predictor
-from clickadapt.server.datastore import ImageData
+from clickadapt.server.datastore import ClickRecord, ImageData
 from clickadapt.server.images import encode_png
 from clickadapt.server.monailabel.files import VolumeFile, VolumeFiles, volume_suffix
 from clickadapt.server.service import AnnotationService, BadRequest, NotFound
 from clickadapt.server.service.sessions import store_last_click
-from clickadapt.volumes import PropagationConfig, VolumeSession, read_volume, write_label
+from clickadapt.volumes import PropagationConfig, VolumeClick, VolumeSession, read_volume, write_label
+from clickadapt.volumes.session import ClickRemoval
 
 MODEL_2D = "clickadapt_2d"
 """The model of one slice: clicks of slice ``k`` (``slice`` in the parameters), the answer fills slice ``k``."""
@@ -80,6 +108,9 @@ class LiveVolume:
         session: The volume session (its predictor drives the shared model).
         slices: Datastore sessions of the clicked slices by ``(axis, index)``.
         client_id: The client that labels it.
+        click_ids: Datastore id of each of the session's clicks (parallel to ``session.clicks``).
+        restored: Clicks restored from the datastore when it was rebuilt, not reported yet.
+        restore_note: Why some stored clicks could not be restored (empty when all were).
     """
 
     key: str
@@ -87,6 +118,9 @@ class LiveVolume:
     session: VolumeSession
     slices: dict[tuple[int, int], SliceSession] = field(default_factory=dict)
     client_id: str = "monailabel"
+    click_ids: list[int] = field(default_factory=list)
+    restored: int = 0
+    restore_note: str = ""
 
 
 def _points(params: dict[str, Any], name: str, shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
@@ -215,6 +249,10 @@ class MonaiLabelBridge:
             image_id = image_id or default
             image = self.files.add_image(image_id, received)
             self._drop(f"image:{image.id}")
+            for slice_image, _axis, _index in self._stored_slices(f"image:{image.id}"):
+                stored = self.store.latest_session(slice_image)
+                if stored is not None and stored.status == "active":
+                    self.store.remove_all_clicks(stored.id)  # those clicks were on the replaced file
             return {"image": image.id}
 
     def image_file(self, image_id: str) -> VolumeFile:
@@ -260,6 +298,8 @@ class MonaiLabelBridge:
             result: dict[str, Any] = {"image": image.id, "label": image.id, "tag": tag}
             version_before = self.models.state.version
             live = self._live.get(f"image:{image.id}")
+            if tag == "final" and live is None and self._has_stored_clicks(f"image:{image.id}"):
+                live = self._live_volume(image.id, None, client_id)  # restores its clicks (after a restart)
             finished = 0
             if tag == "final" and live is not None and live.session.clicks:
                 finished = self._finish(live, label.astype(np.int64), client_id)
@@ -374,14 +414,15 @@ class MonaiLabelBridge:
                 posted = [point for point in posted if point[0][SLICE_AXIS] == slice_index]
             started = time.perf_counter()
             version_before = self.models.state.version
-            undone = self._undo_removed(live, posted)
+            restored, live.restored = live.restored, 0
+            removal = self._remove_missing(live, posted, slice_index if model == MODEL_2D else None)
             applied = {(click.voxel, click.label) for click in session.clicks}
             new = [point for point in posted if point not in applied]
             for voxel, label in new:
                 self._click(live, voxel, label)
             propagated: list[int] = []
-            if model == MODEL_3D and new:
-                report = session.propagate(SLICE_AXIS, new[-1][0][SLICE_AXIS])
+            if model == MODEL_3D and session.clicks and (new or restored or removal.dropped):
+                report = session.propagate(SLICE_AXIS, session.clicks[-1].voxel[SLICE_AXIS])
                 propagated = sorted(report.written)
             label_volume = np.asarray(session.label)
             if model == MODEL_2D:
@@ -399,11 +440,24 @@ class MonaiLabelBridge:
                 "model_version": self.models.state.version,
                 "adapted": self.models.state.version != version_before,
                 "new_clicks": len(new),
-                "undone_clicks": undone,
+                "undone_clicks": len(removal.removed),
+                "removed": [
+                    {
+                        "voxel": list(undo.click.voxel),
+                        "label": undo.click.label,
+                        "weights_restored": undo.restored_weights,
+                        "reason": undo.reason,
+                    }
+                    for undo in removal.removed
+                ],
+                "reapplied_clicks": len(removal.reapplied),
+                "restored_clicks": restored,
                 "clicks": len(session.clicks),
                 "propagated_slices": propagated,
                 "latencies": {"total": round(time.perf_counter() - started, 4)},
             }
+            if live.restore_note:  # reported once, on the first answer after the rebuild
+                answer_params["restore_note"], live.restore_note = live.restore_note, ""
             return payload, f"label{suffix}", answer_params
 
     # ================================================================== training (the online model)
@@ -494,6 +548,7 @@ class MonaiLabelBridge:
         except ValueError as error:
             raise BadRequest(str(error)) from error
         live = LiveVolume(key, path, session, client_id=client_id)
+        self._restore(live)
         self._live[key] = live
         while len(self._live) > self.max_live:
             self._live.popitem(last=False)
@@ -525,35 +580,126 @@ class MonaiLabelBridge:
             live.session.add_click(voxel, label, axis=SLICE_AXIS)
         except ValueError as error:
             raise BadRequest(str(error)) from error
-        axis, index = live.session.open_slice or (SLICE_AXIS, voxel[SLICE_AXIS])
+        live.click_ids.append(self._store_click(live, live.session.clicks[-1]))
+
+    def _store_click(self, live: LiveVolume, click: VolumeClick) -> int:
+        """Store the session's latest click (``click``) in its slice's datastore session; returns its id."""
+        axis, index = click.axis, click.voxel[click.axis]
         stored = self._slice_session(live, axis, index)
-        store_last_click(
+        on_slice = sum(1 for other in live.session.clicks if (other.axis, other.voxel[other.axis]) == (axis, index))
+        record = store_last_click(
             self.store,
             stored.session_id,
             live.session.predictor.session,
             self.models.state.version,
-            first=stored.clicks == 0,
+            first=on_slice == 1,
         )
         stored.clicks += 1
+        return record.id
 
-    def _undo_removed(self, live: LiveVolume, posted: Sequence[tuple[tuple[int, int, int], int]]) -> int:
-        """Undo the open slice's last clicks while they are missing from the posted list; returns how many."""
+    def _remove_missing(
+        self, live: LiveVolume, posted: Sequence[tuple[tuple[int, int, int], int]], slice_index: int | None
+    ) -> ClickRemoval:
+        """Take out the session's clicks missing from the posted list (only those of slice ``slice_index`` when
+        given: a 2D request posts that slice's points), as if never made; the datastore follows."""
         session = live.session
         wanted = set(posted)
-        undone = 0
-        while session.clicks and session.open_slice is not None:
-            last = session.clicks[-1]
-            if (last.voxel, last.label) in wanted or last.voxel[SLICE_AXIS] != session.open_slice[1]:
-                break
+        positions = [
+            position
+            for position, click in enumerate(session.clicks)
+            if (slice_index is None or click.voxel[SLICE_AXIS] == slice_index)
+            and (click.voxel, click.label) not in wanted
+        ]
+        if not positions:
+            return ClickRemoval((), (), (), 0)
+        old_ids = list(live.click_ids)
+        readded: list[int] = []
+        try:
+            removal = session.remove_clicks(positions, lambda click: readded.append(self._store_click(live, click)))
+        except ValueError as error:
+            raise BadRequest(str(error)) from error
+        dropped = set(removal.dropped)
+        by_session = {stored.session_id: stored for stored in live.slices.values()}
+        for position in sorted(dropped):
+            record = self.store.remove_click(old_ids[position])
+            if record is not None and record.session_id in by_session:
+                by_session[record.session_id].clicks -= 1
+        live.click_ids = [click_id for position, click_id in enumerate(old_ids) if position not in dropped]
+        live.click_ids += readded
+        return removal
+
+    def _stored_slices(self, key: str) -> list[tuple[str, int, int]]:
+        """``(image id, axis, index)`` of the datastore images of a volume's clicked slices."""
+        kind, name = key.split(":", 1)
+        prefix = f"{'ml-' if kind == 'image' else 'mls-'}{name}-a"
+        pattern = re.compile(rf"{re.escape(prefix)}(\d+)-s(\d+)")
+        found = []
+        for image_id in self.store.image_ids(prefix):
+            match = pattern.fullmatch(image_id)
+            if match is not None:
+                found.append((image_id, int(match.group(1)), int(match.group(2))))
+        return found
+
+    def _has_stored_clicks(self, key: str) -> bool:
+        """Whether a volume has clicked slices with unfinished sessions holding clicks in the datastore."""
+        for image_id, _axis, _index in self._stored_slices(key):
+            stored = self.store.latest_session(image_id)
+            if stored is not None and stored.status == "active" and self.store.active_clicks(stored.id):
+                return True
+        return False
+
+    def _restore(self, live: LiveVolume) -> None:
+        """Put a rebuilt volume's stored, unfinished clicks back into its session without any weight update
+        (see the module docstring's *Restart*), in the order they were made."""
+        session = live.session
+        shape = session.volume.shape
+        gathered: list[tuple[ClickRecord, int, int, SliceSession, int]] = []
+        skipped: list[str] = []
+        for image_id, axis, index in self._stored_slices(live.key):
+            stored = self.store.latest_session(image_id)
+            if stored is None or stored.status != "active":
+                continue
+            clicks = self.store.active_clicks(stored.id)
+            if not clicks:
+                continue
+            if axis != SLICE_AXIS or not 0 <= index < shape[axis]:
+                skipped.append(f"{image_id}: not a slice of this volume")
+                continue
+            slice_session = SliceSession(image_id, stored.id, len(clicks))
+            gathered += [(click, axis, index, slice_session, stored.model_version_start) for click in clicks]
+        gathered.sort(key=lambda item: item[0].id)
+        restored: list[VolumeClick] = []
+        priors: list[bool] = []
+        ids: list[int] = []
+        previous_version: int | None = None
+        for click, axis, index, slice_session, start_version in gathered:
             try:
-                session.undo()
-            except ValueError:
-                break  # not a click of the open slice since it was opened
-            stored = live.slices.get(session.open_slice)
-            if stored is not None and self.store.remove_last_click(stored.session_id) is not None:
-                stored.clicks -= 1
-            undone += 1
-        return undone
+                voxel = session.model_point_to_voxel(axis, index, click.row, click.col)
+            except ValueError as error:
+                skipped.append(f"{slice_session.image_id} click {click.id}: {error}")
+                self.store.remove_click(click.id)  # the datastore keeps only what the session holds
+                slice_session.clicks -= 1
+                continue
+            before = start_version if previous_version is None else previous_version
+            restored.append(VolumeClick(voxel, click.label, axis))
+            priors.append(click.update_s > 0 and click.model_version != before)  # as the web page's replay
+            ids.append(click.id)
+            previous_version = click.model_version
+            live.slices[(axis, index)] = slice_session
+        if restored:
+            try:
+                session.restore_clicks(restored, priors)
+            except ValueError as error:  # e.g. the model's size changed: the clicks no longer map
+                for click_id in ids:
+                    self.store.remove_click(click_id)
+                for slice_session in live.slices.values():
+                    slice_session.clicks = 0
+                skipped.append(str(error))
+                restored, ids = [], []
+        live.click_ids = ids
+        live.restored = len(restored)
+        if skipped:
+            live.restore_note = "stored clicks not restored (marked removed): " + "; ".join(skipped)[:500]
 
     def _finish(self, live: LiveVolume, label: np.ndarray, client_id: str) -> int:
         """Finish a volume with its saved label: after-image update, ``final`` masks of the clicked slices."""

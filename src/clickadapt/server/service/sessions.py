@@ -40,11 +40,11 @@ from clickadapt.server.settings import ServerSettings
 
 def store_last_click(
     store: Datastore, session_id: int, session: InteractiveSession, model_version: int, *, first: bool
-) -> None:
+) -> ClickRecord:
     """Record the session's latest click with its timing; on the stored session's ``first`` click, also the
-    model's first mask (the ``original`` label)."""
+    model's first mask (the ``original`` label). Returns the stored click (with its row id)."""
     click, timing = session.clicks[-1], session.timings[-1]
-    store.add_click(
+    return store.add_click(
         ClickRecord(
             id=0,
             session_id=session_id,
