@@ -46,6 +46,8 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert kept.source_domains == ["site-A/*", "demo*"]
     with pytest.raises(ValueError, match="source-domain pattern must not be empty"):
         ServerSettings(source_domains=["site-A/*", " "])
+    assert settings.autosave_every_click is True
+    assert settings_from_args(parse("--no-autosave")).autosave_every_click is False
 
 
 def test_exposed_host_gets_a_generated_token_or_keeps_the_given_one() -> None:

@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         "--strategy", help="adaptation strategy (default oaims; see `python -m bench` and bench/README.md)"
     )
     parser.add_argument("--no-adaptation", action="store_true", help="start with adaptation switched off")
+    parser.add_argument(
+        "--no-autosave",
+        action="store_true",
+        help="do not save the weights after every updating click (faster clicks; a restart resumes from the "
+        "last finished image)",
+    )
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MB (default 64)")
     parser.add_argument(
         "--max-image-pixels", type=int, help="largest 2D picture a file may declare, height × width (default 4096²)"
@@ -81,6 +87,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         overrides["source_domains"] = list(args.source_domain)
     if args.no_adaptation:
         overrides["adaptation"] = False
+    if getattr(args, "no_autosave", False):
+        overrides["autosave_every_click"] = False
     if args.max_upload_mb is not None:
         overrides["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
     return ServerSettings(**overrides).with_token_if_exposed()
