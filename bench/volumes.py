@@ -209,6 +209,11 @@ def main() -> None:
     parser.add_argument("--strategies", default="frozen,oaims")
     parser.add_argument("--modes", default="propagation,slice-by-slice")
     parser.add_argument("--limit", type=int, default=0, help="only the first N volumes (0 = all)")
+    parser.add_argument(
+        "--max-intensity-shift",
+        default=None,
+        help="propagation's 'faded' rule threshold, or 'none' to switch it off (default: PropagationConfig's)",
+    )
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=Path("bench/results/volumes.md"))
     parser.add_argument("--machine", default=platform.platform())
@@ -221,6 +226,10 @@ def main() -> None:
         help="write the report from the JSON files of earlier runs (e.g. one process per configuration)",
     )
     args = parser.parse_args()
+    propagation = PropagationConfig()
+    if args.max_intensity_shift is not None:
+        shift = None if args.max_intensity_shift.lower() == "none" else float(args.max_intensity_shift)
+        propagation = PropagationConfig(max_intensity_shift=shift)
     torch.set_num_threads(args.threads)
     model_path = resolve_model_spec(args.model)
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
@@ -238,7 +247,9 @@ def main() -> None:
     else:
         for mode in args.modes.split(","):
             for strategy in args.strategies.split(","):
-                rows.extend(run(cases, str(model_path), strategy, mode == "propagation", args.budget, args.seed))
+                rows.extend(
+                    run(cases, str(model_path), strategy, mode == "propagation", args.budget, args.seed, propagation)
+                )
     total = sum(r["seconds"] for r in rows) if args.combine else time.perf_counter() - started
     command = "  .venv/bin/python " + " ".join(shlex.quote(a) for a in sys.argv)
     report = [
@@ -263,9 +274,10 @@ def main() -> None:
         "  of the largest 2D error region with its true class. Clicking on another slice accepts the open one",
         "  (after-image update for `oaims`; its per-click update runs on every user click). With propagation, the",
         "  clicked slice is propagated after every click (seed clicks at the deepest interior points of the",
-        "  previous slice's mask, `PropagationConfig()` defaults, tuned on the BRATS validation volumes before this",
-        f"  run: `{PropagationConfig().model_dump_json()}`), never over the user's slices; slice by slice, only",
-        "  clicked slices are labelled.",
+        "  previous slice's mask, with the settings"
+        f" `{propagation.model_dump_json()}`; the defaults were tuned on the BRATS validation volumes before this run,"
+        " `bench/results/propagation_tuning.md`), never over the user's slices; slice by slice, only clicked"
+        " slices are labelled.",
         "- Dice@k: mean 3D lesion Dice (%) after k clicks on the cropped volume (false positives outside the kept",
         "  slices are not counted). NoC80/85: mean clicks to reach 3D Dice 80/85 %, a volume that never does counts",
         f"  as {args.budget}; fail: volumes that never reached it within the budget.",

@@ -93,7 +93,7 @@ def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
     if args.dry_run:
         print(describe_plan(plan_bench(config, only)))
         return 0
-    output = run_bench(config, only, command, cluster=args.cluster)
+    output = run_bench(config, only, command, cluster=args.cluster, compute=not args.cached_only)
     print(f"Report: {output / REPORT_MD}")
     failed = json.loads((output / BENCH_JSON).read_text(encoding="utf-8")).get("failed", [])
     if failed:
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", help="comma-separated stream names: compute only their runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs with cache state and estimated time")
     parser.add_argument("--report-only", action="store_true", help="regenerate the report from the raw files")
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="compute nothing: write the raw files and the report from the runs already cached",
+    )
     parser.add_argument("--workers", type=int, help="worker processes (default: the config's)")
     parser.add_argument("--output", help="output folder (default: the config's)")
     parser.add_argument(

@@ -238,7 +238,11 @@ def _log_done(number: int, total: int, description: str, data: dict[str, Any], s
 
 
 def run_bench(
-    config: BenchConfig, only: Sequence[str] | None = None, command: str | None = None, cluster: str | None = None
+    config: BenchConfig,
+    only: Sequence[str] | None = None,
+    command: str | None = None,
+    cluster: str | None = None,
+    compute: bool = True,
 ) -> Path:
     """Run the suite: compute every run missing from the cache, then write the raw files and the report.
 
@@ -249,6 +253,8 @@ def run_bench(
         command: The command line, for the report (default: this process's).
         cluster: Address of a Dask distributed scheduler to compute the runs on (``None`` = this machine, in
             ``config.workers`` processes); see :mod:`bench.harness.executors`.
+        compute: ``False`` computes nothing: the raw files and the report are written from the runs already
+            in the cache (e.g. those of an interrupted invocation), the missing ones listed as missing.
 
     Returns:
         The output folder. Runs that raised are logged, left out of the report (listed as missing) and
@@ -276,21 +282,29 @@ def run_bench(
         len(baseline_calls),
         config.workers,
     )
-    executor = make_executor(config.workers, config.threads_per_worker, cluster)
-    logger.info("bench: computing on %s", executor.description)
-    failed = _execute(baseline_calls, executor)
+    failed: list[str] = []
     computed = 0
+    executor = make_executor(config.workers, config.threads_per_worker, cluster) if compute else None
+    if executor is not None:
+        logger.info("bench: computing on %s", executor.description)
+        failed += _execute(baseline_calls, executor)
     if config.sweep is not None:  # phase 1: the sweep on the dev parts, whose choice the main runs need
         sweep = [job for job in missing if SWEEP_GROUP in job.groups]
-        failed += _execute(_run_calls(plan, sweep), executor)
-        computed += len(sweep)
+        if executor is not None:
+            failed += _execute(_run_calls(plan, sweep), executor)
+            computed += len(sweep)
         tuned = {key: choice.spec for key, choice in select_tuned(cached_runs(plan, SWEEP_GROUP)).items()}
         plan = plan_bench(config, only, tuned)
         missing = _unique_keys(job for job in plan.jobs if read_json(run_cache_path(cache_dir, job.key)) is None)
     else:
         tuned = {}
-    failed += _execute(_run_calls(plan, missing), executor)
-    missing_count = computed + len(missing)
+    if executor is not None:
+        failed += _execute(_run_calls(plan, missing), executor)
+        computed += len(missing)
+    else:
+        logger.info("bench: --cached-only: %d runs of the plan are not in the cache and are left out", len(missing))
+        baseline_calls = []
+    missing_count = computed
     full_plan = plan if only is None else _cached_plan(config, plan, tuned)
     meta = bench_metadata(
         full_plan, started_at, time.perf_counter() - wall_start, missing_count, len(baseline_calls), command

@@ -318,6 +318,23 @@ def test_a_resumed_bench_computes_the_missing_run_and_keeps_the_history(outcome:
     assert "The runs were computed by 2 invocation(s)" in (output / REPORT_MD).read_text()
 
 
+@pytest.mark.slow  # one cached-only pass of the tiny suite (no computation)
+def test_cached_only_reports_the_cache_and_computes_nothing(outcome: BenchOutcome, tmp_path: Path) -> None:
+    config = load_bench_config(outcome.config_path)
+    cache, output = tmp_path / "cache", tmp_path / "results"
+    shutil.copytree(config.cache_dir, cache)
+    removed = sorted((cache / "runs").glob("*.json"))[0]
+    removed.unlink()  # as after an interrupted invocation
+    calls: dict[str, int] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execution, "run_stream", counting(execution.run_stream, calls, "run_stream"))
+        patch.setattr(execution, "evaluate_frozen", counting(execution.evaluate_frozen, calls, "evaluate_frozen"))
+        run_bench(config.model_copy(update={"cache_dir": cache, "output": output}), command="x", compute=False)
+    assert calls == {} and not removed.exists()
+    meta, runs = read_raw(output)
+    assert len(runs) == 4 and len(meta["missing"]) == 1 and meta["computed_runs"] == 0
+
+
 @pytest.mark.slow  # a tiny suite with a dev split and a sweep (~10 s)
 def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path: Path) -> None:
     mapping = bench_mapping(tmp_path)
