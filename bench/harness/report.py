@@ -265,8 +265,9 @@ def _paper_section(
         "## Beside the paper's published numbers",
         "",
         "The paper (method.md §9) used other data (BraTS 2023 and REFUGE2 sources, a 9.8 M-parameter U-Net, "
-        "one largest-lesion slice per volume); ours are the shipped small models (0.49 M parameters) on the "
-        "public sets in `../shared/data`, so only the *pattern* (which method wins, by how much, where) is "
+        "one largest-lesion slice per volume); ours are the small models named above (the shipped ones: "
+        "1.94 M parameters each, `src/clickadapt/pretrained/MODEL_CARD.md`) on the public sets in "
+        "`../shared/data`, so only the *pattern* (which method wins, by how much, where) is "
         "comparable, not the levels. Each block pairs the paper's targets with our streams of the same kind "
         "of shift. Cells: Dice (%) at clicks 1 / 5 / 10 (the paper gives fundus cup Dice at click 10 only); "
         "rows marked *3-click budget* give the Dice at the last of 3 clicks (the paper's ATLAS row).",
