@@ -14,8 +14,8 @@ from typing import Any
 from bench.harness.cache import read_json, run_cache_path, source_cache_path
 from bench.harness.config import load_bench_config
 from bench.harness.constants import ABLATION_GROUP, BENCH_JSON, REPORT_MD
-from bench.harness.execution import run_bench
-from bench.harness.plan import COST_PER_CLICK_S, BenchPlan, plan_bench
+from bench.harness.execution import plan_with_cached_tuning, run_bench
+from bench.harness.plan import BenchPlan, cost_per_click
 from bench.harness.report import write_bench_report
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def describe_plan(plan: BenchPlan) -> str:
             f"{state:<10} {job.estimate_s:>7.0f}" + ("  [ablation]" if job.groups == [ABLATION_GROUP] else "")
         )
     baselines = sum(
-        job.images * job.budget * COST_PER_CLICK_S["frozen"]
+        job.images * job.budget * cost_per_click(job.task, "frozen")
         for job in plan.source_jobs
         if read_json(source_cache_path(config.cache_dir, job.key)) is None
     )
@@ -91,7 +91,7 @@ def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
         return 0
     only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
     if args.dry_run:
-        print(describe_plan(plan_bench(config, only)))
+        print(describe_plan(plan_with_cached_tuning(config, only)))
         return 0
     output = run_bench(config, only, command, cluster=args.cluster, compute=not args.cached_only)
     print(f"Report: {output / REPORT_MD}")

@@ -317,6 +317,16 @@ def run_bench(
     return config.output
 
 
+def plan_with_cached_tuning(config: BenchConfig, only: Sequence[str] | None = None) -> BenchPlan:
+    """The plan as a run would compute it now: main runs keyed by the sweep's choice from the cached sweep
+    runs (the strategies' defaults where the sweep has not run yet)."""
+    plan = plan_bench(config, only)
+    if config.sweep is None:
+        return plan
+    tuned = {key: choice.spec for key, choice in select_tuned(cached_runs(plan, SWEEP_GROUP)).items()}
+    return plan_bench(config, only, tuned) if tuned else plan
+
+
 def _run_calls(plan: BenchPlan, jobs: Sequence[BenchJob]) -> list[Call]:
     """The computations of ``jobs`` (longest first), each with its source baseline read from the cache."""
     calls: list[Call] = []

@@ -36,25 +36,41 @@ from clickadapt.paths import PACKAGE_DIR
 logger = logging.getLogger(__name__)
 
 
-COST_PER_CLICK_S: dict[str, float] = {
-    "frozen": 0.051,
-    "post": 0.041,
-    "mid": 0.24,
-    "oaims": 0.26,
-    "ia-sa": 0.64,
-    "tsca": 1.02,
-    "tent": 0.18,
-    "self-train": 0.071,
+COST_PER_CLICK_S: dict[str, dict[str, float]] = {
+    "brain": {
+        "frozen": 0.024,
+        "post": 0.017,
+        "mid": 0.110,
+        "oaims": 0.117,
+        "ia-sa": 0.286,
+        "tsca": 0.452,
+        "tent": 0.085,
+        "self-train": 0.026,
+    },
+    "fundus": {
+        "frozen": 0.051,
+        "post": 0.041,
+        "mid": 0.24,
+        "oaims": 0.26,
+        "ia-sa": 0.64,
+        "tsca": 1.02,
+        "tent": 0.18,
+        "self-train": 0.071,
+    },
 }
-"""CPU seconds per click of each strategy (forward, simulated user, Dice and the strategy's updates), averaged
-over the suite's mix of brain (256×256) and fundus (512×512) streams with one torch thread per worker on the
-2-core development machine: a least-squares fit to the CPU seconds of the 504 cached runs of the measured full
-run of 2026-11-29 (tuned network of issue 6; see ``bench/README.md``). Only used for ``--dry-run`` estimates and
-to schedule the longest runs first."""
+"""CPU seconds per click of each strategy per task (forward, simulated user, Dice and the strategy's updates) with
+one torch thread per worker on the 2-core development machine. Brain: a least-squares fit to the CPU seconds of
+the 199 cached runs of the shipped brain model (2026-12-02, three LGG site-HT streams and the brain sweep;
+``python -m bench.fit_cost_table``: 75.4 CPU-min measured, 75.5 fitted). Fundus: the fit of 2026-11-29 to the
+first models' mixed suite, not yet refitted for the second fundus model. Only used for ``--dry-run`` estimates
+and to schedule the longest runs first."""
 
 
-COST_PER_IMAGE_S: dict[str, float] = {"post": 0.62, "oaims": 0.23, "self-train": 0.17}
-"""CPU seconds of the after-image update (Post-Interaction, self-training), per image (same fit)."""
+COST_PER_IMAGE_S: dict[str, dict[str, float]] = {
+    "brain": {"post": 0.264, "oaims": 0.080, "self-train": 0.061, "tsca": 0.044},
+    "fundus": {"post": 0.62, "oaims": 0.23, "self-train": 0.17},
+}
+"""CPU seconds of the after-image update (Post-Interaction, self-training), per image and task (same fits)."""
 
 
 DEFAULT_COST_PER_CLICK_S = 0.2
@@ -180,12 +196,16 @@ class BenchPlan:
     code: str
 
 
-def estimate_seconds(strategy: str, images: int, budget: int, source_images: int) -> float:
+def cost_per_click(task: str, strategy: str) -> float:
+    """Estimated CPU seconds of one click of ``strategy`` on ``task`` (:data:`COST_PER_CLICK_S`)."""
+    return COST_PER_CLICK_S.get(task, {}).get(strategy, DEFAULT_COST_PER_CLICK_S)
+
+
+def estimate_seconds(task: str, strategy: str, images: int, budget: int, source_images: int) -> float:
     """Estimated CPU seconds of one run (:data:`COST_PER_CLICK_S`, :data:`COST_PER_IMAGE_S`), including the
     forgetting measurement of an adapting strategy on ``source_images`` images."""
-    per_click = COST_PER_CLICK_S.get(strategy, DEFAULT_COST_PER_CLICK_S)
-    stream = images * (budget * per_click + COST_PER_IMAGE_S.get(strategy, 0.0))
-    forgetting = 0.0 if strategy == "frozen" else source_images * budget * COST_PER_CLICK_S["frozen"]
+    stream = images * (budget * cost_per_click(task, strategy) + COST_PER_IMAGE_S.get(task, {}).get(strategy, 0.0))
+    forgetting = 0.0 if strategy == "frozen" else source_images * budget * cost_per_click(task, "frozen")
     return stream + forgetting
 
 
@@ -339,7 +359,7 @@ def plan_bench(config: BenchConfig, only: Sequence[str] | None = None, tuned: Tu
                             if group not in jobs[slot].groups:
                                 jobs[slot].groups.append(group)
                             continue
-                        estimate = estimate_seconds(spec.name, len(plan.keys), budget, source_images.get(task, 0))
+                        estimate = estimate_seconds(task, spec.name, len(plan.keys), budget, source_images.get(task, 0))
                         jobs[slot] = BenchJob(
                             stream_name,
                             spec,

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from bench.harness import execution
+from bench.harness.cache import read_json, run_cache_path
 from bench.harness.cli import main as bench_main
 from bench.harness.config import load_bench_config, parse_bench_config
 from bench.harness.constants import (
@@ -24,7 +25,7 @@ from bench.harness.constants import (
     REPORT_MD,
     RUNS_CSV,
 )
-from bench.harness.execution import run_bench
+from bench.harness.execution import plan_with_cached_tuning, run_bench
 from bench.harness.numbers import compare, select_tuned, stream_numbers
 from bench.harness.plan import plan_bench
 from bench.harness.raw import read_raw
@@ -366,6 +367,9 @@ def test_sweep_tunes_on_the_dev_part_and_reports_on_the_test_part_only(tmp_path:
     main_post = next(run for run in runs if run.label == "post" and "main" in run.groups)
     assert main_post.stream == "tiny" and main_post.result.overrides == choice.spec.overrides
     assert {image.key for image in main_post.result.images} == set(plan.streams["tiny"].keys)
+    resumed = plan_with_cached_tuning(config)  # what --dry-run lists: the tuned main runs are cached
+    assert all(read_json(run_cache_path(config.cache_dir, job.key)) is not None for job in resumed.jobs)
+    assert any(read_json(run_cache_path(config.cache_dir, job.key)) is None for job in plan_bench(config).jobs)
     report = (config.output / REPORT_MD).read_text()
     assert "## Tuning on the dev parts" in report and "✔" in report
     assert "### Tiny lesions (dev part)" not in report  # dev parts are never reported as results
