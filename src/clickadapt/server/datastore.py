@@ -715,25 +715,19 @@ class Datastore:
 
     def remove_last_click(self, session_id: int) -> ClickRecord | None:
         """Mark the last click in force as undone; returns it, or ``None`` when there is none."""
-        with self.transaction() as connection:
-            row = connection.execute(
-                "SELECT * FROM clicks WHERE session_id = ? AND removed IS NULL ORDER BY id DESC LIMIT 1",
-                (session_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            connection.execute(
-                "UPDATE clicks SET removed = 'undo', removed_at = ? WHERE id = ?", (utc_now(), row["id"])
-            )
-        return self._click_from_row(row)
+        return self._undo_click(
+            "SELECT * FROM clicks WHERE session_id = ? AND removed IS NULL ORDER BY id DESC LIMIT 1", (session_id,)
+        )
 
     def remove_click(self, click_id: int) -> ClickRecord | None:
         """Mark one click in force as undone (any click of its session, not only the last); returns it, or
         ``None`` when no click in force has that id."""
+        return self._undo_click("SELECT * FROM clicks WHERE id = ? AND removed IS NULL", (int(click_id),))
+
+    def _undo_click(self, query: str, parameters: tuple[int, ...]) -> ClickRecord | None:
+        """Mark the click ``query`` selects (one row of ``clicks``) as undone; returns it, or ``None``."""
         with self.transaction() as connection:
-            row = connection.execute(
-                "SELECT * FROM clicks WHERE id = ? AND removed IS NULL", (int(click_id),)
-            ).fetchone()
+            row = connection.execute(query, parameters).fetchone()
             if row is None:
                 return None
             connection.execute(
