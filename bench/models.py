@@ -21,7 +21,7 @@ Evaluation sets (none of their patients or images is trained on; none is used fo
 
 Usage::
 
-    python bench/models.py evaluate NAME CHECKPOINT [--train-log runs/x/train_log.jsonl] [--note TEXT]
+    python bench/models.py evaluate NAME CHECKPOINT [--train-log runs/x/train_log.jsonl ...] [--note TEXT]
     python bench/models.py report          # bench/results/models.md from bench/results/models/*.json
 """
 
@@ -131,14 +131,22 @@ def speed(loaded: LoadedModel, samples: list[Sample], images: int = 6) -> dict[s
     return result
 
 
-def training_seconds(log: Path | None) -> float | None:
-    """Wall seconds summed over the epochs of a ``train_log.jsonl`` (``None`` without a log)."""
-    if log is None or not log.is_file():
+def training_seconds(logs: list[Path]) -> float | None:
+    """Wall seconds summed over the epochs of ``train_log.jsonl`` files, one per training stage.
+
+    ``None`` without a log; a missing log is an error (a stage's time must not silently vanish).
+    """
+    if not logs:
         return None
-    return float(sum(json.loads(line).get("seconds", 0.0) for line in log.read_text().splitlines() if line.strip()))
+    total = 0.0
+    for log in logs:
+        if not log.is_file():
+            raise FileNotFoundError(f"training log {log} does not exist")
+        total += sum(json.loads(line).get("seconds", 0.0) for line in log.read_text().splitlines() if line.strip())
+    return float(total)
 
 
-def evaluate(name: str, checkpoint: Path, train_log: Path | None, note: str) -> dict[str, Any]:
+def evaluate(name: str, checkpoint: Path, train_logs: list[Path], note: str) -> dict[str, Any]:
     """Measure one candidate and write ``bench/results/models/NAME.json``."""
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
@@ -163,7 +171,7 @@ def evaluate(name: str, checkpoint: Path, train_log: Path | None, note: str) -> 
         "size": size,
         "parameters": count_parameters(loaded.model),
         "epochs": loaded.meta.training.get("epochs_completed"),
-        "training_seconds": training_seconds(train_log),
+        "training_seconds": training_seconds(train_logs),
         "selection_metrics": loaded.meta.metrics,
         "sets": sets,
         "speed": speed(loaded, first_samples),
@@ -249,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     one = commands.add_parser("evaluate", help="measure one candidate")
     one.add_argument("name")
     one.add_argument("checkpoint", type=Path)
-    one.add_argument("--train-log", type=Path, default=None)
+    one.add_argument(
+        "--train-log", type=Path, action="append", default=[], help="a stage's train_log.jsonl (repeat per stage)"
+    )
     one.add_argument("--note", default="")
     commands.add_parser("report", help="write bench/results/models.md")
     args = parser.parse_args(argv)

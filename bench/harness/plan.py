@@ -47,28 +47,29 @@ COST_PER_CLICK_S: dict[str, dict[str, float]] = {
         "tent": 0.085,
         "self-train": 0.026,
     },
-    "fundus": {
-        "frozen": 0.051,
-        "post": 0.041,
-        "mid": 0.24,
-        "oaims": 0.26,
-        "ia-sa": 0.64,
-        "tsca": 1.02,
-        "tent": 0.18,
-        "self-train": 0.071,
+    "fundus": {  # refitted 2026-12-02 to 58 cached runs of the shipped model; post and mid (not yet run)
+        "frozen": 0.051,  # scaled from the earlier table by oaims' refit ratio (1.13)
+        "post": 0.046,
+        "mid": 0.27,
+        "oaims": 0.293,
+        "ia-sa": 0.837,
+        "tsca": 1.344,
+        "tent": 0.216,
+        "self-train": 0.070,
     },
 }
 """CPU seconds per click of each strategy per task (forward, simulated user, Dice and the strategy's updates) with
 one torch thread per worker on the 2-core development machine. Brain: a least-squares fit to the CPU seconds of
 the 199 cached runs of the shipped brain model (2026-12-02, three LGG site-HT streams and the brain sweep;
-``python -m bench.fit_cost_table``: 75.4 CPU-min measured, 75.5 fitted). Fundus: the fit of 2026-11-29 to the
-first models' mixed suite, not yet refitted for the second fundus model. Only used for ``--dry-run`` estimates
-and to schedule the longest runs first."""
+``python -m bench.fit_cost_table``: 75.4 CPU-min measured, 75.5 fitted). Fundus: the same fit to the 58 cached runs of
+the shipped fundus model (2026-12-02, the fundus sweep and the first ORIGA runs: 131.3 CPU-min measured, 131.5
+fitted); post and mid, not yet run with it, are the 2026-11-29 values scaled by oaims' ratio. Only used for
+``--dry-run`` estimates and to schedule the longest runs first."""
 
 
 COST_PER_IMAGE_S: dict[str, dict[str, float]] = {
     "brain": {"post": 0.264, "oaims": 0.080, "self-train": 0.061, "tsca": 0.044},
-    "fundus": {"post": 0.62, "oaims": 0.23, "self-train": 0.17},
+    "fundus": {"post": 0.70, "oaims": 0.259, "self-train": 0.169},
 }
 """CPU seconds of the after-image update (Post-Interaction, self-training), per image and task (same fits)."""
 

@@ -95,3 +95,19 @@ def test_torchrun_two_processes_on_cpu(data_root: Path, tmp_path: Path) -> None:
     log = [json.loads(line) for line in (tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()]
     assert [record["epoch"] for record in log] == [0, 1]  # written once, by rank 0
     assert load_checkpoint(tmp_path / "ddp" / "best.pt").meta.training["epochs_completed"] == 2
+
+
+def test_a_second_stage_starts_from_the_first_stages_weights(data_root: Path, tmp_path: Path) -> None:
+    first = train(tiny_config(data_root, tmp_path / "stage1", epochs=1), progress=False)
+    second = tiny_config(data_root, tmp_path / "stage2", epochs=1)
+    second.init_checkpoint = first.best_checkpoint
+    second.optimisation.learning_rate = 0.0  # the weights cannot move: stage 2 must hold stage 1's
+    train(second, progress=False)
+    a = load_checkpoint(first.best_checkpoint).model.state_dict()
+    b = load_checkpoint(tmp_path / "stage2" / "last.pt").model.state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    other = tiny_config(data_root, tmp_path / "stage2b", epochs=1)
+    other.model = ModelConfig(widths=[4, 8], affine_norm=True)
+    other.init_checkpoint = first.best_checkpoint
+    with pytest.raises(ValueError, match=r"init_checkpoint .*best\.pt"):
+        train(other, progress=False)

@@ -34,6 +34,11 @@ class ClickConfig(BaseModel):
     largest_error_share: float = Field(
         0.0, ge=0.0, le=1.0, description="share of correction clicks on the largest error left (as test-time users)"
     )
+    iterative_clicks: int = Field(
+        0,
+        ge=0,
+        description="last clicks of each budget placed one per round on the largest error of the prediction so far",
+    )
 
 
 class AugmentationConfig(BaseModel):
@@ -70,6 +75,8 @@ class TrainingConfig(BaseModel):
         output: Folder for ``best.pt``, ``last.pt``, the resume state and the log.
         seed: Seed of everything random (weights, order, augmentation, clicks).
         num_threads: Torch intra-op threads (None = torch's default).
+        init_checkpoint: Start from these weights (a checkpoint of the same architecture, e.g. the
+            ``best.pt`` of an earlier stage) instead of a random initialisation.
     """
 
     task: Literal["fundus", "brain"]
@@ -84,6 +91,7 @@ class TrainingConfig(BaseModel):
     output: Path = Path("runs/train")
     seed: int = 0
     num_threads: int | None = None
+    init_checkpoint: Path | None = None
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:

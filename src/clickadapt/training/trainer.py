@@ -24,15 +24,21 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from clickadapt.clicks.encoding import model_input
-from clickadapt.clicks.training_sampler import sample_training_clicks
 from clickadapt.data.registry import data_digest, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.losses.combined import SegmentationLoss
-from clickadapt.models.checkpoint import CheckpointMeta, CheckpointPreprocessing, atomic_write_bytes, save_checkpoint
+from clickadapt.models.checkpoint import (
+    CheckpointMeta,
+    CheckpointPreprocessing,
+    atomic_write_bytes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from clickadapt.models.factory import build_model, count_parameters
 from clickadapt.tasks import TaskSpec, get_task
 from clickadapt.training.augment import build_augmentation
+from clickadapt.training.click_rounds import sample_clicks_in_rounds
 from clickadapt.training.config import TrainingConfig
 from clickadapt.training.distributed import DistributedContext, all_reduce_mean, init_distributed, shutdown_distributed
 
@@ -164,6 +170,8 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, task.input_channels, task.num_classes).to(context.device)
+    if config.init_checkpoint is not None:
+        _load_initial_weights(model, config)
     logger.info("model %s with %d parameters", config.model.name, count_parameters(model))
     optimiser = torch.optim.Adam(model.parameters(), lr=config.optimisation.learning_rate)
     scheduler = torch.optim.lr_scheduler.StepLR(
@@ -240,6 +248,21 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
     )
 
 
+def _load_initial_weights(model: nn.Module, config: TrainingConfig) -> None:
+    """Copy the weights of ``config.init_checkpoint`` into ``model`` (same task and architecture)."""
+    path = Path(str(config.init_checkpoint))
+    if not path.is_file():
+        raise FileNotFoundError(f"init_checkpoint {path} does not exist (train the earlier stage first)")
+    loaded = load_checkpoint(path)
+    if loaded.meta.task != config.task or loaded.meta.model != config.model:
+        raise ValueError(
+            f"init_checkpoint {path} holds a {loaded.meta.task} {loaded.meta.model} model; "
+            f"the config trains a {config.task} {config.model} model"
+        )
+    model.load_state_dict(loaded.model.state_dict())
+    logger.info("initial weights from %s (sha256 %s…)", path, loaded.sha256[:12])
+
+
 def _steps_per_epoch(dataset_size: int, config: TrainingConfig, context: DistributedContext) -> int:
     per_process = -(-dataset_size // context.world_size)
     steps = -(-per_process // config.optimisation.batch_size)
@@ -284,7 +307,7 @@ def _train_one_epoch(
             break
         images, labels = images.to(context.device), labels.to(context.device)
         model.eval()
-        clicks = sample_training_clicks(
+        clicks = sample_clicks_in_rounds(
             model,
             images,
             labels,
@@ -294,6 +317,7 @@ def _train_one_epoch(
             click_sigma=config.clicks.sigma,
             split_area=config.clicks.split_area,
             largest_error_share=config.clicks.largest_error_share,
+            iterative_clicks=config.clicks.iterative_clicks,
         )
         network.train()
         inputs = torch.stack(
