@@ -36,11 +36,6 @@ SUB_COMMANDS = (
         "compare adaptation strategies on a target stream with a simulated user",
     ),
     SubCommand(
-        "bench-latency",
-        "clickadapt.evaluation.latency",
-        "time click-to-mask, Mid- and Post-Interaction updates on a real stream (and over HTTP)",
-    ),
-    SubCommand(
         "serve", "clickadapt.server.command", "label images in the browser while the model learns from your clicks"
     ),
     SubCommand("demo", "clickadapt.demo", "run frozen vs OAIMS on the built-in brain MRI stream and write a report"),
