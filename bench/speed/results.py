@@ -10,8 +10,31 @@ import numpy as np
 from bench.speed.settings import RunSpec
 
 
-@dataclass
-class RunResult:
+@dataclass(kw_only=True)
+class ClickTimes:
+    """The click and finish times (seconds) and Dice that every latency measurement records.
+
+    Attributes:
+        images: Images of the stream.
+        size: Image side.
+        click_s: Every click's click-to-mask time.
+        first_click_s: The first click of every image.
+        later_click_s: Clicks 2..T.
+        finish_s: Every ``finish``.
+        dice: Per region, the mean Dice after clicks 1..budget.
+    """
+
+    images: int
+    size: int
+    click_s: list[float] = field(default_factory=list)
+    first_click_s: list[float] = field(default_factory=list)
+    later_click_s: list[float] = field(default_factory=list)
+    finish_s: list[float] = field(default_factory=list)
+    dice: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class RunResult(ClickTimes):
     """Timings (seconds) and quality of one :class:`~bench.speed.settings.RunSpec`.
 
     Attributes:
@@ -34,25 +57,18 @@ class RunResult:
     """
 
     spec: RunSpec
-    images: int
-    size: int
     parameters: int
     trained: bool
     threads: int
-    click_s: list[float] = field(default_factory=list)
-    first_click_s: list[float] = field(default_factory=list)
-    later_click_s: list[float] = field(default_factory=list)
     update_s: list[float] = field(default_factory=list)
     snapshot_s: list[float] = field(default_factory=list)
-    finish_s: list[float] = field(default_factory=list)
-    dice: dict[str, list[float]] = field(default_factory=dict)
     baseline_rss_mb: float | None = None
     peak_rss_mb: float = 0.0
     gpu_peak_mb: float | None = None
 
 
-@dataclass
-class HttpResult:
+@dataclass(kw_only=True)
+class HttpResult(ClickTimes):
     """Timings (seconds) of the same stream through the HTTP API.
 
     Attributes:
@@ -72,15 +88,8 @@ class HttpResult:
 
     task: str
     strategy: str
-    images: int
-    size: int
     autosave: bool
-    click_s: list[float] = field(default_factory=list)
-    first_click_s: list[float] = field(default_factory=list)
-    later_click_s: list[float] = field(default_factory=list)
     server_click_s: list[float] = field(default_factory=list)
-    finish_s: list[float] = field(default_factory=list)
-    dice: dict[str, list[float]] = field(default_factory=dict)
     server_peak_rss_mb: float | None = None
 
 
