@@ -4,6 +4,7 @@ ends up holding the newest weights, and shutting down waits for it (a saved vers
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ import pytest
 import torch
 from server_helpers import synthetic_samples
 
+from clickadapt.adaptation.model_state import ModelState
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.server.service import AnnotationService
 from clickadapt.server.service import autosave as autosave_module
+from clickadapt.server.service.autosave import AutosaveWriter
 from clickadapt.server.service.registry import AUTOSAVE_NAME, MODELS_FOLDER
 from clickadapt.server.settings import ServerSettings
 
@@ -188,3 +191,68 @@ def test_the_writer_copies_the_weights_under_the_model_lock(tiny_checkpoint: Pat
         assert service.models.autosaved_version == service.models.state.version
     finally:
         service.close()
+
+
+def writer_on_tiny_model(tiny_checkpoint: Path, tmp_path: Path, **timing: float) -> AutosaveWriter:
+    loaded = load_checkpoint(tiny_checkpoint)
+    state = ModelState(loaded.model, loaded.task)
+    return AutosaveWriter(
+        state, tmp_path / "autosave.pt", lambda _version: loaded.meta, lambda _version: None, 0, **timing
+    )
+
+
+def test_the_writer_waits_for_a_quiet_moment_between_clicks(
+    tiny_checkpoint: Path, tmp_path: Path, gated_save: GatedSave
+) -> None:
+    writer = writer_on_tiny_model(tiny_checkpoint, tmp_path, quiet_s=0.5, max_delay_s=60.0)
+    gated_save.release.set()
+    try:
+        for version in range(1, 7):  # clicks in quick succession: no write meanwhile
+            writer.state.version = version  # as a click's update does
+            writer.request(version)
+            time.sleep(0.05)
+        assert not gated_save.started.is_set()
+        assert gated_save.started.wait(30)  # once they stop
+        assert writer.flush(30) and writer.saved_version == 6 and gated_save.writes == 1
+    finally:
+        writer.close()
+
+
+def test_the_writer_does_not_wait_for_a_quiet_moment_for_ever(
+    tiny_checkpoint: Path, tmp_path: Path, gated_save: GatedSave
+) -> None:
+    writer = writer_on_tiny_model(tiny_checkpoint, tmp_path, quiet_s=60.0, max_delay_s=0.3)
+    gated_save.release.set()
+    try:
+        start = time.monotonic()
+        version = 0
+        while not gated_save.started.is_set() and time.monotonic() - start < 30:
+            version += 1
+            writer.state.version = version
+            writer.request(version)
+            time.sleep(0.02)
+        assert gated_save.started.is_set() and time.monotonic() - start >= 0.3
+    finally:
+        writer.close()
+    assert writer.saved_version == version  # closing wrote the newest one
+
+
+def test_a_finish_that_saves_a_version_asks_for_no_autosave_and_a_restart_resumes_from_that_version(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    service = make_service(tiny_checkpoint, store)
+    image_id = click_all(service)
+    assert service.models.flush_autosave(timeout=30)
+    autosaved = service.models.autosaved_version
+    service.sessions.finish(image_id, "tab")
+    version, weights = service.models.state.version, live_weights(service)
+    assert service.store.get_model_version(version) is not None  # the finish saved v<version>.pt
+    assert service.models._autosave.requested_version == autosaved  # so no second copy of the same weights
+    service.close()
+    restarted = make_service(tiny_checkpoint, store)
+    try:
+        assert restarted.models.state.version == version
+        assert_same_weights(restarted.models.state.model, weights)
+    finally:
+        restarted.close()

@@ -139,7 +139,8 @@ class ModelInfo(BaseModel):
     autosaved_version: int | None = Field(
         None,
         description="newest version whose weights are in the autosave file, written in the background after each "
-        "click that changed them (a restart resumes from it); None when autosave is off",
+        "click that changed them (a restart resumes from it when it is newer than saved_version); None when "
+        "autosave is off",
     )
     strategy: str
     adaptation: bool

@@ -6,7 +6,10 @@ click's answer does not wait for it any more:
 
 - :meth:`AutosaveWriter.request` (called by the registry under the service lock once a click has been stored)
   only says that the weights changed and wakes the writer thread.
-- The thread then copies the live weights into a private copy of the network under the model state's lock
+- The thread waits for a quiet moment, :data:`QUIET_S` without a new request (the user looking at the new
+  mask), but no longer than :data:`MAX_DELAY_S` after the oldest unsaved request, so that a quick series of
+  clicks is not slowed down by a write competing for the CPU (and the GIL) with their forwards.
+- It then copies the live weights into a private copy of the network under the model state's lock
   (a few ms; the version is read under the same lock, so the copy is consistent), lets go of the lock and
   saves that copy with :func:`~clickadapt.models.checkpoint.save_checkpoint` (atomically, same format as every
   version), then records its version in the datastore (meta ``autosave_version``). The thread runs with a
@@ -16,9 +19,10 @@ click's answer does not wait for it any more:
 - :meth:`AutosaveWriter.flush` waits until the newest requested weights are on disk; :meth:`close` flushes and
   stops the thread. The service's ``close`` (server shutdown) calls it, and so does interpreter exit, so a
   clean shutdown never loses an autosave. A crash (``SIGKILL``, power loss) can lose the weight updates of the
-  clicks acknowledged during the last write (about 0.1 s), never the clicks themselves (they are in the
-  datastore before the answer): the restart then resumes from the previous autosave, as it resumes from the
-  last saved version without autosave.
+  clicks acknowledged since the last write (usually those of the last quarter of a second, at most of the last
+  :data:`MAX_DELAY_S` plus one write), never the clicks themselves (they are in the datastore before the
+  answer): the restart then resumes from the previous autosave, as it resumes from the last saved version
+  without autosave.
 
 The model state's lock is taken by the thread without the service lock, and the thread never takes the
 service lock, so the lock order of :mod:`clickadapt.server.service` holds.
@@ -31,6 +35,7 @@ import copy
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +49,10 @@ from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
 logger = logging.getLogger(__name__)
 
 WRITER_NICE_INCREMENT = 5
+QUIET_S = 0.25
+"""Seconds without a new request before the writer starts (clicks in quick succession come first)."""
+MAX_DELAY_S = 2.0
+"""The longest the writer waits for a quiet moment after the oldest unsaved request."""
 """How much nicer (lower CPU priority) than the server the writer thread runs, where the OS allows it."""
 
 MetaFactory = Callable[[int], CheckpointMeta]
@@ -61,13 +70,24 @@ class AutosaveWriter:
         make_meta: The checkpoint metadata of a version (called in the writer thread).
         on_saved: Called in the writer thread after each file is in place (records the version).
         saved_version: The version already on disk (nothing is written until a newer one is requested).
+        quiet_s: See :data:`QUIET_S`.
+        max_delay_s: See :data:`MAX_DELAY_S`.
     """
 
     def __init__(
-        self, state: ModelState, path: Path, make_meta: MetaFactory, on_saved: SavedCallback, saved_version: int
+        self,
+        state: ModelState,
+        path: Path,
+        make_meta: MetaFactory,
+        on_saved: SavedCallback,
+        saved_version: int,
+        quiet_s: float = QUIET_S,
+        max_delay_s: float = MAX_DELAY_S,
     ) -> None:
         self.state = state
         self.path = path
+        self.quiet_s = quiet_s
+        self.max_delay_s = max_delay_s
         self._make_meta = make_meta
         self._on_saved = on_saved
         self._condition = threading.Condition()
@@ -76,6 +96,9 @@ class AutosaveWriter:
         self._saved = saved_version
         self._writing = False
         self._closed = False
+        self._flushing = 0  # callers waiting in flush(): write at once
+        self._last_request = 0.0  # time.monotonic() of the newest request
+        self._oldest_unsaved: float | None = None  # time.monotonic() of the oldest request the writer has not taken
         self._thread: threading.Thread | None = None
         self._copy: nn.Module | None = None
         self.failures = 0
@@ -105,6 +128,12 @@ class AutosaveWriter:
             if version <= self._requested:
                 return
             self._requested = version
+            if not self._pending():  # the writer already took newer weights than asked for then
+                return
+            now = time.monotonic()
+            if self._oldest_unsaved is None:
+                self._oldest_unsaved = now
+            self._last_request = now
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="clickadapt-autosave", daemon=True)
                 self._thread.start()
@@ -118,7 +147,12 @@ class AutosaveWriter:
             Whether nothing is left to write (``False`` when ``timeout`` seconds ran out first).
         """
         with self._condition:
-            return self._condition.wait_for(lambda: not self._writing and not self._pending(), timeout)
+            self._flushing += 1
+            self._condition.notify_all()
+            try:
+                return self._condition.wait_for(lambda: not self._writing and not self._pending(), timeout)
+            finally:
+                self._flushing -= 1
 
     def close(self) -> None:
         """Write what is pending, then stop the thread (idempotent)."""
@@ -142,8 +176,10 @@ class AutosaveWriter:
                 if not self._pending():  # closed with nothing left to write
                     _OPEN_WRITERS.discard(self)
                     return
+                self._wait_for_quiet()
                 self._writing = True
                 target = self._requested
+                self._oldest_unsaved = None
             written: int | None = None
             try:
                 written = self._write()
@@ -154,8 +190,20 @@ class AutosaveWriter:
                 self._writing = False
                 if written is not None:
                     self._saved = max(self._saved, written)
-                self._handled = max(self._handled, target, written or target)  # a newer request is written next
+                # Done with what was asked when it started (a failed write is not retried until the next request).
+                self._handled = max(self._handled, target, written if written is not None else target)
                 self._condition.notify_all()
+
+    def _wait_for_quiet(self) -> None:
+        """Wait (holding the condition) until :data:`QUIET_S` passed without a request, at most until
+        :data:`MAX_DELAY_S` after the oldest unsaved one; at once when closing or flushing."""
+        while not (self._closed or self._flushing):
+            oldest = self._last_request if self._oldest_unsaved is None else self._oldest_unsaved
+            start = min(self._last_request + self.quiet_s, oldest + self.max_delay_s)
+            remaining = start - time.monotonic()
+            if remaining <= 0:
+                return
+            self._condition.wait(remaining)
 
     def _write(self) -> int:
         """Copy the live weights (under the model's lock) and save the copy; returns its version."""

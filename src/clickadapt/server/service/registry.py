@@ -304,15 +304,19 @@ class ModelRegistry:
         """Have the weights saved after a change when ``autosave_every_click`` is on (restart resumes from them).
 
         Returns at once: the background writer saves the newest weights (see
-        :mod:`~clickadapt.server.service.autosave`); :meth:`flush_autosave` waits for it.
+        :mod:`~clickadapt.server.service.autosave`); :meth:`flush_autosave` waits for it. Nothing is asked when
+        the current weights are a saved version already (after a finish or a rollback): a restart resumes from
+        the newer of the latest saved version and the autosave.
         """
         with self.lock:
-            if self.settings.autosave_every_click:
-                self._autosave.request(self.state.version)
+            version = self.state.version
+            if self.settings.autosave_every_click and self.store.get_model_version(version) is None:
+                self._autosave.request(version)
 
     @property
     def autosaved_version(self) -> int | None:
-        """The newest version whose weights are in the autosave file (``None`` when autosave is off)."""
+        """The newest version whose weights are in the autosave file (``None`` when autosave is off); a restart
+        resumes from it when it is newer than the latest saved version."""
         return self._autosave.saved_version if self.settings.autosave_every_click else None
 
     def flush_autosave(self, timeout: float | None = None) -> bool:
