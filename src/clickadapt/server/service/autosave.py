@@ -10,7 +10,7 @@ click's answer does not wait for it any more:
   mask), but no longer than :data:`MAX_DELAY_S` after the oldest unsaved request, so that a quick series of
   clicks is not slowed down by a write competing for the CPU (and the GIL) with their forwards.
 - It then copies the live weights into a private copy of the network under the model state's lock
-  (a few ms; the version is read under the same lock, so the copy is consistent), lets go of the lock and
+  (about 2 ms; the version is read under the same lock, so the copy is consistent), lets go of the lock and
   saves that copy with :func:`~clickadapt.models.checkpoint.save_checkpoint` (atomically, same format as every
   version), then records its version in the datastore (meta ``autosave_version``). The thread runs with a
   lower CPU priority where the platform allows it, so that the next click's forward comes first.
@@ -49,11 +49,11 @@ from clickadapt.models.checkpoint import CheckpointMeta, save_checkpoint
 logger = logging.getLogger(__name__)
 
 WRITER_NICE_INCREMENT = 5
+"""How much nicer (lower CPU priority) than the server the writer thread runs, where the OS allows it."""
 QUIET_S = 0.25
 """Seconds without a new request before the writer starts (clicks in quick succession come first)."""
 MAX_DELAY_S = 2.0
 """The longest the writer waits for a quiet moment after the oldest unsaved request."""
-"""How much nicer (lower CPU priority) than the server the writer thread runs, where the OS allows it."""
 
 MetaFactory = Callable[[int], CheckpointMeta]
 """Makes the checkpoint metadata of the autosave of a version."""
