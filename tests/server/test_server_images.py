@@ -15,6 +15,7 @@ from server_helpers import dicom_bytes, synthetic_brain_slice
 from clickadapt.data.files import axial_slice, read_nifti
 from clickadapt.data.preprocess import center_pad_or_crop, preprocess_brain_slice, preprocess_fundus_image
 from clickadapt.server.images import (
+    CLASS_COLOURS,
     Geometry,
     ImageDecodeError,
     UnsupportedFormatError,
@@ -201,7 +202,26 @@ def test_window_and_overlay() -> None:
     window = window_to_uint8(np.linspace(0, 1, 1000).reshape(10, 100), (0.0, 100.0))
     assert window.min() == 0 and window.max() == 255
     assert window_to_uint8(np.ones((4, 4))).max() == 0
-    overlay = np.asarray(Image.open(io.BytesIO(overlay_png(np.array([[0, 1], [2, 0]])))))
+    overlay = np.asarray(Image.open(io.BytesIO(overlay_png(np.array([[0, 1], [2, 0]])))).convert("RGBA"))
     assert overlay.shape == (2, 2, 4)
     assert overlay[0, 0, 3] == 0 and overlay[0, 1, 3] == 255 and overlay[1, 0, 3] == 255
     assert tuple(overlay[0, 1, :3]) != tuple(overlay[1, 0, :3])
+
+
+def rgba_overlay_reference(mask: np.ndarray) -> np.ndarray:
+    """The truecolour RGBA overlay the page used to get (before the indexed PNG): what it must still decode to."""
+    labels = np.asarray(mask).astype(np.int64)
+    palette = np.zeros((max(len(CLASS_COLOURS), int(labels.max(initial=0)) + 1), 4), dtype=np.uint8)
+    for index, colour in enumerate(CLASS_COLOURS):
+        palette[index, :3] = colour
+        palette[index, 3] = 0 if index == 0 else 255
+    return palette[np.clip(labels, 0, palette.shape[0] - 1)]
+
+
+@pytest.mark.parametrize("high", [3, len(CLASS_COLOURS) + 3, 300])
+def test_the_indexed_overlay_decodes_to_the_rgba_overlay(high: int) -> None:
+    mask = np.random.default_rng(high).integers(-2, high, size=(37, 53))
+    with Image.open(io.BytesIO(overlay_png(mask))) as picture:
+        assert picture.mode == "P"  # a quarter of the RGBA pixel data to compress
+        decoded = np.asarray(picture.convert("RGBA"))
+    np.testing.assert_array_equal(decoded, rgba_overlay_reference(mask))

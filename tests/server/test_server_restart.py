@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -37,7 +38,13 @@ def test_restart_resumes_clicks_masks_and_model_version(tiny_checkpoint: Path, t
                 assert view.status_code == 200, view.text
             before = view.json()
             mask_before = client.get(f"/api/images/{open_id}/mask.png").content
+            # The autosave is written in the background after the answer; a crash before it is on disk would
+            # lose the last clicks' weight updates (not the clicks), so crash once it has been written.
+            deadline = time.monotonic() + 30
             model_before = client.get("/api/model").json()
+            while model_before["autosaved_version"] != before["model_version"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+                model_before = client.get("/api/model").json()
     finally:
         server.kill()
     assert before["model_version"] > finished["model_version"]  # Mid-Interaction updates after the last save
@@ -51,6 +58,7 @@ def test_restart_resumes_clicks_masks_and_model_version(tiny_checkpoint: Path, t
             model_after = client.get("/api/model").json()
             assert model_after["version"] == model_before["version"] == before["model_version"]
             assert model_after["versions"] == model_before["versions"]
+            assert model_after["autosaved_version"] == before["model_version"]
             resumed = client.post(f"/api/images/{open_id}/open").json()
             assert resumed["clicks"] == before["clicks"]  # positions, classes, versions and timings
             assert resumed["mask_model_version"] == before["mask_model_version"]

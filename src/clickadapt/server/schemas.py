@@ -136,6 +136,12 @@ class ModelInfo(BaseModel):
     class_names: list[str]
     version: int = Field(description="current version (+1 per weight update)")
     saved_version: int = Field(description="latest saved version")
+    autosaved_version: int | None = Field(
+        None,
+        description="newest version whose weights are in the autosave file, written in the background after each "
+        "click that changed them (a restart resumes from it when it is newer than saved_version); None when "
+        "autosave is off",
+    )
     strategy: str
     adaptation: bool
     strategies: list[str]

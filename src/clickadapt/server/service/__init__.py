@@ -14,9 +14,11 @@ Every public method that touches a session, the model's weights or the model set
 or sources to the store, holds it for its whole run; so clicks, undos, finishes, rollbacks and setting changes
 of several clients never interleave, and each answer carries the model version that produced its mask. The
 model state's own lock (:attr:`ModelState.lock`) is only ever taken *inside* the service lock (saving a
-version, rolling back), never the other way round, so the two cannot deadlock. Read-only listings (images,
-sources, versions, the chart) read committed datastore rows without the service lock. A part never calls
-another part's private methods; it goes through their public ones, which take the same (re-entrant) lock.
+version, rolling back), never the other way round, so the two cannot deadlock. The autosave thread takes the
+model state's lock alone (to copy the weights) and the datastore's own, never the service lock. Read-only
+listings (images, sources, versions, the chart) read committed datastore rows without the service lock. A
+part never calls another part's private methods; it goes through their public ones, which take the same
+(re-entrant) lock.
 """
 
 from __future__ import annotations
@@ -94,5 +96,6 @@ class AnnotationService:
         self.sessions = SessionManager(settings, self.store, self.catalogue, self.models, self.lock)
 
     def close(self) -> None:
-        """Close the datastore."""
+        """Write the pending autosave, then close the datastore."""
+        self.models.close()
         self.store.close()

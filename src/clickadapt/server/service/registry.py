@@ -5,7 +5,9 @@ and the source-domain copies.
   ``<store>/models/v<N>.pt``; a rollback loads a saved version and records it as a new one (history is kept).
   With ``autosave_every_click`` the weights are also saved after every click that changed them
   (``models/autosave.pt``), so a restart resumes with Mid-Interaction updates; without it a restart resumes
-  from the last saved version.
+  from the last saved version. The autosave is written by a background thread
+  (:class:`~clickadapt.server.service.autosave.AutosaveWriter`) after the click's answer has left; closing
+  the registry (server shutdown) waits for it.
 - **Safety.** The safety layer (update guard, snapshots, drift monitor with rollback; the source sentinel and
   rehearsal when labelled source images are given) is attached to the shared model state at start-up.
 - **Source domain.** One router, :class:`~clickadapt.adaptation.domains.DomainScopedModels`, serves every image:
@@ -39,6 +41,7 @@ from clickadapt.models.checkpoint import CheckpointError, CheckpointMeta, load_c
 from clickadapt.paths import resolve_model_spec
 from clickadapt.server.datastore import Datastore, ModelVersionRecord, utc_now
 from clickadapt.server.schemas import ModelInfo, ModelVersionInfo, SafetyEventOut
+from clickadapt.server.service.autosave import AutosaveWriter
 from clickadapt.server.service.errors import BadRequest, Conflict, NotFound
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
@@ -133,7 +136,13 @@ class ModelRegistry:
             source_version=self.base_version,
         )
         self.domains.adopt(SHARED_DOMAIN, self.state, self.safety)
-        self._autosaved_version = version
+        self._autosave = AutosaveWriter(
+            self.state,
+            store.folder / MODELS_FOLDER / AUTOSAVE_NAME,
+            make_meta=lambda saved: self._checkpoint_meta(saved, "autosave between saved versions"),
+            on_saved=lambda saved: store.set_meta("autosave_version", str(saved)),
+            saved_version=version,
+        )
         if stored_base is None:
             self.record_version("initial", note=f"base model {base_path.name}")
 
@@ -292,15 +301,34 @@ class ModelRegistry:
             )
 
     def autosave(self) -> None:
-        """Save the weights after a change when ``autosave_every_click`` is on (restart resumes from them)."""
+        """Have the weights saved after a change when ``autosave_every_click`` is on (restart resumes from them).
+
+        Returns at once: the background writer saves the newest weights (see
+        :mod:`~clickadapt.server.service.autosave`); :meth:`flush_autosave` waits for it. Nothing is asked when
+        the current weights are a saved version already (after a finish or a rollback): a restart resumes from
+        the newer of the latest saved version and the autosave.
+        """
         with self.lock:
-            if not self.settings.autosave_every_click or self.state.version == self._autosaved_version:
-                return
             version = self.state.version
-            path = self.store.folder / MODELS_FOLDER / AUTOSAVE_NAME
-            save_checkpoint(path, self.state.model, self._checkpoint_meta(version, "autosave between saved versions"))
-            self.store.set_meta("autosave_version", str(version))
-            self._autosaved_version = version
+            if self.settings.autosave_every_click and self.store.get_model_version(version) is None:
+                self._autosave.request(version)
+
+    @property
+    def autosaved_version(self) -> int | None:
+        """The newest version whose weights are in the autosave file (``None`` when autosave is off); a restart
+        resumes from it when it is newer than the latest saved version."""
+        return self._autosave.saved_version if self.settings.autosave_every_click else None
+
+    def flush_autosave(self, timeout: float | None = None) -> bool:
+        """Wait until the requested autosave is on disk; ``False`` if ``timeout`` seconds ran out first.
+
+        Never call it holding the model state's lock: the writer needs that lock to copy the weights.
+        """
+        return self._autosave.flush(timeout)
+
+    def close(self) -> None:
+        """Write the pending autosave and stop its thread (before the datastore closes)."""
+        self._autosave.close()
 
     def model_info(self) -> ModelInfo:
         """Current version, adaptation settings, the saved versions and the safety layer's latest events.
@@ -312,6 +340,7 @@ class ModelRegistry:
             class_names=list(self.task.class_names),
             version=self.state.version,
             saved_version=versions[-1].version if versions else self.state.version,
+            autosaved_version=self.autosaved_version,
             strategy=self.strategy_name,
             adaptation=self.adaptation,
             strategies=[name for name in STRATEGY_NAMES if name != "frozen"],

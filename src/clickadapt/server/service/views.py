@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source
 from clickadapt.server.datastore import ClickRecord, Datastore, ImageRecord
 from clickadapt.server.images import encode_png, mask_to_nifti, overlay_png, paint_stroke
@@ -89,7 +90,10 @@ class SessionViews:
         before the argmax when ``mask`` is the open session's untouched prediction, else its one-hot."""
         logits = live.session.logits if live is not None else None
         if logits is not None and live is not None and live.session.prediction is mask:
-            return logits_to_source(logits[0], geometry).argmax(dim=0).cpu().numpy().astype(np.uint8)
+            # pseudo_label: the same indices as argmax(dim=0), without PyTorch's slow CPU argmax over a leading axis
+            # (260 -> 43 ms for the 1538 x 2048 overlay of a large fundus photograph)
+            resampled = logits_to_source(logits[0], geometry)
+            return pseudo_label(resampled[None])[0].cpu().numpy().astype(np.uint8)
         return class_map_to_source(mask, geometry, self.task.num_classes)
 
     def page_overlay(self, image_id: str, live: LiveImage | None, mask: np.ndarray | None) -> str | None:
