@@ -201,7 +201,7 @@ def _execute(calls: list[Call], executor: Executor) -> list[str]:
     total = len(calls)
     started = time.perf_counter()
     if total == 1 and isinstance(executor, LocalPoolExecutor):
-        executor = InProcessExecutor()  # no pool to spawn for one run
+        executor = InProcessExecutor(executor.threads)  # no pool to spawn for one run
     tasks = [(function, arguments) for _, function, arguments, _ in calls]
     for number, (index, outcome) in enumerate(executor.run(tasks), start=1):
         description, _, _, path = calls[index]

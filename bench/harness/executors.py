@@ -64,14 +64,24 @@ class Executor(Protocol):
 
 
 class InProcessExecutor:
-    """Runs the tasks one after the other in this process (``workers: 1``)."""
+    """Runs the tasks one after the other in this process (``workers: 1``), each with ``threads`` torch threads.
 
-    description = "this process"
+    Without the thread setting a run here would take torch's default (one thread per core): two such
+    invocations side by side oversubscribe the cores, and OpenMP's spinning threads then waste most of the CPU.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    @property
+    def description(self) -> str:
+        """See :class:`Executor`."""
+        return f"this process × {self.threads} torch thread(s)"
 
     def run(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Outcome]]:
-        """Yield each task unstarted: it runs when its outcome is called."""
+        """Yield each task unstarted: it runs, with :attr:`threads` torch threads, when its outcome is called."""
         for index, (function, arguments) in enumerate(tasks):
-            yield index, functools.partial(function, *arguments)
+            yield index, functools.partial(call_with_threads, self.threads, function, *arguments)
 
 
 class LocalPoolExecutor:
@@ -148,5 +158,5 @@ def make_executor(workers: int, threads: int, cluster: str | None = None) -> Exe
     if cluster is not None:
         return DaskExecutor(cluster, threads)
     if workers <= 1:
-        return InProcessExecutor()
+        return InProcessExecutor(threads)
     return LocalPoolExecutor(workers, threads)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from bench.harness.config import parse_bench_config
 from bench.harness.execution import run_bench
 from bench.harness.executors import CLUSTER_EXTRA_HINT, InProcessExecutor, LocalPoolExecutor, make_executor
@@ -33,7 +34,8 @@ def cache_entries(cache_dir: Path) -> dict[str, Any]:
 
 
 def test_make_executor_chooses_by_workers_and_cluster() -> None:
-    assert isinstance(make_executor(1, 1), InProcessExecutor)
+    in_process = make_executor(1, 3)
+    assert isinstance(in_process, InProcessExecutor) and in_process.threads == 3
     pool = make_executor(2, 1)
     assert isinstance(pool, LocalPoolExecutor) and pool.workers == 2
     cluster = make_executor(2, 1, "tcp://127.0.0.1:1")
@@ -85,3 +87,17 @@ def test_an_unreachable_cluster_fails_with_a_clear_error(tmp_path: Path) -> None
     executor.connect_timeout_s = 2.0  # type: ignore[attr-defined]
     with pytest.raises(OSError):
         list(executor.run([(dict, ())]))
+
+
+def _torch_threads() -> dict[str, Any]:
+    return {"threads": torch.get_num_threads()}
+
+
+def test_the_in_process_executor_runs_each_task_with_the_configured_torch_threads() -> None:
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    try:
+        outcomes = [outcome() for _, outcome in InProcessExecutor(wanted).run([(_torch_threads, ())] * 2)]
+    finally:
+        torch.set_num_threads(before)
+    assert outcomes == [{"threads": wanted}, {"threads": wanted}]
