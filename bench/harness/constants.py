@@ -85,7 +85,7 @@ CODE_PATHS: tuple[str, ...] = (
 )
 """Package files whose code determines a run's numbers; their digest is part of every cache key.
 
-The safety layer and source routing (``adaptation/safety.py``, ``adaptation/routing.py``) are not used by
+The safety layer and source routing (``adaptation/safety/``, ``adaptation/routing.py``) are not used by
 benchmark runs, so editing them does not invalidate the cache."""
 
 
