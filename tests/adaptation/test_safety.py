@@ -470,3 +470,10 @@ def test_rehearsal_refuses_images_it_cannot_use() -> None:
         attach_safety(state, rehearsal_images=[(disk_image() * np.nan, disk_mask())])
     with pytest.raises(ValueError, match="rehearsal images must be"):
         attach_safety(state, rehearsal_images=[(disk_image()[0], disk_mask())])
+
+
+@pytest.mark.parametrize("blends", [(), (0.5, 1.5), (-0.25,)])
+def test_sentinel_blends_outside_zero_to_one_are_refused_by_name(blends: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="blends"):
+        SentinelConfig(blends=blends)
+    assert SentinelConfig(blends=(1.0, 0.0)).blends == (1.0, 0.0)

@@ -1,12 +1,14 @@
 """Settings of the safety layer: :class:`SafetyConfig` and the nested sentinel and rehearsal settings.
 
-Frozen pydantic models (unknown keys are rejected); the parts read them at each use, so a changed config
-takes effect at once.
+Frozen pydantic models (unknown keys are rejected). The parts read thresholds and switches at each use, so a
+replaced config changes them at once; the sizes of the layer's buffers (``signal_history``, ``window``,
+``recent_snapshots``, ``sparse_snapshots``) and which parts exist are fixed when :func:`attach_safety` builds the
+layer.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
@@ -29,7 +31,7 @@ class SentinelConfig(BaseModel):
     every: PositiveInt = 10
     budget: PositiveInt = 5
     max_drop: float = Field(default=0.005, ge=0.0, le=1.0)
-    blends: tuple[float, ...] = (0.75, 0.5, 0.25, 0.0)
+    blends: tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...] = Field(default=(0.75, 0.5, 0.25, 0.0), min_length=1)
     user: str = "oaims"
     seed: int = 0
 

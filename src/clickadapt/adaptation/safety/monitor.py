@@ -41,7 +41,7 @@ class SafetyMonitor:
 
     Args:
         state: The shared model state to protect.
-        config: Settings (read at each use, so a changed config takes effect at once).
+        config: Settings (see :mod:`~clickadapt.adaptation.safety.config` for what a replaced config changes).
 
     Attributes:
         events: Everything the layer did, in order.
