@@ -23,6 +23,7 @@ the test volumes of ``bench/results/volumes.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ from scipy import ndimage
 
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import EIGHT_CONNECTIVITY, distance_to_boundary
+from clickadapt.volumes.geometry import VolumeOrientation
+from clickadapt.volumes.records import SliceRecord
 
 
 class PropagationConfig(BaseModel):
@@ -156,3 +159,120 @@ class LesionIntensity:
         """How many spreads the mean of ``pixels`` under ``mask`` lies from this mean (``inf`` when empty)."""
         values = np.asarray(pixels)[np.asarray(mask) > 0]
         return float("inf") if values.size == 0 else abs(float(values.mean()) - self.mean) / self.spread
+
+
+SlicePredictor = Callable[[int, int, Sequence[Click]], tuple[np.ndarray | None, list[Click]]]
+"""``(axis, index, seeds) -> (mask or None, seeds used)``: one forward of slice ``index`` after the seeds."""
+
+
+def propagate_slices(
+    label: np.ndarray,
+    orientation: VolumeOrientation,
+    records: dict[tuple[int, int], SliceRecord],
+    config: PropagationConfig,
+    axis: int,
+    index: int,
+    predict: SlicePredictor,
+    normalised_slice: Callable[[int, int], np.ndarray],
+) -> PropagationReport:
+    """Propagate the mask of a slice to its neighbours in both directions (module docstring). Slices the
+    user clicked on are never overwritten.
+
+    Args:
+        label: The label volume (file order), written in place.
+        orientation: The volume's orientation.
+        records: The session's slice records by ``(axis, index)``, updated in place: written slices become
+            propagated records with their seeds, cleared ones are removed.
+        config: Propagation settings.
+        axis: File axis of the slices.
+        index: Slice to propagate from.
+        predict: One forward (no update) of a slice after seed clicks.
+        normalised_slice: ``(axis, index) ->`` the slice's normalised intensities (the "faded" rule).
+
+    Returns:
+        What was written, cleared, and why each direction stopped.
+
+    Raises:
+        ValueError: A slice outside the volume.
+    """
+    source_mask = orientation.slice_view(label, axis, index)  # validates axis and index
+    written: list[int] = []
+    cleared: list[int] = []
+    stops: dict[int, str] = {}
+    forwards = 0
+    reference = (
+        None if config.max_intensity_shift is None else LesionIntensity.of(normalised_slice(axis, index), source_mask)
+    )
+    for direction in (1, -1):
+        previous = source_mask
+        position = index + direction
+        steps = 0
+        reason = "edge"
+        while 0 <= position < orientation.shape[axis]:
+            record = records.get((axis, position))
+            if record is not None and record.origin == "user":
+                reason = "user slice"
+                break
+            if config.max_slices is not None and steps >= config.max_slices:
+                reason = "limit"
+                break
+            mask, seeds = predict(axis, position, seed_clicks(previous, config.max_seeds, config.min_seed_area))
+            forwards += int(mask is not None)
+            if mask is not None and config.keep_overlapping_only:
+                mask = keep_overlapping(mask, previous)
+            if mask is None or int((mask > 0).sum()) < config.min_area:
+                reason = "vanished"
+                break
+            if foreground_dice(mask, previous) < config.min_dice:
+                reason = "diverged"
+                break
+            if (
+                reference is not None
+                and config.max_intensity_shift is not None
+                and reference.shift(normalised_slice(axis, position), mask) > config.max_intensity_shift
+            ):
+                reason = "faded"
+                break
+            current = orientation.slice_view(label, axis, position)
+            if (
+                record is not None
+                and config.converged_dice is not None
+                and foreground_dice(mask, current) >= config.converged_dice
+            ):
+                reason = "converged"
+                break
+            orientation.write_slice(label, axis, position, mask.astype(np.uint8))
+            records[(axis, position)] = SliceRecord(axis, position, "propagated", seeds, source=index)
+            written.append(position)
+            previous = mask
+            position += direction
+            steps += 1
+        stops[direction] = reason
+        if reason in ("vanished", "diverged", "faded"):
+            cleared.extend(clear_propagated(label, orientation, records, axis, position, direction, index))
+    return PropagationReport(axis, index, tuple(written), tuple(cleared), stops, forwards)
+
+
+def clear_propagated(
+    label: np.ndarray,
+    orientation: VolumeOrientation,
+    records: dict[tuple[int, int], SliceRecord],
+    axis: int,
+    start: int,
+    direction: int,
+    source: int,
+) -> list[int]:
+    """Empty the run of slices from ``start`` on (going ``direction``, +1 or -1) that an earlier propagation
+    from ``source`` wrote: in ``label`` and ``records`` (both in place); returns their indices."""
+    cleared = []
+    position = start
+    while 0 <= position < orientation.shape[axis]:
+        record = records.get((axis, position))
+        if record is None or record.origin != "propagated" or record.source != source:
+            break
+        shape = orientation.slice_shape(axis)
+        orientation.write_slice(label, axis, position, np.zeros(shape, np.uint8))
+        del records[(axis, position)]
+        cleared.append(position)
+        position += direction
+    return cleared

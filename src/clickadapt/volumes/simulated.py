@@ -23,7 +23,8 @@ from scipy import ndimage
 
 from clickadapt.clicks.simulators import OaimsUser, SeedLike
 from clickadapt.volumes.geometry import ViewPoint
-from clickadapt.volumes.session import DEFAULT_AXIS, VolumeSession
+from clickadapt.volumes.records import DEFAULT_AXIS
+from clickadapt.volumes.session import VolumeSession
 
 FULL_CONNECTIVITY_3D = np.ones((3, 3, 3), dtype=bool)
 
