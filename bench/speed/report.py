@@ -130,8 +130,11 @@ def render_report(report: dict[str, Any]) -> str:
             "",
             "Round trip of `POST /api/images/{id}/clicks` (the server's work, its datastore write, the PNG overlay",
             "and the JSON) and of `POST …/finish`; *server* = the `last_click_s` the server reports (forward +",
-            "update). The server keeps undo snapshots (depth 3) and by default saves the weights after every",
-            "click that changed them (*autosave*). Same stream and user; masks read back with `GET …/mask.png`.",
+            "update, undo snapshot). The server keeps undo snapshots (depth 3), runs the safety layer's update",
+            "guard and by default saves the weights after every click that changed them (*autosave*), in a",
+            "background thread once the answer has left (after 0.25 s without a click, at most 2 s late). The",
+            "simulated user clicks again at once, so a write can overlap the next click (the 95th percentiles).",
+            "Same stream and user; masks read back with `GET …/mask.png`.",
             "",
             "| task | size | strategy | autosave | images | click request | first click | clicks 2..T | server "
             "| finish request | server peak RSS MiB | Dice @1/5/T |",
