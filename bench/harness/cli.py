@@ -17,6 +17,7 @@ from bench.harness.constants import ABLATION_GROUP, BENCH_JSON, REPORT_MD
 from bench.harness.execution import plan_with_cached_tuning, run_bench
 from bench.harness.plan import BenchPlan, cost_per_click
 from bench.harness.report import write_bench_report
+from bench.harness.restore import restore_cache
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def _makespan(durations: Sequence[float], workers: int) -> float:
 def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
     """Run the suite as the parsed arguments say; ``command`` is the command line recorded in the report."""
     config = load_bench_config(args.config)
+    committed_output = config.output
     updates: dict[str, Any] = {}
     if args.workers is not None:
         if args.workers < 1:
@@ -90,6 +92,9 @@ def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
         print(f"Report regenerated: {paths[0]}")
         return 0
     only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
+    if not args.no_restore:
+        for folder in dict.fromkeys((committed_output, config.output)):
+            restore_cache(folder, config.cache_dir)
     if args.dry_run:
         print(describe_plan(plan_with_cached_tuning(config, only)))
         return 0
@@ -116,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cached-only",
         action="store_true",
         help="compute nothing: write the raw files and the report from the runs already cached",
+    )
+    parser.add_argument(
+        "--no-restore",
+        action="store_true",
+        help="do not seed the run cache from the runs recorded in the output folders' raw files",
     )
     parser.add_argument("--workers", type=int, help="worker processes (default: the config's)")
     parser.add_argument("--output", help="output folder (default: the config's)")

@@ -30,6 +30,7 @@ from bench.harness.numbers import compare, select_tuned, stream_numbers
 from bench.harness.plan import plan_bench
 from bench.harness.raw import read_raw
 from bench.harness.report import write_bench_report
+from bench.harness.restore import restore_cache
 from tiny_suite import BUDGET, IMAGES, SIZE, bench_mapping, write_folder_dataset
 
 from clickadapt.data.sample import Sample
@@ -391,3 +392,44 @@ def test_only_keeps_the_whole_tasks_sweep(tmp_path: Path) -> None:
     assert set(only_tiny.streams) == {"tiny", "tiny-dev", "other-dev"}
     assert {job.stream for job in only_tiny.jobs if "sweep" in job.groups} == {"tiny-dev", "other-dev"}
     assert {job.stream for job in only_tiny.jobs if "main" in job.groups} == {"tiny"}
+
+
+@pytest.mark.slow  # one cached pass of the tiny suite (no run computed)
+def test_a_fresh_clone_resumes_from_the_committed_raw_files(outcome: BenchOutcome, tmp_path: Path) -> None:
+    config = load_bench_config(outcome.config_path)
+    cache, output = tmp_path / "empty-cache", tmp_path / "results"
+    shutil.copytree(outcome.output, output)  # what a clone holds: the raw files, no cache
+    summary = restore_cache(output, cache)
+    assert summary is not None and summary.restored == 5 and summary.already_cached == 0
+    for path in sorted((cache / "runs").glob("*.json")):
+        original = read_json(config.cache_dir / "runs" / path.name)
+        assert original is not None, f"{path.name} restored under a key the suite never computed"
+        restored = read_json(path)
+        assert (
+            restored is not None
+            and restored["result"]["images"][0]["clicks"] == (original["result"]["images"][0]["clicks"])
+        )
+    calls: dict[str, int] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(execution, "run_stream", counting(execution.run_stream, calls, "run_stream"))
+        run_bench(config.model_copy(update={"cache_dir": cache, "output": output}), command="resume")
+    assert "run_stream" not in calls
+    assert (output / RAW_CSV).read_bytes() == (outcome.output / RAW_CSV).read_bytes()
+    again = restore_cache(output, cache)
+    assert again is not None and again.restored == 0 and again.already_cached == 5
+
+
+@pytest.mark.slow  # needs the tiny suite's raw files (module fixture)
+def test_restore_refuses_a_run_with_two_cache_keys(outcome: BenchOutcome, tmp_path: Path) -> None:
+    output = tmp_path / "results"
+    shutil.copytree(outcome.output, output)
+    with (output / RUNS_CSV).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows.insert(1, rows[0] | {"cache_key": "f" * 64})  # the same run again, under another key
+    with (output / RUNS_CSV).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValueError, match=r"runs\.csv, line 3: run .* has two cache keys"):
+        restore_cache(output, tmp_path / "cache")
+    assert restore_cache(tmp_path / "nowhere", tmp_path / "cache") is None
