@@ -21,7 +21,7 @@ from bench.harness.constants import BENCH_FORMAT, BENCH_JSON, FROZEN_LABEL, SWEE
 from bench.harness.executors import Executor, InProcessExecutor, LocalPoolExecutor, make_executor
 from bench.harness.numbers import select_tuned
 from bench.harness.plan import BenchJob, BenchPlan, SourceJob, TunedSettings, load_stream_samples, plan_bench
-from bench.harness.raw import BenchRun, bench_metadata, write_raw
+from bench.harness.raw import BenchRun, bench_metadata, provenance, write_raw
 from bench.harness.report import write_bench_report
 from clickadapt.data.registry import DatasetConfig
 from clickadapt.data.sample import Sample
@@ -102,6 +102,7 @@ def compute_source_baseline(job: SourceJob, settings: WorkerSettings) -> dict[st
         "curves": curves,
         "wall_s": time.perf_counter() - start_wall,
         "cpu_s": time.process_time() - start_cpu,
+        **provenance(),
     }
 
 
@@ -161,6 +162,7 @@ def compute_run(job: BenchJob, settings: WorkerSettings, baseline: dict[str, lis
         "result": result.to_dict(),
         "wall_s": time.perf_counter() - start_wall,
         "cpu_s": time.process_time() - start_cpu,
+        **provenance(),
     }
 
 
@@ -361,6 +363,8 @@ def cached_runs(plan: BenchPlan, group: str) -> list[BenchRun]:
                 result,
                 float(entry.get("wall_s", 0.0)),
                 float(entry.get("cpu_s", 0.0)),
+                str(entry.get("computed_at") or ""),
+                str(entry.get("machine") or ""),
             )
         )
     return runs

@@ -5,6 +5,7 @@ reading them back.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,10 @@ RUNS_COLUMNS = (
     "cache_key",
 )
 
+RUNS_PROVENANCE_COLUMNS = ("computed_at", "machine")
+"""Columns of ``runs.csv`` after :data:`RUNS_COLUMNS`: when and where each run was computed (empty for runs
+computed before they were recorded, 2026-12-02; optional when reading)."""
+
 
 def _numbers(values: Iterable[float]) -> str:
     return " ".join(f"{value:.6g}" for value in values)
@@ -86,6 +91,18 @@ def _numbers(values: Iterable[float]) -> str:
 
 def _parse_numbers(text: str) -> list[float]:
     return [float(value) for value in text.split()]
+
+
+@functools.cache
+def _this_machine() -> str:
+    info = cpu_and_versions()
+    return f"{info['cpu']}, {info['cpus']} CPUs, torch {info['torch']}"
+
+
+def provenance() -> dict[str, str]:
+    """When (UTC, to the second) and on which machine (CPU model, logical CPUs, torch) a cache entry is
+    computed: kept in the entry and in ``runs.csv``, since one report may gather runs of several machines."""
+    return {"computed_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": _this_machine()}
 
 
 def machine_description() -> dict[str, str]:
@@ -226,6 +243,8 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
                     "wall_s": f"{entry.get('wall_s', float('nan')):.3f}",
                     "cpu_s": f"{entry.get('cpu_s', float('nan')):.3f}",
                     "cache_key": job.key,
+                    "computed_at": entry.get("computed_at") or "",
+                    "machine": entry.get("machine") or "",
                 }
             )
             for image in result.images:
@@ -248,7 +267,8 @@ def write_raw(output: Path, plan: BenchPlan, meta: dict[str, Any]) -> list[Path]
                     }
                 )
     paths = []
-    for name, columns, rows in ((RAW_CSV, RAW_COLUMNS, raw_rows), (RUNS_CSV, RUNS_COLUMNS, run_rows)):
+    tables = ((RAW_CSV, RAW_COLUMNS, raw_rows), (RUNS_CSV, RUNS_COLUMNS + RUNS_PROVENANCE_COLUMNS, run_rows))
+    for name, columns, rows in tables:
         path = output / name
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
@@ -273,6 +293,8 @@ class BenchRun:
         result: The run (images with per-click Dice; forgetting curves).
         wall_s: Seconds the run took (stream and forgetting).
         cpu_s: CPU seconds of the run.
+        computed_at: When the run was computed (ISO 8601, UTC; empty when not recorded).
+        machine: Where it was computed (CPU model, logical CPUs, torch; empty when not recorded).
     """
 
     stream: str
@@ -282,6 +304,8 @@ class BenchRun:
     result: StreamResult
     wall_s: float
     cpu_s: float
+    computed_at: str = ""
+    machine: str = ""
 
     @property
     def label(self) -> str:
@@ -336,6 +360,8 @@ def read_raw(results_dir: str | Path) -> tuple[dict[str, Any], list[BenchRun]]:
                 result,
                 float(row["wall_s"]),
                 float(row["cpu_s"]),
+                row.get("computed_at") or "",
+                row.get("machine") or "",
             )
             runs[run_key] = run
         run.result.regions.append(row["region"])

@@ -83,6 +83,7 @@ def bench_report_markdown(
         f"({meta.get('computed_runs', 0)} runs computed, {meta.get('cached_runs', 0)} taken from the cache); "
         f"CPU time of all {len(runs)} runs in the report: {sum(run.cpu_s for run in runs) / 60:.1f} min",
         *_invocation_lines(meta.get("invocations", []), str(meta.get("date"))),
+        *_provenance_lines(runs),
         f"- Simulated user `{meta.get('user', '?')}`; click budget {main_budget} unless stated; code digest "
         f"`{str(meta.get('code_version', ''))[:12]}`",
     ]
@@ -141,6 +142,25 @@ def _invocation_lines(invocations: list[dict[str, Any]], current: str) -> list[s
     ]
     return [
         f"- The runs were computed by {len(invocations)} invocation(s) ({total / 60:.1f} min in all): "
+        + "; ".join(parts)
+    ]
+
+
+def _provenance_lines(runs: Sequence[BenchRun]) -> list[str]:
+    """Where and when the report's runs were computed, by day and machine (timings of different machines
+    are not comparable: the cost columns say which runs they mix)."""
+    groups: dict[tuple[str, str], list[BenchRun]] = {}
+    for run in runs:
+        groups.setdefault((run.computed_at[:10], run.machine), []).append(run)
+    if len(groups) < 2 and not any(run.computed_at for run in runs):
+        return []
+    parts = [
+        f"{day or 'date not recorded'} on {machine or 'a machine not recorded'}: {len(group)} runs, "
+        f"{sum(run.cpu_s for run in group) / 60:.0f} CPU-min"
+        for (day, machine), group in sorted(groups.items())
+    ]
+    return [
+        "- Where the runs were computed (by day and machine; runs computed before 2026-12-02 have no record): "
         + "; ".join(parts)
     ]
 

@@ -103,7 +103,8 @@ def restore_cache(results_dir: Path, cache_dir: Path) -> RestoreSummary | None:
                 "wall_s": run.wall_s,
                 "cpu_s": run.cpu_s,
                 "restored_from": str(results_dir / RAW_CSV),
-            },
+            }
+            | ({"computed_at": run.computed_at, "machine": run.machine} if run.computed_at else {}),
         )
         restored += 1
     if restored:

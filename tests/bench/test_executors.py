@@ -18,11 +18,14 @@ CLUSTER_TIMEOUT_S = 300
 
 
 def cache_entries(cache_dir: Path) -> dict[str, Any]:
-    """Every cache file (``runs/…``, ``source/…``) by relative path, without its timings (keys ending in ``_s``)."""
+    """Every cache file (``runs/…``, ``source/…``) by relative path, without its timings (keys ending in ``_s``)
+    and without when it was computed (``computed_at``)."""
 
     def untimed(value: Any) -> Any:
         if isinstance(value, dict):
-            return {key: untimed(item) for key, item in value.items() if not key.endswith("_s")}
+            return {
+                key: untimed(item) for key, item in value.items() if not key.endswith("_s") and key != "computed_at"
+            }
         if isinstance(value, list):
             return [untimed(item) for item in value]
         return value

@@ -201,10 +201,12 @@ def test_dry_run_lists_the_experiments(
     fresh = yaml.safe_load(outcome.config_path.read_text()) | {"cache_dir": str(tmp_path / "empty")}
     fresh_path = tmp_path / "fresh.yaml"
     fresh_path.write_text(yaml.safe_dump(fresh))
-    assert bench_main([str(fresh_path), "--dry-run"]) == 0
+    assert bench_main([str(fresh_path), "--dry-run", "--no-restore"]) == 0
     listing = capsys.readouterr().out
     assert "(0 cached, 5 to run)" in listing and "Estimated CPU time" in listing
     assert not (tmp_path / "empty").exists()  # a dry run computes nothing
+    assert bench_main([str(fresh_path), "--dry-run"]) == 0  # seeds the cache from the output's raw files
+    assert "(5 cached, 0 to run)" in capsys.readouterr().out
     assert bench_main([str(fresh_path), "--dry-run", "--only", "nope"]) == 2
     assert "--only: unknown stream(s) ['nope']" in capsys.readouterr().err
 
@@ -405,6 +407,7 @@ def test_a_fresh_clone_resumes_from_the_committed_raw_files(outcome: BenchOutcom
         original = read_json(config.cache_dir / "runs" / path.name)
         assert original is not None, f"{path.name} restored under a key the suite never computed"
         restored = read_json(path)
+        assert restored is not None and restored["computed_at"] == original["computed_at"]
         assert (
             restored is not None
             and restored["result"]["images"][0]["clicks"] == (original["result"]["images"][0]["clicks"])
@@ -433,3 +436,11 @@ def test_restore_refuses_a_run_with_two_cache_keys(outcome: BenchOutcome, tmp_pa
     with pytest.raises(ValueError, match=r"runs\.csv, line 3: run .* has two cache keys"):
         restore_cache(output, tmp_path / "cache")
     assert restore_cache(tmp_path / "nowhere", tmp_path / "cache") is None
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_each_run_records_when_and_where_it_was_computed(outcome: BenchOutcome) -> None:
+    _, runs = read_raw(outcome.output)
+    assert len(runs) == 5 and all(run.machine and run.computed_at.startswith("20") for run in runs)
+    day = runs[0].computed_at[:10]
+    assert f"{day} on {runs[0].machine}: 5 runs" in outcome.report
