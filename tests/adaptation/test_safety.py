@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -40,7 +40,7 @@ from clickadapt.adaptation.strategies import (
 from clickadapt.adaptation.strategies.base import deep_copy_state
 from clickadapt.clicks.click import Click
 from clickadapt.evaluation.metrics import mean_region_dice
-from clickadapt.tasks import BRAIN, FUNDUS
+from clickadapt.tasks import BRAIN, FUNDUS, TaskSpec
 
 SIZE = 24
 CENTRE = Click(12, 12, 1)
@@ -284,6 +284,38 @@ def test_drift_without_a_better_candidate_changes_nothing() -> None:
     assert [event.kind for event in monitor.events] == ["drift_unresolved"]
     assert "weights kept" in monitor.events[0].reason  # every candidate is the same model: none is better
     assert equal_states(weights(state.model), weights(ThresholdNet()))
+
+
+def test_a_config_replaced_while_an_image_finishes_takes_effect_at_the_next_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clickadapt.adaptation.safety import drift
+
+    _, monitor = monitored(reference="window", window=2, min_images=2)
+    signals_of = drift.image_signals
+
+    def replaced_meanwhile(
+        predictions: Sequence[np.ndarray], clicks: Sequence[Click], task: TaskSpec, threshold: float
+    ) -> tuple[float, int, float]:
+        # another thread switches the reference while the image is being finished
+        monitor.config = monitor.config.model_copy(update={"reference": "source"})
+        return signals_of(predictions, clicks, task, threshold)
+
+    monkeypatch.setattr(drift, "image_signals", replaced_meanwhile)
+    record(monitor, disk_mask())  # measured against the window reference it started with
+    monkeypatch.undo()
+    record(monitor, disk_mask())  # the source reference from now on
+    assert [s.source_first_final_dice for s in monitor.signals] == [None, 1.0] and monitor.events == []
+
+
+def test_switching_the_reference_starts_the_window_again() -> None:
+    _, monitor = monitored()  # window 4, reference "source"
+    for _ in range(3):
+        record(monitor, disk_mask())  # margins to the source model: 0
+    monitor.config = monitor.config.model_copy(update={"reference": "window"})
+    for _ in range(6):
+        record(monitor, disk_mask())  # agreement 1.0, as the reference window's: no drift
+    assert monitor.events == []
 
 
 def test_snapshot_history_is_bounded_and_spaced() -> None:
