@@ -25,6 +25,7 @@ from clickadapt.adaptation.safety import (
     SafetyConfig,
     SafetyMonitor,
     SentinelConfig,
+    SnapshotRecord,
     attach_safety,
     image_signals,
 )
@@ -403,6 +404,32 @@ def test_sentinel_checks_on_schedule_and_leaves_good_weights_alone() -> None:
     finish_one(state, monitor)
     assert [check["alpha"] for check in monitor.sentinel_checks] == [None] and monitor.events == []
     assert state.model.threshold.item() == pytest.approx(0.5)
+
+
+def test_sentinel_blends_carry_a_real_version_and_are_never_taken_for_a_kept_snapshot() -> None:
+    from clickadapt.adaptation.safety import SourceSentinel
+
+    state, monitor = sentinel_state(every=1000)  # no check on its own
+    state.load_weights({"threshold": torch.tensor(1.3), "gain": torch.tensor(1.0)})  # only pixels near the click
+    finish_one(state, monitor)
+    kept = monitor.history[-1]  # the live weights, kept at the live version
+    sentinel = monitor.part(SourceSentinel)
+    assert sentinel is not None and kept.version == state.version
+    blend = sentinel._blend(0.5)  # threshold 0.9: the whole disk
+    assert blend.version == state.version and blend.transient  # no made-up (negative) version
+    image = torch.from_numpy(disk_image())
+
+    def probed(record: SnapshotRecord | None) -> int:
+        monitor.load_probe(record)
+        return int(monitor.probe_prediction(image, [CENTRE], 5.0).sum())
+
+    near_click, disk = probed(kept), int(disk_mask().sum())
+    assert near_click < disk
+    assert probed(blend) == disk  # not the kept snapshot of the same version
+    assert probed(kept) == near_click  # and the kept snapshot is not the blend
+    from clickadapt.adaptation.safety.snapshots import SOURCE_IMAGE_INDEX
+
+    assert [record.image_index for record in monitor.history] == [SOURCE_IMAGE_INDEX, 0]
 
 
 def test_sentinel_refuses_images_it_cannot_use() -> None:
