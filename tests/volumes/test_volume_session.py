@@ -408,3 +408,15 @@ def test_removing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_ma
     assert (record.origin, record.source, record.clicks) == ("propagated", 12, [])
     session.remove_clicks([1])  # the open slice 10's only click: its propagated mask comes back too
     np.testing.assert_array_equal(session.label, before)
+
+
+def test_a_slice_whose_clicks_were_all_undone_does_not_stop_propagation(oblique: tuple[Path, Path]) -> None:
+    volume = read_volume(oblique[0])
+    session = VolumeSession(bright_predictor())
+    session.set_volume(volume)
+    session.add_click((14, 18, 22), 1, axis=S_AXIS)
+    session.undo()  # as if the click on slice 14 had never been made
+    session.add_click((12, 18, 22), 1, axis=S_AXIS)
+    report = session.accept()
+    assert report is not None and report.stops[1] == "vanished" and 14 in report.written
+    assert (session.label[14] > 0).any() and session.slices[(S_AXIS, 14)].origin == "propagated"

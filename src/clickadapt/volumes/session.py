@@ -151,7 +151,7 @@ class VolumeSession(ClickHistory):
     # ------------------------------------------------------------------ propagation
     def propagate(self, axis: int | None = None, index: int | None = None) -> PropagationReport:
         """Propagate the mask of a slice to its neighbours in both directions (module docstring of
-        :mod:`clickadapt.volumes.propagation`). Slices the user clicked on are never overwritten.
+        :mod:`clickadapt.volumes.propagation`). Slices with user clicks are never overwritten.
 
         Args:
             axis: File axis; default the open slice's (with ``index``: the last axis).
