@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -25,6 +25,7 @@ from clickadapt.adaptation.safety import (
     SafetyConfig,
     SafetyMonitor,
     SentinelConfig,
+    SnapshotRecord,
     attach_safety,
     image_signals,
 )
@@ -40,7 +41,7 @@ from clickadapt.adaptation.strategies import (
 from clickadapt.adaptation.strategies.base import deep_copy_state
 from clickadapt.clicks.click import Click
 from clickadapt.evaluation.metrics import mean_region_dice
-from clickadapt.tasks import BRAIN, FUNDUS
+from clickadapt.tasks import BRAIN, FUNDUS, TaskSpec
 
 SIZE = 24
 CENTRE = Click(12, 12, 1)
@@ -286,6 +287,38 @@ def test_drift_without_a_better_candidate_changes_nothing() -> None:
     assert equal_states(weights(state.model), weights(ThresholdNet()))
 
 
+def test_a_config_replaced_while_an_image_finishes_takes_effect_at_the_next_image(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from clickadapt.adaptation.safety import drift
+
+    _, monitor = monitored(reference="window", window=2, min_images=2)
+    signals_of = drift.image_signals
+
+    def replaced_meanwhile(
+        predictions: Sequence[np.ndarray], clicks: Sequence[Click], task: TaskSpec, threshold: float
+    ) -> tuple[float, int, float]:
+        # another thread switches the reference while the image is being finished
+        monitor.config = monitor.config.model_copy(update={"reference": "source"})
+        return signals_of(predictions, clicks, task, threshold)
+
+    monkeypatch.setattr(drift, "image_signals", replaced_meanwhile)
+    record(monitor, disk_mask())  # measured against the window reference it started with
+    monkeypatch.undo()
+    record(monitor, disk_mask())  # the source reference from now on
+    assert [s.source_first_final_dice for s in monitor.signals] == [None, 1.0] and monitor.events == []
+
+
+def test_switching_the_reference_starts_the_window_again() -> None:
+    _, monitor = monitored()  # window 4, reference "source"
+    for _ in range(3):
+        record(monitor, disk_mask())  # margins to the source model: 0
+    monitor.config = monitor.config.model_copy(update={"reference": "window"})
+    for _ in range(6):
+        record(monitor, disk_mask())  # agreement 1.0, as the reference window's: no drift
+    assert monitor.events == []
+
+
 def test_snapshot_history_is_bounded_and_spaced() -> None:
     _, monitor = monitored(recent_snapshots=4, sparse_snapshot_every=10, sparse_snapshots=3, monitor=False)
     for _ in range(50):
@@ -371,6 +404,32 @@ def test_sentinel_checks_on_schedule_and_leaves_good_weights_alone() -> None:
     finish_one(state, monitor)
     assert [check["alpha"] for check in monitor.sentinel_checks] == [None] and monitor.events == []
     assert state.model.threshold.item() == pytest.approx(0.5)
+
+
+def test_sentinel_blends_carry_a_real_version_and_are_never_taken_for_a_kept_snapshot() -> None:
+    from clickadapt.adaptation.safety import SourceSentinel
+
+    state, monitor = sentinel_state(every=1000)  # no check on its own
+    state.load_weights({"threshold": torch.tensor(1.3), "gain": torch.tensor(1.0)})  # only pixels near the click
+    finish_one(state, monitor)
+    kept = monitor.history[-1]  # the live weights, kept at the live version
+    sentinel = monitor.part(SourceSentinel)
+    assert sentinel is not None and kept.version == state.version
+    blend = sentinel._blend(0.5)  # threshold 0.9: the whole disk
+    assert blend.version == state.version and blend.transient  # no made-up (negative) version
+    image = torch.from_numpy(disk_image())
+
+    def probed(record: SnapshotRecord | None) -> int:
+        monitor.load_probe(record)
+        return int(monitor.probe_prediction(image, [CENTRE], 5.0).sum())
+
+    near_click, disk = probed(kept), int(disk_mask().sum())
+    assert near_click < disk
+    assert probed(blend) == disk  # not the kept snapshot of the same version
+    assert probed(kept) == near_click  # and the kept snapshot is not the blend
+    from clickadapt.adaptation.safety.snapshots import SOURCE_IMAGE_INDEX
+
+    assert [record.image_index for record in monitor.history] == [SOURCE_IMAGE_INDEX, 0]
 
 
 def test_sentinel_refuses_images_it_cannot_use() -> None:

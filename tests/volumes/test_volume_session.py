@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from volume_testing import (
     BLOB_CENTRE,
     BrightNearClicks,
@@ -19,6 +20,7 @@ from volume_testing import (
     write_oblique_volume,
 )
 
+from clickadapt.adaptation.model_state import ModelState
 from clickadapt.data.files import axial_slice, read_nifti
 from clickadapt.data.preprocess import apply_brain_intensity_stats, brain_intensity_stats, finish_brain_slice
 from clickadapt.volumes import PropagationConfig, ViewPoint, VolumeOrientation, VolumeSession, read_volume, write_label
@@ -353,3 +355,68 @@ def test_removing_any_click_leaves_the_session_as_if_it_was_never_made(oblique: 
     assert not (session.label[12] > 0).any() and (S_AXIS, 12) not in session.slices
     with pytest.raises(ValueError, match="positions"):
         session.remove_clicks([5])
+
+
+# ------------------------------------------------------------------------------------ undo on propagated slices
+
+
+def silence(state: ModelState) -> None:
+    """Another session's update of the shared model that leaves it predicting nothing (all logits zero)."""
+    state.load_weights({"scale": torch.tensor(0.0)})
+
+
+def test_undoing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_mask(
+    oblique: tuple[Path, Path],
+) -> None:
+    volume = read_volume(oblique[0])
+    predictor = bright_predictor()
+    session = VolumeSession(predictor)
+    session.set_volume(volume)
+    session.add_click((12, 18, 22), 1, axis=S_AXIS)
+    session.accept()
+    before = session.label.copy()
+    assert session.slices[(S_AXIS, 14)].origin == "propagated" and (before[14] > 0).sum() > 50
+    session.add_click((14, 18, 22), "background", axis=S_AXIS)
+    session.add_click((14, 16, 21), 1, axis=S_AXIS)
+    silence(predictor.state)  # the undo cannot bring the weights back, and the seeds alone now predict nothing
+    session.undo()
+    label = session.undo()
+    np.testing.assert_array_equal(label, before)  # the propagated mask the slice showed before the clicks
+    record = session.slices[(S_AXIS, 14)]
+    assert (record.origin, record.source, record.clicks) == ("propagated", 12, [])
+    # It is a propagated slice of slice 12 again: a propagation from 12 that ends earlier clears it.
+    report = session.propagate(S_AXIS, 12)
+    assert report.stops[1] == "vanished" and 14 in report.cleared and not (session.label[14] > 0).any()
+
+
+def test_removing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_mask(
+    oblique: tuple[Path, Path],
+) -> None:
+    volume = read_volume(oblique[0])
+    predictor = bright_predictor()
+    session = VolumeSession(predictor)
+    session.set_volume(volume)
+    session.add_click((12, 18, 22), 1, axis=S_AXIS)
+    session.accept()
+    before = session.label.copy()
+    session.add_click((14, 18, 22), "background", axis=S_AXIS)
+    session.add_click((10, 18, 22), "background", axis=S_AXIS)  # slice 14 is accepted and left
+    silence(predictor.state)
+    session.remove_clicks([1])  # the click on slice 14
+    np.testing.assert_array_equal(session.label[14], before[14])
+    record = session.slices[(S_AXIS, 14)]
+    assert (record.origin, record.source, record.clicks) == ("propagated", 12, [])
+    session.remove_clicks([1])  # the open slice 10's only click: its propagated mask comes back too
+    np.testing.assert_array_equal(session.label, before)
+
+
+def test_a_slice_whose_clicks_were_all_undone_does_not_stop_propagation(oblique: tuple[Path, Path]) -> None:
+    volume = read_volume(oblique[0])
+    session = VolumeSession(bright_predictor())
+    session.set_volume(volume)
+    session.add_click((14, 18, 22), 1, axis=S_AXIS)
+    session.undo()  # as if the click on slice 14 had never been made
+    session.add_click((12, 18, 22), 1, axis=S_AXIS)
+    report = session.accept()
+    assert report is not None and report.stops[1] == "vanished" and 14 in report.written
+    assert (session.label[14] > 0).any() and session.slices[(S_AXIS, 14)].origin == "propagated"

@@ -34,7 +34,11 @@ class ClickHistory(SliceClicks):
         last click's slice is left open with its clicks replayed without update; its clicks since it was last
         entered (the trailing run of the list) are its new, undoable clicks, and its after-image update runs
         when it is accepted, as it would have. Undoing a restored click cannot restore weights (there is no
-        snapshot): :attr:`last_undo` says so. Propagated slices are not restored (their seeds were not kept).
+        snapshot): :attr:`last_undo` says so. Propagated slices are not restored (their seeds and masks were
+        not kept): a restored slice the user had clicked on after it was propagated is a user slice whose plane is
+        a forward of their clicks alone, and taking all of them back empties it (what it showed before them is
+        not known). Within a session, taking back every click of a propagated slice puts its propagated mask
+        back (:meth:`undo`, :meth:`remove_clicks`).
 
         Args:
             clicks: The user clicks, in order (voxels in file order).
@@ -101,10 +105,11 @@ class ClickHistory(SliceClicks):
           had none), without it when theirs stays in the weights (no update is learnt twice).
         - A click of a slice accepted since (another slice, or the open slice before it was last left): its
           update and the slice's after-image update stay in the weights (:data:`ACCEPTED_REASON`); it is taken
-          off its slice, whose plane becomes one forward of the remaining clicks (no update; empty when none is
-          left). Clicks on other slices do not depend on it and stay as they are. When it is a click of the
-          open slice, the slice's later clicks are undone and added again as above, on top of the remaining
-          earlier ones.
+          off its slice, whose plane becomes one forward of its seeds and remaining clicks (no update), or when
+          none of the user's clicks is left, what it showed before the first of them (a propagated slice's
+          propagated mask: it is a propagated slice again; empty for a slice that was empty). Clicks on other
+          slices do not depend on it and stay as they are. When it is a click of the open slice, the slice's
+          later clicks are undone and added again as above, on top of the remaining earlier ones.
 
         Args:
             positions: Indices into :attr:`clicks` (duplicates ignored).
@@ -156,13 +161,12 @@ class ClickHistory(SliceClicks):
             record = self._records[key]
             if key == self._open:
                 self._open, self._new_clicks = None, 0  # its run was undone above; re-enter it below
-            if record.clicks or record.seeds:
-                if not record.clicks:
-                    record.origin = "propagated"
+            if record.clicks:
                 self._write_plane(key, record)
-            else:
-                self._write_plane(key, None)
-                del self._records[key]
+            else:  # what it showed before the user's first click on it (e.g. its propagated mask)
+                self._write_shown(key, record)
+                if not record.seeds:
+                    del self._records[key]
         if open_key in affected and open_key in self._records and self._records[open_key].clicks:
             with adaptation_off(self.predictor):  # no begin-image hook either: the slice is not new
                 self._open_slice(*open_key)  # the remaining earlier clicks, replayed without update

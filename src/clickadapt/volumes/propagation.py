@@ -10,7 +10,7 @@ the lesion vanishes (no seed, or a mask smaller than :attr:`PropagationConfig.mi
 no longer resembles the previous one (Dice below :attr:`PropagationConfig.min_dice`), when the new mask no
 longer looks like the accepted lesion (its mean normalised intensity is more than
 :attr:`PropagationConfig.max_intensity_shift` of the source lesion's standard deviations away from the source
-lesion's mean: "faded"), at a slice the user clicked on, at the volume's edge, or when a slice already shows
+lesion's mean: "faded"), at a slice with user clicks, at the volume's edge, or when a slice already shows
 (nearly) the same mask (nothing beyond it would change).
 
 Why the intensity rule: a click-driven network answers a positive seed click with a blob wherever the click
@@ -175,8 +175,8 @@ def propagate_slices(
     predict: SlicePredictor,
     normalised_slice: Callable[[int, int], np.ndarray],
 ) -> PropagationReport:
-    """Propagate the mask of a slice to its neighbours in both directions (module docstring). Slices the
-    user clicked on are never overwritten.
+    """Propagate the mask of a slice to its neighbours in both directions (module docstring). Slices with
+    user clicks are never overwritten.
 
     Args:
         label: The label volume (file order), written in place.
@@ -210,7 +210,7 @@ def propagate_slices(
         reason = "edge"
         while 0 <= position < orientation.shape[axis]:
             record = records.get((axis, position))
-            if record is not None and record.origin == "user":
+            if record is not None and record.origin == "user" and record.clicks:  # not when all were undone
                 reason = "user slice"
                 break
             if config.max_slices is not None and steps >= config.max_slices:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 from clickadapt.clicks.click import Click
 
 DEFAULT_AXIS = 2
@@ -90,8 +92,14 @@ class SliceRecord:
         seeds: Automatic seed clicks (upright-slice coordinates) of its propagation, replayed before the
             user's clicks when the user corrects it.
         clicks: The user's clicks on it, upright-slice coordinates, in order.
-        source: For a propagated slice, the slice it was propagated from.
+        source: The slice its propagated mask came from; kept while the user corrects a propagated slice, so
+            that it is a propagated slice of that source again once all their clicks on it are taken back.
+            ``None`` for a slice never propagated.
         accepted: Whether its after-image update has run since its last user click.
+        shown: The plane the slice showed before the user's first click on it (e.g. its propagated mask, in
+            upright-slice coordinates), ``None`` when it was empty: what the slice shows again when all the
+            user's clicks on it are undone or removed (a forward of its seeds alone may differ: the weights
+            may have changed since, and propagation drops components a forward keeps).
     """
 
     axis: int
@@ -101,3 +109,4 @@ class SliceRecord:
     clicks: list[Click] = field(default_factory=list)
     source: int | None = None
     accepted: bool = False
+    shown: np.ndarray | None = field(default=None, repr=False, compare=False)

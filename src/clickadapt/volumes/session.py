@@ -20,7 +20,8 @@ volume's intensity statistics and shown upright exactly as the data readers show
 (Post-Interaction). Propagated slices are predicted with the current weights and no update: their seed clicks
 are automatic, not the user's. A user click on a propagated slice replays its seeds (without update) first,
 so the correction starts from the mask on screen; that slice then belongs to the user and propagation stops
-at it.
+at it. Undoing (or removing) all the user's clicks on such a slice puts back the propagated mask it showed
+before them, and it is a propagated slice of its source again.
 
 Clicks made earlier (e.g. stored before a server restart) are put back with :meth:`VolumeSession.restore_clicks`
 without any weight update (the weights already hold them); any click can be taken out again with
@@ -150,7 +151,7 @@ class VolumeSession(ClickHistory):
     # ------------------------------------------------------------------ propagation
     def propagate(self, axis: int | None = None, index: int | None = None) -> PropagationReport:
         """Propagate the mask of a slice to its neighbours in both directions (module docstring of
-        :mod:`clickadapt.volumes.propagation`). Slices the user clicked on are never overwritten.
+        :mod:`clickadapt.volumes.propagation`). Slices with user clicks are never overwritten.
 
         Args:
             axis: File axis; default the open slice's (with ``index``: the last axis).

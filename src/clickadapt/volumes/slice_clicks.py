@@ -5,7 +5,8 @@ in order, a :class:`~clickadapt.volumes.records.SliceRecord` per slice clicked o
 predictor has open). A click opens its slice in the :class:`~clickadapt.predictor.Predictor` (accepting the
 previously open slice: its after-image update runs) and replays the slice's seeds and earlier clicks without
 update, so that the prediction continues from the mask on screen; the slice's prediction replaces that plane
-of the label volume. It is the base of :class:`~clickadapt.volumes.history.ClickHistory` and
+of the label volume. Undoing all the user's clicks on a slice puts back what it showed before the first of
+them (a propagated slice's propagated mask). It is the base of :class:`~clickadapt.volumes.history.ClickHistory` and
 :class:`~clickadapt.volumes.session.VolumeSession`, which is what to use (see there).
 """
 
@@ -181,6 +182,10 @@ class SliceClicks:
         class_index = self._class_index(label)
         point = orientation.voxel_to_view(tuple(int(v) for v in voxel), axis)  # type: ignore[arg-type]
         record = self._open_slice(axis, point.index)
+        assert self._label is not None
+        if not record.clicks:  # the user's first click on it: keep what it shows (put back when undone)
+            plane = orientation.slice_view(self._label, axis, point.index)
+            record.shown = plane if plane.any() else None
         if prior is None:
             mask = self.predictor.add_click(point.row, point.col, class_index)
         else:
@@ -188,11 +193,10 @@ class SliceClicks:
                 mask = self.predictor.add_click(point.row, point.col, class_index)
         click = Click(point.row, point.col, class_index)
         record.clicks.append(click)
-        record.origin, record.source, record.accepted = "user", None, False
+        record.origin, record.accepted = "user", False
         self._new_clicks += 1
         self._clicks.append(VolumeClick(orientation.view_to_voxel(point), class_index, axis))
         self._prior.append(prior)
-        assert self._label is not None
         orientation.write_slice(self._label, axis, point.index, mask.astype(np.uint8))
         return self._label.copy()
 
@@ -203,7 +207,9 @@ class SliceClicks:
         added with ``adapt=False`` has no snapshot: its earlier update, if any, stays in the weights.
 
         Returns:
-            The label volume (a copy); the slice shows the remaining clicks' mask (empty when none is left).
+            The label volume (a copy); the slice shows the remaining clicks' mask, or when none of the user's
+            clicks on it is left, what it showed before the first of them (e.g. its propagated mask: it is a
+            propagated slice again; empty for a slice that was empty).
 
         Raises:
             ValueError: No click on the open slice since it was opened.
@@ -226,11 +232,12 @@ class SliceClicks:
             self.last_undo = ClickUndo(click, False, reason)
         self._new_clicks -= 1
         assert self._label is not None
-        shape = self.orientation.slice_shape(axis)
-        picture = np.zeros(shape, np.uint8) if mask is None else mask.astype(np.uint8)
-        self.orientation.write_slice(self._label, axis, index, picture)
-        if not record.clicks:
-            record.origin = "propagated" if record.seeds else "user"
+        if record.clicks:
+            shape = self.orientation.slice_shape(axis)
+            picture = np.zeros(shape, np.uint8) if mask is None else mask.astype(np.uint8)
+            self.orientation.write_slice(self._label, axis, index, picture)
+        else:
+            self._write_shown(self._open, record)
         return self._label.copy()
 
     # ------------------------------------------------------------------ helpers
@@ -259,6 +266,18 @@ class SliceClicks:
             mask, _used = self._predict(axis, index, [*record.seeds, *record.clicks])
         picture = np.zeros(self.orientation.slice_shape(axis), np.uint8) if mask is None else mask.astype(np.uint8)
         self.orientation.write_slice(self._label, axis, index, picture)
+
+    def _write_shown(self, key: tuple[int, int], record: SliceRecord) -> None:
+        """Put back what a slice without user clicks (any more) showed before the first of them: its propagated
+        mask (it is a propagated slice again) or whatever else it showed, not a forward of its seeds alone (the
+        weights may have changed since, and propagation drops components a forward keeps)."""
+        axis, index = key
+        assert self._label is not None
+        shape = self.orientation.slice_shape(axis)
+        picture = np.zeros(shape, np.uint8) if record.shown is None else record.shown
+        self.orientation.write_slice(self._label, axis, index, picture)
+        record.shown = None
+        record.origin = "propagated" if record.seeds else "user"
 
     def _accept_open(self) -> None:
         """Run the open slice's after-image update if it has user clicks not yet accepted; close it."""

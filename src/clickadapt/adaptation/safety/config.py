@@ -1,7 +1,8 @@
 """Settings of the safety layer: :class:`SafetyConfig` and the nested sentinel and rehearsal settings.
 
-Frozen pydantic models (unknown keys are rejected). The parts read thresholds and switches at each use, so a
-replaced config changes them at once; the sizes of the layer's buffers (``signal_history``, ``window``,
+Frozen pydantic models (unknown keys are rejected). The parts read thresholds and switches at each use (the drift
+monitor once per finished image), so a replaced config changes them at once (a switched drift ``reference``
+starts the drift window again); the sizes of the layer's buffers (``signal_history``, ``window``,
 ``recent_snapshots``, ``sparse_snapshots``) and which parts exist are fixed when :func:`attach_safety` builds the
 layer.
 """

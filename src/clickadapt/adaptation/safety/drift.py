@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from clickadapt.adaptation.model_state import FinishedImage, FinishListener
+from clickadapt.adaptation.safety.config import SafetyConfig
 from clickadapt.adaptation.safety.events import SafetyEvent
 from clickadapt.adaptation.safety.part import SafetyPart
 from clickadapt.adaptation.safety.signals import ImageSignals, image_signals
@@ -50,6 +51,7 @@ class DriftMonitor(SafetyPart):
         self._window: deque[float] = deque(maxlen=config.window)
         self._reference_values: list[float] = []
         self._replay: deque[_ReplayItem] = deque(maxlen=config.window)
+        self._window_reference = config.reference  # what the window's values are measured against
         self.last_good = True
 
     def finish_listeners(self) -> list[FinishListener]:
@@ -60,7 +62,7 @@ class DriftMonitor(SafetyPart):
         monitor = self.monitor
         if monitor.replaying:
             return
-        config, task = monitor.config, monitor.state.task
+        config, task = monitor.config, monitor.state.task  # one config for the whole image (it may be replaced)
         first_final, clicks_to_final, agreement = image_signals(
             finished.predictions, finished.clicks, task, config.agreement_threshold
         )
@@ -88,17 +90,31 @@ class DriftMonitor(SafetyPart):
             self._replay.append(
                 _ReplayItem(image.detach().clone(), finished.clicks[0], final_mask.copy(), finished.click_sigma)
             )
-            drift_reason = self._drift(signals)
+            drift_reason = self._drift(signals, config)
             if drift_reason is not None:
                 event = self._resolve_drift(drift_reason, finished.image_id)
                 self.last_good = event.kind == "rollback"  # the restored weights, or drifting ones kept
 
-    def _drift(self, signals: ImageSignals) -> str | None:
-        """Update the window with this image; a sentence if it drifted beyond the threshold, else ``None``."""
-        config = self.monitor.config
+    def _drift(self, signals: ImageSignals, config: SafetyConfig) -> str | None:
+        """Update the window with this image; a sentence if it drifted beyond the threshold, else ``None``.
+
+        ``config`` is the one the image's signals were computed with. After a replaced config switched the
+        reference, the window starts again (its values were measured against the other reference).
+
+        Raises:
+            ValueError: ``reference="source"`` but the signals lack the source model's agreement.
+        """
+        if config.reference != self._window_reference:
+            self._window.clear()
+            self._window_reference = config.reference
         if config.reference == "source":
-            assert signals.source_first_final_dice is not None
-            self._window.append(signals.first_final_dice - signals.source_first_final_dice)
+            source = signals.source_first_final_dice
+            if source is None:
+                raise ValueError(
+                    f"image {signals.image_index}: the drift reference is the source model, but its first-click "
+                    "agreement was not computed"
+                )
+            self._window.append(signals.first_final_dice - source)
             if len(self._window) < config.min_images:
                 return None
             margin = float(np.mean(self._window))

@@ -62,7 +62,7 @@ class AcceptedWeights(SafetyPart):
         self.model_state: dict[str, torch.Tensor] = {}
         self.strategy_state: dict[str, Any] = {}
         self.strategy = ""
-        self.version = -1
+        self.version = monitor.state.version
         self.remember()
 
     def update_listeners(self) -> list[UpdateListener]:

@@ -23,7 +23,7 @@ from clickadapt.adaptation.safety.part import PartT, SafetyPart
 from clickadapt.adaptation.safety.rehearsal import SourceRehearsal
 from clickadapt.adaptation.safety.sentinel import SourceSentinel
 from clickadapt.adaptation.safety.signals import ImageSignals
-from clickadapt.adaptation.safety.snapshots import SnapshotHistory, SnapshotRecord
+from clickadapt.adaptation.safety.snapshots import SOURCE_IMAGE_INDEX, SnapshotHistory, SnapshotRecord
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA, model_input
 
@@ -62,12 +62,13 @@ class SafetyMonitor:
         self.replaying = False
         self._rollback_hooks: list[RollbackHook] = []
         with state.lock:
-            self.source = SnapshotRecord(image_index=-1, image_id="", snapshot=state.snapshot(), good=True)
+            self.source = SnapshotRecord(SOURCE_IMAGE_INDEX, image_id="", snapshot=state.snapshot(), good=True)
             self.source_parameters = {
                 name: self.source.snapshot.model_state[name] for name, _ in state.model.named_parameters()
             }
             self._probe: nn.Module = copy.deepcopy(state.model).eval()
             self._probe.requires_grad_(False)
+            # The version of the kept snapshot the probe holds; None: live or transient weights (reloaded each use).
             self._probe_version: int | None = self.source.version
         self._attached = True
 
@@ -209,10 +210,18 @@ class SafetyMonitor:
             hook(event, before, restored)
 
     def load_probe(self, record: SnapshotRecord | None) -> None:
-        """Put ``record``'s weights (``None`` = the live weights) into the probe network."""
+        """Put ``record``'s weights (``None`` = the live weights) into the probe network.
+
+        A kept snapshot already in the probe (same version) is not loaded again; live weights and transient
+        records (:attr:`SnapshotRecord.transient`) always are.
+        """
         if record is None:
             with torch.no_grad():
                 self._probe.load_state_dict(self.state.model.state_dict())
+            self._probe_version = None
+        elif record.transient:
+            with torch.no_grad():
+                self._probe.load_state_dict(record.snapshot.model_state)
             self._probe_version = None
         elif self._probe_version != record.version:
             with torch.no_grad():

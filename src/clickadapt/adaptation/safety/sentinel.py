@@ -38,7 +38,6 @@ class SourceSentinel(SafetyPart):
     def __init__(self, monitor: SafetyMonitor, images: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
         super().__init__(monitor)
         self.images = [_labelled_source_image(image, label, monitor.state, "sentinel") for image, label in images]
-        self._blends_made = 0
         self.source_score = self._score(monitor.source)
 
     def finish_listeners(self) -> list[FinishListener]:
@@ -72,7 +71,8 @@ class SourceSentinel(SafetyPart):
         return float(np.mean(scores))
 
     def _blend(self, alpha: float) -> SnapshotRecord:
-        """A transient record of θ_src + α(θ_live − θ_src) (buffers of the live weights)."""
+        """A transient record of θ_src + α(θ_live − θ_src) (buffers of the live weights), labelled with the live
+        weights' version and strategy (it is in no history, and the probe never reuses it by version)."""
         monitor = self.monitor
         live = monitor.state.model.state_dict()
         blended = {
@@ -81,9 +81,8 @@ class SourceSentinel(SafetyPart):
             else tensor
             for name, tensor in live.items()
         }
-        self._blends_made += 1
-        snapshot = StateSnapshot(-self._blends_made, monitor.state.strategy.name, blended, {})  # unique probe key
-        return SnapshotRecord(monitor.image_index, "", snapshot, good=True)
+        snapshot = StateSnapshot(monitor.state.version, monitor.state.strategy.name, blended, {})
+        return SnapshotRecord(monitor.image_index, "", snapshot, good=True, transient=True)
 
     def _check(self, image_id: str) -> SafetyEvent | None:
         """Score the live weights on the sentinel; pull them back towards the source when they forgot."""

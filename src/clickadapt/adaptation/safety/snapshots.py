@@ -19,21 +19,31 @@ if TYPE_CHECKING:
     from clickadapt.adaptation.safety.monitor import SafetyMonitor
 
 
+SOURCE_IMAGE_INDEX = -1
+"""The :attr:`SnapshotRecord.image_index` of the pinned source snapshot: taken before any finished image, so it
+sorts before (and is older than) every snapshot of the history."""
+
+
 @dataclass
 class SnapshotRecord:
     """One snapshot of the history.
 
     Attributes:
-        image_index: Finished images (since attaching) when it was taken; -1 for the pinned source.
+        image_index: Finished images (since attaching) when it was taken; :data:`SOURCE_IMAGE_INDEX` for the
+            pinned source.
         image_id: The image finished just before it ("" for the source).
-        snapshot: Weights and strategy state.
+        snapshot: Weights and strategy state; its version is a real model version.
         good: Whether the monitor saw no drift when it was taken (only good ones are rollback candidates).
+        transient: Made for one probe (a sentinel blend of the source and live weights) and in no history: its
+            snapshot carries the version of the live weights it was made from without holding them, so the
+            probe network never reuses it (or mistakes it) by version.
     """
 
     image_index: int
     image_id: str
     snapshot: StateSnapshot
     good: bool = True
+    transient: bool = False
 
     @property
     def version(self) -> int:
