@@ -3,6 +3,12 @@
 This is a client of the web API, not the engine's click loop: it opens each image, posts the simulated
 user's clicks (timed), reads each mask back as a PNG (not timed) to choose the next click, and posts
 ``finish`` (timed), as the browser would.
+
+The server gets what a person would give it: each sample's source file (a BRATS NIfTI volume, opened at the
+sample's slice; a RIM-ONE photograph), which it preprocesses itself. The in-process rows feed the reader's
+preprocessed pixels instead; :func:`stage_stream` checks that the server prepares (nearly) the same model
+input from the file, so that the two paths differ in their transport only. A sample without such a file (a
+synthetic one) is sent as its preprocessed array, which the server normalises again (not the same input).
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ import io
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +31,43 @@ import numpy as np
 
 from bench.speed.machine import process_peak_rss_mb
 from bench.speed.results import HttpResult, mean_dice_curves, padded_curves
-from bench.speed.settings import HTTP_TIMEOUT_S, SERVER_START_TIMEOUT_S, LatencySettings
+from bench.speed.settings import HTTP_TIMEOUT_S, SERVER_START_TIMEOUT_S, SOURCE_FILE_TOLERANCE, LatencySettings
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.metrics import region_dice
 from clickadapt.evaluation.stream import image_click_seed
+from clickadapt.server.images import DecodedSource, decode_file, has_supported_suffix, prepare_source
 from clickadapt.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerImage:
+    """What the server is given for one sample: a file of its data folder and, for a volume, the slice.
+
+    Attributes:
+        name: File name in the data folder.
+        slice_index: Axial slice of a volume; ``None`` for a 2D file.
+        source_file: Whether the file is the sample's own source file (else its preprocessed array).
+        input_difference: Largest absolute difference between the sample's pixels and the model input the
+            server prepares from the file (units of the normalised input: standard deviations).
+    """
+
+    name: str
+    slice_index: int | None
+    source_file: bool
+    input_difference: float
 
 
 def write_sample_file(sample: Sample, path: Path) -> None:
-    """Write one sample's image as a file the server reads (see :func:`write_stream_folder`)."""
+    """Write one sample's preprocessed image as a file the server reads (for samples without a source file).
+
+    Grey (brain) samples as float32 TIFF, colour (fundus) ones as 8-bit PNG, each channel rescaled to 0..255.
+    The server normalises either again (brain: with the slice's own statistics), so its model input differs
+    from the sample's.
+    """
     import tifffile
     from PIL import Image
 
@@ -52,20 +86,85 @@ def sample_file_suffix(sample: Sample) -> str:
     return ".tif" if sample.image.shape[0] == 1 else ".png"
 
 
-def write_stream_folder(samples: Sequence[Sample], folder: Path) -> dict[str, Sample]:
-    """Write the stream as files the server reads; returns file name → sample.
+def server_input_difference(sample: Sample, decoded: DecodedSource, task: TaskSpec, slice_index: int | None) -> float:
+    """Largest absolute difference between ``sample.image`` and what the server prepares from ``decoded``
+    (infinite when the shapes differ or the server cannot prepare it)."""
+    try:
+        prepared = prepare_source(decoded, task, int(sample.image.shape[-1]), slice_index)
+    except ValueError:
+        return float("inf")
+    if prepared.pixels.shape != sample.image.shape:
+        return float("inf")
+    return float(np.max(np.abs(prepared.pixels.astype(np.float64) - sample.image)))
 
-    Brain slices go as float32 TIFF (the server z-scores them again inside the brain, no resampling at
-    the model's size); fundus images as 8-bit PNG, each channel rescaled to 0..255 (the server z-scores
-    each channel again, and keeps the size when it equals ``--image-size``).
+
+class StreamStager:
+    """Puts the stream's images into the server's data folder, one :class:`ServerImage` per sample.
+
+    A sample's source file is copied (once per file: the slices of a volume share it) when the server prepares
+    the sample's pixels from it within :data:`~bench.speed.settings.SOURCE_FILE_TOLERANCE`; otherwise the
+    sample's preprocessed array is written (:func:`write_sample_file`).
+
+    Args:
+        folder: The data folder (created).
+        task: The stream's task.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    names = {}
-    for index, sample in enumerate(samples):
-        name = f"{index:03d}{sample_file_suffix(sample)}"
-        write_sample_file(sample, folder / name)
-        names[name] = sample
-    return names
+
+    def __init__(self, folder: Path, task: TaskSpec) -> None:
+        self.folder = folder
+        self.task = task
+        folder.mkdir(parents=True, exist_ok=True)
+        self._decoded: dict[Path, DecodedSource | None] = {}
+        self._copies: dict[tuple[str, Path], str] = {}
+
+    def stage(self, sample: Sample, stem: str, group: str = "stream") -> ServerImage:
+        """Put one sample into the folder under a name starting with ``stem``.
+
+        Samples of one ``group`` whose source is the same file (slices of one volume) share one copy of it;
+        another group gets its own copy, so the server sees another image.
+        """
+        source = Path(sample.source)
+        decoded = self._decode(source)
+        if decoded is not None:
+            slice_index = sample.slice_index if decoded.kind == "volume" else None
+            difference = server_input_difference(sample, decoded, self.task, slice_index)
+            if difference <= SOURCE_FILE_TOLERANCE:
+                key = (group, source.resolve())
+                name = self._copies.get(key)
+                if name is None:
+                    name = f"{stem}-{source.name}"
+                    shutil.copyfile(source, self.folder / name)
+                    self._copies[key] = name
+                return ServerImage(name, slice_index, True, difference)
+            logger.warning(
+                "%s: the server prepares the model input from %s with a difference of %.3g; sending the "
+                "preprocessed array instead",
+                sample.key,
+                source,
+                difference,
+            )
+        name = f"{stem}{sample_file_suffix(sample)}"
+        write_sample_file(sample, self.folder / name)
+        written = decode_file((self.folder / name).read_bytes(), name)
+        return ServerImage(name, None, False, server_input_difference(sample, written, self.task, None))
+
+    def _decode(self, source: Path) -> DecodedSource | None:
+        if source not in self._decoded:
+            readable = source.is_file() and has_supported_suffix(source.name)
+            self._decoded[source] = decode_file(source.read_bytes(), source.name) if readable else None
+        return self._decoded[source]
+
+
+def stage_stream(samples: Sequence[Sample], folder: Path, task: TaskSpec) -> tuple[list[ServerImage], ServerImage]:
+    """Put the stream into the server's data folder (:class:`StreamStager`).
+
+    Returns:
+        One :class:`ServerImage` per sample, in stream order, and the warm-up image: a separate copy of the
+        first sample's file.
+    """
+    stager = StreamStager(folder, task)
+    images = [stager.stage(sample, f"{index:03d}") for index, sample in enumerate(samples)]
+    return images, stager.stage(samples[0], "warmup", group="warm-up")
 
 
 class ServerProcess:
@@ -147,7 +246,8 @@ def measure_http(
         autosave: Whether the server saves the weights after every click that changed them.
 
     Raises:
-        RuntimeError: If the server does not start or an image is missing from its list.
+        RuntimeError: If the server does not start.
+        httpx.HTTPStatusError: If the server refuses a request (e.g. a file of the data folder).
     """
     import httpx
 
@@ -155,9 +255,7 @@ def measure_http(
 
     size = int(samples[0].image.shape[-1])
     folder = workdir / f"{task.name}-data"
-    by_name = write_stream_folder(samples, folder)
-    warm_up_name = "warmup" + sample_file_suffix(samples[0])
-    write_sample_file(samples[0], folder / warm_up_name)
+    images, warm_up = stage_stream(samples, folder, task)
     arguments = ["--model", str(model_path), "--data", str(folder), "--image-size", str(size)]
     arguments += [
         "--store",
@@ -170,24 +268,33 @@ def measure_http(
     if settings.threads is not None:
         environment.update({"OMP_NUM_THREADS": str(settings.threads), "MKL_NUM_THREADS": str(settings.threads)})
     server = ServerProcess(arguments, environment)
-    result = HttpResult(task=task.name, strategy=strategy, images=len(samples), size=size, autosave=autosave)
+    result = HttpResult(
+        task=task.name,
+        strategy=strategy,
+        images=len(samples),
+        size=size,
+        autosave=autosave,
+        source_files=sum(image.source_file for image in images),
+        input_difference=max(image.input_difference for image in images),
+    )
     curves = []
     try:
         with httpx.Client(base_url=server.address, timeout=HTTP_TIMEOUT_S, headers={"X-Client-Id": "bench"}) as client:
-            listed = client.get("/api/images")
-            listed.raise_for_status()
-            ids = {image["name"]: image["id"] for image in listed.json()}
-            missing = [name for name in [warm_up_name, *by_name] if name not in ids]
-            if missing:
-                raise RuntimeError(f"the server does not list {missing[:3]}; it lists {sorted(ids)[:5]}")
-            _http_warm_up(client, ids[warm_up_name], samples[0], settings)
-            for name, sample in by_name.items():
-                curves.append(_http_image(client, ids[name], sample, task, settings, result))
+            _http_warm_up(client, _image_id(client, warm_up), samples[0], settings)
+            for image, sample in zip(images, samples, strict=True):
+                curves.append(_http_image(client, _image_id(client, image), sample, task, settings, result))
     finally:
         result.server_peak_rss_mb = server.peak_rss_mb
         server.stop()
     result.dice = mean_dice_curves(curves, task.regions)
     return result
+
+
+def _image_id(client: Any, image: ServerImage) -> str:
+    """The server's id of an image of its data folder (registered now for a volume's slice), not timed."""
+    response = client.post("/api/data/images", json={"path": image.name, "slice": image.slice_index})
+    response.raise_for_status()
+    return str(response.json()["image"]["id"])
 
 
 def _http_warm_up(client: Any, image_id: str, sample: Sample, settings: LatencySettings) -> None:

@@ -148,6 +148,7 @@ def render_report(report: dict[str, Any]) -> str:
                 f"| {_pair(http['later_click_s'])} | {_pair(http['server_click_s'])} | {_pair(http['finish_s'])} "
                 f"| {'–' if rss is None else f'{rss:.0f}'} | {_dice_text(http['dice'], True, settings['budget'])} |"
             )
+        lines += _http_input_lines(report["http"])
     if report["probes"]:
         lines += [
             "",
@@ -169,6 +170,21 @@ def render_report(report: dict[str, Any]) -> str:
             else:
                 lines.append(f"- {entry['task']} {entry['size']}: not compiled ({entry.get('error')})")
     return "\n".join(lines) + "\n"
+
+
+def _http_input_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Per task, what the server was sent and how far its model input was from the in-process one."""
+    lines = []
+    for task in dict.fromkeys(run["task"] for run in runs):
+        run = next(run for run in runs if run["task"] == task)
+        if run.get("source_files") is None:
+            continue  # a result from before this was recorded
+        lines.append(
+            f"- {task}: {run['source_files']} of {run['images']} images sent as their source file (a volume opened at"
+            f" the sample's slice), the rest as the preprocessed array; the server's model input differs from the"
+            f" in-process one by at most {run['input_difference']:.3g} (standard deviations)."
+        )
+    return ["", *lines] if lines else []
 
 
 def _consistency_lines(report: dict[str, Any]) -> list[str]:

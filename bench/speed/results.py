@@ -84,6 +84,10 @@ class HttpResult(ClickTimes):
         finish_s: Round trip of every ``POST …/finish``.
         dice: Per region, the mean Dice after clicks 1..budget (masks read back over HTTP).
         server_peak_rss_mb: Peak resident memory of the server process.
+        source_files: Images sent as their source file (the rest as their preprocessed array); ``None`` in
+            results from before it was recorded.
+        input_difference: Largest absolute difference between an image's in-process model input and the one
+            the server prepared from what it was sent (standard deviations of the normalised input).
     """
 
     task: str
@@ -91,6 +95,8 @@ class HttpResult(ClickTimes):
     autosave: bool
     server_click_s: list[float] = field(default_factory=list)
     server_peak_rss_mb: float | None = None
+    source_files: int | None = None
+    input_difference: float | None = None
 
 
 def median_ms(values: Sequence[float]) -> float | None:

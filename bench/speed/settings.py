@@ -39,6 +39,9 @@ TARGETS_MS: dict[str, float] = {
 STRATEGIES = ("frozen", "oaims")
 SERVER_START_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 120.0
+SOURCE_FILE_TOLERANCE = 0.1
+"""The HTTP rows send a sample's source file when the server prepares the sample's model input from it within
+this many standard deviations (BRATS: at most 0.044, the server not knowing the dataset's brain mask)."""
 
 
 class LatencySettings(BaseModel):

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bench.speed import benchmark, in_process
+from bench.speed import benchmark, http_api, in_process
 from bench.speed.benchmark import run_benchmark
 from bench.speed.cli import build_parser, main, settings_from_args
-from bench.speed.http_api import measure_http
+from bench.speed.http_api import measure_http, stage_stream
 from bench.speed.in_process import TimedSession, measure_stream
 from bench.speed.network import untune_network
 from bench.speed.report import render_report, target_rows
@@ -27,6 +28,8 @@ from bench.speed.settings import LatencySettings, RunSpec
 from clickadapt import cli
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.simulators import SimulatedUser
+from clickadapt.data.brain import volume_samples
+from clickadapt.data.registry import DatasetConfig
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation import stream
 from clickadapt.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
@@ -61,6 +64,24 @@ def lesion_sample(index: int, size: int = SIZE) -> Sample:
     image = (label * 2.0 - 1.0 + 0.2 * rng.standard_normal((size, size))).astype(np.float32)
     image[:2] = image[-2:] = -3.0  # a constant outside-brain border for the server's brain-mask guess
     return Sample(image[None], label, "brain", "synthetic", "T1c", f"p{index}", index, "memory")
+
+
+def nifti_stream(folder: Path, slices: int = 3, side: int = SIZE - 2) -> list[Sample]:
+    """Slices of a synthetic NIfTI volume as the BRATS reader makes them (whole-volume statistics, padded to
+    ``SIZE``), the file as their source: a constant background, brighter slices higher up, a lesion in each."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:side, :side]
+    brain = (rows - side / 2) ** 2 + (cols - side / 2) ** 2 < (0.45 * side) ** 2
+    lesion = np.zeros((side, side, slices), dtype=bool)
+    volume = np.full((side, side, slices), -3.0, dtype=np.float32)
+    for k in range(slices):
+        lesion[8 + k : 16 + k, 9 : 15 + 2 * k, k] = True
+        intensities = 1.0 + 0.4 * k + 0.3 * rng.standard_normal((side, side)) + 1.5 * lesion[..., k]
+        volume[..., k] = np.where(brain, intensities, -3.0)
+    path = folder / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([-1.0, 1.0, 1.0, 1.0])), path)  # stored L, A, S: read as is
+    config = DatasetConfig(reader="brats", slice_policy="all", min_lesion_pixels=1, size=SIZE)
+    return volume_samples(volume, lesion, volume != -3.0, config, "synthetic", "T1c", "p0", path)
 
 
 def spy_on_the_click_loop(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, str]]:
@@ -221,6 +242,17 @@ def test_the_committed_report_is_rendered_from_its_json() -> None:
     assert render_report(raw) == (results / "latency.md").read_text(encoding="utf-8")
 
 
+def test_the_report_says_what_the_server_was_sent_and_how_close_its_input_was() -> None:
+    raw = json.loads((REPOSITORY / "bench" / "results" / "latency.json").read_text(encoding="utf-8"))
+    brain = [http for http in raw["http"] if http["task"] == "brain"]
+    for http in brain:
+        http.update(source_files=http["images"], input_difference=0.0444)
+    text = render_report(raw)
+    expected = f"- brain: {brain[0]['images']} of {brain[0]['images']} images sent as their source file"
+    assert text.count(expected) == 1 and "by at most 0.0444 (standard deviations)" in text
+    assert "- fundus:" not in text  # results from before it was recorded say nothing
+
+
 def test_command_line_options_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     settings = settings_from_args(parser.parse_args(["--stream-limit", "3", "--device", "cpu", "--no-http"]))
@@ -252,3 +284,42 @@ def test_measure_http_drives_a_real_server(tmp_path: Path) -> None:
     assert result.images == 2 and len(result.first_click_s) == 2 and len(result.finish_s) == 2
     assert len(result.server_click_s) == len(result.click_s) >= 2
     assert set(result.dice) == {"lesion"} and len(result.dice["lesion"]) == 2
+
+
+def test_the_server_is_sent_the_source_files_it_prepares_into_the_in_process_input(tmp_path: Path) -> None:
+    samples = [*nifti_stream(tmp_path), lesion_sample(0)]  # the last one has no source file
+    images, warm_up = stage_stream(samples, tmp_path / "data", BRAIN)
+    assert [image.slice_index for image in images] == [sample.slice_index for sample in samples[:3]] + [None]
+    assert len({image.name for image in images[:3]}) == 1  # one copy of the volume for its three slices
+    assert [image.source_file for image in images] == [True, True, True, False]
+    assert all(image.input_difference == 0.0 for image in images[:3])
+    assert images[3].input_difference > 0.0  # a preprocessed array is normalised again by the server
+    assert warm_up.source_file and warm_up.name != images[0].name and warm_up.slice_index == images[0].slice_index
+
+
+@pytest.mark.slow
+def test_frozen_masks_over_http_are_the_in_process_masks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP rows of the report measure the same masks as the in-process rows: same input, same clicks."""
+    predictions: dict[str, list[np.ndarray]] = {"in-process": [], "http": []}
+
+    def recording(path: str, dice: Any) -> Any:
+        def record(prediction: np.ndarray, label: np.ndarray, task: Any) -> dict[str, float]:
+            predictions[path].append(np.asarray(prediction).copy())
+            return dice(prediction, label, task)
+
+        return record
+
+    monkeypatch.setattr(stream, "region_dice", recording("in-process", stream.region_dice))
+    monkeypatch.setattr(http_api, "region_dice", recording("http", http_api.region_dice))
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
+    samples = nifti_stream(tmp_path)
+    budget = 3
+    spec = RunSpec(label="default", task="brain", strategy="frozen", model_path=str(checkpoint), budget=budget)
+    in_process_result = measure_stream(spec, samples)
+    http = measure_http(BRAIN, checkpoint, samples, "frozen", LatencySettings(budget=budget, threads=1), tmp_path / "w")
+    stream_masks = predictions["in-process"][-len(in_process_result.click_s) :]  # after the untimed warm-up image
+    assert len(stream_masks) >= len(samples) and any(mask.any() for mask in stream_masks)
+    for in_process_mask, http_mask in zip(stream_masks, predictions["http"], strict=True):
+        np.testing.assert_array_equal(http_mask, in_process_mask)
+    assert http.dice == in_process_result.dice
+    assert http.source_files == len(samples) and http.input_difference == 0.0

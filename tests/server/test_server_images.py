@@ -12,8 +12,10 @@ import tifffile
 from PIL import Image
 from server_helpers import dicom_bytes, synthetic_brain_slice
 
+from clickadapt.data.brain import volume_samples
 from clickadapt.data.files import axial_slice, read_nifti
 from clickadapt.data.preprocess import center_pad_or_crop, preprocess_brain_slice, preprocess_fundus_image
+from clickadapt.data.registry import DatasetConfig
 from clickadapt.server.images import (
     CLASS_COLOURS,
     Geometry,
@@ -104,6 +106,38 @@ def test_nifti_volume_is_sliced_like_the_dataset_readers(tmp_path) -> None:
         assert decoded.format == "nifti" and decoded.kind == "volume" and decoded.num_slices == 9
         np.testing.assert_array_equal(decoded.slice(4), axial_slice(read_nifti(path), 4))
         assert decoded.volume_shape == (12, 10, 9)
+
+
+@pytest.mark.parametrize("background", [0.0, -2.5])  # a skull-stripped scan; a z-scored one (BRATS)
+def test_volume_slices_get_the_pixels_the_nifti_readers_gave_the_model(tmp_path, background: float) -> None:
+    # Slices of one volume with different intensities: z-scored with each slice's own statistics (as a 2D
+    # picture is), they would differ from the training and benchmark slices, and so would the masks.
+    pictures = [synthetic_brain_slice(30, seed) for seed in range(4)]
+    volume = np.stack([image * (1.0 + 0.5 * k) for k, (image, _) in enumerate(pictures)], axis=-1)
+    volume = np.where(volume > 0, volume, background).astype(np.float32)
+    lesion = np.stack([label for _, label in pictures], axis=-1).astype(bool)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([-1.0, 1.0, 1.0, 1.0])), path)  # stored L, A, S: read as is
+    brain = volume != background
+    config = DatasetConfig(reader="brats", slice_policy="all", min_lesion_pixels=1, size=32)
+    samples = volume_samples(read_nifti(path), lesion, brain, config, "synthetic", "T1c", "p0", path)
+    assert len(samples) == 4
+    decoded = decode_file(path.read_bytes(), path.name)
+    for sample in samples:
+        prepared = prepare_source(decoded, BRAIN, 32, sample.slice_index)
+        np.testing.assert_array_equal(prepared.pixels, sample.image)
+        assert prepared.geometry == Geometry(
+            kind="pad-crop",
+            source_shape=(30, 30),
+            size=32,
+            volume_shape=(30, 30, 4),
+            slice_index=sample.slice_index,
+            affine=np.diag([-1.0, 1.0, 1.0, 1.0]).tolist(),
+            axcodes=("L", "A", "S"),
+        )
+    # a 2D picture keeps its own statistics, like the folder reader's slices
+    flat = prepare_source(decode_file(tiff_bytes(volume[..., 2])), BRAIN, 32)
+    np.testing.assert_allclose(flat.pixels, preprocess_brain_slice(volume[..., 2], brain[..., 2], 32), atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,12 @@ multi-frame DICOM are *volumes*: one 2D image is made per chosen axial slice.
 
 Preprocessing reuses :mod:`clickadapt.data.preprocess`, so the server feeds the model exactly what the
 readers fed it in training: brain slices are z-scored inside the brain and centre padded or cropped to
-``size × size``; fundus photographs are resized to ``size × size`` and z-scored per channel. NIfTI
-slices are taken like the readers take them (reoriented to L, A, S, then the axial slice rotated
-upright, :func:`clickadapt.data.files.axial_slice`), and :class:`Geometry` records how to undo every step,
-so an exported NIfTI mask lands on the source voxels with the source affine.
+``size × size``; fundus photographs are resized to ``size × size`` and z-scored per channel. A 2D brain
+picture is z-scored with its own statistics (like the folder reader); a slice of a volume with the whole
+volume's (:class:`VolumeIntensities`, like the NIfTI readers: the same slice then gets the same pixels as in
+training and in the benchmarks). NIfTI slices are taken like the readers take them (reoriented to L, A, S,
+then the axial slice rotated upright, :func:`clickadapt.data.files.axial_slice`), and :class:`Geometry`
+records how to undo every step, so an exported NIfTI mask lands on the source voxels with the source affine.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import nibabel as nib
@@ -41,6 +43,13 @@ from clickadapt.data.prepare import mask_to_source as mask_to_source
 from clickadapt.data.prepare import prepare_image as prepare_image
 from clickadapt.data.prepare import to_grey as to_grey
 from clickadapt.data.prepare import window_to_uint8 as window_to_uint8
+from clickadapt.data.preprocess import (
+    BrainIntensityStats,
+    apply_brain_intensity_stats,
+    brain_intensity_stats,
+    center_pad_or_crop,
+    finish_brain_slice,
+)
 from clickadapt.tasks import TaskSpec
 
 ImageFormat = Literal["png", "jpeg", "tiff", "nifti", "dicom"]
@@ -64,6 +73,9 @@ VOLUME_BYTES_PER_VOXEL = 4
 """Volumes may hold at most ``max_volume_voxels`` voxels of this many bytes (float32) when decoded."""
 COLOUR_CHROMA = 0.04
 """A picture whose channels differ by more than this fraction of its range on average is in colour."""
+VOLUME_STATS_VOXELS = 256**3
+"""Volumes up to this many voxels take their intensity statistics from every voxel (as the data readers do);
+larger ones from every k-th stored slab, about this many voxels (the memory of the statistics stays bounded)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,46 @@ class UnsupportedFormatError(ValueError):
     """An upload or data file is of a format the server does not read."""
 
 
+@dataclass(frozen=True)
+class VolumeIntensities:
+    """How the slices of a grey volume are normalised: with the whole volume's brain statistics, as the NIfTI
+    readers do (:func:`clickadapt.data.brain.volume_samples`), not with each slice's own.
+
+    Attributes:
+        stats: Clipping bounds, mean and standard deviation of the volume's brain voxels.
+        background: The value of the outside-brain voxels: the volume's minimum when it covers at least
+            :data:`BACKGROUND_FRACTION` of the volume (the rule of :func:`guess_brain_mask`, applied to the
+            volume: the zeros of a skull-stripped scan, the constant negative value of a z-scored one);
+            ``None`` when every voxel counts as brain.
+    """
+
+    stats: BrainIntensityStats
+    background: float | None
+
+    @classmethod
+    def of_values(cls, values: np.ndarray) -> VolumeIntensities:
+        """The statistics of a volume's voxel values (any shape; non-finite values are left out).
+
+        Raises:
+            ImageDecodeError: If no value is finite.
+        """
+        array = np.asarray(values).ravel()
+        if array.dtype.kind == "f":
+            array = array[np.isfinite(array)]
+        if array.size == 0:
+            raise ImageDecodeError("the volume holds no finite value")
+        brain = guess_brain_mask(array)
+        background = None if brain.all() else float(array.min())
+        return cls(brain_intensity_stats(array, brain), background)
+
+    def brain(self, picture: np.ndarray) -> np.ndarray:
+        """The brain pixels of one of the volume's slices (all but the background value)."""
+        values = np.asarray(picture)
+        if self.background is None:
+            return np.ones(values.shape, dtype=bool)
+        return values != self.background
+
+
 @dataclass
 class DecodedSource:
     """A decoded file before preprocessing.
@@ -102,6 +154,8 @@ class DecodedSource:
         axcodes: Stored orientation of a NIfTI volume.
         reader: Reads the upright axial slice ``index`` (in L, A, S orientation) of a lazily read volume.
         slices: Number of axial slices of a lazily read volume.
+        values: Reads the voxel values of every ``step``-th stored slab of a lazily read volume (for its
+            intensity statistics).
     """
 
     format: ImageFormat
@@ -112,6 +166,8 @@ class DecodedSource:
     axcodes: tuple[str, str, str] | None = None
     reader: Callable[[int], np.ndarray] | None = None
     slices: int | None = None
+    values: Callable[[int], np.ndarray] | None = None
+    _intensities: VolumeIntensities | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_slices(self) -> int | None:
@@ -147,6 +203,27 @@ class DecodedSource:
             return self.reader(index)
         assert self.array is not None
         return axial_slice(self.array, index)
+
+    def intensities(self) -> VolumeIntensities:
+        """The volume's brain intensity statistics (computed on the first call, then kept).
+
+        From every voxel up to :data:`VOLUME_STATS_VOXELS` voxels, else from every k-th stored slab.
+
+        Raises:
+            ValueError: If this is not a volume.
+            ImageDecodeError: The volume cannot be read or holds no finite value.
+        """
+        if self.kind != "volume":
+            raise ValueError("only volumes have volume statistics")
+        if self._intensities is None:
+            if self.values is not None:
+                voxels = math.prod(self.volume_shape or ())
+                values = self.values(max(1, math.ceil(voxels / VOLUME_STATS_VOXELS)))
+            else:
+                assert self.array is not None
+                values = self.array[..., :: max(1, math.ceil(self.array.size / VOLUME_STATS_VOXELS))]
+            self._intensities = VolumeIntensities.of_values(values)
+        return self._intensities
 
 
 def has_supported_suffix(name: str) -> bool:
@@ -321,6 +398,16 @@ def _decode_nifti(payload: bytes | bytearray, filename: str, limits: DecodeLimit
             raise ImageDecodeError(f"{filename}: slice {index} contains NaN or infinite values")
         return upright
 
+    def read_values(step: int) -> np.ndarray:
+        """The values of every ``step``-th slab along the stored last axis (read in file order)."""
+        if step == 1 or len(stored_shape) < 3:
+            return np.asarray(proxy).ravel()
+        slabs = [
+            np.asarray(proxy[(slice(None), slice(None), slice(k, k + 1), *extra)]).ravel()
+            for k in range(0, shape[2], step)
+        ]
+        return np.concatenate(slabs)
+
     axcodes = tuple(str(code) for code in nib.orientations.ornt2axcodes(stored_ornt))
     return DecodedSource(
         format="nifti",
@@ -331,6 +418,7 @@ def _decode_nifti(payload: bytes | bytearray, filename: str, limits: DecodeLimit
         axcodes=(axcodes[0], axcodes[1], axcodes[2]),
         reader=read_slice,
         slices=shape[axial_axis],
+        values=read_values,
     )
 
 
@@ -457,21 +545,46 @@ def is_colour(picture: np.ndarray) -> bool:
 def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index: int | None = None) -> PreparedImage:
     """Preprocess a decoded file: a 2D image, or one axial slice of a volume.
 
+    A 2D image is normalised with its own statistics (:func:`prepare_image`); a slice of a volume for a grey
+    (brain) model with the whole volume's (:func:`prepare_volume_slice`), as the NIfTI readers prepared the
+    training slices.
+
     Raises:
         ValueError: A slice index for a 2D image, or an index outside the volume.
+        ImageDecodeError: The volume cannot be read or holds no finite value.
     """
     if source.kind == "image":
         if slice_index is not None:
             raise ValueError("a slice index was given for a 2D image")
         return prepare_image(source.picture(), task, size)
     index = default_slice(source) if slice_index is None else slice_index
-    prepared = prepare_image(source.slice(index), task, size)
+    picture = source.slice(index)
+    if task.image_channels == 1:
+        prepared = prepare_volume_slice(picture, source.intensities(), size)
+    else:
+        prepared = prepare_image(picture, task, size)
     prepared.geometry.slice_index = index
     if source.affine is not None:
         prepared.geometry.affine = source.affine.tolist()
         prepared.geometry.volume_shape = source.volume_shape
         prepared.geometry.axcodes = source.axcodes
     return prepared
+
+
+def prepare_volume_slice(picture: np.ndarray, intensities: VolumeIntensities, size: int) -> PreparedImage:
+    """One slice of a grey volume as the NIfTI readers prepare it: clipped and z-scored with the whole volume's
+    statistics, the background set to the lowest brain value, centre padded or cropped to ``size × size``.
+
+    Args:
+        picture: The upright ``(H, W)`` slice (:meth:`DecodedSource.slice`).
+        intensities: The volume's statistics (:meth:`DecodedSource.intensities`).
+        size: Side of the output.
+    """
+    values = np.asarray(picture)
+    normalised = apply_brain_intensity_stats(values, intensities.brain(values), intensities.stats)
+    display = window_to_uint8(center_pad_or_crop(values, size, float(values.min())))
+    geometry = Geometry(kind="pad-crop", source_shape=(int(values.shape[0]), int(values.shape[1])), size=size)
+    return PreparedImage(finish_brain_slice(normalised, size), display, geometry)
 
 
 def default_slice(source: DecodedSource) -> int:
