@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 import torch
-from server_helpers import synthetic_samples
+from server_helpers import AppFactory, synthetic_samples
 
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.models.checkpoint import load_checkpoint
+from clickadapt.server.datastore import Datastore
 from clickadapt.server.service import AnnotationService
 from clickadapt.server.service import autosave as autosave_module
 from clickadapt.server.service.autosave import AutosaveWriter
@@ -256,3 +257,103 @@ def test_a_finish_that_saves_a_version_asks_for_no_autosave_and_a_restart_resume
         assert_same_weights(restarted.models.state.model, weights)
     finally:
         restarted.close()
+
+
+def test_scheduling_an_autosave_after_a_click_queries_no_datastore(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The saved versions are kept in memory: a click that schedules an autosave runs no SQL statement."""
+    service = make_service(tiny_checkpoint, tmp_path / "store")
+    statements: list[str] = []
+    try:
+        models = service.models
+        with models.state.lock:  # the writer waits: only the scheduling is observed
+            models.store._connection.set_trace_callback(statements.append)
+            for _ in range(3):
+                models.state.version += 1  # as a click's update does
+                models.autosave()
+            models.store._connection.set_trace_callback(None)
+            assert statements == []
+            assert models._autosave.requested_version == models.state.version
+        assert models.flush_autosave(timeout=30)
+        assert models.autosaved_version == models.state.version
+    finally:
+        service.close()
+
+
+def test_a_saved_version_is_known_without_the_datastore_so_it_is_not_autosaved_again(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    service = make_service(tiny_checkpoint, tmp_path / "store")
+    try:
+        image_id = click_all(service, CLICKS[:2])
+        assert service.models.flush_autosave(timeout=30)
+        service.models.save_version()
+        requested = service.models._autosave.requested_version
+        service.models.autosave()  # the current weights are saved version v<N>.pt: nothing to ask
+        assert service.models._autosave.requested_version == requested
+        service.sessions.add_click(image_id, "tab", 40, 40, 0)  # a new update is autosaved again
+        assert service.models._autosave.requested_version == service.models.state.version > requested
+    finally:
+        service.close()
+    restarted = make_service(tiny_checkpoint, tmp_path / "store")  # the versions saved are read back at start
+    try:
+        saved = [record.version for record in restarted.store.model_versions()]
+        assert restarted.models._saved_versions == set(saved)
+        assert restarted.models._latest_saved is not None and restarted.models._latest_saved.version == saved[-1]
+    finally:
+        restarted.close()
+
+
+def test_a_malformed_autosave_record_is_ignored_with_a_warning(
+    tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No placeholder version: a record that is not a version number is reported, not turned into one."""
+    store = tmp_path / "store"
+    service = make_service(tiny_checkpoint, store)
+    click_all(service)
+    service.close()
+    assert (store / MODELS_FOLDER / AUTOSAVE_NAME).is_file()
+    datastore = Datastore(store)
+    datastore.set_meta("autosave_version", "")  # e.g. edited by hand
+    latest = datastore.latest_model_version()
+    datastore.close()
+    assert latest is not None
+    with caplog.at_level("WARNING", logger="clickadapt.server.service.registry"):
+        restarted = make_service(tiny_checkpoint, store)
+    try:
+        assert restarted.models.state.version == latest.version  # the latest saved version, not the autosave
+        assert "autosave_version ''" in caplog.text
+    finally:
+        restarted.close()
+
+
+def test_a_store_whose_first_start_stopped_before_its_initial_version_starts_afresh(
+    tiny_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first start records the base model, then fails (here: a wrong --sentinel folder) before it saves the
+    initial version; the next start neither trips over the missing version nor refuses the store."""
+    store = tmp_path / "store"
+    with pytest.raises(FileNotFoundError):
+        make_service(tiny_checkpoint, store, sentinel=tmp_path / "no-such-folder")
+    with caplog.at_level("WARNING", logger="clickadapt.server.service.registry"):
+        service = make_service(tiny_checkpoint, store)
+    try:
+        base_version = load_checkpoint(tiny_checkpoint).meta.version
+        assert service.models.state.version == base_version
+        assert [(record.version, record.kind) for record in service.store.model_versions()] == [
+            (base_version, "initial")
+        ]
+        assert "no saved model version" in caplog.text
+        click_all(service, CLICKS[:2])  # and it works as any store
+        assert service.models.flush_autosave(timeout=30)
+        assert service.models.autosaved_version == service.models.state.version
+    finally:
+        service.close()
+
+
+def test_the_api_returns_null_not_a_placeholder_when_autosave_is_off(make_client: AppFactory, tmp_path: Path) -> None:
+    client = make_client(autosave_every_click=False)
+    assert client.get("/api/model").json()["autosaved_version"] is None
+    field = client.get("/openapi.json").json()["components"]["schemas"]["ModelInfo"]["properties"]["autosaved_version"]
+    assert {"type": "null"} in field["anyOf"] and "null when autosave is off" in field["description"]
+    model = make_client(store=tmp_path / "other").get("/api/model").json()
+    assert model["autosaved_version"] == model["version"] == model["saved_version"]  # nothing newer yet

@@ -138,9 +138,10 @@ class ModelInfo(BaseModel):
     saved_version: int = Field(description="latest saved version")
     autosaved_version: int | None = Field(
         None,
-        description="newest version whose weights are in the autosave file, written in the background after each "
-        "click that changed them (a restart resumes from it when it is newer than saved_version); None when "
-        "autosave is off",
+        description="newest version whose weights a restart finds on disk with autosave on: the version in the "
+        "autosave file, written in the background after each click that changed them (a restart resumes from it "
+        "when it is newer than saved_version), or, until the first autosave after a start, the version the server "
+        "started from; null when autosave is off (serve --no-autosave). Never a negative or placeholder number.",
     )
     strategy: str
     adaptation: bool

@@ -93,19 +93,35 @@ class ModelRegistry:
         self.base_version: int = base.meta.version
         """Version of the base model: the version recorded for every mask of a source-domain copy."""
         stored_base = store.get_meta("base_model_sha256")
-        if stored_base is None:
-            store.set_meta("base_model_sha256", base.sha256)
-            store.set_meta("base_model_path", str(base_path))
-            store.set_meta("task", self.task.name)
-            model, version = base.model, base.meta.version
-        elif stored_base != base.sha256:
+        if stored_base is not None and stored_base != base.sha256:
             raise ValueError(
                 f"store {store.folder} was started with another base model "
                 f"({store.get_meta('base_model_path')}, sha256 {stored_base[:12]}…); "
                 f"{base_path} has sha256 {base.sha256[:12]}…. Use another --store for another model."
             )
+        saved = store.model_versions()
+        self._saved_versions: set[int] = {record.version for record in saved}
+        """The saved versions' numbers, kept in memory (read once here, updated by :meth:`record_version`) so
+        that scheduling an autosave after a click does not query the datastore."""
+        self._latest_saved: ModelVersionRecord | None = saved[-1] if saved else None
+        """The latest saved version (the parent recorded with the next checkpoint)."""
+        fresh = stored_base is None or not saved
+        if fresh:
+            if stored_base is not None:
+                # The first start recorded the base model, then stopped (a wrong --sentinel folder, a crash)
+                # before saving the initial version: nothing was labelled with this store yet, so start afresh.
+                logger.warning(
+                    "store %s records its base model but no saved model version (its first start stopped before "
+                    "saving the initial version); starting from the base model %s",
+                    store.folder,
+                    base_path,
+                )
+            store.set_meta("base_model_sha256", base.sha256)
+            store.set_meta("base_model_path", str(base_path))
+            store.set_meta("task", self.task.name)
+            model, version = base.model, base.meta.version
         else:
-            model, version = self._resume_weights()
+            model, version = self._resume_weights(saved[-1])
         strategy_name = self._initial_setting("strategy", settings.strategy)
         adaptation = self._initial_setting("adaptation", "1" if settings.adaptation else "0") == "1"
         if strategy_name not in STRATEGIES:
@@ -143,20 +159,22 @@ class ModelRegistry:
             on_saved=lambda saved: store.set_meta("autosave_version", str(saved)),
             saved_version=version,
         )
-        if stored_base is None:
+        if fresh:
             self.record_version("initial", note=f"base model {base_path.name}")
 
     # ================================================================== start-up
 
-    def _resume_weights(self) -> tuple[nn.Module, int]:
-        """The weights of the latest saved version, or of the autosave when it is newer."""
-        latest = self.store.latest_model_version()
-        assert latest is not None, "a store with a base model always records its initial version"
+    def _resume_weights(self, latest: ModelVersionRecord) -> tuple[nn.Module, int]:
+        """The weights of the latest saved version, or of the autosave when it is newer.
+
+        Raises:
+            CheckpointError: The latest saved version's checkpoint is corrupt.
+        """
         model = load_checkpoint(self.store.folder / latest.path, self.settings.device).model
         version = latest.version
         autosave = self.store.folder / MODELS_FOLDER / AUTOSAVE_NAME
-        autosave_version = int(self.store.get_meta("autosave_version") or -1)
-        if autosave_version > version and autosave.is_file():
+        autosave_version = self._recorded_autosave_version()
+        if autosave_version is not None and autosave_version > version and autosave.is_file():
             try:
                 model = load_checkpoint(autosave, self.settings.device).model
                 version = autosave_version
@@ -164,6 +182,23 @@ class ModelRegistry:
             except CheckpointError as error:
                 logger.warning("ignoring the autosave: %s; resuming from version %d", error, version)
         return model, version
+
+    def _recorded_autosave_version(self) -> int | None:
+        """The version of the autosave file recorded in the datastore (meta ``autosave_version``); ``None`` when
+        none is recorded, or when the record is not a version number (logged: the autosave is then ignored,
+        as a corrupt autosave file is)."""
+        recorded = self.store.get_meta("autosave_version")
+        if recorded is None:
+            return None
+        try:
+            return int(recorded)
+        except ValueError:
+            logger.warning(
+                "ignoring the autosave: store %s records autosave_version %r, not a version number",
+                self.store.folder,
+                recorded,
+            )
+            return None
 
     def _labelled_source_images(self, folder: Path | None, role: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """The labelled source images of a ``--sentinel`` or ``--rehearsal`` folder (none when unset).
@@ -254,7 +289,7 @@ class ModelRegistry:
     # ================================================================== versions
 
     def _checkpoint_meta(self, version: int, note: str) -> CheckpointMeta:
-        latest = self.store.latest_model_version()
+        latest = self._latest_saved  # no datastore query: also called by the autosave thread
         return self.base_meta.model_copy(
             update={
                 "version": version,
@@ -284,9 +319,9 @@ class ModelRegistry:
             strategy = self.state.strategy.name
             note = note or f"adapted online by clickadapt serve with strategy {strategy!r}"
             relative = f"{MODELS_FOLDER}/v{version}.pt"
-            latest = self.store.latest_model_version()
+            latest = self._latest_saved
             sha = save_checkpoint(self.store.folder / relative, self.state.model, self._checkpoint_meta(version, note))
-            return self.store.add_model_version(
+            record = self.store.add_model_version(
                 ModelVersionRecord(
                     version=version,
                     path=relative,
@@ -299,6 +334,10 @@ class ModelRegistry:
                     note=note,
                 )
             )
+            self._saved_versions.add(record.version)
+            if self._latest_saved is None or record.version > self._latest_saved.version:
+                self._latest_saved = record
+            return record
 
     def autosave(self) -> None:
         """Have the weights saved after a change when ``autosave_every_click`` is on (restart resumes from them).
@@ -306,17 +345,19 @@ class ModelRegistry:
         Returns at once: the background writer saves the newest weights (see
         :mod:`~clickadapt.server.service.autosave`); :meth:`flush_autosave` waits for it. Nothing is asked when
         the current weights are a saved version already (after a finish or a rollback): a restart resumes from
-        the newer of the latest saved version and the autosave.
+        the newer of the latest saved version and the autosave. Called after every click that changed the
+        weights, it queries nothing (the saved versions are kept in memory).
         """
         with self.lock:
             version = self.state.version
-            if self.settings.autosave_every_click and self.store.get_model_version(version) is None:
+            if self.settings.autosave_every_click and version not in self._saved_versions:
                 self._autosave.request(version)
 
     @property
     def autosaved_version(self) -> int | None:
-        """The newest version whose weights are in the autosave file (``None`` when autosave is off); a restart
-        resumes from it when it is newer than the latest saved version."""
+        """The newest version whose weights are in the autosave file, or until the first autosave the version the
+        server started from (both on disk); ``None`` when autosave is off. A restart resumes from it when it is
+        newer than the latest saved version."""
         return self._autosave.saved_version if self.settings.autosave_every_click else None
 
     def flush_autosave(self, timeout: float | None = None) -> bool:
