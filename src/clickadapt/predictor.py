@@ -48,6 +48,7 @@ from clickadapt.data.prepare import (
 from clickadapt.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.paths import resolve_model_spec
 from clickadapt.tasks import TaskSpec
+from clickadapt.volume_input import VolumeSlice, is_nifti_path, prepare_volume_slice, read_nifti_slice
 
 ImageInput = np.ndarray | str | Path
 """Pixels ``(H, W)`` grey or ``(H, W, 3)`` RGB, or the path of a PNG, JPEG, TIFF or NIfTI file."""
@@ -117,16 +118,23 @@ class Predictor:
             image: Pixels ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB), any numeric type and any size of at least
                 8×8, or the path of a PNG, JPEG, TIFF or NIfTI file. A grey model greys an RGB picture; a
                 colour model repeats a grey one over three channels.
-            slice_index: For a NIfTI path: the axial slice (default the middle one).
+            slice_index: For a NIfTI path: the axial slice (default the middle one). A grey model sees it
+                normalised with the whole volume's intensity statistics, as the data readers prepared its
+                training slices (:mod:`clickadapt.volume_input`); pixels and 2D pictures with their own.
             image_id: A name for logs and safety events (default: the file name).
 
         Raises:
             FileNotFoundError: A path that does not exist.
             ValueError: An image of another shape, too small, non-finite, or undecodable.
         """
+        volume_slice: VolumeSlice | None = None
         if isinstance(image, str | Path):
             path = Path(image)
-            pixels = read_image_2d(path, slice_index)
+            if is_nifti_path(path):
+                volume_slice = read_nifti_slice(path, slice_index, self.meta.preprocessing.clip_percentiles)
+                pixels = volume_slice.picture
+            else:
+                pixels = read_image_2d(path, slice_index)
             image_id = image_id or (path.name if slice_index is None else f"{path.name}[{slice_index}]")
         else:
             if slice_index is not None:
@@ -142,7 +150,14 @@ class Predictor:
             raise ValueError(f"image must hold numbers, got dtype {pixels.dtype}")
         if not np.isfinite(np.asarray(pixels, dtype=np.float64)).all():
             raise ValueError("image contains NaN or infinite values")
-        self.set_prepared(prepare_image(pixels, self.task, self.image_size), image_id=image_id)
+        if volume_slice is not None and self.task.image_channels == 1:
+            # A volume's slice is normalised with the whole volume's statistics, as the data readers, the server
+            # and the volume sessions do (clickadapt.volume_input); a picture with its own.
+            prepared = prepare_volume_slice(pixels, volume_slice.intensities, self.image_size)
+            prepared.geometry.slice_index = volume_slice.index
+        else:
+            prepared = prepare_image(pixels, self.task, self.image_size)
+        self.set_prepared(prepared, image_id=image_id)
 
     def set_prepared(self, prepared: PreparedImage, image_id: str = "") -> None:
         """Open an image preprocessed by the caller (any unfinished one is abandoned).

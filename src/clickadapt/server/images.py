@@ -43,14 +43,13 @@ from clickadapt.data.prepare import mask_to_source as mask_to_source
 from clickadapt.data.prepare import prepare_image as prepare_image
 from clickadapt.data.prepare import to_grey as to_grey
 from clickadapt.data.prepare import window_to_uint8 as window_to_uint8
-from clickadapt.data.preprocess import (
-    BrainIntensityStats,
-    apply_brain_intensity_stats,
-    brain_intensity_stats,
-    center_pad_or_crop,
-    finish_brain_slice,
-)
 from clickadapt.tasks import TaskSpec
+
+# A volume's slices are prepared by the function the library and the volume sessions use too.
+from clickadapt.volume_input import VOLUME_STATS_VOXELS as VOLUME_STATS_VOXELS
+from clickadapt.volume_input import VolumeIntensities as VolumeIntensities
+from clickadapt.volume_input import prepare_volume_slice as prepare_volume_slice
+from clickadapt.volume_input import stats_step
 
 ImageFormat = Literal["png", "jpeg", "tiff", "nifti", "dicom"]
 SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
@@ -73,9 +72,6 @@ VOLUME_BYTES_PER_VOXEL = 4
 """Volumes may hold at most ``max_volume_voxels`` voxels of this many bytes (float32) when decoded."""
 COLOUR_CHROMA = 0.04
 """A picture whose channels differ by more than this fraction of its range on average is in colour."""
-VOLUME_STATS_VOXELS = 256**3
-"""Volumes up to this many voxels take their intensity statistics from every voxel (as the data readers do);
-larger ones from every k-th stored slab, about this many voxels (the memory of the statistics stays bounded)."""
 
 
 @dataclass(frozen=True)
@@ -97,46 +93,6 @@ class ImageTooLargeError(ImageDecodeError):
 
 class UnsupportedFormatError(ValueError):
     """An upload or data file is of a format the server does not read."""
-
-
-@dataclass(frozen=True)
-class VolumeIntensities:
-    """How the slices of a grey volume are normalised: with the whole volume's brain statistics, as the NIfTI
-    readers do (:func:`clickadapt.data.brain.volume_samples`), not with each slice's own.
-
-    Attributes:
-        stats: Clipping bounds, mean and standard deviation of the volume's brain voxels.
-        background: The value of the outside-brain voxels: the volume's minimum when it covers at least
-            :data:`BACKGROUND_FRACTION` of the volume (the rule of :func:`guess_brain_mask`, applied to the
-            volume: the zeros of a skull-stripped scan, the constant negative value of a z-scored one);
-            ``None`` when every voxel counts as brain.
-    """
-
-    stats: BrainIntensityStats
-    background: float | None
-
-    @classmethod
-    def of_values(cls, values: np.ndarray) -> VolumeIntensities:
-        """The statistics of a volume's voxel values (any shape; non-finite values are left out).
-
-        Raises:
-            ImageDecodeError: If no value is finite.
-        """
-        array = np.asarray(values).ravel()
-        if array.dtype.kind == "f":
-            array = array[np.isfinite(array)]
-        if array.size == 0:
-            raise ImageDecodeError("the volume holds no finite value")
-        brain = guess_brain_mask(array)
-        background = None if brain.all() else float(array.min())
-        return cls(brain_intensity_stats(array, brain), background)
-
-    def brain(self, picture: np.ndarray) -> np.ndarray:
-        """The brain pixels of one of the volume's slices (all but the background value)."""
-        values = np.asarray(picture)
-        if self.background is None:
-            return np.ones(values.shape, dtype=bool)
-        return values != self.background
 
 
 @dataclass
@@ -217,12 +173,11 @@ class DecodedSource:
             raise ValueError("only volumes have volume statistics")
         if self._intensities is None:
             if self.values is not None:
-                voxels = math.prod(self.volume_shape or ())
-                values = self.values(max(1, math.ceil(voxels / VOLUME_STATS_VOXELS)))
+                values = self.values(stats_step(math.prod(self.volume_shape or ())))
+                self._intensities = VolumeIntensities.of_values(values)
             else:
                 assert self.array is not None
-                values = self.array[..., :: max(1, math.ceil(self.array.size / VOLUME_STATS_VOXELS))]
-            self._intensities = VolumeIntensities.of_values(values)
+                self._intensities = VolumeIntensities.of_volume(self.array)
         return self._intensities
 
 
@@ -569,22 +524,6 @@ def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index
         prepared.geometry.volume_shape = source.volume_shape
         prepared.geometry.axcodes = source.axcodes
     return prepared
-
-
-def prepare_volume_slice(picture: np.ndarray, intensities: VolumeIntensities, size: int) -> PreparedImage:
-    """One slice of a grey volume as the NIfTI readers prepare it: clipped and z-scored with the whole volume's
-    statistics, the background set to the lowest brain value, centre padded or cropped to ``size × size``.
-
-    Args:
-        picture: The upright ``(H, W)`` slice (:meth:`DecodedSource.slice`).
-        intensities: The volume's statistics (:meth:`DecodedSource.intensities`).
-        size: Side of the output.
-    """
-    values = np.asarray(picture)
-    normalised = apply_brain_intensity_stats(values, intensities.brain(values), intensities.stats)
-    display = window_to_uint8(center_pad_or_crop(values, size, float(values.min())))
-    geometry = Geometry(kind="pad-crop", source_shape=(int(values.shape[0]), int(values.shape[1])), size=size)
-    return PreparedImage(finish_brain_slice(normalised, size), display, geometry)
 
 
 def default_slice(source: DecodedSource) -> int:

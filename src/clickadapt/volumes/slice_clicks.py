@@ -20,6 +20,7 @@ from clickadapt.clicks.click import Click
 from clickadapt.data.prepare import PreparedImage
 from clickadapt.data.preprocess import BrainIntensityStats, brain_intensity_stats, resolve_brain_mask
 from clickadapt.predictor import Predictor
+from clickadapt.volume_input import VolumeIntensities, stats_step, volume_background
 from clickadapt.volumes.geometry import VolumeOrientation
 from clickadapt.volumes.io import Volume
 from clickadapt.volumes.records import DEFAULT_AXIS, KEPT_UPDATE_REASON, ClickUndo, SliceRecord, VolumeClick
@@ -43,8 +44,8 @@ class SliceClicks:
         self.volume_id = ""
         self._volume: Volume | None = None
         self._orientation: VolumeOrientation | None = None
-        self._brain: np.ndarray | None = None
-        self._stats: BrainIntensityStats | None = None
+        self._brain: np.ndarray | None = None  # a brain mask given with the volume, if any
+        self._intensities: VolumeIntensities | None = None
         self._label: np.ndarray | None = None
         self._records: dict[tuple[int, int], SliceRecord] = {}
         self._clicks: list[VolumeClick] = []
@@ -111,11 +112,13 @@ class SliceClicks:
 
         Args:
             volume: Values and affine in the file's voxel order (:func:`~clickadapt.volumes.io.read_volume`).
-            brain_mask: Boolean brain voxels, same shape; ``None`` = the non-zero voxels (as the readers do for
-                skull-stripped volumes without a mask).
+            brain_mask: Boolean brain voxels, same shape (e.g. a dataset's brain mask); ``None`` = all but the
+                volume's background value (:func:`~clickadapt.volume_input.volume_background`: the zeros of a
+                skull-stripped scan, the constant minimum of a z-scored one such as BRATS's), as the server
+                and :meth:`~clickadapt.predictor.Predictor.set_image` decide for the same file.
             intensity_stats: Clipping and z-score parameters to use instead of the volume's own (e.g. those of
                 a whole volume of which ``volume`` is a crop); default: computed from the brain voxels with the
-                model's clipping percentiles.
+                model's clipping percentiles (:class:`~clickadapt.volume_input.VolumeIntensities`).
             volume_id: A name for logs and safety events.
 
         Raises:
@@ -128,11 +131,18 @@ class SliceClicks:
         if not np.issubdtype(data.dtype, np.number) or not np.isfinite(data).all():
             raise ValueError("the volume must hold finite numbers")
         orientation = VolumeOrientation(data.shape, volume.affine)
-        brain = resolve_brain_mask(data, brain_mask)
         clip = self.predictor.meta.preprocessing.clip_percentiles
-        stats = intensity_stats if intensity_stats is not None else brain_intensity_stats(data, brain, clip)
+        brain: np.ndarray | None = None
+        if brain_mask is not None:
+            brain = resolve_brain_mask(data, brain_mask)
+            stats = intensity_stats if intensity_stats is not None else brain_intensity_stats(data, brain, clip)
+            intensities = VolumeIntensities(stats, None)
+        elif intensity_stats is not None:
+            intensities = VolumeIntensities(intensity_stats, volume_background(data[..., :: stats_step(data.size)]))
+        else:
+            intensities = VolumeIntensities.of_volume(data, clip)
         self._accept_open()
-        self._volume, self._orientation, self._brain, self._stats = volume, orientation, brain, stats
+        self._volume, self._orientation, self._brain, self._intensities = volume, orientation, brain, intensities
         self._label = np.zeros(data.shape, dtype=np.uint8)
         self._records, self._clicks, self._open, self._new_clicks = {}, [], None, 0
         self._prior, self.last_undo = [], None
@@ -142,13 +152,16 @@ class SliceClicks:
         """Slice ``index`` across file axis ``axis``, upright, clipped and z-scored with the volume's statistics
         (the intensities the network sees, before padding or cropping to its size)."""
         orientation = self.orientation
-        assert self._brain is not None and self._stats is not None
-        return normalise_slice(self.volume.data, self._brain, self._stats, orientation, axis, index)
+        assert self._intensities is not None
+        return normalise_slice(self.volume.data, self._intensities, orientation, axis, index, self._brain)
 
     def prepared_slice(self, axis: int, index: int) -> PreparedImage:
         """Slice ``index`` across file axis ``axis`` as the network sees it: upright, normalised with the
         volume's statistics and padded or cropped, exactly like a training slice of the data readers."""
-        return prepare_slice(self.normalised_slice(axis, index), self.predictor.image_size)
+        orientation = self.orientation
+        assert self._intensities is not None
+        size = self.predictor.image_size
+        return prepare_slice(self.volume.data, self._intensities, orientation, axis, index, size, self._brain)
 
     # ------------------------------------------------------------------ clicks
     def add_click(

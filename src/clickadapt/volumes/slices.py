@@ -2,8 +2,9 @@
 
 A slice is shown upright (:mod:`clickadapt.volumes.geometry`), clipped and z-scored with the whole volume's
 intensity statistics and padded or cropped to the model's size, exactly like a training slice of the data
-readers. :func:`predict_clicks` runs one forward of the model on such a slice for automatic clicks (no weight
-update), and :func:`adaptation_off` lets the predictor replay clicks without the strategy's per-click update.
+readers, by the function the server and the library use for a volume's slice (:mod:`clickadapt.volume_input`).
+:func:`predict_clicks` runs one forward of the model on such a slice for automatic clicks (no weight update),
+and :func:`adaptation_off` lets the predictor replay clicks without the strategy's per-click update.
 :class:`~clickadapt.volumes.session.VolumeSession` uses these with the open volume's statistics.
 """
 
@@ -17,41 +18,63 @@ import torch
 
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import model_input
-from clickadapt.data.prepare import Geometry, PreparedImage, logits_to_source, source_to_model_point, window_to_uint8
-from clickadapt.data.preprocess import BrainIntensityStats, apply_brain_intensity_stats, finish_brain_slice
+from clickadapt.data.prepare import Geometry, PreparedImage, logits_to_source, source_to_model_point
 from clickadapt.predictor import Predictor
+from clickadapt.volume_input import VolumeIntensities, normalise_volume_slice, prepare_volume_slice
 from clickadapt.volumes.geometry import ViewPoint, VolumeOrientation
 
 
 def normalise_slice(
     data: np.ndarray,
-    brain: np.ndarray,
-    stats: BrainIntensityStats,
+    intensities: VolumeIntensities,
     orientation: VolumeOrientation,
     axis: int,
     index: int,
+    brain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Slice ``index`` across file axis ``axis``, upright, clipped and z-scored with the volume's statistics
-    (the intensities the network sees, before padding or cropping to its size).
+    (the intensities the network sees, before padding or cropping to its size;
+    :func:`~clickadapt.volume_input.normalise_volume_slice`).
 
     Args:
         data: The volume's values in file order.
-        brain: Its boolean brain voxels, same shape.
-        stats: Clipping and z-score parameters.
+        intensities: Its statistics and background value.
         orientation: The volume's :class:`~clickadapt.volumes.geometry.VolumeOrientation`.
         axis: File axis of the slice.
         index: Slice index along it.
+        brain: A brain mask given with the volume (boolean, same shape), or ``None`` for all but the volume's
+            background value.
     """
     picture = orientation.slice_view(data, axis, index)
-    return apply_brain_intensity_stats(picture, orientation.slice_view(brain, axis, index), stats)
+    plane = None if brain is None else orientation.slice_view(brain, axis, index)
+    return normalise_volume_slice(picture, intensities, plane)
 
 
-def prepare_slice(normalised: np.ndarray, size: int) -> PreparedImage:
-    """A normalised slice (:func:`normalise_slice`) as the network sees it: padded or cropped to ``size``,
-    exactly like a training slice of the data readers."""
-    pixels = finish_brain_slice(normalised, size)
-    geometry = Geometry(kind="pad-crop", source_shape=(int(normalised.shape[0]), int(normalised.shape[1])), size=size)
-    return PreparedImage(pixels, window_to_uint8(pixels[0]), geometry)
+def prepare_slice(
+    data: np.ndarray,
+    intensities: VolumeIntensities,
+    orientation: VolumeOrientation,
+    axis: int,
+    index: int,
+    size: int,
+    brain: np.ndarray | None = None,
+) -> PreparedImage:
+    """Slice ``index`` across file axis ``axis`` as the network sees it: upright, normalised with the volume's
+    statistics and padded or cropped to ``size``, exactly like a training slice of the data readers and a
+    volume's slice in the server and the library (:func:`~clickadapt.volume_input.prepare_volume_slice`).
+
+    Args:
+        data: The volume's values in file order.
+        intensities: Its statistics and background value.
+        orientation: The volume's :class:`~clickadapt.volumes.geometry.VolumeOrientation`.
+        axis: File axis of the slice.
+        index: Slice index along it.
+        size: Side of the model's input.
+        brain: A brain mask given with the volume, or ``None`` (see :func:`normalise_slice`).
+    """
+    picture = orientation.slice_view(data, axis, index)
+    plane = None if brain is None else orientation.slice_view(brain, axis, index)
+    return prepare_volume_slice(picture, intensities, size, plane)
 
 
 def grid_point_to_voxel(
