@@ -18,6 +18,7 @@ from bench.harness.execution import plan_with_cached_tuning, run_bench
 from bench.harness.plan import BenchPlan, cost_per_click
 from bench.harness.report import write_bench_report
 from bench.harness.restore import restore_cache
+from clickadapt.adaptation.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,17 @@ def handle_bench(args: argparse.Namespace, command: str | None = None) -> int:
         print(f"Report regenerated: {paths[0]}")
         return 0
     only = None if args.only is None else [name.strip() for name in args.only.split(",") if name.strip()]
+    first = [] if args.first is None else [name.strip() for name in args.first.split(",") if name.strip()]
+    unknown = sorted(set(first) - set(STRATEGIES))
+    if unknown:
+        raise ValueError(f"--first: unknown strategy name(s) {unknown}; known: {sorted(STRATEGIES)}")
     if not args.no_restore:
         for folder in dict.fromkeys((committed_output, config.output)):
             restore_cache(folder, config.cache_dir)
     if args.dry_run:
         print(describe_plan(plan_with_cached_tuning(config, only)))
         return 0
-    output = run_bench(config, only, command, cluster=args.cluster, compute=not args.cached_only)
+    output = run_bench(config, only, command, cluster=args.cluster, compute=not args.cached_only, first=first)
     print(f"Report: {output / REPORT_MD}")
     failed = json.loads((output / BENCH_JSON).read_text(encoding="utf-8")).get("failed", [])
     if failed:
@@ -126,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-restore",
         action="store_true",
         help="do not seed the run cache from the runs recorded in the output folders' raw files",
+    )
+    parser.add_argument(
+        "--first",
+        metavar="STRATEGIES",
+        help="comma-separated strategy names (e.g. frozen,oaims) whose missing runs are computed first, in that order",
     )
     parser.add_argument("--workers", type=int, help="worker processes (default: the config's)")
     parser.add_argument("--output", help="output folder (default: the config's)")

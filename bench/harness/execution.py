@@ -245,6 +245,7 @@ def run_bench(
     command: str | None = None,
     cluster: str | None = None,
     compute: bool = True,
+    first: Sequence[str] = (),
 ) -> Path:
     """Run the suite: compute every run missing from the cache, then write the raw files and the report.
 
@@ -257,6 +258,8 @@ def run_bench(
             ``config.workers`` processes); see :mod:`bench.harness.executors`.
         compute: ``False`` computes nothing: the raw files and the report are written from the runs already
             in the cache (e.g. those of an interrupted invocation), the missing ones listed as missing.
+        first: Strategy names (``frozen``, ``oaims``, …) whose runs are computed before all others, in this
+            order (then longest first): with little time left, the runs a comparison needs come first.
 
     Returns:
         The output folder. Runs that raised are logged, left out of the report (listed as missing) and
@@ -301,7 +304,7 @@ def run_bench(
     else:
         tuned = {}
     if executor is not None:
-        failed += _execute(_run_calls(plan, missing), executor)
+        failed += _execute(_run_calls(plan, missing, first), executor)
         computed += len(missing)
     else:
         logger.info("bench: --cached-only: %d runs of the plan are not in the cache and are left out", len(missing))
@@ -329,10 +332,12 @@ def plan_with_cached_tuning(config: BenchConfig, only: Sequence[str] | None = No
     return plan_bench(config, only, tuned) if tuned else plan
 
 
-def _run_calls(plan: BenchPlan, jobs: Sequence[BenchJob]) -> list[Call]:
-    """The computations of ``jobs`` (longest first), each with its source baseline read from the cache."""
+def _run_calls(plan: BenchPlan, jobs: Sequence[BenchJob], first: Sequence[str] = ()) -> list[Call]:
+    """The computations of ``jobs``, each with its source baseline read from the cache: the runs of the
+    strategies named in ``first`` first (in that order), then longest first (the makespan is shortest)."""
+    rank = {name: position for position, name in enumerate(first)}
     calls: list[Call] = []
-    for job in sorted(jobs, key=lambda job: -job.estimate_s):
+    for job in sorted(jobs, key=lambda job: (rank.get(job.strategy.name, len(rank)), -job.estimate_s)):
         stream = plan.streams[job.stream].spec
         baseline = None
         if job.source_key is not None:

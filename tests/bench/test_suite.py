@@ -444,3 +444,16 @@ def test_each_run_records_when_and_where_it_was_computed(outcome: BenchOutcome) 
     assert len(runs) == 5 and all(run.machine and run.computed_at.startswith("20") for run in runs)
     day = runs[0].computed_at[:10]
     assert f"{day} on {runs[0].machine}: 5 runs" in outcome.report
+
+
+@pytest.mark.slow  # shares one module fixture: the suite run twice (~10 s)
+def test_first_computes_the_named_strategies_runs_before_the_longer_ones(
+    outcome: BenchOutcome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = plan_bench(load_bench_config(outcome.config_path))
+    default = [call[0] for call in execution._run_calls(plan, plan.jobs)]
+    ordered = [call[0] for call in execution._run_calls(plan, plan.jobs, ["frozen"])]
+    assert sorted(default) == sorted(ordered) and "frozen" not in default[0]
+    assert "frozen" in ordered[0] and all("frozen" not in description for description in ordered[1:])
+    assert bench_main([str(outcome.config_path), "--first", "frozen,nope"]) == 2
+    assert "--first: unknown strategy name(s) ['nope']" in capsys.readouterr().err
