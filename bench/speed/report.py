@@ -180,9 +180,10 @@ def _http_input_lines(runs: list[dict[str, Any]]) -> list[str]:
         if run.get("source_files") is None:
             continue  # a result from before this was recorded
         lines.append(
-            f"- {task}: {run['source_files']} of {run['images']} images sent as their source file (a volume opened at"
-            f" the sample's slice), the rest as the preprocessed array; the server's model input differs from the"
-            f" in-process one by at most {run['input_difference']:.3g} (standard deviations)."
+            f"- {task}: {run['source_files']} of {run['images']} images sent as their source file (a NIfTI volume"
+            f" opened at the sample's slice, or the photograph), the rest as the preprocessed array; the server's"
+            f" model input differs from the in-process one by at most {run['input_difference']:.3g}"
+            " (standard deviations)."
         )
     return ["", *lines] if lines else []
 
