@@ -247,6 +247,10 @@ def test_the_report_says_what_the_server_was_sent_and_how_close_its_input_was() 
     brain = [http for http in raw["http"] if http["task"] == "brain"]
     for http in brain:
         http.update(source_files=http["images"], input_difference=0.0444)
+    for http in raw["http"]:
+        if http["task"] == "fundus":  # as a result from before this was recorded
+            http.pop("source_files", None)
+            http.pop("input_difference", None)
     text = render_report(raw)
     expected = f"- brain: {brain[0]['images']} of {brain[0]['images']} images sent as their source file"
     assert text.count(expected) == 1 and "by at most 0.0444 (standard deviations)" in text
