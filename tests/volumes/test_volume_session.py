@@ -23,6 +23,7 @@ from volume_testing import (
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.data.files import axial_slice, read_nifti
 from clickadapt.data.preprocess import apply_brain_intensity_stats, brain_intensity_stats, finish_brain_slice
+from clickadapt.predictor import Predictor
 from clickadapt.volumes import PropagationConfig, ViewPoint, VolumeOrientation, VolumeSession, read_volume, write_label
 from clickadapt.volumes.propagation import foreground_dice, keep_overlapping, seed_clicks
 
@@ -365,16 +366,21 @@ def silence(state: ModelState) -> None:
     state.load_weights({"scale": torch.tensor(0.0)})
 
 
+def propagated_from_slice_12(path: Path) -> tuple[Predictor, VolumeSession, np.ndarray]:
+    """A session whose user segmented axial slice 12 with one click and accepted it (propagated to its
+    neighbours); with its predictor and the label volume it then shows."""
+    predictor = bright_predictor()
+    session = VolumeSession(predictor)
+    session.set_volume(read_volume(path))
+    session.add_click((12, 18, 22), 1, axis=S_AXIS)
+    session.accept()
+    return predictor, session, session.label.copy()
+
+
 def test_undoing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_mask(
     oblique: tuple[Path, Path],
 ) -> None:
-    volume = read_volume(oblique[0])
-    predictor = bright_predictor()
-    session = VolumeSession(predictor)
-    session.set_volume(volume)
-    session.add_click((12, 18, 22), 1, axis=S_AXIS)
-    session.accept()
-    before = session.label.copy()
+    predictor, session, before = propagated_from_slice_12(oblique[0])
     assert session.slices[(S_AXIS, 14)].origin == "propagated" and (before[14] > 0).sum() > 50
     session.add_click((14, 18, 22), "background", axis=S_AXIS)
     session.add_click((14, 16, 21), 1, axis=S_AXIS)
@@ -392,13 +398,7 @@ def test_undoing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_mas
 def test_removing_the_clicks_on_a_propagated_slice_brings_back_its_propagated_mask(
     oblique: tuple[Path, Path],
 ) -> None:
-    volume = read_volume(oblique[0])
-    predictor = bright_predictor()
-    session = VolumeSession(predictor)
-    session.set_volume(volume)
-    session.add_click((12, 18, 22), 1, axis=S_AXIS)
-    session.accept()
-    before = session.label.copy()
+    predictor, session, before = propagated_from_slice_12(oblique[0])
     session.add_click((14, 18, 22), "background", axis=S_AXIS)
     session.add_click((10, 18, 22), "background", axis=S_AXIS)  # slice 14 is accepted and left
     silence(predictor.state)
