@@ -234,6 +234,12 @@ def test_train_with_a_missing_or_invalid_config_exits_2_naming_it(
     invalid.write_text("task: brain\nepochz: 3\n")
     status, err = run_cli(["train", str(invalid)], capsys)
     assert status == 2 and "invalid.yaml is invalid" in err and "epochz" in err
+    valid = tmp_path / "valid.yaml"
+    valid.write_text("task: fundus\ntrain_data: [{reader: rimone-dl, split: train, domains: [r2], limit: 1}]\n")
+    status, err = run_cli(["train", str(valid), "--device", "cuda", "--output", str(tmp_path / "run")], capsys)
+    if not torch.cuda.is_available():  # refused before any data is read or anything written
+        assert status == 2 and "device 'cuda' asked for" in err and "--device cpu" in err
+        assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_with_a_bad_config_exits_2_naming_the_file_and_field(

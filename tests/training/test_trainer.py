@@ -16,6 +16,7 @@ from clickadapt.data.registry import DatasetConfig
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.models.factory import ModelConfig
 from clickadapt.training.config import OptimisationConfig, TrainingConfig, ValidationConfig, load_training_config
+from clickadapt.training.distributed import init_distributed
 from clickadapt.training.trainer import RESUME_FILE, train
 
 pytestmark = pytest.mark.realdata
@@ -111,3 +112,21 @@ def test_a_second_stage_starts_from_the_first_stages_weights(data_root: Path, tm
     other.init_checkpoint = first.best_checkpoint
     with pytest.raises(ValueError, match=r"init_checkpoint .*best\.pt"):
         train(other, progress=False)
+
+
+def test_device_choice_is_honoured_and_a_missing_gpu_is_named() -> None:
+    assert init_distributed("cpu").device.type == "cpu"
+    assert init_distributed("auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda', got 'tpu'"):
+        init_distributed("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device 'cuda' asked for, but torch .* sees no CUDA GPU"):
+            init_distributed("cuda")
+
+
+def test_validation_runs_on_the_training_device(data_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(data_root, tmp_path / "cpu", epochs=1)
+    config.device = "cpu"
+    result = train(config, progress=False)
+    assert set(result.best_metrics) >= {"dice@1/disc", "selection"}
+    assert load_checkpoint(result.best_checkpoint).meta.training["epochs_completed"] == 1

@@ -19,6 +19,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--output", help="override the config's output folder")
     parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--max-minutes", type=float, help="stop after this wall time")
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="override the config's device: auto (a GPU when torch sees one), cpu or cuda",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_train)
 
@@ -35,6 +40,8 @@ def run_train(args: argparse.Namespace) -> int:
         config.optimisation.epochs = args.epochs
     if args.max_minutes is not None:
         config.optimisation.max_minutes = args.max_minutes
+    if args.device is not None:
+        config.device = args.device
     result = train(config, resume=args.resume, progress=not args.no_progress)
     print(
         json.dumps(

@@ -77,6 +77,8 @@ class TrainingConfig(BaseModel):
         num_threads: Torch intra-op threads (None = torch's default).
         init_checkpoint: Start from these weights (a checkpoint of the same architecture, e.g. the
             ``best.pt`` of an earlier stage) instead of a random initialisation.
+        device: ``auto`` (a GPU when torch sees one, else the CPU), ``cpu`` or ``cuda`` (an error
+            where there is no GPU). Validation runs on the same device.
     """
 
     task: Literal["fundus", "brain"]
@@ -92,6 +94,7 @@ class TrainingConfig(BaseModel):
     seed: int = 0
     num_threads: int | None = None
     init_checkpoint: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 def load_training_config(path: str | Path) -> TrainingConfig:

@@ -34,22 +34,36 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def init_distributed() -> DistributedContext:
+def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group set up by ``torchrun`` (gloo on CPU, NCCL on GPU), or run alone.
 
     Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as ``torchrun`` sets them.
+
+    Args:
+        device: ``"auto"`` (the process's GPU when CUDA is available, else the CPU), ``"cpu"`` or
+            ``"cuda"``.
+
+    Raises:
+        ValueError: ``device`` is not one of those, or is ``"cuda"`` where torch sees no GPU.
     """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device 'cuda' asked for, but torch {torch.__version__} sees no CUDA GPU "
+            "(a CPU build of torch, or no GPU on this machine): use --device cpu or auto"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+    if device != "cpu" and torch.cuda.is_available():
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
     else:
-        device = torch.device("cpu")
+        chosen = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=rank, world_size=world_size, device=device)
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return DistributedContext(rank=rank, world_size=world_size, device=chosen)
 
 
 def all_reduce_mean(value: float, context: DistributedContext) -> float:

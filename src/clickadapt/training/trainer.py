@@ -97,9 +97,9 @@ def load_datasets(configs: list[Any]) -> list[Sample]:
 
 
 def validation_metrics(
-    model: nn.Module, task: TaskSpec, samples: list[Sample], config: TrainingConfig
+    model: nn.Module, task: TaskSpec, samples: list[Sample], config: TrainingConfig, device: str = "cpu"
 ) -> dict[str, float]:
-    """Dice after 1, 5 and 10 clicks of a simulated user, per region, with no adaptation.
+    """Dice after 1, 5 and 10 clicks of a simulated user, per region, with no adaptation, on ``device``.
 
     Returns keys like ``"dice@5/lesion"`` and ``"selection"`` (mean over regions at the selection
     click).
@@ -112,6 +112,7 @@ def validation_metrics(
         budget=config.validation.budget,
         seed=config.validation.seed,
         click_sigma=config.clicks.sigma,
+        device=device,
     )
     metrics: dict[str, float] = {}
     for region, curve in curves.items():
@@ -155,7 +156,7 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
         The best checkpoint and the per-epoch history.
     """
     started = time.perf_counter()
-    context = init_distributed()
+    context = init_distributed(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     task = get_task(config.task)
@@ -219,7 +220,7 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
             validate_now = validation_samples and ((epoch + 1) % config.validation.every_epochs == 0 or last_epoch)
             if validate_now:
                 model.eval()
-                metrics = validation_metrics(model, task, validation_samples, config)
+                metrics = validation_metrics(model, task, validation_samples, config, str(context.device))
                 record.update(metrics)
                 if metrics["selection"] > best_score:
                     best_score, best_metrics = metrics["selection"], metrics
