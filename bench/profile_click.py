@@ -1,9 +1,11 @@
 """Where a click's time goes in the stream engine: simulated user, click maps, forward, backward, bookkeeping.
 
-Runs ``run_stream`` on a few built-in demo brain slices under :mod:`cProfile` and attributes the inclusive time
+Runs ``run_stream`` on a few built-in demo brain slices (or, with ``--task fundus``, the latency benchmark's
+RIM-ONE r1 test photographs from the shared data) under :mod:`cProfile` and attributes the inclusive time
 of a few functions to the categories of issue 15. Reproduce::
 
-    .venv/bin/python bench/profile_click.py --strategy oaims --images 4 --budget 5
+    .venv/bin/python -m bench.profile_click --strategy oaims --images 4 --budget 5
+    .venv/bin/python -m bench.profile_click --task fundus --strategy oaims --images 4 --budget 10
 
 Numbers are CPU-dependent; run on an idle machine (one torch thread, like a bench worker).
 """
@@ -17,7 +19,9 @@ import time
 
 import torch
 
+from bench.speed.settings import STREAMS
 from clickadapt.data.demo import load_demo_samples
+from clickadapt.data.registry import load_samples
 from clickadapt.evaluation.command import load_model
 from clickadapt.evaluation.stream import run_stream
 
@@ -45,13 +49,17 @@ def _inclusive(stats: pstats.Stats, suffix: str) -> float:
 def main() -> None:
     """Profile one run and print seconds per click by category."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["brain", "fundus"], default="brain")
     parser.add_argument("--strategy", default="oaims")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--budget", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    loaded = load_model("brain")
-    samples = [s for s in load_demo_samples() if s.task == "brain"][: args.images]
+    loaded = load_model(args.task)
+    if args.task == "fundus":
+        samples = load_samples(STREAMS["fundus"])[: args.images]
+    else:
+        samples = load_demo_samples()[: args.images]
     run_stream(loaded.model, loaded.task, samples[:1], args.strategy, budget=2, progress=False)  # warm-up
     profiler = cProfile.Profile()
     start = time.perf_counter()
