@@ -31,14 +31,17 @@ IMAGE_SIZE = 48
 TINY_WIDTHS = [4, 8, 16]
 
 
-def write_tiny_checkpoint(path: Path, size: int = IMAGE_SIZE, seed: int = 0) -> Path:
-    """A random brain ``ReferenceUNet(widths=[4, 8, 16], affine_norm=True)`` saved as a checkpoint."""
+def write_tiny_checkpoint(
+    path: Path, size: int = IMAGE_SIZE, seed: int = 0, clip_percentiles: tuple[float, float] = (0.5, 99.5)
+) -> Path:
+    """A random brain ``ReferenceUNet(widths=[4, 8, 16], affine_norm=True)`` saved as a checkpoint (its volume
+    slices clipped to ``clip_percentiles`` of the brain values)."""
     torch.manual_seed(seed)
     model = ReferenceUNet(BRAIN.input_channels, BRAIN.num_classes, TINY_WIDTHS, affine_norm=True)
     meta = CheckpointMeta(
         task="brain",
         model=ModelConfig(widths=TINY_WIDTHS, affine_norm=True),
-        preprocessing={"size": size, "click_sigma": 5.0},
+        preprocessing={"size": size, "click_sigma": 5.0, "clip_percentiles": clip_percentiles},
         notes="tiny random model for the server tests",
     )
     save_checkpoint(path, model, meta)

@@ -1,8 +1,10 @@
 """One slice of one NIfTI volume gets the same model input through every door (clickadapt.volume_input).
 
 The doors: the data readers (training and benchmarks), ``Predictor.set_image(path, slice)`` (the library),
-the web server (``prepare_source``), the MONAI Label ``infer`` route (3D Slicer; the slice it stores in the
-datastore is what the model learns from) and ``VolumeSession``. Before they shared one preparation (max
+the web server (``prepare_source``, and a NIfTI uploaded through its page's API), the MONAI Label ``infer``
+route (3D Slicer; the slice it stores in the datastore is what the model learns from) and ``VolumeSession``;
+each with the checkpoint's own clipping percentiles (the web page's upload used the default ones until
+2026-12-02). Before they shared one preparation (max
 |difference| to the reader's input on the first, largest-lesion and last lesion slice of the first two BRATS
 test patients and MSLUB patient07): the library z-scored the slice with its own statistics (BRATS 1.1-1.9
 standard deviations, MSLUB 3.4); the MONAI Label route and ``VolumeSession`` counted every non-zero voxel as
@@ -26,18 +28,20 @@ from server_helpers import synthetic_brain_slice, write_tiny_checkpoint
 import clickadapt
 from clickadapt.data.base import LoadUnit
 from clickadapt.data.brain import MASK_THRESHOLD, BratsReader, MslubReader, volume_samples
-from clickadapt.data.files import read_nifti
+from clickadapt.data.files import axial_slice, read_nifti
 from clickadapt.data.registry import DatasetConfig
 from clickadapt.data.sample import Sample
 from clickadapt.server.app import create_app
 from clickadapt.server.images import decode_file, prepare_source
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import BRAIN
-from clickadapt.volume_input import VolumeIntensities, volume_background
+from clickadapt.volume_input import VolumeIntensities, prepare_volume_slice, volume_background
 from clickadapt.volumes import ViewPoint, VolumeOrientation, VolumeSession, read_volume
 
 SIZE = 64
 """The test model's input side (the volumes' slices are centre cropped to it)."""
+OTHER_CLIP = (5.0, 95.0)
+"""A checkpoint's brain clipping range other than the default (0.5, 99.5): every door must use the model's."""
 REAL_SIZE = 256
 """The shipped brain model's input side (BRATS's 240 × 240 slices are padded to it)."""
 ATOL = 1e-5
@@ -64,6 +68,11 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return {size: write_tiny_checkpoint(folder / f"tiny{size}.pt", size=size) for size in (SIZE, REAL_SIZE)}
 
 
+@pytest.fixture(scope="module")
+def other_clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "clip.pt", size=SIZE, clip_percentiles=OTHER_CLIP)
+
+
 def s_axis(path: Path) -> tuple[VolumeOrientation, int]:
     """The volume's orientation and the file axis its axial (S) slices are taken across."""
     volume = read_volume(path)
@@ -84,8 +93,16 @@ def file_voxel(orientation: VolumeOrientation, axis: int, las_index: int) -> tup
     return orientation.view_to_voxel(ViewPoint(axis, file_index(orientation, axis, las_index), rows // 2, cols // 2))
 
 
-def doors(path: Path, slices: list[int], checkpoint: Path, store: Path, size: int) -> dict[int, Door]:
-    """The model input of each axial slice (readers' index) through the library, the server, MONAI Label and
+def doors(
+    path: Path,
+    slices: list[int],
+    checkpoint: Path,
+    store: Path,
+    size: int,
+    clip_percentiles: tuple[float, float] = (0.5, 99.5),
+) -> dict[int, Door]:
+    """The model input of each axial slice (readers' index) through the library, the server (its preparation
+    with the model's ``clip_percentiles``, and an upload through the page's API), MONAI Label and
     ``VolumeSession``."""
     orientation, axis = s_axis(path)
     assert axis == 2, "MONAI Label's 2D model slices across the file's last axis"
@@ -100,7 +117,7 @@ def doors(path: Path, slices: list[int], checkpoint: Path, store: Path, size: in
 
     decoded = decode_file(path.read_bytes(), path.name)
     for k in slices:
-        found[k].inputs["server"] = prepare_source(decoded, BRAIN, size, k).pixels
+        found[k].inputs["server"] = prepare_source(decoded, BRAIN, size, k, clip_percentiles).pixels
 
     session = VolumeSession(clickadapt.load_predictor(str(checkpoint), adapt="frozen", safety=False))
     session.set_volume(read_volume(path))
@@ -122,6 +139,12 @@ def doors(path: Path, slices: list[int], checkpoint: Path, store: Path, size: in
             data = app.state.service.store.get_image_data(f"ml-case-a{axis}-s{voxel[axis]}")
             assert data is not None
             found[k].inputs["monai label"] = data.pixels
+        for k in slices:
+            response = client.post(f"/api/uploads?filename={path.name}&slice={k}", content=path.read_bytes())
+            assert response.status_code == 201, response.text
+            data = app.state.service.store.get_image_data(response.json()["image"]["id"])
+            assert data is not None
+            found[k].inputs["web page upload"] = data.pixels
     return found
 
 
@@ -167,6 +190,21 @@ def test_a_volume_slice_is_the_readers_slice_through_every_door(
         assert_same_input(sample.image, found[sample.slice_index or 0], ATOL, f"slice {sample.slice_index}")
     expected = {"zeros": 0.0, "zeros-and-negatives": 0.0, "negative": -1.7}[background]
     assert volume_background(las) == pytest.approx(expected)
+
+
+def test_every_door_clips_a_volume_with_the_models_own_percentiles(other_clip_checkpoint: Path, tmp_path: Path) -> None:
+    pictures = [synthetic_brain_slice(70, seed) for seed in range(3)]
+    las = np.stack([image * (1.0 + 0.3 * k) for k, (image, _) in enumerate(pictures)], axis=-1).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(las[:, ::-1, :]), np.diag([-1.0, -1.0, 1.0, 1.0])), path)
+    found = doors(path, [0, 2], other_clip_checkpoint, tmp_path / "store", SIZE, OTHER_CLIP)
+    volume = read_nifti(path)
+    for k in (0, 2):
+        picture = axial_slice(volume, k)
+        ours = prepare_volume_slice(picture, VolumeIntensities.of_volume(volume, OTHER_CLIP), SIZE).pixels
+        default = prepare_volume_slice(picture, VolumeIntensities.of_volume(volume), SIZE).pixels
+        assert np.abs(ours - default).max() > 0.1  # the two clipping ranges give visibly different inputs…
+        assert_same_input(ours, found[k], ATOL, f"slice {k}")  # …and every door uses the model's
 
 
 def test_volume_background_is_zero_or_the_minimum_when_it_covers_enough() -> None:

@@ -43,6 +43,7 @@ from clickadapt.data.prepare import mask_to_source as mask_to_source
 from clickadapt.data.prepare import prepare_image as prepare_image
 from clickadapt.data.prepare import to_grey as to_grey
 from clickadapt.data.prepare import window_to_uint8 as window_to_uint8
+from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES
 from clickadapt.tasks import TaskSpec
 
 # A volume's slices are prepared by the function the library and the volume sessions use too.
@@ -123,7 +124,9 @@ class DecodedSource:
     reader: Callable[[int], np.ndarray] | None = None
     slices: int | None = None
     values: Callable[[int], np.ndarray] | None = None
-    _intensities: VolumeIntensities | None = field(default=None, init=False, repr=False, compare=False)
+    _intensities: dict[tuple[float, float], VolumeIntensities] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def num_slices(self) -> int | None:
@@ -160,8 +163,9 @@ class DecodedSource:
         assert self.array is not None
         return axial_slice(self.array, index)
 
-    def intensities(self) -> VolumeIntensities:
-        """The volume's brain intensity statistics (computed on the first call, then kept).
+    def intensities(self, clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES) -> VolumeIntensities:
+        """The volume's brain intensity statistics, clipped to ``clip_percentiles`` of the brain values (the
+        model's own, ``CheckpointMeta.preprocessing.clip_percentiles``); computed on the first call, then kept.
 
         From every voxel up to :data:`VOLUME_STATS_VOXELS` voxels, else from every k-th stored slab.
 
@@ -171,14 +175,16 @@ class DecodedSource:
         """
         if self.kind != "volume":
             raise ValueError("only volumes have volume statistics")
-        if self._intensities is None:
+        found = self._intensities.get(clip_percentiles)
+        if found is None:
             if self.values is not None:
                 values = self.values(stats_step(math.prod(self.volume_shape or ())))
-                self._intensities = VolumeIntensities.of_values(values)
+                found = VolumeIntensities.of_values(values, clip_percentiles)
             else:
                 assert self.array is not None
-                self._intensities = VolumeIntensities.of_volume(self.array)
-        return self._intensities
+                found = VolumeIntensities.of_volume(self.array, clip_percentiles)
+            self._intensities[clip_percentiles] = found
+        return found
 
 
 def has_supported_suffix(name: str) -> bool:
@@ -497,12 +503,19 @@ def is_colour(picture: np.ndarray) -> bool:
     return float(chroma.mean()) / 2.0 / spread > COLOUR_CHROMA
 
 
-def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index: int | None = None) -> PreparedImage:
+def prepare_source(
+    source: DecodedSource,
+    task: TaskSpec,
+    size: int,
+    slice_index: int | None = None,
+    clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES,
+) -> PreparedImage:
     """Preprocess a decoded file: a 2D image, or one axial slice of a volume.
 
     A 2D image is normalised with its own statistics (:func:`prepare_image`); a slice of a volume for a grey
-    (brain) model with the whole volume's (:func:`prepare_volume_slice`), as the NIfTI readers prepared the
-    training slices.
+    (brain) model with the whole volume's (:func:`prepare_volume_slice`), clipped to ``clip_percentiles`` of its
+    brain values (give the model's, ``CheckpointMeta.preprocessing.clip_percentiles``), as the NIfTI readers
+    prepared the training slices.
 
     Raises:
         ValueError: A slice index for a 2D image, or an index outside the volume.
@@ -515,7 +528,7 @@ def prepare_source(source: DecodedSource, task: TaskSpec, size: int, slice_index
     index = default_slice(source) if slice_index is None else slice_index
     picture = source.slice(index)
     if task.image_channels == 1:
-        prepared = prepare_volume_slice(picture, source.intensities(), size)
+        prepared = prepare_volume_slice(picture, source.intensities(clip_percentiles), size)
     else:
         prepared = prepare_image(picture, task, size)
     prepared.geometry.slice_index = index

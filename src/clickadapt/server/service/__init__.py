@@ -91,7 +91,13 @@ class AnnotationService:
         self.lock = threading.RLock()
         self.models = ModelRegistry(settings, self.store, self.lock)
         self.catalogue = ImageCatalogue(
-            settings, self.store, self.models.task, self.models.image_size, self.lock, samples
+            settings,
+            self.store,
+            self.models.task,
+            self.models.image_size,
+            self.lock,
+            samples,
+            self.models.base_meta.preprocessing.clip_percentiles,
         )
         self.sessions = SessionManager(settings, self.store, self.catalogue, self.models, self.lock)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES
 from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import atomic_write_bytes
 from clickadapt.server.datastore import Datastore, ImageData, ImageRecord, SourceRecord
@@ -83,6 +84,8 @@ class ImageCatalogue:
         image_size: Side of the model's input grid.
         lock: The service lock shared by every part.
         samples: Pre-made samples to serve instead of the data folder or the demo images (tests, embedding).
+        clip_percentiles: The model's brain intensity clipping range (``CheckpointMeta.preprocessing``): volume
+            slices are normalised with it, as the model's training slices were.
 
     Raises:
         FileNotFoundError: The data folder does not exist.
@@ -97,11 +100,13 @@ class ImageCatalogue:
         image_size: int,
         lock: threading.RLock,
         samples: Sequence[Sample] | None = None,
+        clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES,
     ) -> None:
         self.settings = settings
         self.store = store
         self.task = task
         self.image_size = image_size
+        self.clip_percentiles = clip_percentiles
         self.lock = lock
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
@@ -305,7 +310,7 @@ class ImageCatalogue:
     def _prepare(self, source: SourceRecord, decoded: DecodedSource | None, slice_index: int | None) -> ImageData:
         decoded = decoded if decoded is not None else self._decoded_source(source)
         try:
-            prepared = prepare_source(decoded, self.task, self.image_size, slice_index)
+            prepared = prepare_source(decoded, self.task, self.image_size, slice_index, self.clip_percentiles)
         except ValueError as error:
             raise BadRequest(f"{source.name}: {error}") from error
         return ImageData(prepared.pixels, encode_png(prepared.display), prepared.geometry.model_dump(mode="json"))
