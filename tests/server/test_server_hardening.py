@@ -158,9 +158,11 @@ def test_default_limits_fit_a_4096_photograph_and_a_512_cubed_volume() -> None:
 def test_bombs_are_refused_from_their_header_in_under_a_second(
     client: TestClient, tmp_path: Path, name: str, payload: bytes, words: str
 ) -> None:
-    started = time.perf_counter()
+    # CPU seconds of this process (the app runs in it), not wall time: other processes sharing the machine
+    # (a benchmark, a busy CI runner) must not make it fail; decoding any of these would take several.
+    started = time.process_time()
     assert_refused(client, tmp_path / "store", "POST", f"/api/uploads?filename={name}", 400, words, content=payload)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 def test_tiff_and_dicom_sizes_are_checked_before_decoding(make_client: AppFactory, tmp_path: Path) -> None:
