@@ -1,11 +1,12 @@
 """In Debian's chromium (headless, Playwright): the page draws the mask of a resized photograph at the
-photograph's own resolution, stretched over the model-grid picture. Skipped when chromium or Playwright is
-missing.
+photograph's own resolution, stretched over the model-grid picture; the crop tool (K, drag a box) makes a new
+image of the square around the box and opens it. Skipped when chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from server_helpers import IMAGE_SIZE, ServerProcess, synthetic_fundus_png, write_tiny_fundus_checkpoint
@@ -14,8 +15,24 @@ from test_server_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, click_pixel
 SOURCE_SHAPE = (150, 210)
 
 
+def drag_pixels(page: Any, start: tuple[int, int], end: tuple[int, int]) -> None:
+    """Drag the mouse from image pixel ``start`` to ``end`` (row, col), whatever the page's zoom and pan."""
+    box = page.locator("#canvas").bounding_box()
+    view = page.evaluate(
+        "({zoom: window.clickadapt.state.zoom, x: window.clickadapt.state.panX, y: window.clickadapt.state.panY})"
+    )
+
+    def screen(row: int, col: int) -> tuple[float, float]:
+        return box["x"] + view["x"] + (col + 0.5) * view["zoom"], box["y"] + view["y"] + (row + 0.5) * view["zoom"]
+
+    page.mouse.move(*screen(*start))
+    page.mouse.down()
+    page.mouse.move(*screen(*end), steps=8)
+    page.mouse.up()
+
+
 @pytest.mark.slow
-def test_the_page_draws_the_overlay_at_the_photographs_resolution(tmp_path: Path) -> None:
+def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_path: Path) -> None:
     if not CHROMIUM.is_file():
         pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -45,6 +62,23 @@ def test_the_page_draws_the_overlay_at_the_photographs_resolution(tmp_path: Path
                 )
                 assert sizes == {"picture": [IMAGE_SIZE, IMAGE_SIZE], "overlay": list(SOURCE_SHAPE)}
                 assert errors == []  # drawn without a failure (stretched over the picture's extent)
+
+                # the crop tool: a box over the right half of the grid → the square of the photograph around it
+                page.keyboard.press("k")
+                assert page.evaluate("window.clickadapt.state.tool") == "crop"
+                drag_pixels(page, (IMAGE_SIZE // 4, IMAGE_SIZE // 2), (3 * IMAGE_SIZE // 4, IMAGE_SIZE - 1))
+                page.wait_for_selector("#image-list li:nth-child(2)")
+                page.wait_for_function("document.querySelector('#image-name').textContent.includes('[crop')")
+                page.wait_for_selector("#canvas[data-state=new]")
+                assert page.evaluate("window.clickadapt.state.tool") == "click"  # back to clicking
+                click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                overlay = page.evaluate(
+                    "[window.clickadapt.state.overlay.naturalHeight, window.clickadapt.state.overlay.naturalWidth]"
+                )
+                side = round(SOURCE_SHAPE[1] / 2)  # the box's longer side in photograph pixels (half the width)
+                assert overlay[0] == overlay[1] and abs(overlay[0] - side) <= 3  # the crop, at its own resolution
+                assert errors == []
             finally:
                 browser.close()
     finally:

@@ -124,6 +124,7 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
             max_upload_bytes=settings.max_upload_bytes,
             client_id=client,
             data_folder=service.catalogue.data_root is not None,
+            crops=service.models.task.image_channels == 3,
             model=service.models.model_info(),
         )
 

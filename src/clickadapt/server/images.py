@@ -545,13 +545,18 @@ def default_slice(source: DecodedSource) -> int:
 
 
 def mask_to_nifti(mask: np.ndarray, geometry: Geometry) -> bytes:
-    """A gzipped NIfTI of the mask aligned with the source volume.
+    """A gzipped NIfTI of a model-grid mask aligned with the source volume (:func:`source_mask_to_nifti`)."""
+    return source_mask_to_nifti(mask_to_source(mask, geometry), geometry)
+
+
+def source_mask_to_nifti(source_mask: np.ndarray, geometry: Geometry) -> bytes:
+    """A gzipped NIfTI of a mask already in the source image's frame.
 
     For a NIfTI source: a volume of the source's stored shape and affine with only the labelled slice
     filled (every reorientation and rotation undone). For any other image: a one-slice volume with an
     identity affine.
     """
-    slice2d = mask_to_source(mask, geometry).astype(np.uint8)
+    slice2d = np.asarray(source_mask).astype(np.uint8)
     if geometry.affine is None or geometry.volume_shape is None or geometry.slice_index is None:
         volume = np.rot90(slice2d, k=-1)[:, :, None]  # the same upright convention as axial_slice
         image = nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4))

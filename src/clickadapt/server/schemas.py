@@ -204,6 +204,16 @@ class UploadResult(BaseModel):
     )
 
 
+class CropIn(BaseModel):
+    """A box the user drew around the region of interest, in the image's ``display.png`` pixels; the crop is
+    the square of the whole picture centred on it, as long as its longer side."""
+
+    top: Index = Field(description="first row of the box")
+    left: Index = Field(description="first column of the box")
+    bottom: Index = Field(description="row after the box's last")
+    right: Index = Field(description="column after the box's last")
+
+
 class SliceIn(BaseModel):
     """Making an image from one slice of a volume."""
 
@@ -226,6 +236,7 @@ class ServerInfo(BaseModel):
     max_upload_bytes: int
     client_id: str
     data_folder: bool = Field(description="whether a data folder is served")
+    crops: bool = Field(False, description="whether images can be cropped (photographs the model sees resized)")
     model: ModelInfo
 
 

@@ -8,7 +8,16 @@ from fastapi import APIRouter, Body, Query, Response
 
 from clickadapt.server.datastore import encode_label_png
 from clickadapt.server.routers.parts import Catalogue, Client, Sessions
-from clickadapt.server.schemas import ClickIn, CorrectionIn, ErrorOut, ImageInfo, NextImage, OpenRequest, SessionView
+from clickadapt.server.schemas import (
+    ClickIn,
+    CorrectionIn,
+    CropIn,
+    ErrorOut,
+    ImageInfo,
+    NextImage,
+    OpenRequest,
+    SessionView,
+)
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -43,6 +52,16 @@ def get_image(image_id: str, catalogue: Catalogue) -> ImageInfo:
 def display_png(image_id: str, catalogue: Catalogue) -> Response:
     """The 8-bit picture the page shows; click coordinates are pixels of this picture."""
     return Response(catalogue.display_png(image_id), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.post(
+    "/{image_id}/crop", response_model=ImageInfo, status_code=201, responses=ERRORS, summary="Crop a photograph"
+)
+def crop_image(image_id: str, box: CropIn, catalogue: Catalogue) -> ImageInfo:
+    """Make a new image of the square of a photograph around a box (e.g. around the optic disc, which the
+    fundus model expects to fill about two thirds of the picture). Its masks are exported in the whole
+    picture's frame. The same square again returns the same image."""
+    return catalogue.add_crop(image_id, box.top, box.left, box.bottom, box.right)
 
 
 @router.post("/{image_id}/open", response_model=SessionView, responses=ERRORS, summary="Open an image")

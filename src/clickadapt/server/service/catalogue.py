@@ -36,11 +36,13 @@ from clickadapt.server.images import (
     display_from_pixels,
     encode_png,
     has_supported_suffix,
+    prepare_image,
     prepare_source,
     task_fit_warning,
     window_to_uint8,
 )
 from clickadapt.server.schemas import ImageInfo, SourceInfo, UploadResult
+from clickadapt.server.service.crops import ImageCrop, square_box
 from clickadapt.server.service.errors import (
     BadRequest,
     NotFound,
@@ -485,3 +487,66 @@ class ImageCatalogue:
         with self.lock:
             decoded = self._decoded_source(source)
             return self.image_info(self._image_from_source(source, decoded, index))
+
+    # ================================================================== crops
+
+    def crop_of(self, image_id: str) -> ImageCrop | None:
+        """Where a cropped image lies in the picture it was cut from (``None`` for an uncropped image).
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        raw = self.image_data(image_id).geometry.get("crop")
+        return None if raw is None else ImageCrop.model_validate(raw)
+
+    def add_crop(self, image_id: str, top: float, left: float, bottom: float, right: float) -> ImageInfo:
+        """Make (or find) the image of a square crop of a photograph (see :mod:`~clickadapt.server.service.crops`).
+
+        Args:
+            image_id: The image the user drew the box on (itself possibly a crop).
+            top, left, bottom, right: The box in that image's ``display.png`` pixels (bottom, right exclusive).
+
+        Returns:
+            The crop's image: a new entry of the list (or the existing one for the same square), prepared like
+            any photograph from the square of the whole picture around the box.
+
+        Raises:
+            NotFound: Unknown image.
+            BadRequest: Not a photograph resized onto the model's grid (volumes and brain slices are centre
+                padded, never resampled: a crop would not change their scale), no file to crop from, or a box
+                too small.
+        """
+        record = self.require_image(image_id)
+        geometry = self.geometry(image_id)
+        if geometry.kind != "resize" or record.slice_index is not None:
+            raise BadRequest(
+                f"{record.name}: only photographs, which the model sees resized onto its grid, can be cropped "
+                "(a grey slice is padded, not resized: a crop would not change its scale)"
+            )
+        parent = self.crop_of(image_id)
+        root = self.require_image(parent.root) if parent is not None else record
+        source = self.store.get_source(root.source_id) if root.source_id is not None else None
+        if source is None:
+            raise BadRequest(f"{root.name}: a built-in image has no file to crop from; upload the picture")
+        rows, cols = geometry.source_shape[0] / geometry.size, geometry.source_shape[1] / geometry.size
+        row0, col0 = (parent.top, parent.left) if parent is not None else (0, 0)
+        with self.lock:
+            picture = self._decoded_source(source).picture()
+            shape = (int(picture.shape[0]), int(picture.shape[1]))
+            try:
+                row, col, side = square_box(
+                    row0 + top * rows, col0 + left * cols, row0 + bottom * rows, col0 + right * cols, shape
+                )
+            except ValueError as error:
+                raise BadRequest(f"{record.name}: {error}") from error
+            crop_id = f"{root.id}-crop{row}-{col}-{side}"
+            existing = self.store.get_image(crop_id)
+            if existing is not None:
+                return self.image_info(existing)
+            prepared = prepare_image(picture[row : row + side, col : col + side], self.task, self.image_size)
+            crop = ImageCrop(root=root.id, top=row, left=col, size=side, picture_shape=shape)
+            stored = {**prepared.geometry.model_dump(mode="json"), "crop": crop.model_dump(mode="json")}
+            data = ImageData(prepared.pixels, encode_png(prepared.display), stored)
+            name = f"{root.name} [crop {side}×{side} at row {row}, column {col}]"
+            logger.info("cropped %s to %s", root.id, crop_id)
+            return self.image_info(self.store.add_image(crop_id, name, "upload", self.task.name, data=data))

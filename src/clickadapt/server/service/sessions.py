@@ -31,6 +31,7 @@ from clickadapt.data.prepare import mask_to_model
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore
 from clickadapt.server.schemas import ChartPoint, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
+from clickadapt.server.service.crops import cut_from_picture
 from clickadapt.server.service.errors import BadRequest, Conflict
 from clickadapt.server.service.live import LiveImage, LiveImages
 from clickadapt.server.service.registry import ModelRegistry
@@ -428,6 +429,9 @@ class SessionManager:
         ):
             raise BadRequest(f"the label must hold class indices 0..{self.task.num_classes - 1}")
         try:
+            crop = self.catalogue.crop_of(image_id)
+            if crop is not None:  # a crop's label comes in the whole picture's frame
+                labels = cut_from_picture(labels, crop)
             return mask_to_model(labels.astype(np.int64), self.catalogue.geometry(image_id))
         except ValueError as error:
             raise BadRequest(str(error)) from error

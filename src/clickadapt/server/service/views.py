@@ -18,11 +18,12 @@ from typing import Literal
 import numpy as np
 
 from clickadapt.adaptation.strategies.base import pseudo_label
-from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source
+from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_source
 from clickadapt.server.datastore import ClickRecord, Datastore, ImageRecord
-from clickadapt.server.images import encode_png, mask_to_nifti, overlay_png, paint_stroke
+from clickadapt.server.images import encode_png, overlay_png, paint_stroke, source_mask_to_nifti
 from clickadapt.server.schemas import ClickOut, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
+from clickadapt.server.service.crops import embed_in_picture
 from clickadapt.server.service.errors import NotFound, slug
 from clickadapt.server.service.live import LiveImage, LiveImages
 from clickadapt.server.service.registry import ModelRegistry
@@ -135,7 +136,9 @@ class SessionViews:
         """
         mask, _version = self.mask(image_id, tag)
         live = self.live.get(image_id) if tag == "current" else None
-        return self._resampled(live, mask, self.catalogue.geometry(image_id))
+        resampled = self._resampled(live, mask, self.catalogue.geometry(image_id))
+        crop = self.catalogue.crop_of(image_id)
+        return resampled if crop is None else embed_in_picture(resampled, crop)
 
     def export(
         self, image_id: str, tag: MaskChoice, file_format: Literal["png", "nifti"] | str
@@ -152,7 +155,12 @@ class SessionViews:
         if file_format == "png":
             return encode_png(self.mask_at_source(image_id, tag)), "image/png", f"{stem}_mask.png"
         mask, _version = self.mask(image_id, tag)
-        return mask_to_nifti(mask, self.catalogue.geometry(image_id)), "application/gzip", f"{stem}_mask.nii.gz"
+        geometry = self.catalogue.geometry(image_id)
+        crop = self.catalogue.crop_of(image_id)
+        picture = mask_to_source(mask, geometry)
+        if crop is not None:
+            picture = embed_in_picture(picture, crop)
+        return source_mask_to_nifti(picture, geometry), "application/gzip", f"{stem}_mask.nii.gz"
 
     # ================================================================== views
 

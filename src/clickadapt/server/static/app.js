@@ -36,7 +36,7 @@
     panY: 0,
     volume: null, // SourceInfo of the volume shown in the slice panel
     queue: Promise.resolve(),
-    tool: "click", // click, brush or eraser
+    tool: "click", // click, brush, eraser or crop
     brushRadius: 4,
     busy: "", // what the page waits for ("segmenting…", "adapting…"); empty when idle
     finishing: false,
@@ -297,6 +297,19 @@
     context.restore();
   }
 
+  function drawBox(box) {
+    draw();
+    const [[r0, c0], [r1, c1]] = box;
+    context.save();
+    context.setLineDash([6, 4]);
+    context.lineWidth = 2;
+    context.strokeStyle = "#ffd200";
+    const x = state.panX + Math.min(c0, c1) * state.zoom;
+    const y = state.panY + Math.min(r0, r1) * state.zoom;
+    context.strokeRect(x, y, (Math.abs(c1 - c0) + 1) * state.zoom, (Math.abs(r1 - r0) + 1) * state.zoom);
+    context.restore();
+  }
+
   function selectTool(tool) {
     state.tool = tool;
     const input = document.querySelector(`#tool-picker input[value="${tool}"]`);
@@ -432,6 +445,22 @@
     }
   }
 
+  async function sendCrop(top, left, bottom, right) {
+    if (!state.current) return;
+    setBusy("cropping…");
+    try {
+      const image = await api("POST", `/api/images/${encodeURIComponent(state.current)}/crop`, { top, left, bottom, right });
+      await refreshList();
+      selectTool("click");
+      await openImage(image.id);
+      say(`New image: ${image.name}. Click on it; its masks are exported in the whole picture's frame.`, false);
+    } catch (error) {
+      say(error.message, true);
+    } finally {
+      setBusy("");
+    }
+  }
+
   async function sendStroke(points, label) {
     if (!state.current || points.length === 0) return;
     setBusy("painting…");
@@ -504,7 +533,9 @@
   canvas.addEventListener("pointerdown", (event) => {
     canvas.focus();
     pointer = { x: event.offsetX, y: event.offsetY, button: event.button, dragging: false, panX: state.panX, panY: state.panY };
-    if (state.tool !== "click" && event.button === 0 && state.picture) {
+    if (state.tool === "crop" && event.button === 0 && state.picture) {
+      pointer.box = [imagePoint(event), imagePoint(event)];
+    } else if (state.tool !== "click" && event.button === 0 && state.picture) {
       pointer.stroke = [];
       const point = imagePoint(event);
       if (insideImage(point)) pointer.stroke.push(point);
@@ -514,6 +545,11 @@
   });
   canvas.addEventListener("pointermove", (event) => {
     if (!pointer) return;
+    if (pointer.box) {
+      pointer.box[1] = imagePoint(event);
+      drawBox(pointer.box);
+      return;
+    }
     if (pointer.stroke) {
       const point = imagePoint(event);
       const last = pointer.stroke[pointer.stroke.length - 1];
@@ -533,6 +569,13 @@
   canvas.addEventListener("pointerup", (event) => {
     const start = pointer;
     pointer = null;
+    if (start && start.box) {
+      draw();
+      const [[r0, c0], [r1, c1]] = start.box;
+      if (Math.abs(r1 - r0) < 4 && Math.abs(c1 - c0) < 4) { say("Drag a box around the region to crop to.", true); return; }
+      enqueue(() => sendCrop(Math.min(r0, r1), Math.min(c0, c1), Math.max(r0, r1) + 1, Math.max(c0, c1) + 1));
+      return;
+    }
     if (start && start.stroke) {
       const points = start.stroke.slice(0, 5000);
       if (!state.view || state.view.state === "done") { draw(); say("This image is finished and its label is kept. Press Relabel to label it again.", true); return; }
@@ -586,6 +629,7 @@
     else if (key === "c") selectTool("click");
     else if (key === "b") selectTool("brush");
     else if (key === "e") selectTool("eraser");
+    else if (key === "k" && state.info && state.info.crops) selectTool("crop");
     else if (key === "[" || key === "]") {
       state.brushRadius = Math.max(1, Math.min(20, state.brushRadius + (key === "]" ? 1 : -1)));
       $("brush-size").value = String(state.brushRadius);
@@ -747,6 +791,7 @@
     $("task-label").textContent = `task: ${state.info.task} · classes: ${state.info.class_names.join(", ")}`;
     $("max-upload").textContent = `${Math.round(state.info.max_upload_bytes / 1048576)} MB`;
     buildClassPicker(state.info.class_names);
+    $("crop-tool").hidden = !state.info.crops;
     renderModel(state.info.model);
     await Promise.all([refreshList(), refreshChart()]);
     document.body.dataset.ready = "true";
