@@ -37,7 +37,7 @@ def main() -> int:
     images = 0
     for name, fraction in FRACTIONS.items():
         config = DatasetConfig(reader="drishti-gs1", split="test", size=256, disc_crop_fraction=fraction)
-        samples = load_samples(config, cache_dir=".cache/clickadapt")
+        samples = load_samples(config, cache_dir=Path(".cache/clickadapt"))
         images = len(samples)
         per_seed: dict[str, list[list[float]]] = {}
         for seed in SEEDS:
