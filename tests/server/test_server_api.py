@@ -63,7 +63,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
     assert client.get("/api/health").json() == {"status": "ok"}
     info = client.get("/api/info", headers={"X-Client-Id": "tab-1"}).json()
     assert info["task"] == "brain" and info["class_names"] == ["background", "lesion"]
-    assert info["client_id"] == "tab-1" and info["data_folder"] is False
+    assert info["client_id"] == "tab-1" and info["data_folder"] is False and info["crops"] is False
     assert info["model"]["version"] == 0 and info["model"]["strategy"] == "oaims"
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "/static/app.js" in page.text
@@ -78,6 +78,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/next",
         "/api/images/{image_id}",
         "/api/images/{image_id}/display.png",
+        "/api/images/{image_id}/crop",  # tests/server/test_server_crops.py
         "/api/images/{image_id}/open",
         "/api/images/{image_id}/session",
         "/api/images/{image_id}/clicks",
