@@ -490,14 +490,24 @@ class ImageCatalogue:
 
     # ================================================================== crops
 
+    def placement(self, image_id: str) -> tuple[Geometry, ImageCrop | None]:
+        """How the image's model grid maps onto its source, and where a cropped image lies in the picture it was
+        cut from (``None`` for an uncropped image); one read of the stored image data.
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        stored = self.image_data(image_id).geometry
+        raw = stored.get("crop")
+        return Geometry.model_validate(stored), None if raw is None else ImageCrop.model_validate(raw)
+
     def crop_of(self, image_id: str) -> ImageCrop | None:
         """Where a cropped image lies in the picture it was cut from (``None`` for an uncropped image).
 
         Raises:
             NotFound: Unknown image.
         """
-        raw = self.image_data(image_id).geometry.get("crop")
-        return None if raw is None else ImageCrop.model_validate(raw)
+        return self.placement(image_id)[1]
 
     def add_crop(self, image_id: str, top: float, left: float, bottom: float, right: float) -> ImageInfo:
         """Make (or find) the image of a square crop of a photograph (see :mod:`~clickadapt.server.service.crops`).
@@ -517,13 +527,12 @@ class ImageCatalogue:
                 too small.
         """
         record = self.require_image(image_id)
-        geometry = self.geometry(image_id)
+        geometry, parent = self.placement(image_id)
         if geometry.kind != "resize" or record.slice_index is not None:
             raise BadRequest(
                 f"{record.name}: only photographs, which the model sees resized onto its grid, can be cropped "
                 "(a grey slice is padded, not resized: a crop would not change its scale)"
             )
-        parent = self.crop_of(image_id)
         root = self.require_image(parent.root) if parent is not None else record
         source = self.store.get_source(root.source_id) if root.source_id is not None else None
         if source is None:

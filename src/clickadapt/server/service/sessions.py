@@ -429,10 +429,10 @@ class SessionManager:
         ):
             raise BadRequest(f"the label must hold class indices 0..{self.task.num_classes - 1}")
         try:
-            crop = self.catalogue.crop_of(image_id)
+            geometry, crop = self.catalogue.placement(image_id)
             if crop is not None:  # a crop's label comes in the whole picture's frame
                 labels = cut_from_picture(labels, crop)
-            return mask_to_model(labels.astype(np.int64), self.catalogue.geometry(image_id))
+            return mask_to_model(labels.astype(np.int64), geometry)
         except ValueError as error:
             raise BadRequest(str(error)) from error
 

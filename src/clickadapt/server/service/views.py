@@ -136,8 +136,8 @@ class SessionViews:
         """
         mask, _version = self.mask(image_id, tag)
         live = self.live.get(image_id) if tag == "current" else None
-        resampled = self._resampled(live, mask, self.catalogue.geometry(image_id))
-        crop = self.catalogue.crop_of(image_id)
+        geometry, crop = self.catalogue.placement(image_id)
+        resampled = self._resampled(live, mask, geometry)
         return resampled if crop is None else embed_in_picture(resampled, crop)
 
     def export(
@@ -155,8 +155,7 @@ class SessionViews:
         if file_format == "png":
             return encode_png(self.mask_at_source(image_id, tag)), "image/png", f"{stem}_mask.png"
         mask, _version = self.mask(image_id, tag)
-        geometry = self.catalogue.geometry(image_id)
-        crop = self.catalogue.crop_of(image_id)
+        geometry, crop = self.catalogue.placement(image_id)
         picture = mask_to_source(mask, geometry)
         if crop is not None:
             picture = embed_in_picture(picture, crop)
