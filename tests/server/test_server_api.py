@@ -325,6 +325,30 @@ def test_upload_nifti_volume_slices_and_aligned_export(client: TestClient, tmp_p
     assert data[:, 2, :].sum() == mask.sum()
 
 
+def test_channel_setting_segments_one_channel_of_a_multichannel_picture(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    """A TCGA-LGG kaggle_3m slice stacks pre-contrast, FLAIR and post-contrast as three channels: with
+    ``channel=1`` the grey model segments the FLAIR channel exactly as if that channel had been uploaded alone."""
+    channels = [np.clip(synthetic_brain_slice(40, seed)[0], 0, 255).astype(np.uint8) for seed in (1, 2, 3)]
+    stacked = png_bytes(np.stack(channels, axis=-1))
+    client = make_client(channel=1, adaptation=False)  # both images meet the same weights
+    chosen = client.post("/api/uploads?filename=slice.png", content=stacked).json()
+    alone = client.post("/api/uploads?filename=flair.png", content=png_bytes(channels[1])).json()
+    assert chosen["warning"] is None  # one grey channel: nothing to warn about
+    views = []
+    for result in (chosen, alone):
+        image_id = result["image"]["id"]
+        display = client.get(f"/api/images/{image_id}/display.png").content
+        view = client.post(f"/api/images/{image_id}/clicks", json={"row": 20, "col": 20, "label": 1}).json()
+        views.append((display, view["mask_overlay"]))
+    assert views[0] == views[1]
+    # without the setting the channels are averaged to grey, with a warning that they differ
+    averaged = make_client(store=tmp_path / "other").post("/api/uploads?filename=slice.png", content=stacked)
+    assert "colour" in averaged.json()["warning"]
+    assert client.get("/api/info").json()["channel"] == 1  # the page says which channel it segments
+
+
 def test_upload_dicom(client: TestClient) -> None:
     result = client.post("/api/uploads?filename=scan.dcm", content=dicom_bytes()).json()
     assert result["source"]["kind"] == "image" and result["image"]["height"] == IMAGE_SIZE
@@ -339,13 +363,19 @@ def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: 
     (data / "a.png").write_bytes(grey_png(seed=1))
     (data / "sub" / "b.png").write_bytes(grey_png(seed=2))
     (data / "notes.txt").write_text("not an image")
+    Image.open(io.BytesIO(grey_png(seed=4))).save(data / "c.webp", format="WEBP", lossless=True)
     (tmp_path / "secret.png").write_bytes(grey_png(seed=3))
     (data / "link.png").symlink_to(tmp_path / "secret.png")
     client = make_client(data=data, use_samples=False)
     store = tmp_path / "store"
     names = [image["name"] for image in client.get("/api/images").json()]
-    assert names == ["a.png", "sub/b.png"]  # the link leads outside the folder: not listed
-    assert client.get("/api/data/files").json() == ["a.png", "sub/b.png"]
+    assert names == ["a.png", "c.webp", "sub/b.png"]  # the link leads outside the folder: not listed
+    assert client.get("/api/data/files").json() == ["a.png", "c.webp", "sub/b.png"]
+    # what start-up left out is said, with the reason (``clickadapt serve`` prints it)
+    skipped = client.app.state.service.catalogue.skipped_files
+    assert len(skipped) == 2
+    assert skipped[0].startswith("link.png:") and "data folder" in skipped[0]
+    assert skipped[1].startswith("notes.txt: unsupported file type") and "WebP" in skipped[1]
     assert client.get("/api/info").json()["data_folder"] is True
     for bad in ["../secret.png", "sub/../../secret.png", "link.png", str(tmp_path / "secret.png")]:
         assert_refused(client, store, "POST", "/api/data/images", 400, "data folder", json={"path": bad})

@@ -49,6 +49,9 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         ServerSettings(source_domains=["site-A/*", " "])
     assert settings.autosave_every_click is True
     assert settings_from_args(parse("--no-autosave")).autosave_every_click is False
+    assert settings.channel is None and settings_from_args(parse("--channel", "1")).channel == 1
+    with pytest.raises(SystemExit):
+        parse("--channel", "3")
 
 
 def test_exposed_host_gets_a_generated_token_or_keeps_the_given_one() -> None:

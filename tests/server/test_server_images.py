@@ -1,4 +1,4 @@
-"""Decoding uploads (PNG, JPEG, TIFF, NIfTI, DICOM), preprocessing, and masks mapped back onto the source."""
+"""Decoding uploads (PNG, JPEG, TIFF, WebP, NIfTI, DICOM), preprocessing, and masks mapped back onto the source."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ from clickadapt.server.images import (
 from clickadapt.tasks import BRAIN, FUNDUS
 
 
-def picture_bytes(array: np.ndarray, image_format: str) -> bytes:
+def picture_bytes(array: np.ndarray, image_format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=image_format)
+    Image.fromarray(array).save(buffer, format=image_format, **options)
     return buffer.getvalue()
 
 
@@ -64,6 +64,7 @@ RGB = RNG.integers(0, 255, (30, 20, 3), dtype=np.uint8)
         (picture_bytes(RGB, "JPEG"), "jpeg", (30, 20, 3)),
         (tiff_bytes(GREY.astype(np.uint16) * 200), "tiff", (30, 20)),
         (tiff_bytes(RGB), "tiff", (30, 20, 3)),
+        (picture_bytes(RGB, "WEBP", lossless=True), "webp", (30, 20, 3)),
         (dicom_bytes(24), "dicom", (24, 24)),
     ],
 )
@@ -77,6 +78,8 @@ def test_decode_2d_formats(payload: bytes, expected_format: str, expected_shape:
 
 def test_decode_png_keeps_pixels_and_dicom_applies_rescale() -> None:
     np.testing.assert_array_equal(decode_file(picture_bytes(RGB, "PNG")).array, RGB)
+    # lossless WebP (how the shared LGG copy is stored) decodes to the very pixels
+    np.testing.assert_array_equal(decode_file(picture_bytes(RGB, "WEBP", lossless=True)).array, RGB)
     from pydicom import dcmread
     from pydicom.filebase import DicomBytesIO
 
@@ -147,6 +150,7 @@ def test_volume_slices_get_the_pixels_the_nifti_readers_gave_the_model(tmp_path,
         (b"plain text, not an image", UnsupportedFormatError, "unsupported file format"),
         (picture_bytes(GREY, "PNG")[:80], ImageDecodeError, "cannot decode PNG"),
         (picture_bytes(RGB, "JPEG")[:40], ImageDecodeError, "cannot decode JPEG"),
+        (picture_bytes(RGB, "WEBP", lossless=True)[:60], ImageDecodeError, "cannot decode WEBP"),
         (gzip.compress(b"not a nifti header at all" * 20), ImageDecodeError, "cannot decode NIFTI"),
         (b"\x1f\x8b garbage", ImageDecodeError, "cannot decode NIFTI"),
         (dicom_bytes(16)[:200], ImageDecodeError, "cannot decode DICOM"),

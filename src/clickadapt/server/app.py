@@ -125,6 +125,7 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
             client_id=client,
             data_folder=service.catalogue.data_root is not None,
             crops=service.models.task.image_channels == 3,
+            channel=settings.channel if service.models.task.image_channels == 1 else None,
             model=service.models.model_info(),
         )
 

@@ -9,6 +9,14 @@ from typing import Any
 
 from clickadapt.server.settings import DEFAULT_PORT, DEFAULT_STORE, LOOPBACK_HOST, ServerSettings
 
+PASSED_AS_GIVEN = (
+    *("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device", "sentinel", "channel"),
+    *("max_image_pixels", "max_volume_voxels"),
+)
+"""Options that become the server setting of the same name unchanged (when given)."""
+SKIPPED_FILES_SHOWN = 10
+"""Start-up names at most this many skipped data files (all of them are logged)."""
+
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` sub-command."""
@@ -21,7 +29,7 @@ def register(subparsers: Any) -> None:
             "as an environment variable CLICKADAPT_<OPTION>."
         ),
     )
-    parser.add_argument("--data", help="folder of images to label (PNG, JPEG, TIFF, NIfTI, DICOM); default: demo")
+    parser.add_argument("--data", help="folder of images to label (PNG, JPEG, TIFF, WebP, NIfTI, DICOM); default: demo")
     parser.add_argument("--model", help="checkpoint path, or 'brain' / 'fundus' for a shipped model (default brain)")
     parser.add_argument("--store", help=f"datastore folder (default ./{DEFAULT_STORE})")
     parser.add_argument("--host", help=f"interface to listen on (default {LOOPBACK_HOST}); others need a token")
@@ -48,6 +56,13 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="host name the server answers to besides loopback names (no-token mode; repeatable)",
     )
+    parser.add_argument(
+        "--channel",
+        type=int,
+        choices=(0, 1, 2),
+        help="for a grey model, segment this channel of colour (multichannel) pictures instead of their grey "
+        "average, e.g. 1 = FLAIR of the TCGA-LGG kaggle_3m TIFFs (pre-contrast, FLAIR, post-contrast)",
+    )
     parser.add_argument("--image-size", type=int, help="side of the preprocessed images (default: the model's)")
     parser.add_argument("--device", help="torch device of the model (default cpu)")
     parser.add_argument(
@@ -72,13 +87,10 @@ def register(subparsers: Any) -> None:
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     """The server settings of a parsed command line (options not given fall back to the environment)."""
     overrides: dict[str, Any] = {}
-    for name in ("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device", "sentinel"):
+    for name in PASSED_AS_GIVEN:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    for name in ("max_image_pixels", "max_volume_voxels"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
     if getattr(args, "allowed_host", None):
         overrides["allowed_hosts"] = list(args.allowed_host)
     if getattr(args, "rehearsal", None) is not None:
@@ -145,9 +157,15 @@ def run_serve(args: argparse.Namespace) -> int:
         f"clickadapt serve: open {address}\n"
         f"  model {service.models.task.name} version {service.models.state.version}, "
         f"strategy {service.models.strategy_name if service.models.adaptation else 'off'}, "
-        f"{len(service.catalogue.list_images())} images, store {service.store.folder.resolve()}",
+        f"{len(service.catalogue.list_images())} images, store {service.store.folder.resolve()}"
+        + (f", channel {settings.channel} of colour pictures" if settings.channel is not None else ""),
         flush=True,
     )
+    skipped = service.catalogue.skipped_files
+    if skipped:
+        shown = "\n    ".join(skipped[:SKIPPED_FILES_SHOWN])
+        more = f"\n    … and {len(skipped) - SKIPPED_FILES_SHOWN} more" if len(skipped) > SKIPPED_FILES_SHOWN else ""
+        print(f"  {len(skipped)} file(s) of the data folder skipped:\n    {shown}{more}", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     try:

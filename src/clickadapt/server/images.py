@@ -1,6 +1,6 @@
 """Decoding uploads and data-folder files into what the model sees, and mapping masks back onto the source.
 
-Formats are recognised by their content (magic bytes), never by the file name alone: PNG, JPEG, TIFF
+Formats are recognised by their content (magic bytes), never by the file name alone: PNG, JPEG, TIFF, WebP
 (Pillow / tifffile), NIfTI-1/2, optionally gzipped (nibabel) and DICOM (pydicom). NIfTI volumes and
 multi-frame DICOM are *volumes*: one 2D image is made per chosen axial slice.
 
@@ -52,8 +52,10 @@ from clickadapt.volume_input import VolumeIntensities as VolumeIntensities
 from clickadapt.volume_input import prepare_volume_slice as prepare_volume_slice
 from clickadapt.volume_input import stats_step
 
-ImageFormat = Literal["png", "jpeg", "tiff", "nifti", "dicom"]
-SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii", ".nii.gz", ".dcm")
+ImageFormat = Literal["png", "jpeg", "tiff", "webp", "nifti", "dicom"]
+SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".nii", ".nii.gz", ".dcm")
+SUPPORTED_FORMATS = "PNG, JPEG, TIFF, WebP, NIfTI (.nii, .nii.gz) or DICOM"
+"""The formats the server reads, as error messages and help texts name them."""
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (0, 0, 0),
     (255, 64, 64),
@@ -205,6 +207,8 @@ def detect_format(payload: bytes | bytearray, filename: str = "") -> ImageFormat
         return "jpeg"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
     if head.startswith(b"\x1f\x8b"):
@@ -213,9 +217,7 @@ def detect_format(payload: bytes | bytearray, filename: str = "") -> ImageFormat
         return "nifti"
     if len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
         return "nifti"
-    raise UnsupportedFormatError(
-        f"{filename or 'upload'}: unsupported file format (expected PNG, JPEG, TIFF, NIfTI or DICOM)"
-    )
+    raise UnsupportedFormatError(f"{filename or 'upload'}: unsupported file format (expected {SUPPORTED_FORMATS})")
 
 
 def _too_large(filename: str, kind: str, shape: tuple[int, ...], count: int, limit: int, setting: str) -> str:

@@ -237,6 +237,9 @@ class ServerInfo(BaseModel):
     client_id: str
     data_folder: bool = Field(description="whether a data folder is served")
     crops: bool = Field(False, description="whether images can be cropped (photographs the model sees resized)")
+    channel: int | None = Field(
+        None, description="channel of colour (multichannel) pictures a grey model segments (serve --channel)"
+    )
     model: ModelInfo
 
 

@@ -40,7 +40,7 @@ class ServerSettings(BaseSettings):
         token: Access token; required as ``Authorization: Bearer <token>``, ``?token=`` or the cookie the
             page sets, whenever it is set. Generated when ``host`` is not loopback and none is given.
         store: Folder of the datastore: ``clickadapt.sqlite``, model versions, uploads.
-        data: Folder of images to label (PNG, JPEG, TIFF, NIfTI, DICOM); ``None`` = the built-in demo images.
+        data: Folder of images to label (PNG, JPEG, TIFF, WebP, NIfTI, DICOM); ``None`` = the built-in demo images.
         model: Checkpoint path, or a task name meaning its shipped model.
         strategy: Adaptation strategy of the shared model (see ``clickadapt.adaptation.strategies``).
         adaptation: Whether the model adapts at all (off = the ``frozen`` strategy).
@@ -67,6 +67,11 @@ class ServerSettings(BaseSettings):
         rehearsal: Folder of labelled source-domain images (same layout) that the safety layer replays through
             the image update after every finished image, so that adapting to new images does not erode the
             source domain; ``None`` = no rehearsal. Use other images than the sentinel's.
+        channel: For a grey (MRI) model, the channel of a multichannel picture to segment, 0-based: e.g. 1 for
+            the TCGA-LGG kaggle_3m TIFFs, whose three channels are pre-contrast, FLAIR and post-contrast slices
+            of one patient (the shipped brain model segments FLAIR). ``None`` = average the channels to grey
+            (with a warning when they differ). Applies to images registered from then on (stored images keep
+            the pixels they were prepared with).
         source_domains: Glob patterns (``fnmatch``, case-sensitive) over image names — the path inside the
             data folder, the uploaded file's name, or the demo key — that mark images of the model's source
             domain. Those images never change the shared model: each is segmented by a copy of the base model
@@ -100,6 +105,7 @@ class ServerSettings(BaseSettings):
     sentinel: Path | None = None
     rehearsal: Path | None = None
     source_domains: list[str] = Field(default_factory=list)
+    channel: int | None = Field(None, ge=0, le=2)
 
     @field_validator("source_domains")
     @classmethod

@@ -27,6 +27,7 @@ from clickadapt.data.sample import Sample
 from clickadapt.models.checkpoint import atomic_write_bytes
 from clickadapt.server.datastore import Datastore, ImageData, ImageRecord, SourceRecord
 from clickadapt.server.images import (
+    SUPPORTED_FORMATS,
     DecodedSource,
     DecodeLimits,
     Geometry,
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 UPLOADS_FOLDER = "uploads"
 VOLUME_CACHE_SIZE = 2
 """Decoded volumes kept in memory (the slice slider previews many slices of one volume)."""
-UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "nifti": ".nii", "dicom": ".dcm"}
+UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "nifti": ".nii", "dicom": ".dcm"}
 
 
 def check_data_root(data: Path | None) -> Path | None:
@@ -113,6 +114,9 @@ class ImageCatalogue:
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
+        self.skipped_files: list[str] = []
+        """Files of the data folder left out at start-up, each as ``"relative/path: reason"`` (unsupported
+        type, undecodable…); logged, and printed by ``clickadapt serve``."""
         with lock:
             self._register_images(samples)
 
@@ -139,13 +143,19 @@ class ImageCatalogue:
                 self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
         if self.data_root is not None:
             for path in sorted(self.data_root.rglob("*")):
-                if not path.is_file() or not has_supported_suffix(path.name) or path.name.startswith("."):
+                if not path.is_file() or path.name.startswith("."):
                     continue
                 relative = path.relative_to(self.data_root).as_posix()
+                if not has_supported_suffix(path.name):
+                    self.skipped_files.append(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
+                    continue
                 try:
                     self._register_data_file(relative, None)
                 except ServiceError as error:
-                    logger.warning("skipping %s: %s", relative, error.message)
+                    message = error.message
+                    self.skipped_files.append(message if message.startswith(relative) else f"{relative}: {message}")
+            for reason in self.skipped_files:
+                logger.warning("data folder: skipping %s", reason)
 
     # ================================================================== images
 
@@ -252,11 +262,22 @@ class ImageCatalogue:
     def _decode(self, payload: bytes | bytearray, name: str) -> DecodedSource:
         try:
             limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
-            return decode_file(payload, name, limits)
+            decoded = decode_file(payload, name, limits)
         except UnsupportedFormatError as error:
             raise UnsupportedMediaType(str(error)) from error
         except ImageDecodeError as error:
             raise BadRequest(str(error)) from error
+        return self._chosen_channel(decoded)
+
+    def _chosen_channel(self, decoded: DecodedSource) -> DecodedSource:
+        """A multichannel picture reduced to the channel ``settings.channel`` for a grey model (else as it is)."""
+        channel = self.settings.channel
+        if channel is None or self.task.image_channels != 1 or decoded.kind != "image" or decoded.array is None:
+            return decoded
+        if decoded.array.ndim != 3:
+            return decoded  # already grey: nothing to choose
+        decoded.array = np.ascontiguousarray(decoded.array[..., channel])
+        return decoded
 
     def _cache_volume(self, source_id: str, decoded: DecodedSource) -> None:
         if decoded.kind == "volume":
@@ -348,9 +369,7 @@ class ImageCatalogue:
         decoded = None
         if source is None:
             if not has_supported_suffix(path.name):
-                raise UnsupportedMediaType(
-                    f"{relative}: unsupported file type (expected PNG, JPEG, TIFF, NIfTI or DICOM)"
-                )
+                raise UnsupportedMediaType(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
             decoded = self._decode(path.read_bytes(), relative)
             candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
             slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
@@ -394,7 +413,7 @@ class ImageCatalogue:
 
         Raises:
             PayloadTooLarge: Above ``max_upload_bytes``.
-            UnsupportedMediaType: Not PNG, JPEG, TIFF, NIfTI or DICOM.
+            UnsupportedMediaType: Not PNG, JPEG, TIFF, WebP, NIfTI or DICOM.
             BadRequest: Corrupt content, or a slice outside the volume.
         """
         if len(payload) > self.settings.max_upload_bytes:

@@ -792,6 +792,8 @@
     $("max-upload").textContent = `${Math.round(state.info.max_upload_bytes / 1048576)} MB`;
     buildClassPicker(state.info.class_names);
     $("crop-tool").hidden = !state.info.crops;
+    $("channel-note").hidden = state.info.channel === null || state.info.channel === undefined;
+    $("channel-value").textContent = String(state.info.channel ?? "");
     renderModel(state.info.model);
     await Promise.all([refreshList(), refreshChart()]);
     document.body.dataset.ready = "true";
