@@ -81,6 +81,7 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 page.wait_for_selector("body[data-ready=true]")
                 items = page.locator("#image-list li")
                 assert items.count() == 24  # the built-in demo slices
+                assert page.locator("#crop-tool").is_hidden() and page.locator("dd.crop-key").is_hidden()  # brain
                 items.nth(2).click()
                 page.wait_for_selector("#canvas[data-state=new]")
                 canvas = page.locator("#canvas")

@@ -31,6 +31,9 @@ def drag_pixels(page: Any, start: tuple[int, int], end: tuple[int, int]) -> None
     page.mouse.up()
 
 
+LONG_NAME = "clinic-A_patient-0001_visit-02_left_eye_fundus_12.png"
+
+
 @pytest.mark.slow
 def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_path: Path) -> None:
     if not CHROMIUM.is_file():
@@ -38,7 +41,7 @@ def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "eye.png").write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    (data / LONG_NAME).write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
     model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
     server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)])
     url = server.start()
@@ -52,7 +55,15 @@ def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_
                 page.on("pageerror", lambda error: errors.append(str(error)))
                 page.goto(url)
                 page.wait_for_selector("body[data-ready=true]")
-                page.locator("#image-list li").nth(0).click()
+                # a long name is cut in the middle: its end (what tells a series' files apart) stays in view
+                item = page.locator("#image-list li").nth(0)
+                assert page.locator("dd.crop-key").is_visible()  # photographs can be cropped (key K)
+                assert item.locator(".name").get_attribute("title") == LONG_NAME
+                assert item.locator(".name").text_content() == LONG_NAME
+                tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
+                assert item.locator(".tail").text_content() == LONG_NAME[-12:]
+                assert tail is not None and row is not None and tail["x"] + tail["width"] <= row["x"] + row["width"]
+                item.click()
                 page.wait_for_selector("#canvas[data-state=new]")
                 click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
                 page.wait_for_selector("#canvas[data-clicks='1']")

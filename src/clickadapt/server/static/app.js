@@ -135,6 +135,7 @@
   }
 
   // ------------------------------------------------------------------ image list
+  const NAME_TAIL = 12; // characters of a long image name always shown at its end
   function renderList() {
     const list = $("image-list");
     list.textContent = "";
@@ -147,8 +148,17 @@
       item.className = image.id === state.current ? "current" : "";
       const name = document.createElement("span");
       name.className = "name";
-      name.textContent = image.name;
       name.title = image.name;
+      // Names of one series often differ only at the end (…_12.webp, …_13.webp): a narrow list cuts the
+      // middle and keeps the end in view.
+      const cut = image.name.length > NAME_TAIL * 2 ? image.name.length - NAME_TAIL : image.name.length;
+      const head = document.createElement("span");
+      head.className = "head";
+      head.textContent = image.name.slice(0, cut);
+      const tail = document.createElement("span");
+      tail.className = "tail";
+      tail.textContent = image.name.slice(cut);
+      name.append(head, tail);
       const badge = document.createElement("span");
       badge.className = "badge " + image.status;
       const label = { new: "new", in_progress: "in progress", done: "done" }[image.status];
@@ -792,6 +802,7 @@
     $("max-upload").textContent = `${Math.round(state.info.max_upload_bytes / 1048576)} MB`;
     buildClassPicker(state.info.class_names);
     $("crop-tool").hidden = !state.info.crops;
+    for (const key of document.querySelectorAll(".crop-key")) key.hidden = !state.info.crops;
     $("channel-note").hidden = state.info.channel === null || state.info.channel === undefined;
     $("channel-value").textContent = String(state.info.channel ?? "");
     renderModel(state.info.model);
