@@ -163,13 +163,15 @@ def test_busy_confirmations_versions_brush_and_layout(browser_and_server: tuple[
     assert page.get_attribute("#canvas", "data-state") == "in_progress"
     page.keyboard.press("r")
     page.wait_for_selector("#confirm-dialog[open]")
-    page.click("#confirm-cancel")
+    page.keyboard.press("Enter")  # reset loses work: Enter presses Cancel
+    page.wait_for_function("!document.getElementById('confirm-dialog').open")
     assert page.get_attribute("#canvas", "data-clicks") == "2"
     # 6. During finish: spinner, buttons disabled, a click is refused with a human message.
     held: list[Any] = []
     page.route("**/finish", lambda route: held.append(route))
     page.click("#finish")
-    page.click("#confirm-ok")
+    page.wait_for_selector("#confirm-dialog[open]")
+    page.keyboard.press("Enter")  # finish: Enter confirms (F, Enter labels fast)
     page.wait_for_function("document.getElementById('busy-text').textContent.startsWith('adapting')")
     assert page.locator("#finish").is_disabled() and page.locator("#undo").is_disabled()
     assert page.text_content("#model-state") == "adapting…"

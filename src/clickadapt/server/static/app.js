@@ -105,8 +105,9 @@
     $("next").disabled = blocked;
   }
 
-  // A confirmation with a way back: resolves true on OK, false on Cancel or Escape.
-  function confirmAction(text, okLabel) {
+  // A confirmation with a way back: resolves true on OK, false on Cancel or Escape. Enter presses the focused
+  // button: OK when `enterConfirms` (finish: F then Enter labels fast), else Cancel (what loses work).
+  function confirmAction(text, okLabel, enterConfirms = false) {
     const dialog = $("confirm-dialog");
     $("confirm-text").textContent = text;
     $("confirm-ok").textContent = okLabel || "OK";
@@ -114,7 +115,7 @@
       dialog.returnValue = "cancel";
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
       dialog.showModal();
-      $("confirm-cancel").focus();
+      $(enterConfirms ? "confirm-ok" : "confirm-cancel").focus();
     });
   }
 
@@ -486,7 +487,7 @@
   }
 
   const CONFIRM = {
-    finish: ["Finish this image? Its mask becomes the label and the model adapts to it (a new saved version).", "Finish"],
+    finish: ["Finish this image? Its mask becomes the label and the model adapts to it (a new saved version).", "Finish", true],
     reset: ["Remove every click and brush stroke of this image? The model's weights stay as they are.", "Reset"],
   };
 
@@ -628,7 +629,7 @@
     const target = event.target;
     if (target instanceof HTMLInputElement && target.type !== "range" && target.type !== "checkbox") return;
     if (target instanceof HTMLSelectElement) return;
-    if ($("confirm-dialog").open) return; // the dialog has its own keys (Enter = OK, Escape = Cancel)
+    if ($("confirm-dialog").open) return; // the dialog has its own keys (Enter = focused button, Escape = Cancel)
     const key = event.key.toLowerCase();
     const rect = canvas.getBoundingClientRect();
     let handled = true;
