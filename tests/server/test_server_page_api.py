@@ -125,6 +125,7 @@ def test_uploads_that_do_not_fit_the_task_carry_a_warning(client: TestClient) ->
     colour[..., 1] = rng.integers(20, 90, (64, 64))
     answer = client.post("/api/uploads?filename=fundus.png", content=png(colour)).json()
     assert "colour photograph" in answer["warning"] and "grey brain" in answer["warning"]
+    assert "--channel N" in answer["warning"]  # the way out for stacked MR sequences
     grey = rng.integers(0, 255, (64, 64), dtype=np.uint8)
     assert client.post("/api/uploads?filename=mri.png", content=png(grey)).json()["warning"] is None
     grey_rgb = np.repeat(grey[..., None], 3, axis=-1)  # a grey picture saved as RGB is not colour

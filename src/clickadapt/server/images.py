@@ -484,7 +484,9 @@ def task_fit_warning(source: DecodedSource, task: TaskSpec) -> str | None:
     if task.image_channels == 1 and colour:
         return (
             f"this looks like a colour photograph, but the model segments grey {task.name} images; it was "
-            "converted to grey and its masks are unlikely to be meaningful"
+            "converted to grey and its masks are unlikely to be meaningful. If its channels are MR sequences "
+            "(e.g. a TCGA-LGG slice: pre-contrast, FLAIR, post-contrast), start the server with --channel N to "
+            "segment one of them"
         )
     if task.image_channels == 3 and not colour:
         kind = "volume" if source.kind == "volume" else "grey image"
