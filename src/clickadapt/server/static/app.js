@@ -119,6 +119,10 @@
     });
   }
 
+  function plural(count, noun) {
+    return `${count} ${noun}${count === 1 ? "" : "s"}`;
+  }
+
   function withToken(url) {
     return token ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : url;
   }
@@ -263,7 +267,9 @@
       context.fillRect(x, bottom - barHeight, barWidth, barHeight);
     });
     context.fillStyle = "#9aa2ad";
-    context.fillText(`${points.length} images, last ${points[points.length - 1].clicks} clicks`, left, height - 2);
+    const lastClicks = points[points.length - 1].clicks;
+    const caption = `${plural(points.length, "image")}, last ${plural(lastClicks, "click")}`;
+    context.fillText(caption, left, height - 2);
   }
 
   // ------------------------------------------------------------------ viewer
