@@ -143,9 +143,12 @@ class ImageCatalogue:
                 self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
         if self.data_root is not None:
             for path in sorted(self.data_root.rglob("*")):
+                relative = path.relative_to(self.data_root).as_posix()
+                if path.is_symlink() and path.is_dir():
+                    self.skipped_files.append(f"{relative}: a link to a folder; links are not followed (copy it)")
+                    continue
                 if not path.is_file() or path.name.startswith("."):
                     continue
-                relative = path.relative_to(self.data_root).as_posix()
                 if not has_supported_suffix(path.name):
                     self.skipped_files.append(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
                     continue
