@@ -366,20 +366,23 @@ def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: 
     Image.open(io.BytesIO(grey_png(seed=4))).save(data / "c.webp", format="WEBP", lossless=True)
     (tmp_path / "secret.png").write_bytes(grey_png(seed=3))
     (data / "link.png").symlink_to(tmp_path / "secret.png")
+    (data / "sub" / "b_mask.png").write_bytes(grey_png(seed=6))  # b.png's mask (TCGA-LGG kaggle_3m layout)
+    (data / "lonely_mask.png").write_bytes(grey_png(seed=7))  # no lonely.png: an image like any other
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "d.png").write_bytes(grey_png(seed=5))
     (data / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     client = make_client(data=data, use_samples=False)
     store = tmp_path / "store"
     names = [image["name"] for image in client.get("/api/images").json()]
-    assert names == ["a.png", "c.webp", "sub/b.png"]  # the link leads outside the folder: not listed
-    assert client.get("/api/data/files").json() == ["a.png", "c.webp", "sub/b.png"]
+    assert names == ["a.png", "c.webp", "lonely_mask.png", "sub/b.png"]  # the link leads outside: not listed
+    assert client.get("/api/data/files").json() == ["a.png", "c.webp", "lonely_mask.png", "sub/b.png"]
     # what start-up left out is said, with the reason (``clickadapt serve`` prints it)
     skipped = client.app.state.service.catalogue.skipped_files
-    assert len(skipped) == 3
+    assert len(skipped) == 4
     assert skipped[0].startswith("link.png:") and "data folder" in skipped[0]
     assert skipped[1].startswith("linked: a link to a folder")
     assert skipped[2].startswith("notes.txt: unsupported file type") and "WebP" in skipped[2]
+    assert skipped[3] == "sub/b_mask.png: the mask of b.png, not an image to label"
     assert client.get("/api/info").json()["data_folder"] is True
     for bad in ["../secret.png", "sub/../../secret.png", "link.png", str(tmp_path / "secret.png")]:
         assert_refused(client, store, "POST", "/api/data/images", 400, "data folder", json={"path": bad})

@@ -63,6 +63,22 @@ VOLUME_CACHE_SIZE = 2
 UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "nifti": ".nii", "dicom": ".dcm"}
 
 
+MASK_SUFFIX = "_mask"
+"""A data file named ``<name>_mask.<ext>`` beside ``<name>.<ext>`` is that image's mask (the TCGA-LGG kaggle_3m
+layout), not an image to label."""
+
+
+def mask_partner(path: Path) -> Path | None:
+    """The image whose mask ``path`` is (``X_mask.tif`` → ``X.tif`` when that file exists), else ``None``."""
+    name = path.name
+    suffix = ".nii.gz" if name.lower().endswith(".nii.gz") else path.suffix
+    stem = name[: len(name) - len(suffix)]
+    if not stem.endswith(MASK_SUFFIX):
+        return None
+    partner = path.with_name(stem[: -len(MASK_SUFFIX)] + suffix)
+    return partner if partner.is_file() else None
+
+
 def check_data_root(data: Path | None) -> Path | None:
     """The data folder, resolved (``None`` without one).
 
@@ -151,6 +167,10 @@ class ImageCatalogue:
                     continue
                 if not has_supported_suffix(path.name):
                     self.skipped_files.append(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
+                    continue
+                partner = mask_partner(path)
+                if partner is not None:
+                    self.skipped_files.append(f"{relative}: the mask of {partner.name}, not an image to label")
                     continue
                 try:
                     self._register_data_file(relative, None)
@@ -404,6 +424,7 @@ class ImageCatalogue:
             and has_supported_suffix(path.name)
             and path.resolve().is_relative_to(self.data_root)
             and not path.name.startswith(".")
+            and mask_partner(path) is None
         ]
 
     # ================================================================== uploads and volumes
