@@ -21,7 +21,6 @@ import io
 import statistics
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from clickadapt.clicks.simulators import make_simulated_user
-from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.metrics import dice
 from clickadapt.evaluation.statistics import paired_difference
 from clickadapt.paths import default_data_root
 from clickadapt.server.app import create_app
 from clickadapt.server.settings import ServerSettings
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable for `bench.harness`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness.study import write_study_page
 
 OUTPUT = Path("bench/results/channel_choice.md")
 SEEDS = (0, 1, 2)
@@ -122,29 +125,17 @@ def main() -> int:
             f"{interval.high:+.1f}] (n = {interval.n} images, {len(SEEDS)} click seeds)"
         )
         print(differences[-1], flush=True)
-    machine = cpu_and_versions()
-    text = "\n".join(
-        [
-            "# TCGA-LGG pictures in the web application: the FLAIR channel vs the grey average",
-            "",
-            (__doc__ or "").split("\n\n")[1].replace("\n", " ").replace("``", "`"),
-            "",
-            f"- Command: `python bench/channel_choice.py`; date {datetime.now(UTC).isoformat(timespec='seconds')}",
-            f"- Machine: {machine['cpu']}, {machine['cpus']} CPUs; torch {machine['torch']}, "
-            f"Python {machine['python']}",
-            f"- Images: `{root.name}` site {SITE}, the largest-lesion slice of each of its n = {len(slices)} patients "
-            "(lossless WebP copy of the kaggle_3m TIFFs, uploaded as files); model `brain` (shipped), no adaptation",
-            "",
-            "| input | " + " | ".join(f"Dice@{k}" for k in REPORTED) + " |",
-            "|---|" + "---|" * len(REPORTED),
-            *rows,
-            "",
-            *differences,
-            "",
-        ]
+    table = ["| input | " + " | ".join(f"Dice@{k}" for k in REPORTED) + " |", "|---|" + "---|" * len(REPORTED), *rows]
+    write_study_page(
+        OUTPUT,
+        "TCGA-LGG pictures in the web application: the FLAIR channel vs the grey average",
+        __doc__,
+        "python bench/channel_choice.py",
+        f"Images: `{root.name}` site {SITE}, the largest-lesion slice of each of its n = {len(slices)} patients "
+        "(lossless WebP copy of the kaggle_3m TIFFs, uploaded as files); model `brain` (shipped), no adaptation",
+        table,
+        differences,
     )
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
     return 0
 
 

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import statistics
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from clickadapt.data.registry import DatasetConfig, load_samples
-from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.statistics import paired_difference
 from clickadapt.evaluation.stream import FROZEN_STRATEGY, run_stream
 from clickadapt.models.checkpoint import load_checkpoint
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable for `bench.harness`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness.study import write_study_page
 
 OUTPUT = Path("bench/results/crop_scale.md")
 SEEDS = (0, 1, 2)
@@ -73,32 +76,21 @@ def main() -> int:
             f"(n = {interval.n} images, 3 click seeds)"
         )
         print(differences[-1], flush=True)
-    machine = cpu_and_versions()
-    text = "\n".join(
-        [
-            "# The fundus model on whole photographs vs on crops around the optic disc",
-            "",
-            (__doc__ or "").split("\n\n")[1].replace("\n", " ").replace("``", "`"),
-            "",
-            f"- Command: `python bench/crop_scale.py`; date {datetime.now(UTC).isoformat(timespec='seconds')}",
-            f"- Machine: {machine['cpu']}, {machine['cpus']} CPUs; torch {machine['torch']}, Python "
-            f"{machine['python']}; 1 torch thread; load beside the benchmark workers: compare Dice, not time",
-            f"- Images: Drishti-GS1 test split, n = {images} (the same images in both rows); model "
-            "`src/clickadapt/pretrained/fundus.pt`, no adaptation",
-            "",
-            "| input | region | Dice@1 | Dice@5 | Dice@10 |",
-            "|---|---|---|---|---|",
-            *rows,
-            "",
-            *differences,
-            "",
+    write_study_page(
+        OUTPUT,
+        "The fundus model on whole photographs vs on crops around the optic disc",
+        __doc__,
+        "python bench/crop_scale.py",
+        f"Images: Drishti-GS1 test split, n = {images} (the same images in both rows); model "
+        "`src/clickadapt/pretrained/fundus.pt`, no adaptation",
+        ["| input | region | Dice@1 | Dice@5 | Dice@10 |", "|---|---|---|---|---|", *rows],
+        differences,
+        machine_note="1 torch thread; load beside the benchmark workers: compare Dice, not time",
+        closing=[
             "In the web page, the crop tool (key K: drag a box around the disc) makes the second kind of input "
-            "from the first; masks are exported in the whole picture's frame.",
-            "",
-        ]
+            "from the first; masks are exported in the whole picture's frame."
+        ],
     )
-    OUTPUT.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
     return 0
 
 
