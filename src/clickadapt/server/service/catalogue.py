@@ -79,6 +79,19 @@ def mask_partner(path: Path) -> Path | None:
     return partner if partner.is_file() else None
 
 
+def data_file_skip_reason(path: Path) -> str | None:
+    """Why an entry of the data folder is not an image to label (``None`` for a readable image file); hidden
+    files and plain folders get ``""`` (left out without a word)."""
+    if path.is_symlink() and path.is_dir():
+        return "a link to a folder; links are not followed (copy it)"
+    if not path.is_file() or path.name.startswith("."):
+        return ""
+    if not has_supported_suffix(path.name):
+        return f"unsupported file type (expected {SUPPORTED_FORMATS})"
+    partner = mask_partner(path)
+    return None if partner is None else f"the mask of {partner.name}, not an image to label"
+
+
 def check_data_root(data: Path | None) -> Path | None:
     """The data folder, resolved (``None`` without one).
 
@@ -160,17 +173,10 @@ class ImageCatalogue:
         if self.data_root is not None:
             for path in sorted(self.data_root.rglob("*")):
                 relative = path.relative_to(self.data_root).as_posix()
-                if path.is_symlink() and path.is_dir():
-                    self.skipped_files.append(f"{relative}: a link to a folder; links are not followed (copy it)")
-                    continue
-                if not path.is_file() or path.name.startswith("."):
-                    continue
-                if not has_supported_suffix(path.name):
-                    self.skipped_files.append(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
-                    continue
-                partner = mask_partner(path)
-                if partner is not None:
-                    self.skipped_files.append(f"{relative}: the mask of {partner.name}, not an image to label")
+                reason = data_file_skip_reason(path)
+                if reason is not None:
+                    if reason:
+                        self.skipped_files.append(f"{relative}: {reason}")
                     continue
                 try:
                     self._register_data_file(relative, None)
@@ -420,11 +426,7 @@ class ImageCatalogue:
         return [
             path.relative_to(self.data_root).as_posix()
             for path in sorted(self.data_root.rglob("*"))
-            if path.is_file()
-            and has_supported_suffix(path.name)
-            and path.resolve().is_relative_to(self.data_root)
-            and not path.name.startswith(".")
-            and mask_partner(path) is None
+            if data_file_skip_reason(path) is None and path.resolve().is_relative_to(self.data_root)
         ]
 
     # ================================================================== uploads and volumes
