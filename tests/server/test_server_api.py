@@ -17,6 +17,7 @@ from server_helpers import IMAGE_SIZE, AppFactory, dicom_bytes, store_snapshot, 
 from clickadapt.adaptation.safety import SafetyEvent
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.server.app import create_app
+from clickadapt.server.service.catalogue import SkippedFile, summarise_skipped
 from clickadapt.server.settings import ServerSettings
 
 LESION_CLICK = {"row": IMAGE_SIZE // 2, "col": IMAGE_SIZE // 2, "label": 1}
@@ -383,6 +384,12 @@ def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: 
     assert skipped[1].startswith("linked: a link to a folder")
     assert skipped[2].startswith("notes.txt: unsupported file type") and "WebP" in skipped[2]
     assert skipped[3] == "sub/b_mask.png: the mask of b.png, not an image to label"
+    lines = summarise_skipped(client.app.state.service.catalogue.skipped)  # what the log and `serve` say
+    assert lines[0].startswith("link.png: ") and "data folder" in lines[0]  # a file's own reason: alone
+    assert "1 links to folders (not followed): linked" in lines
+    assert "1 mask(s) beside their images (X_mask.ext): sub/b_mask.png" in lines
+    unsupported = next(line for line in lines if line.startswith("1 file(s) of an unsupported file type"))
+    assert unsupported.endswith(": notes.txt")
     assert client.get("/api/info").json()["data_folder"] is True
     for bad in ["../secret.png", "sub/../../secret.png", "link.png", str(tmp_path / "secret.png")]:
         assert_refused(client, store, "POST", "/api/data/images", 400, "data folder", json={"path": bad})
@@ -714,3 +721,19 @@ def test_an_in_progress_source_domain_image_is_replayed_on_the_base_weights_afte
     assert copy.state.version == service.models.base_version  # replayed without updates, on the base weights
     restarted.post(f"/api/images/{image_id}/clicks", json={"row": 5, "col": 5, "label": 0})
     assert copy.state.version > service.models.base_version  # new clicks adapt the copy again
+
+
+def test_many_skipped_files_are_said_in_a_few_lines() -> None:
+    masks = [
+        SkippedFile(f"p/x_{n}_mask.tif", f"the mask of x_{n}.tif", "mask(s) beside their images") for n in range(5)
+    ]
+    broken = [SkippedFile(f"bad_{n}.png", "cannot be decoded") for n in range(4)]
+    lines = summarise_skipped([masks[0], broken[0], *masks[1:], *broken[1:]], examples=2, singles=3)
+    assert lines == [
+        "bad_0.png: cannot be decoded",
+        "bad_1.png: cannot be decoded",
+        "bad_2.png: cannot be decoded",
+        "… and 1 more file(s) that could not be read",
+        "5 mask(s) beside their images: p/x_0_mask.tif, p/x_1_mask.tif, …",
+    ]
+    assert summarise_skipped([]) == []

@@ -136,6 +136,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from clickadapt.models.checkpoint import CheckpointError
     from clickadapt.server.app import create_app
     from clickadapt.server.datastore import DatastoreError
+    from clickadapt.server.service.catalogue import summarise_skipped
 
     settings = settings_from_args(args)
     sock = bind_socket(settings.host, settings.port)  # first: a port in use is reported at once
@@ -161,11 +162,10 @@ def run_serve(args: argparse.Namespace) -> int:
         + (f", channel {settings.channel} of colour pictures" if settings.channel is not None else ""),
         flush=True,
     )
-    skipped = service.catalogue.skipped_files
+    skipped = service.catalogue.skipped
     if skipped:
-        shown = "\n    ".join(skipped[:SKIPPED_FILES_SHOWN])
-        more = f"\n    … and {len(skipped) - SKIPPED_FILES_SHOWN} more" if len(skipped) > SKIPPED_FILES_SHOWN else ""
-        print(f"  {len(skipped)} file(s) of the data folder skipped:\n    {shown}{more}", flush=True)
+        lines = "\n    ".join(summarise_skipped(skipped, singles=SKIPPED_FILES_SHOWN))
+        print(f"  {len(skipped)} file(s) of the data folder skipped:\n    {lines}", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     try:

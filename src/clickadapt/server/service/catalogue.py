@@ -18,7 +18,9 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,17 +81,62 @@ def mask_partner(path: Path) -> Path | None:
     return partner if partner.is_file() else None
 
 
-def data_file_skip_reason(path: Path) -> str | None:
+class SkipReason(NamedTuple):
+    """Why a data-folder entry is not an image to label."""
+
+    text: str
+    """Said about the file (``""``: left out without a word, e.g. hidden files)."""
+    group: str | None
+    """Label shared by every file skipped for this kind of reason (reported together, with a count); ``None``:
+    reported file by file."""
+
+
+def data_file_skip_reason(path: Path) -> SkipReason | None:
     """Why an entry of the data folder is not an image to label (``None`` for a readable image file); hidden
-    files and plain folders get ``""`` (left out without a word)."""
+    files and plain folders get an empty text (left out without a word)."""
     if path.is_symlink() and path.is_dir():
-        return "a link to a folder; links are not followed (copy it)"
+        return SkipReason("a link to a folder; links are not followed (copy it)", "links to folders (not followed)")
     if not path.is_file() or path.name.startswith("."):
-        return ""
+        return SkipReason("", None)
     if not has_supported_suffix(path.name):
-        return f"unsupported file type (expected {SUPPORTED_FORMATS})"
+        unsupported = f"unsupported file type (expected {SUPPORTED_FORMATS})"
+        return SkipReason(unsupported, f"file(s) of an {unsupported}")
     partner = mask_partner(path)
-    return None if partner is None else f"the mask of {partner.name}, not an image to label"
+    if partner is None:
+        return None
+    return SkipReason(f"the mask of {partner.name}, not an image to label", "mask(s) beside their images (X_mask.ext)")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A data-folder entry left out at start-up."""
+
+    path: str
+    """Relative to the data folder."""
+    reason: str
+    group: str | None = None
+    """See :attr:`SkipReason.group`."""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def summarise_skipped(skipped: Sequence[SkippedFile], examples: int = 3, singles: int = 10) -> list[str]:
+    """Lines that say what start-up left out: files with their own reason one by one (at most ``singles``, then
+    a count), files of a shared reason as one line each with a count and ``examples`` names."""
+    lines: list[str] = []
+    groups: dict[str, list[SkippedFile]] = {}
+    alone = [entry for entry in skipped if entry.group is None]
+    lines.extend(str(entry) for entry in alone[:singles])
+    if len(alone) > singles:
+        lines.append(f"… and {len(alone) - singles} more file(s) that could not be read")
+    for entry in skipped:
+        if entry.group is not None:
+            groups.setdefault(entry.group, []).append(entry)
+    for group, entries in groups.items():
+        names = ", ".join(entry.path for entry in entries[:examples]) + (", …" if len(entries) > examples else "")
+        lines.append(f"{len(entries)} {group}: {names}")
+    return lines
 
 
 def check_data_root(data: Path | None) -> Path | None:
@@ -143,9 +190,9 @@ class ImageCatalogue:
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
-        self.skipped_files: list[str] = []
-        """Files of the data folder left out at start-up, each as ``"relative/path: reason"`` (unsupported
-        type, undecodable…); logged, and printed by ``clickadapt serve``."""
+        self.skipped: list[SkippedFile] = []
+        """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
+        :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
         with lock:
             self._register_images(samples)
 
@@ -173,18 +220,25 @@ class ImageCatalogue:
         if self.data_root is not None:
             for path in sorted(self.data_root.rglob("*")):
                 relative = path.relative_to(self.data_root).as_posix()
-                reason = data_file_skip_reason(path)
-                if reason is not None:
-                    if reason:
-                        self.skipped_files.append(f"{relative}: {reason}")
+                skip = data_file_skip_reason(path)
+                if skip is not None:
+                    if skip.text:
+                        self.skipped.append(SkippedFile(relative, skip.text, skip.group))
                     continue
                 try:
                     self._register_data_file(relative, None)
                 except ServiceError as error:
-                    message = error.message
-                    self.skipped_files.append(message if message.startswith(relative) else f"{relative}: {message}")
-            for reason in self.skipped_files:
-                logger.warning("data folder: skipping %s", reason)
+                    message = error.message.removeprefix(f"{relative}: ")
+                    self.skipped.append(SkippedFile(relative, message))
+            for entry in self.skipped:
+                logger.debug("data folder: skipping %s", entry)
+            for line in summarise_skipped(self.skipped):
+                logger.warning("data folder: skipping %s", line)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """:attr:`skipped` as ``"relative/path: reason"`` strings."""
+        return [str(entry) for entry in self.skipped]
 
     # ================================================================== images
 
