@@ -149,7 +149,7 @@ def click_curve(
     clicks: list[Click] = []
     mask = torch.zeros(1, *sample.label.shape)
     curve: list[float] = []
-    click = user.first_click(sample.label)
+    click: Click | None = user.first_click(sample.label)
     while click is not None:
         clicks.append(click)
         inputs = model_input(image, clicks, task.num_classes, sigma)

@@ -733,7 +733,7 @@ def test_many_skipped_files_are_said_in_a_few_lines() -> None:
         "bad_0.png: cannot be decoded",
         "bad_1.png: cannot be decoded",
         "bad_2.png: cannot be decoded",
-        "… and 1 more file(s) that could not be read",
+        "… and 1 more file(s) left out, each for its own reason",
         "5 mask(s) beside their images: p/x_0_mask.tif, p/x_1_mask.tif, …",
     ]
     assert summarise_skipped([]) == []

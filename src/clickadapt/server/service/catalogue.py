@@ -129,7 +129,7 @@ def summarise_skipped(skipped: Sequence[SkippedFile], examples: int = 3, singles
     alone = [entry for entry in skipped if entry.group is None]
     lines.extend(str(entry) for entry in alone[:singles])
     if len(alone) > singles:
-        lines.append(f"… and {len(alone) - singles} more file(s) that could not be read")
+        lines.append(f"… and {len(alone) - singles} more file(s) left out, each for its own reason")
     for entry in skipped:
         if entry.group is not None:
             groups.setdefault(entry.group, []).append(entry)
