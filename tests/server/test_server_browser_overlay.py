@@ -94,3 +94,67 @@ def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_
                 browser.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_be_filtered(tmp_path: Path) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    data = tmp_path / "data"
+    paths = ["top.png", "q/x_10.png", "q/x_9.png", "p2/flair.png", "p1/flair.png", "deep/er/p1/flair.png"]
+    for index, relative in enumerate(paths):
+        (data / relative).parent.mkdir(parents=True, exist_ok=True)
+        (data / relative).write_bytes(synthetic_fundus_png(40 + index, 50))
+    model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
+    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)])
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 800})
+                page.set_default_timeout(TIMEOUT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                page.wait_for_selector("body[data-ready=true]")
+                items = page.locator("#image-list li")
+                # natural order (x_9 before x_10); the full path is the tooltip
+                assert [items.nth(i).locator(".name").get_attribute("title") for i in range(6)] == [
+                    "deep/er/p1/flair.png",
+                    "p1/flair.png",
+                    "p2/flair.png",
+                    "q/x_9.png",
+                    "q/x_10.png",
+                    "top.png",
+                ]
+                # shown: the shortest end of the path that tells the file apart
+                assert items.locator(".name").all_text_contents() == [
+                    "…/er/p1/flair.png",
+                    "p1/flair.png",
+                    "p2/flair.png",
+                    "x_9.png",
+                    "x_10.png",
+                    "top.png",
+                ]
+                page.keyboard.press("/")
+                assert page.evaluate("document.activeElement.id") == "image-filter"
+                page.keyboard.type("x_n")  # typed into the filter: "n" does not open the next image
+                assert items.count() == 0 and "0 shown" in page.locator("#progress").text_content()
+                page.keyboard.press("Backspace")
+                page.wait_for_function("document.querySelectorAll('#image-list li').length === 2")
+                assert page.locator("#progress").text_content() == "0 / 6 done · 2 shown"
+                assert page.evaluate("window.clickadapt.state.current") is None
+                page.keyboard.press("Enter")  # opens the first image the filter leaves
+                page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_9.png'")
+                page.locator("#image-filter").focus()
+                page.keyboard.press("Escape")  # empties the filter
+                page.wait_for_function("document.querySelectorAll('#image-list li').length === 6")
+                assert page.locator("#image-filter").input_value() == ""
+                assert page.locator("#progress").text_content() == "0 / 6 done"
+                assert errors == []
+            finally:
+                browser.close()
+    finally:
+        server.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -139,6 +140,18 @@ def summarise_skipped(skipped: Sequence[SkippedFile], examples: int = 3, singles
     return lines
 
 
+def natural_key(relative: str) -> tuple[list[str | int], str]:
+    """Sort key that orders numbers by value: ``x_9.png`` before ``x_10.png`` (slices of a series in order);
+    names equal but for leading zeros fall back to their text."""
+    parts = re.split(r"(\d+)", relative)  # text, digits, text, …: digits at the odd places
+    return [int(part) if index % 2 else part for index, part in enumerate(parts)], relative
+
+
+def data_folder_entries(root: Path) -> list[Path]:
+    """Everything under the data folder, in natural order of the relative paths (the order of the image list)."""
+    return sorted(root.rglob("*"), key=lambda path: natural_key(path.relative_to(root).as_posix()))
+
+
 def check_data_root(data: Path | None) -> Path | None:
     """The data folder, resolved (``None`` without one).
 
@@ -218,7 +231,7 @@ class ImageCatalogue:
                 data = ImageData(pixels, encode_png(display_from_pixels(pixels)), geometry.model_dump(mode="json"))
                 self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
         if self.data_root is not None:
-            for path in sorted(self.data_root.rglob("*")):
+            for path in data_folder_entries(self.data_root):
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
                 if skip is not None:
@@ -479,7 +492,7 @@ class ImageCatalogue:
             return []
         return [
             path.relative_to(self.data_root).as_posix()
-            for path in sorted(self.data_root.rglob("*"))
+            for path in data_folder_entries(self.data_root)
             if data_file_skip_reason(path) is None and path.resolve().is_relative_to(self.data_root)
         ]
 

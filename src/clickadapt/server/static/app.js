@@ -141,12 +141,54 @@
 
   // ------------------------------------------------------------------ image list
   const NAME_TAIL = 12; // characters of a long image name always shown at its end
+
+  // Data-folder images are listed by the shortest end of their path that tells them apart: the file name
+  // when it is unique (TCGA_CS_4941_19960909_11.webp), with as many folders as it takes when it is not
+  // (p1/flair.nii.gz, p2/flair.nii.gz; "…/" marks folders left out above them). The full path is the
+  // entry's tooltip, and the filter searches it.
+  function shortNames(images) {
+    const names = new Map();
+    const parts = new Map();
+    for (const image of images) {
+      if (image.origin === "data" && image.name.includes("/")) parts.set(image.id, image.name.split("/"));
+      else names.set(image.id, { folder: "", file: image.name });
+    }
+    let pending = [...parts.keys()];
+    for (let depth = 1; pending.length; depth += 1) {
+      const ends = new Map();
+      const counts = new Map();
+      for (const id of pending) {
+        const end = parts.get(id).slice(-depth).join("/");
+        ends.set(id, end);
+        counts.set(end, (counts.get(end) || 0) + 1);
+      }
+      const next = [];
+      for (const id of pending) {
+        const all = parts.get(id);
+        if (counts.get(ends.get(id)) === 1 || depth >= all.length) {
+          const folders = all.slice(-depth, -1).join("/");
+          names.set(id, {
+            folder: folders ? (depth < all.length ? "…/" : "") + folders + "/" : "",
+            file: all[all.length - 1],
+          });
+        } else next.push(id);
+      }
+      pending = next;
+    }
+    return names;
+  }
+
   function renderList() {
     const list = $("image-list");
     list.textContent = "";
+    const filter = $("image-filter").value.trim().toLowerCase();
+    const names = shortNames(state.images);
     let done = 0;
+    let shown = 0;
     for (const image of state.images) {
       if (image.status === "done") done += 1;
+      if (filter && !image.name.toLowerCase().includes(filter)) continue;
+      shown += 1;
       const item = document.createElement("li");
       item.dataset.imageId = image.id;
       item.dataset.status = image.status;
@@ -154,15 +196,22 @@
       const name = document.createElement("span");
       name.className = "name";
       name.title = image.name;
+      const { folder, file } = names.get(image.id);
+      if (folder) {
+        const prefix = document.createElement("span");
+        prefix.className = "folder";
+        prefix.textContent = folder;
+        name.append(prefix);
+      }
       // Names of one series often differ only at the end (…_12.webp, …_13.webp): a narrow list cuts the
       // middle and keeps the end in view.
-      const cut = image.name.length > NAME_TAIL * 2 ? image.name.length - NAME_TAIL : image.name.length;
+      const cut = file.length > NAME_TAIL * 2 ? file.length - NAME_TAIL : file.length;
       const head = document.createElement("span");
       head.className = "head";
-      head.textContent = image.name.slice(0, cut);
+      head.textContent = file.slice(0, cut);
       const tail = document.createElement("span");
       tail.className = "tail";
-      tail.textContent = image.name.slice(cut);
+      tail.textContent = file.slice(cut);
       name.append(head, tail);
       const badge = document.createElement("span");
       badge.className = "badge " + image.status;
@@ -172,7 +221,8 @@
       item.addEventListener("click", () => enqueue(() => openImage(image.id)));
       list.append(item);
     }
-    $("progress").textContent = `${done} / ${state.images.length} done`;
+    const showing = filter ? ` · ${shown} shown` : "";
+    $("progress").textContent = `${done} / ${state.images.length} done${showing}`;
   }
 
   async function refreshList() {
@@ -643,6 +693,7 @@
     else if (key === "r" && !event.ctrlKey && !event.metaKey) enqueue(() => imageAction("reset"));
     else if (key === "f" || key === "enter") enqueue(() => imageAction("finish"));
     else if (key === "n") enqueue(nextImage);
+    else if (key === "/") $("image-filter").focus();
     else if (key === "c") selectTool("click");
     else if (key === "b") selectTool("brush");
     else if (key === "e") selectTool("eraser");
@@ -693,6 +744,20 @@
   for (const input of document.querySelectorAll('#tool-picker input[name="tool"]')) {
     input.addEventListener("change", () => selectTool(input.value));
   }
+  $("image-filter").addEventListener("input", renderList);
+  $("image-filter").addEventListener("keydown", (event) => {
+    // Enter opens the first image the filter leaves; Escape empties the filter and returns to the image.
+    if (event.key === "Enter") {
+      const first = $("image-list").querySelector("li");
+      if (first) enqueue(() => openImage(first.dataset.imageId));
+      event.target.blur();
+    } else if (event.key === "Escape") {
+      event.target.value = "";
+      renderList();
+      event.target.blur();
+    } else return;
+    event.preventDefault();
+  });
   $("brush-size").addEventListener("input", (event) => { state.brushRadius = Number(event.target.value); });
   $("opacity").addEventListener("input", (event) => {
     state.opacity = Number(event.target.value) / 100;
