@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,33 @@ CHROMIUM_ARGS = [
 ]
 REPOSITORY = Path(__file__).resolve().parents[2]
 TIMEOUT_MS = 60_000
+
+
+@contextmanager
+def served_page(server_arguments: list[str], width: int = 1200, height: int = 800) -> Iterator[tuple[Any, list[str]]]:
+    """Start ``clickadapt serve`` with ``server_arguments``, open its page in headless chromium once it is ready;
+    yields the page and the list its script errors are collected in. Skips the test without chromium or
+    Playwright."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    server = ServerProcess(server_arguments)
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.set_default_timeout(TIMEOUT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                page.wait_for_selector("body[data-ready=true]")
+                yield page, errors
+            finally:
+                browser.close()
+    finally:
+        server.stop()
 
 
 def lesion_centre(label: np.ndarray) -> tuple[int, int]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import IMAGE_SIZE, ServerProcess, synthetic_fundus_png, write_tiny_fundus_checkpoint
-from test_server_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, click_pixel
+from server_helpers import IMAGE_SIZE, synthetic_fundus_png, write_tiny_fundus_checkpoint
+from test_server_browser import click_pixel, served_page
 
 SOURCE_SHAPE = (150, 210)
 
@@ -34,127 +34,95 @@ def drag_pixels(page: Any, start: tuple[int, int], end: tuple[int, int]) -> None
 LONG_NAME = "clinic-A_patient-0001_visit-02_left_eye_fundus_12.png"
 
 
+def tiny_fundus_server(tmp_path: Path, data: Path) -> list[str]:
+    """``clickadapt serve`` arguments: a tiny fundus model, a fresh store and ``data`` as the data folder."""
+    model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
+    return ["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)]
+
+
 @pytest.mark.slow
 def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_path: Path) -> None:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     data = tmp_path / "data"
     data.mkdir()
     (data / LONG_NAME).write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
-    model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
-    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)])
-    url = server.start()
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 800})
-                page.set_default_timeout(TIMEOUT_MS)
-                errors: list[str] = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
-                page.goto(url)
-                page.wait_for_selector("body[data-ready=true]")
-                # a long name is cut in the middle: its end (what tells a series' files apart) stays in view
-                item = page.locator("#image-list li").nth(0)
-                assert page.locator("dd.crop-key").is_visible()  # photographs can be cropped (key K)
-                assert item.locator(".name").get_attribute("title") == LONG_NAME
-                assert item.locator(".name").text_content() == LONG_NAME
-                tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
-                assert item.locator(".tail").text_content() == LONG_NAME[-12:]
-                assert tail is not None and row is not None and tail["x"] + tail["width"] <= row["x"] + row["width"]
-                item.click()
-                page.wait_for_selector("#canvas[data-state=new]")
-                click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
-                page.wait_for_selector("#canvas[data-clicks='1']")
-                sizes = page.evaluate(
-                    "(() => { const s = window.clickadapt.state; return {picture: [s.picture.naturalHeight, "
-                    "s.picture.naturalWidth], overlay: [s.overlay.naturalHeight, s.overlay.naturalWidth]}; })()"
-                )
-                assert sizes == {"picture": [IMAGE_SIZE, IMAGE_SIZE], "overlay": list(SOURCE_SHAPE)}
-                assert errors == []  # drawn without a failure (stretched over the picture's extent)
+    with served_page(tiny_fundus_server(tmp_path, data)) as (page, errors):
+        # a long name is cut in the middle: its end (what tells a series' files apart) stays in view
+        item = page.locator("#image-list li").nth(0)
+        assert page.locator("dd.crop-key").is_visible()  # photographs can be cropped (key K)
+        assert item.locator(".name").get_attribute("title") == LONG_NAME
+        assert item.locator(".name").text_content() == LONG_NAME
+        tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
+        assert item.locator(".tail").text_content() == LONG_NAME[-12:]
+        assert tail is not None and row is not None and tail["x"] + tail["width"] <= row["x"] + row["width"]
+        item.click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        sizes = page.evaluate(
+            "(() => { const s = window.clickadapt.state; return {picture: [s.picture.naturalHeight, "
+            "s.picture.naturalWidth], overlay: [s.overlay.naturalHeight, s.overlay.naturalWidth]}; })()"
+        )
+        assert sizes == {"picture": [IMAGE_SIZE, IMAGE_SIZE], "overlay": list(SOURCE_SHAPE)}
+        assert errors == []  # drawn without a failure (stretched over the picture's extent)
 
-                # the crop tool: a box over the right half of the grid → the square of the photograph around it
-                page.keyboard.press("k")
-                assert page.evaluate("window.clickadapt.state.tool") == "crop"
-                drag_pixels(page, (IMAGE_SIZE // 4, IMAGE_SIZE // 2), (3 * IMAGE_SIZE // 4, IMAGE_SIZE - 1))
-                page.wait_for_selector("#image-list li:nth-child(2)")
-                page.wait_for_function("document.querySelector('#image-name').textContent.includes('[crop')")
-                page.wait_for_selector("#canvas[data-state=new]")
-                assert page.evaluate("window.clickadapt.state.tool") == "click"  # back to clicking
-                click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
-                page.wait_for_selector("#canvas[data-clicks='1']")
-                overlay = page.evaluate(
-                    "[window.clickadapt.state.overlay.naturalHeight, window.clickadapt.state.overlay.naturalWidth]"
-                )
-                side = round(SOURCE_SHAPE[1] / 2)  # the box's longer side in photograph pixels (half the width)
-                assert overlay[0] == overlay[1] and abs(overlay[0] - side) <= 3  # the crop, at its own resolution
-                assert errors == []
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+        # the crop tool: a box over the right half of the grid → the square of the photograph around it
+        page.keyboard.press("k")
+        assert page.evaluate("window.clickadapt.state.tool") == "crop"
+        drag_pixels(page, (IMAGE_SIZE // 4, IMAGE_SIZE // 2), (3 * IMAGE_SIZE // 4, IMAGE_SIZE - 1))
+        page.wait_for_selector("#image-list li:nth-child(2)")
+        page.wait_for_function("document.querySelector('#image-name').textContent.includes('[crop')")
+        page.wait_for_selector("#canvas[data-state=new]")
+        assert page.evaluate("window.clickadapt.state.tool") == "click"  # back to clicking
+        click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        overlay = page.evaluate(
+            "[window.clickadapt.state.overlay.naturalHeight, window.clickadapt.state.overlay.naturalWidth]"
+        )
+        side = round(SOURCE_SHAPE[1] / 2)  # the box's longer side in photograph pixels (half the width)
+        assert overlay[0] == overlay[1] and abs(overlay[0] - side) <= 3  # the crop, at its own resolution
+        assert errors == []
 
 
 @pytest.mark.slow
 def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_be_filtered(tmp_path: Path) -> None:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     data = tmp_path / "data"
     paths = ["top.png", "q/x_10.png", "q/x_9.png", "p2/flair.png", "p1/flair.png", "deep/er/p1/flair.png"]
     for index, relative in enumerate(paths):
         (data / relative).parent.mkdir(parents=True, exist_ok=True)
         (data / relative).write_bytes(synthetic_fundus_png(40 + index, 50))
-    model = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")
-    server = ServerProcess(["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)])
-    url = server.start()
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 800})
-                page.set_default_timeout(TIMEOUT_MS)
-                errors: list[str] = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
-                page.goto(url)
-                page.wait_for_selector("body[data-ready=true]")
-                items = page.locator("#image-list li")
-                # natural order (x_9 before x_10); the full path is the tooltip
-                assert [items.nth(i).locator(".name").get_attribute("title") for i in range(6)] == [
-                    "deep/er/p1/flair.png",
-                    "p1/flair.png",
-                    "p2/flair.png",
-                    "q/x_9.png",
-                    "q/x_10.png",
-                    "top.png",
-                ]
-                # shown: the shortest end of the path that tells the file apart
-                assert items.locator(".name").all_text_contents() == [
-                    "…/er/p1/flair.png",
-                    "p1/flair.png",
-                    "p2/flair.png",
-                    "x_9.png",
-                    "x_10.png",
-                    "top.png",
-                ]
-                page.keyboard.press("/")
-                assert page.evaluate("document.activeElement.id") == "image-filter"
-                page.keyboard.type("x_n")  # typed into the filter: "n" does not open the next image
-                assert items.count() == 0 and "0 shown" in page.locator("#progress").text_content()
-                page.keyboard.press("Backspace")
-                page.wait_for_function("document.querySelectorAll('#image-list li').length === 2")
-                assert page.locator("#progress").text_content() == "0 / 6 done · 2 shown"
-                assert page.evaluate("window.clickadapt.state.current") is None
-                page.keyboard.press("Enter")  # opens the first image the filter leaves
-                page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_9.png'")
-                page.locator("#image-filter").focus()
-                page.keyboard.press("Escape")  # empties the filter
-                page.wait_for_function("document.querySelectorAll('#image-list li').length === 6")
-                assert page.locator("#image-filter").input_value() == ""
-                assert page.locator("#progress").text_content() == "0 / 6 done"
-                assert errors == []
-            finally:
-                browser.close()
-    finally:
-        server.stop()
+    with served_page(tiny_fundus_server(tmp_path, data)) as (page, errors):
+        items = page.locator("#image-list li")
+        # natural order (x_9 before x_10); the full path is the tooltip
+        assert [items.nth(i).locator(".name").get_attribute("title") for i in range(6)] == [
+            "deep/er/p1/flair.png",
+            "p1/flair.png",
+            "p2/flair.png",
+            "q/x_9.png",
+            "q/x_10.png",
+            "top.png",
+        ]
+        # shown: the shortest end of the path that tells the file apart
+        assert items.locator(".name").all_text_contents() == [
+            "…/er/p1/flair.png",
+            "p1/flair.png",
+            "p2/flair.png",
+            "x_9.png",
+            "x_10.png",
+            "top.png",
+        ]
+        page.keyboard.press("/")
+        assert page.evaluate("document.activeElement.id") == "image-filter"
+        page.keyboard.type("x_n")  # typed into the filter: "n" does not open the next image
+        assert items.count() == 0 and "0 shown" in page.locator("#progress").text_content()
+        page.keyboard.press("Backspace")
+        page.wait_for_function("document.querySelectorAll('#image-list li').length === 2")
+        assert page.locator("#progress").text_content() == "0 / 6 done · 2 shown"
+        assert page.evaluate("window.clickadapt.state.current") is None
+        page.keyboard.press("Enter")  # opens the first image the filter leaves
+        page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_9.png'")
+        page.locator("#image-filter").focus()
+        page.keyboard.press("Escape")  # empties the filter
+        page.wait_for_function("document.querySelectorAll('#image-list li').length === 6")
+        assert page.locator("#image-filter").input_value() == ""
+        assert page.locator("#progress").text_content() == "0 / 6 done"
+        assert errors == []
