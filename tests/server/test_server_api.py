@@ -90,6 +90,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/{image_id}/finish",
         "/api/images/{image_id}/mask.png",
         "/api/images/{image_id}/export",
+        "/api/images/{image_id}/reference",  # test_a_reference_mask_beside_a_picture_is_compared_with_the_mask…
         "/api/uploads",
         "/api/sources/{source_id}",
         "/api/sources/{source_id}/slices/{index}/preview.png",
@@ -383,11 +384,14 @@ def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: 
     assert skipped[0].startswith("link.png:") and "data folder" in skipped[0]
     assert skipped[1].startswith("linked: a link to a folder")
     assert skipped[2].startswith("notes.txt: unsupported file type") and "WebP" in skipped[2]
-    assert skipped[3] == "sub/b_mask.png: the mask of b.png, not an image to label"
+    assert skipped[3] == "sub/b_mask.png: the reference mask of b.png, not an image to label"
     lines = summarise_skipped(client.app.state.service.catalogue.skipped)  # what the log and `serve` say
     assert lines[0].startswith("link.png: ") and "data folder" in lines[0]  # a file's own reason: alone
     assert "1 links to folders (not followed): linked" in lines
-    assert "1 mask(s) beside their images (X_mask.ext): sub/b_mask.png" in lines
+    assert any(
+        line.startswith("1 reference mask(s) beside their images") and line.endswith(": sub/b_mask.png")
+        for line in lines
+    )
     unsupported = next(line for line in lines if line.startswith("1 file(s) of an unsupported file type"))
     assert unsupported.endswith(": notes.txt")
     assert client.get("/api/info").json()["data_folder"] is True
@@ -737,3 +741,39 @@ def test_many_skipped_files_are_said_in_a_few_lines() -> None:
         "5 mask(s) beside their images: p/x_0_mask.tif, p/x_1_mask.tif, …",
     ]
     assert summarise_skipped([]) == []
+
+
+def test_a_reference_mask_beside_a_picture_is_compared_with_the_mask_never_shown_to_the_model(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    image, lesion = synthetic_brain_slice(40, seed=3)
+    (data / "a.png").write_bytes(png_bytes(np.clip(image, 0, 255).astype(np.uint8)))
+    (data / "a_mask.png").write_bytes(png_bytes((lesion > 0).astype(np.uint8) * 255))  # {0, 255}, as kaggle_3m
+    (data / "b.png").write_bytes(grey_png(seed=4))
+    (data / "c.png").write_bytes(grey_png(seed=5))
+    (data / "c_mask.png").write_bytes(png_bytes(np.zeros((20, 20), dtype=np.uint8)))  # not the picture's size
+    client = make_client(data=data, use_samples=False)
+    store = tmp_path / "store"
+    images = {image["name"]: image for image in client.get("/api/images").json()}
+    assert sorted(images) == ["a.png", "b.png", "c.png"]
+    assert [images[name]["has_reference"] for name in ("a.png", "b.png", "c.png")] == [True, False, True]
+    first = images["a.png"]["id"]
+    assert_refused(client, store, "GET", f"/api/images/{first}/reference", 404, "no")  # no mask before a click
+    rows, cols = np.nonzero(lesion)
+    click = {"row": int(rows.mean()), "col": int(cols.mean()), "label": 1}
+    assert client.post(f"/api/images/{first}/clicks", json=click).status_code == 200
+    score = client.get(f"/api/images/{first}/reference")
+    assert score.status_code == 200, score.text
+    assert score.json()["reference"] == "a_mask.png"
+    exported = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{first}/export?format=png").content)))
+    mine, theirs = exported == 1, lesion > 0
+    expected = 2 * (mine & theirs).sum() / (mine.sum() + theirs.sum())
+    assert 0 < expected < 1  # a real comparison: some overlap, not identical
+    assert score.json()["dice"] == {"lesion": pytest.approx(expected)}
+    second = images["b.png"]["id"]
+    assert_refused(client, store, "GET", f"/api/images/{second}/reference", 404, "no reference mask")
+    third = images["c.png"]["id"]
+    assert client.post(f"/api/images/{third}/clicks", json={"row": 20, "col": 20, "label": 1}).status_code == 200
+    assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png is 20×20 pixels")

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 from server_helpers import IMAGE_SIZE, synthetic_fundus_png, write_tiny_fundus_checkpoint
 from test_server_browser import click_pixel, served_page
 
@@ -90,6 +92,9 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
     for index, relative in enumerate(paths):
         (data / relative).parent.mkdir(parents=True, exist_ok=True)
         (data / relative).write_bytes(synthetic_fundus_png(40 + index, 50))
+    reference = np.zeros((42, 50), dtype=np.uint8)  # q/x_9.png's reference mask: class indices (disc 1, cup 2)
+    reference[10:30, 15:35], reference[15:25, 20:30] = 1, 2
+    Image.fromarray(reference).save(data / "q" / "x_9_mask.png")
     with served_page(tiny_fundus_server(tmp_path, data)) as (page, errors):
         items = page.locator("#image-list li")
         # natural order (x_9 before x_10); the full path is the tooltip
@@ -120,9 +125,18 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
         assert page.evaluate("window.clickadapt.state.current") is None
         page.keyboard.press("Enter")  # opens the first image the filter leaves
         page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_9.png'")
+        # its reference mask (q/x_9_mask.png, not listed): the status bar compares the mask with it after a click
+        assert page.locator("#reference-item").is_visible() and page.locator("#reference-dice").text_content() == "—"
+        click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+        pattern = r"/^disc \d+\.\d, cup \d+\.\d$/"
+        page.wait_for_function(f"{pattern}.test(document.querySelector('#reference-dice').textContent)")
+        assert "q/x_9_mask.png" in page.locator("#reference-item").get_attribute("title")
         page.locator("#image-filter").focus()
         page.keyboard.press("Escape")  # empties the filter
         page.wait_for_function("document.querySelectorAll('#image-list li').length === 6")
         assert page.locator("#image-filter").input_value() == ""
         assert page.locator("#progress").text_content() == "0 / 6 done"
+        items.nth(4).click()  # q/x_10.png: no reference mask, nothing to compare with
+        page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_10.png'")
+        assert page.locator("#reference-item").is_hidden()
         assert errors == []

@@ -26,6 +26,17 @@ class ImageInfo(BaseModel):
     num_slices: int | None = Field(None, description="slices of the source volume")
     height: int | None = Field(None, description="preprocessed height (known once decoded)")
     width: int | None = Field(None, description="preprocessed width")
+    has_reference: bool = Field(
+        False, description="a reference mask X_mask.ext lies beside the data-folder picture X.ext (GET …/reference)"
+    )
+
+
+class ReferenceScore(BaseModel):
+    """How the current mask compares with the image's reference mask (read from the data folder, never used by
+    the model)."""
+
+    reference: str = Field(description="the reference mask file, relative to the data folder")
+    dice: dict[str, float] = Field(description="Dice (0–1) of the current mask per region of the task")
 
 
 class ClickIn(BaseModel):

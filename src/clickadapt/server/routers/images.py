@@ -16,6 +16,7 @@ from clickadapt.server.schemas import (
     ImageInfo,
     NextImage,
     OpenRequest,
+    ReferenceScore,
     SessionView,
 )
 
@@ -129,6 +130,19 @@ def mask_png(image_id: str, sessions: Sessions, tag: Literal["current", "origina
     ``X-Model-Version`` names the model version that produced it."""
     mask, version = sessions.mask(image_id, tag)
     return Response(encode_label_png(mask), media_type="image/png", headers={"X-Model-Version": str(version)})
+
+
+@router.get(
+    "/{image_id}/reference",
+    response_model=ReferenceScore,
+    responses=ERRORS,
+    summary="Compare the mask with the reference mask",
+)
+def reference(image_id: str, sessions: Sessions) -> ReferenceScore:
+    """Dice of the current mask against the reference mask ``X_mask.ext`` that lies beside a data-folder picture
+    ``X.ext`` (``has_reference`` in the image list); 404 without one or before the first click. The reference is
+    read for this comparison only: the model never sees it."""
+    return sessions.reference_score(image_id)
 
 
 @router.get(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from PIL import Image as PILImage
 
 from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES
 from clickadapt.data.sample import Sample
@@ -68,7 +69,8 @@ UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp
 
 MASK_SUFFIX = "_mask"
 """A data file named ``<name>_mask.<ext>`` beside ``<name>.<ext>`` is that image's mask (the TCGA-LGG kaggle_3m
-layout), not an image to label."""
+layout), not an image to label: the page shows how the mask compares with it (:meth:`ImageCatalogue.reference_label`),
+the model never sees it."""
 
 
 def mask_partner(path: Path) -> Path | None:
@@ -105,7 +107,10 @@ def data_file_skip_reason(path: Path) -> SkipReason | None:
     partner = mask_partner(path)
     if partner is None:
         return None
-    return SkipReason(f"the mask of {partner.name}, not an image to label", "mask(s) beside their images (X_mask.ext)")
+    return SkipReason(
+        f"the reference mask of {partner.name}, not an image to label",
+        "reference mask(s) beside their images (X_mask.ext: the page compares masks with them; never learnt from)",
+    )
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,8 @@ class ImageCatalogue:
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
+        self._references: dict[str, Path] = {}
+        """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -234,6 +241,9 @@ class ImageCatalogue:
             for path in data_folder_entries(self.data_root):
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
+                partner = mask_partner(path) if skip is not None and skip.text else None
+                if partner is not None:
+                    self._references[partner.relative_to(self.data_root).as_posix()] = path
                 if skip is not None:
                     if skip.text:
                         self.skipped.append(SkippedFile(relative, skip.text, skip.group))
@@ -284,7 +294,43 @@ class ImageCatalogue:
             num_slices=num_slices,
             height=record.height,
             width=record.width,
+            has_reference=self._reference_path(record) is not None,
         )
+
+    def _reference_path(self, record: ImageRecord) -> Path | None:
+        if record.origin != "data" or record.slice_index is not None:
+            return None
+        return self._references.get(record.name)
+
+    def reference_label(self, image_id: str) -> tuple[str, np.ndarray] | None:
+        """The reference mask of a data-folder picture ``X.ext`` — the file ``X_mask.ext`` beside it (the TCGA-LGG
+        kaggle_3m layout) — as ``uint8`` class indices at the picture's size, with its relative path; ``None``
+        when there is none. For a two-class task every non-zero value is the class; otherwise the values must be
+        class indices. Only for showing the user how a mask compares: the model never sees it.
+
+        Raises:
+            NotFound: Unknown image.
+            BadRequest: The mask file cannot be read or holds values that are not classes of the task.
+        """
+        path = self._reference_path(self.require_image(image_id))
+        if path is None or self.data_root is None:
+            return None
+        relative = path.relative_to(self.data_root).as_posix()
+        try:
+            with PILImage.open(path) as picture:
+                values = np.asarray(picture)
+        except (OSError, ValueError) as error:
+            raise BadRequest(f"reference mask {relative} cannot be read: {error}") from error
+        if values.ndim == 3:
+            values = values[..., 0]
+        if self.task.num_classes == 2:
+            return relative, (values > 0).astype(np.uint8)
+        if values.size and int(values.max()) >= self.task.num_classes:
+            raise BadRequest(
+                f"reference mask {relative} holds the value {int(values.max())}; class indices "
+                f"0..{self.task.num_classes - 1} of task {self.task.name!r} were expected"
+            )
+        return relative, values.astype(np.uint8)
 
     def list_images(self) -> list[ImageInfo]:
         """Every image in list order with status and click count."""

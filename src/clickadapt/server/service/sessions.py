@@ -28,11 +28,12 @@ import numpy as np
 from clickadapt.adaptation.session import InteractiveSession
 from clickadapt.clicks.click import Click
 from clickadapt.data.prepare import mask_to_model
+from clickadapt.evaluation.metrics import region_dice
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore
-from clickadapt.server.schemas import ChartPoint, SessionView
+from clickadapt.server.schemas import ChartPoint, ReferenceScore, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
 from clickadapt.server.service.crops import cut_from_picture
-from clickadapt.server.service.errors import BadRequest, Conflict
+from clickadapt.server.service.errors import BadRequest, Conflict, NotFound
 from clickadapt.server.service.live import LiveImage, LiveImages
 from clickadapt.server.service.registry import ModelRegistry
 from clickadapt.server.service.views import MaskChoice, SessionViews
@@ -459,6 +460,29 @@ class SessionManager:
         """
         with self.lock:
             return self.views.mask_at_source(image_id, tag)
+
+    def reference_score(self, image_id: str) -> ReferenceScore:
+        """Dice of the current mask (at the picture's size) against the image's reference mask.
+
+        Raises:
+            NotFound: Unknown image, no reference mask, or no mask yet.
+            BadRequest: The reference mask is unreadable or of another size than the picture.
+        """
+        with self.lock:
+            reference = self.catalogue.reference_label(image_id)
+            if reference is None:
+                raise NotFound(
+                    f"image {image_id!r} has no reference mask (a file X_mask.ext beside the picture X.ext in the "
+                    "data folder)"
+                )
+            relative, label = reference
+            mask = self.views.mask_at_source(image_id, "current")
+        if mask.shape != label.shape:
+            raise BadRequest(
+                f"reference mask {relative} is {label.shape[0]}×{label.shape[1]} pixels, the picture "
+                f"{mask.shape[0]}×{mask.shape[1]}"
+            )
+        return ReferenceScore(reference=relative, dice=region_dice(mask, label, self.task))
 
     def export(self, image_id: str, tag: MaskChoice = "current", file_format: str = "png") -> tuple[bytes, str, str]:
         """The mask in the source image's geometry as a file.

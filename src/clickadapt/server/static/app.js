@@ -26,6 +26,7 @@
     images: [],
     current: null, // image id
     view: null, // SessionView of the current image
+    referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
     classIndex: 1,
     opacity: 0.5,
     showOverlay: true,
@@ -464,7 +465,26 @@
     }
     if (view.message) say(view.message, false);
     updateListEntry(view.image);
+    updateReferenceDice(view, hasMask);
     draw();
+  }
+
+  // A data-folder picture X.ext with a reference mask X_mask.ext beside it: after every change, the Dice of the
+  // mask against it (read by the server for this comparison only; the model never sees it).
+  function updateReferenceDice(view, hasMask) {
+    const item = $("reference-item");
+    const request = ++state.referenceRequest;
+    item.hidden = !view.image.has_reference;
+    $("reference-dice").textContent = "—";
+    if (!view.image.has_reference || !hasMask) return;
+    api("GET", `/api/images/${encodeURIComponent(view.image.id)}/reference`)
+      .then((score) => {
+        if (request !== state.referenceRequest) return;
+        const values = Object.entries(score.dice).map(([region, value]) => `${region} ${(100 * value).toFixed(1)}`);
+        $("reference-dice").textContent = values.join(", ");
+        item.title = `Dice of the mask against ${score.reference}; the model never sees it`;
+      })
+      .catch((error) => { if (request === state.referenceRequest) say(error.message, true); });
   }
 
   async function openImage(imageId, relabel) {
