@@ -754,11 +754,19 @@ def test_a_reference_mask_beside_a_picture_is_compared_with_the_mask_never_shown
     (data / "b.png").write_bytes(grey_png(seed=4))
     (data / "c.png").write_bytes(grey_png(seed=5))
     (data / "c_mask.png").write_bytes(png_bytes(np.zeros((20, 20), dtype=np.uint8)))  # not the picture's size
+    (data / "d.png").write_bytes(grey_png(seed=6))
+    (tmp_path / "elsewhere.png").write_bytes(png_bytes(np.ones((40, 40), dtype=np.uint8)))
+    (data / "d_mask.png").symlink_to(tmp_path / "elsewhere.png")  # a link out of the data folder: not read
     client = make_client(data=data, use_samples=False)
     store = tmp_path / "store"
     images = {image["name"]: image for image in client.get("/api/images").json()}
-    assert sorted(images) == ["a.png", "b.png", "c.png"]
-    assert [images[name]["has_reference"] for name in ("a.png", "b.png", "c.png")] == [True, False, True]
+    assert sorted(images) == ["a.png", "b.png", "c.png", "d.png"]
+    assert {name: image["has_reference"] for name, image in images.items()} == {
+        "a.png": True,
+        "b.png": False,
+        "c.png": True,
+        "d.png": False,
+    }
     first = images["a.png"]["id"]
     assert_refused(client, store, "GET", f"/api/images/{first}/reference", 404, "no")  # no mask before a click
     rows, cols = np.nonzero(lesion)

@@ -242,7 +242,7 @@ class ImageCatalogue:
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
                 partner = mask_partner(path) if skip is not None and skip.text else None
-                if partner is not None:
+                if partner is not None and path.resolve().is_relative_to(self.data_root):  # no link out of it
                     self._references[partner.relative_to(self.data_root).as_posix()] = path
                 if skip is not None:
                     if skip.text:
