@@ -785,3 +785,5 @@ def test_a_reference_mask_beside_a_picture_is_compared_with_the_mask_never_shown
     third = images["c.png"]["id"]
     assert client.post(f"/api/images/{third}/clicks", json={"row": 20, "col": 20, "label": 1}).status_code == 200
     assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png is 20×20 pixels")
+    client.app.state.service.catalogue.settings.max_image_pixels = 100  # a mask declaring more is not decoded
+    assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png declares 20×20 pixels")

@@ -317,7 +317,13 @@ class ImageCatalogue:
             return None
         relative = path.relative_to(self.data_root).as_posix()
         try:
-            with PILImage.open(path) as picture:
+            with PILImage.open(path) as picture:  # reads the header only, until the pixels are asked for
+                width, height = picture.size
+                if width * height > self.settings.max_image_pixels:
+                    raise BadRequest(
+                        f"reference mask {relative} declares {height}×{width} pixels, more than "
+                        f"--max-image-pixels {self.settings.max_image_pixels}"
+                    )
                 values = np.asarray(picture)
         except (OSError, ValueError) as error:
             raise BadRequest(f"reference mask {relative} cannot be read: {error}") from error
