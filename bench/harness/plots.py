@@ -100,7 +100,8 @@ def plot_gain_along_stream(runs: Sequence[StreamResult], path: Path, budget: int
             axis.set_xlabel("image in stream")
             axis.set_ylabel("Δ Dice (points), moving average")
             axis.grid(alpha=0.3)
-            axis.legend(fontsize="x-small", ncol=2)
+            if axis.get_legend_handles_labels()[0]:  # a stream with only the frozen model has no gain to show
+                axis.legend(fontsize="x-small", ncol=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
