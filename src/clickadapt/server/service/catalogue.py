@@ -92,6 +92,8 @@ class SkipReason(NamedTuple):
     group: str | None
     """Label shared by every file skipped for this kind of reason (reported together, with a count); ``None``:
     reported file by file."""
+    partner: Path | None = None
+    """For a mask ``X_mask.ext``: the picture ``X.ext`` it belongs to."""
 
 
 def data_file_skip_reason(path: Path) -> SkipReason | None:
@@ -110,6 +112,7 @@ def data_file_skip_reason(path: Path) -> SkipReason | None:
     return SkipReason(
         f"the reference mask of {partner.name}, not an image to label",
         "reference mask(s) beside their images (X_mask.ext: the page compares masks with them; never learnt from)",
+        partner,
     )
 
 
@@ -241,9 +244,8 @@ class ImageCatalogue:
             for path in data_folder_entries(self.data_root):
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
-                partner = mask_partner(path) if skip is not None and skip.text else None
-                if partner is not None and path.resolve().is_relative_to(self.data_root):  # no link out of it
-                    self._references[partner.relative_to(self.data_root).as_posix()] = path
+                if skip is not None and skip.partner is not None and path.resolve().is_relative_to(self.data_root):
+                    self._references[skip.partner.relative_to(self.data_root).as_posix()] = path  # no link out
                 if skip is not None:
                     if skip.text:
                         self.skipped.append(SkippedFile(relative, skip.text, skip.group))
@@ -317,6 +319,7 @@ class ImageCatalogue:
             return None
         relative = path.relative_to(self.data_root).as_posix()
         try:
+            # Not ``decode_file``: it turns palette pictures into RGB, and a mask's palette indices are its classes.
             with PILImage.open(path) as picture:  # reads the header only, until the pixels are asked for
                 width, height = picture.size
                 if width * height > self.settings.max_image_pixels:
