@@ -114,6 +114,21 @@ def test_a_second_stage_starts_from_the_first_stages_weights(data_root: Path, tm
         train(other, progress=False)
 
 
+def test_a_stage_may_run_the_first_stages_network_at_another_input_size(data_root: Path, tmp_path: Path) -> None:
+    first_config = tiny_config(data_root, tmp_path / "stage1", epochs=1)
+    first_config.model = first_config.model.model_copy(update={"input_size": 16})
+    first = train(first_config, progress=False)
+    second = tiny_config(data_root, tmp_path / "stage2", epochs=1)
+    assert second.model.input_size is None  # runs at the data's own size
+    second.init_checkpoint = first.best_checkpoint
+    second.optimisation.learning_rate = 0.0
+    train(second, progress=False)
+    a = load_checkpoint(first.best_checkpoint).model.network.state_dict()
+    b = load_checkpoint(tmp_path / "stage2" / "last.pt").model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_device_choice_is_honoured_and_a_missing_gpu_is_named() -> None:
     assert init_distributed("cpu").device.type == "cpu"
     assert init_distributed("auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")

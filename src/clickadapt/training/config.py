@@ -76,7 +76,8 @@ class TrainingConfig(BaseModel):
         seed: Seed of everything random (weights, order, augmentation, clicks).
         num_threads: Torch intra-op threads (None = torch's default).
         init_checkpoint: Start from these weights (a checkpoint of the same architecture, e.g. the
-            ``best.pt`` of an earlier stage) instead of a random initialisation.
+            ``best.pt`` of an earlier stage) instead of a random initialisation. Its ``input_size`` may
+            differ from this config's (the grid the network runs at has no weights).
         device: ``auto`` (a GPU when torch sees one, else the CPU), ``cpu`` or ``cuda`` (an error
             where there is no GPU). Validation runs on the same device.
     """

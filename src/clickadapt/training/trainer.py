@@ -36,6 +36,7 @@ from clickadapt.models.checkpoint import (
     save_checkpoint,
 )
 from clickadapt.models.factory import build_model, count_parameters
+from clickadapt.models.resized import ResizedInputNetwork
 from clickadapt.tasks import TaskSpec, get_task
 from clickadapt.training.augment import build_augmentation
 from clickadapt.training.click_rounds import sample_clicks_in_rounds
@@ -250,18 +251,30 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
 
 
 def _load_initial_weights(model: nn.Module, config: TrainingConfig) -> None:
-    """Copy the weights of ``config.init_checkpoint`` into ``model`` (same task and architecture)."""
+    """Copy the weights of ``config.init_checkpoint`` into ``model`` (same task and architecture).
+
+    The two may differ in ``input_size`` alone (the grid the network runs at has no weights), so a
+    model trained at 128 px can be fine-tuned at 256 px.
+    """
     path = Path(str(config.init_checkpoint))
     if not path.is_file():
         raise FileNotFoundError(f"init_checkpoint {path} does not exist (train the earlier stage first)")
     loaded = load_checkpoint(path)
-    if loaded.meta.task != config.task or loaded.meta.model != config.model:
+    same_network = loaded.meta.model.model_copy(update={"input_size": None}) == config.model.model_copy(
+        update={"input_size": None}
+    )
+    if loaded.meta.task != config.task or not same_network:
         raise ValueError(
             f"init_checkpoint {path} holds a {loaded.meta.task} {loaded.meta.model} model; "
             f"the config trains a {config.task} {config.model} model"
         )
-    model.load_state_dict(loaded.model.state_dict())
+    inner_network(model).load_state_dict(inner_network(loaded.model).state_dict())
     logger.info("initial weights from %s (sha256 %s…)", path, loaded.sha256[:12])
+
+
+def inner_network(model: nn.Module) -> nn.Module:
+    """The network inside a :class:`ResizedInputNetwork`, or ``model`` itself when it is not wrapped."""
+    return model.network if isinstance(model, ResizedInputNetwork) else model
 
 
 def _steps_per_epoch(dataset_size: int, config: TrainingConfig, context: DistributedContext) -> int:
