@@ -1,6 +1,7 @@
 """In Debian's chromium (headless, Playwright): the page draws the mask of a resized photograph at the
 photograph's own resolution, stretched over the model-grid picture; the crop tool (K, drag a box) makes a new
-image of the square around the box and opens it. Skipped when chromium or Playwright is missing.
+image of the square around the box and opens it; Shift + drag changes the display contrast only. Skipped when
+chromium or Playwright is missing.
 """
 
 from __future__ import annotations
@@ -139,4 +140,55 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
         items.nth(4).click()  # q/x_10.png: no reference mask, nothing to compare with
         page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_10.png'")
         assert page.locator("#reference-item").is_hidden()
+        assert errors == []
+
+
+def canvas_pixel(page: Any, row: int, col: int) -> list[int]:
+    """The RGB the canvas shows at the centre of image pixel (row, col)."""
+    script = """([row, col]) => {
+        const {zoom, panX, panY} = window.clickadapt.state;
+        const canvas = document.querySelector('#canvas');
+        const ratio = window.devicePixelRatio || 1;
+        const x = Math.floor((panX + (col + 0.5) * zoom) * ratio), y = Math.floor((panY + (row + 0.5) * zoom) * ratio);
+        return Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
+    }"""
+    pixel: list[int] = page.evaluate(script, [row, col])
+    return pixel
+
+
+@pytest.mark.slow
+def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eye.png").write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    with served_page(tiny_fundus_server(tmp_path, data)) as (page, errors):
+        page.locator("#image-list li").nth(0).click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        centre = (IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+        before = canvas_pixel(page, *centre)
+        assert page.locator("#window-item").is_hidden()
+        box = page.locator("#canvas").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.keyboard.down("Shift")
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 60, y - 40, steps=6)  # right: more contrast; up: brighter
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        # width 255 − 60 = 195 around centre 127.5 − 40 = 87.5
+        assert page.evaluate("window.clickadapt.state.window") == {"low": -10, "high": 185}
+        brighter = canvas_pixel(page, *centre)
+        assert all(b >= a for a, b in zip(before, brighter, strict=True)) and sum(brighter) > sum(before)
+        assert page.locator("#window-item").is_visible() and page.locator("#window-value").text_content() == "-10–185"
+        assert page.locator("#click-count").text_content() == "0"  # the drag sent no click
+        page.keyboard.down("Shift")
+        page.mouse.click(x, y)  # a Shift click without a drag sends none either
+        page.keyboard.up("Shift")
+        page.evaluate("window.clickadapt.state.queue.then(() => true)")  # whatever the page queued has run
+        page.keyboard.press("w")
+        assert page.evaluate("window.clickadapt.state.window") == {"low": 0, "high": 255}
+        assert canvas_pixel(page, *centre) == before and page.locator("#window-item").is_hidden()
+        assert page.locator("#click-count").text_content() == "0"
+        click_pixel(page, *centre)  # a plain click is still a click
+        page.wait_for_function("document.querySelector('#click-count').textContent === '1'")
         assert errors == []

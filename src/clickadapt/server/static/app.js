@@ -7,6 +7,7 @@
   const CLIENT_KEY = "clickadapt-client-id";
   const DRAG_THRESHOLD_PX = 4;
   const ZOOM_STEP = 1.25;
+  const FULL_WINDOW = { low: 0, high: 255 };
 
   function makeClientId() {
     let id = sessionStorage.getItem(CLIENT_KEY);
@@ -31,6 +32,8 @@
     opacity: 0.5,
     showOverlay: true,
     picture: null, // HTMLImageElement of display.png
+    window: { low: 0, high: 255 }, // display contrast: grey values low … high of display.png shown black … white
+    windowed: null, // { picture, low, high, canvas }: the picture through the window, kept until one of them changes
     overlay: null, // HTMLImageElement of the mask overlay (at the source image's resolution, see draw())
     zoom: 1,
     panX: 0,
@@ -385,6 +388,54 @@
     canvas.dataset.tool = tool;
   }
 
+  // ------------------------------------------------------------------ display contrast (window / level)
+  // Shift + drag changes how display.png is shown (left / right: contrast, up / down: brightness); W restores it.
+  // Only the screen changes: the model, the masks, the exports and the datastore see the image as it is.
+  function isFullWindow(range) {
+    return range.low === FULL_WINDOW.low && range.high === FULL_WINDOW.high;
+  }
+
+  function shownPicture() {
+    const { low, high } = state.window;
+    if (!state.picture || isFullWindow(state.window)) return state.picture;
+    const cached = state.windowed;
+    if (cached && cached.picture === state.picture && cached.low === low && cached.high === high) return cached.canvas;
+    const width = state.picture.naturalWidth;
+    const height = state.picture.naturalHeight;
+    const offscreen = document.createElement("canvas");
+    offscreen.width = width;
+    offscreen.height = height;
+    const offscreenContext = offscreen.getContext("2d", { willReadFrequently: true });
+    offscreenContext.drawImage(state.picture, 0, 0);
+    const pixels = offscreenContext.getImageData(0, 0, width, height);
+    const table = new Uint8ClampedArray(256); // clamps to 0 … 255 and rounds
+    for (let value = 0; value < 256; value++) table[value] = ((value - low) * 255) / (high - low);
+    const data = pixels.data;
+    for (let i = 0; i < data.length; i += 4) {
+      data[i] = table[data[i]];
+      data[i + 1] = table[data[i + 1]];
+      data[i + 2] = table[data[i + 2]];
+    }
+    offscreenContext.putImageData(pixels, 0, 0);
+    state.windowed = { picture: state.picture, low, high, canvas: offscreen };
+    return offscreen;
+  }
+
+  function setWindow(low, high) {
+    state.window = { low: Math.round(low), high: Math.round(high) };
+    const full = isFullWindow(state.window);
+    $("window-item").hidden = full;
+    $("window-value").textContent = full ? "" : `${state.window.low}–${state.window.high}`;
+    draw();
+  }
+
+  function dragWindow(start, dx, dy) {
+    // right: a narrower window (more contrast); up: a lower centre (brighter). One screen pixel, one grey level.
+    const width = Math.max(2, Math.min(1024, start.high - start.low - dx));
+    const centre = Math.max(-255, Math.min(510, (start.low + start.high) / 2 + dy));
+    setWindow(centre - width / 2, centre + width / 2);
+  }
+
   function draw() {
     const rect = canvas.getBoundingClientRect();
     context.save();
@@ -398,7 +449,7 @@
     context.imageSmoothingEnabled = false;
     context.translate(state.panX, state.panY);
     context.scale(state.zoom, state.zoom);
-    context.drawImage(state.picture, 0, 0);
+    context.drawImage(shownPicture(), 0, 0);
     if (state.overlay && state.showOverlay) {
       // The overlay comes at the source image's own resolution (finer than display.png for a resized
       // photograph): stretched over the picture's extent, smoothed only when it is scaled down.
@@ -620,7 +671,9 @@
   canvas.addEventListener("pointerdown", (event) => {
     canvas.focus();
     pointer = { x: event.offsetX, y: event.offsetY, button: event.button, dragging: false, panX: state.panX, panY: state.panY };
-    if (state.tool === "crop" && event.button === 0 && state.picture) {
+    if (event.shiftKey && event.button === 0 && state.picture) {
+      pointer.window = { ...state.window };
+    } else if (state.tool === "crop" && event.button === 0 && state.picture) {
       pointer.box = [imagePoint(event), imagePoint(event)];
     } else if (state.tool !== "click" && event.button === 0 && state.picture) {
       pointer.stroke = [];
@@ -632,6 +685,10 @@
   });
   canvas.addEventListener("pointermove", (event) => {
     if (!pointer) return;
+    if (pointer.window) {
+      dragWindow(pointer.window, event.offsetX - pointer.x, event.offsetY - pointer.y);
+      return;
+    }
     if (pointer.box) {
       pointer.box[1] = imagePoint(event);
       drawBox(pointer.box);
@@ -656,6 +713,7 @@
   canvas.addEventListener("pointerup", (event) => {
     const start = pointer;
     pointer = null;
+    if (start && start.window) return; // a contrast drag (Shift) never sends a click
     if (start && start.box) {
       draw();
       const [[r0, c0], [r1, c1]] = start.box;
@@ -723,6 +781,7 @@
       $("brush-size").value = String(state.brushRadius);
     }
     else if (key === "o") { state.showOverlay = !state.showOverlay; draw(); }
+    else if (key === "w") setWindow(FULL_WINDOW.low, FULL_WINDOW.high);
     else if (key === "+" || key === "=") zoomAt(rect.width / 2, rect.height / 2, ZOOM_STEP);
     else if (key === "-") zoomAt(rect.width / 2, rect.height / 2, 1 / ZOOM_STEP);
     else if (key === "0") fit();
