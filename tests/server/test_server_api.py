@@ -787,3 +787,27 @@ def test_a_reference_mask_beside_a_picture_is_compared_with_the_mask_never_shown
     assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png is 20×20 pixels")
     client.app.state.service.catalogue.settings.max_image_pixels = 100  # a mask declaring more is not decoded
     assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png declares 20×20 pixels")
+
+
+def test_the_data_folder_is_listed_first_in_natural_order_also_in_an_older_store(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("x_10.png", "x_9.png"):
+        (data / name).write_bytes(grey_png(seed=len(name)))
+    client = make_client(data=data, use_samples=False)
+    assert [image["name"] for image in client.get("/api/images").json()] == ["x_9.png", "x_10.png"]
+    uploaded = client.post("/api/uploads?filename=upload.png", content=grey_png(seed=3))
+    assert uploaded.status_code == 201, uploaded.text
+    store = client.app.state.service.catalogue.store
+    ids = {image["name"]: image["id"] for image in client.get("/api/images").json()}
+    # a store made before natural order (lexicographic), then a file added to the folder after the upload
+    store.list_data_folder_first([ids["x_10.png"], ids["x_9.png"]])
+    assert [image["name"] for image in client.get("/api/images").json()] == ["x_10.png", "x_9.png", "upload.png"]
+    (data / "x_2.png").write_bytes(grey_png(seed=5))
+    client.__exit__(None, None, None)
+    again = make_client(data=data, use_samples=False)
+    names = [image["name"] for image in again.get("/api/images").json()]
+    assert names == ["x_2.png", "x_9.png", "x_10.png", "upload.png"]
+    assert again.get("/api/images/next").json()["image"]["name"] == "x_2.png"

@@ -17,7 +17,7 @@ import io
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -514,6 +514,24 @@ class Datastore:
         record = self.get_image(image_id)
         assert record is not None
         return record
+
+    def list_data_folder_first(self, image_ids: Sequence[str]) -> None:
+        """Put ``image_ids`` at the top of the list in this order; the other images follow in their own order.
+
+        Used at start-up to list a data folder in the scan's (natural) order, also in a store whose images were
+        added in another order or to which files were added after uploads. Unknown ids are ignored.
+        """
+        with self.transaction() as connection:
+            current = [str(row[0]) for row in connection.execute("SELECT id FROM images ORDER BY position, id")]
+            known = set(current)
+            first = [image_id for image_id in dict.fromkeys(image_ids) if image_id in known]
+            chosen = set(first)
+            wanted = first + [image_id for image_id in current if image_id not in chosen]
+            if wanted != current:
+                connection.executemany(
+                    "UPDATE images SET position = ? WHERE id = ?",
+                    [(place, image_id) for place, image_id in enumerate(wanted)],
+                )
 
     def image_ids(self, prefix: str) -> list[str]:
         """The ids of the images whose id starts with ``prefix`` (taken literally), in list order."""

@@ -241,6 +241,7 @@ class ImageCatalogue:
                 data = ImageData(pixels, encode_png(display_from_pixels(pixels)), geometry.model_dump(mode="json"))
                 self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
         if self.data_root is not None:
+            scanned: list[str] = []
             for path in data_folder_entries(self.data_root):
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
@@ -251,10 +252,11 @@ class ImageCatalogue:
                         self.skipped.append(SkippedFile(relative, skip.text, skip.group))
                     continue
                 try:
-                    self._register_data_file(relative, None)
+                    scanned.append(self._register_data_file(relative, None).image.id)
                 except ServiceError as error:
                     message = error.message.removeprefix(f"{relative}: ")
                     self.skipped.append(SkippedFile(relative, message))
+            self.store.list_data_folder_first(scanned)  # natural order, also in a store made in another one
             for entry in self.skipped:
                 logger.debug("data folder: skipping %s", entry)
             for line in summarise_skipped(self.skipped):
