@@ -160,9 +160,17 @@ def canvas_pixel(page: Any, row: int, col: int) -> list[int]:
 def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "eye.png").write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
-    with served_page(tiny_fundus_server(tmp_path, data)) as (page, errors):
-        page.locator("#image-list li").nth(0).click()
+    name = "clinicA_patient07_60.png"  # 24 characters: wider than a narrow list, yet not a "long" name
+    (data / name).write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    with served_page(tiny_fundus_server(tmp_path, data), width=1024, height=700) as (page, errors):
+        # a narrow screen: slimmer panels, and the name's end (what tells a series apart) stays in view
+        left = page.locator("#left").bounding_box()
+        assert left is not None and left["width"] == 220 and page.locator("#class-picker legend").is_hidden()
+        item = page.locator("#image-list li").nth(0)
+        tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
+        assert item.locator(".tail").text_content() == name[-12:]
+        assert tail is not None and row is not None and tail["x"] + tail["width"] <= row["x"] + row["width"]
+        item.click()
         page.wait_for_selector("#canvas[data-state=new]")
         centre = (IMAGE_SIZE // 2, IMAGE_SIZE // 2)
         before = canvas_pixel(page, *centre)

@@ -207,9 +207,9 @@
         prefix.textContent = folder;
         name.append(prefix);
       }
-      // Names of one series often differ only at the end (…_12.webp, …_13.webp): a narrow list cuts the
-      // middle and keeps the end in view.
-      const cut = file.length > NAME_TAIL * 2 ? file.length - NAME_TAIL : file.length;
+      // Names of one series often differ only at the end (…_12.webp, …/patient07/60): a narrow list cuts the
+      // middle and keeps the end in view, however short the name.
+      const cut = Math.max(0, file.length - NAME_TAIL);
       const head = document.createElement("span");
       head.className = "head";
       head.textContent = file.slice(0, cut);
