@@ -811,3 +811,89 @@ def test_the_data_folder_is_listed_first_in_natural_order_also_in_an_older_store
     names = [image["name"] for image in again.get("/api/images").json()]
     assert names == ["x_2.png", "x_9.png", "x_10.png", "upload.png"]
     assert again.get("/api/images/next").json()["image"]["name"] == "x_2.png"
+
+
+def volume_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
+    return gzip.compress(nib.Nifti1Image(volume, affine).to_bytes())
+
+
+def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_them(
+    make_client: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # stored axes P, S, R (the page shows L, A, S slices): a reference sliced another way than the scan would not match
+    affine = np.array([[0.0, 0.0, 2.0, 5.0], [-1.0, 0.0, 0.0, 3.0], [0.0, 1.0, 0.0, -7.0], [0.0, 0.0, 0.0, 1.0]])
+    shape = (40, 36, 12)
+    rng = np.random.default_rng(0)
+    lesion = np.zeros(shape, dtype=np.uint8)
+    lesion[8:22, 10:30, 3:8] = 1  # an off-centre block: every flip or transpose of it lands elsewhere
+    scan = (rng.normal(100, 10, shape) + 150 * lesion).astype(np.float32)
+    brain = np.zeros(shape)
+    brain[2:-2, 2:-2, 1:-1] = 0.99999997
+    folders = {
+        # one label volume besides a brain mask (stored as floats a hair off whole numbers): the scan's reference
+        "p1": {"flair.nii.gz": scan, "seg.nii.gz": lesion, "brainmask.nii.gz": brain},
+        "p2": {"t1.nii.gz": scan, "a.nii.gz": lesion, "b.nii.gz": 2 * lesion},  # two: none is chosen
+        "p3": {"t2.nii.gz": scan, "t2_mask.nii.gz": lesion, "other.nii.gz": lesion},  # X_mask.nii.gz wins
+        "p4": {"pd.nii.gz": scan, "small.nii.gz": lesion[:, :, :6]},  # another grid: refused when asked
+    }
+    for folder, files in folders.items():
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for name, volume in files.items():
+            (tmp_path / "data" / folder / name).write_bytes(volume_bytes(volume, affine))
+    client = make_client(data=tmp_path / "data", use_samples=False)
+    store = tmp_path / "store"
+    images = {image["name"].split(" ")[0]: image for image in client.get("/api/images").json()}
+    assert {name: image["has_reference"] for name, image in images.items()} == {
+        "p1/flair.nii.gz": True,
+        "p2/t1.nii.gz": False,
+        "p3/t2.nii.gz": True,
+        "p4/pd.nii.gz": True,
+    }
+    assert "p2 holds 2 label volumes (a.nii.gz, b.nii.gz), so none is the reference" in caplog.text
+    skipped = client.app.state.service.catalogue.skipped_files
+    assert sorted(line.split(":")[0] for line in skipped) == [
+        "p1/brainmask.nii.gz",
+        "p1/seg.nii.gz",
+        "p2/a.nii.gz",
+        "p2/b.nii.gz",
+        "p3/other.nii.gz",
+        "p3/t2_mask.nii.gz",
+        "p4/small.nii.gz",
+    ]
+    catalogue = client.app.state.service.catalogue
+    flair = images["p1/flair.nii.gz"]
+    source = client.get(f"/api/sources/{flair['source_id']}").json()
+    lesion_slice = None  # an image of a slice through the block
+    for index in range(source["num_slices"]):
+        added = client.post(f"/api/sources/{flair['source_id']}/slices", json={"index": index}).json()
+        relative, label = catalogue.reference_label(added["id"])
+        assert relative == "p1/seg.nii.gz"
+        # the reference's slice is the scan's slice, upright the same way: the block is where the scan is bright
+        scan_slice = catalogue._decoded_source(catalogue.store.get_source(flair["source_id"])).reader(index)
+        assert np.array_equal(label, (scan_slice > 175).astype(np.uint8))
+        if label.any():
+            lesion_slice = added["id"]
+    assert lesion_slice is not None
+    rows, cols = np.nonzero(catalogue.reference_label(lesion_slice)[1])
+    geometry = client.get(f"/api/images/{lesion_slice}").json()
+    click = {
+        "row": int(rows.mean() * geometry["height"] / label.shape[0]),
+        "col": int(cols.mean() * geometry["width"] / label.shape[1]),
+        "label": 1,
+    }
+    assert client.post(f"/api/images/{lesion_slice}/clicks", json=click).status_code == 200
+    score = client.get(f"/api/images/{lesion_slice}/reference")
+    assert score.status_code == 200, score.text
+    exported = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{lesion_slice}/export?format=png").content)))
+    reference = catalogue.reference_label(lesion_slice)[1] > 0
+    mine = exported == 1
+    assert exported.shape == reference.shape
+    expected = 2 * (mine & reference).sum() / max(mine.sum() + reference.sum(), 1)
+    assert score.json() == {"reference": "p1/seg.nii.gz", "dice": {"lesion": pytest.approx(expected)}}
+    assert catalogue.reference_label(images["p3/t2.nii.gz"]["id"])[0] == "p3/t2_mask.nii.gz"
+    assert catalogue.reference_label(images["p2/t1.nii.gz"]["id"]) is None
+    pd = images["p4/pd.nii.gz"]["id"]
+    assert client.post(f"/api/images/{pd}/clicks", json=LESION_CLICK).status_code == 200
+    assert_refused(client, store, "GET", f"/api/images/{pd}/reference", 400, "does not share the voxel grid")
+    # asked for by path, a label volume is refused with the reason
+    assert_refused(client, store, "POST", "/api/data/images", 400, "a label volume", json={"path": "p2/a.nii.gz"})

@@ -162,6 +162,9 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
     data.mkdir()
     name = "clinicA_patient07_60.png"  # 24 characters: wider than a narrow list, yet not a "long" name
     (data / name).write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    for patient in ("0001", "0002"):  # same file name in two long folders: shown with the folder
+        (data / f"z_clinic_patient-{patient}_visit-02").mkdir()
+        (data / f"z_clinic_patient-{patient}_visit-02" / "scan.png").write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
     with served_page(tiny_fundus_server(tmp_path, data), width=1024, height=700) as (page, errors):
         # a narrow screen: slimmer panels, and the name's end (what tells a series apart) stays in view
         left = page.locator("#left").bounding_box()
@@ -170,6 +173,11 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
         assert item.locator(".tail").text_content() == name[-12:]
         assert tail is not None and row is not None and tail["x"] + tail["width"] <= row["x"] + row["width"]
+        for index in (1, 2):  # the folder gives way (cut from its start) before the name runs under the badge
+            entry = page.locator("#image-list li").nth(index)
+            shown, badge = entry.locator(".tail").bounding_box(), entry.locator(".badge").bounding_box()
+            assert shown is not None and badge is not None and shown["x"] + shown["width"] <= badge["x"]
+            assert entry.locator(".folder").evaluate("e => e.scrollWidth > e.clientWidth")  # it was cut
         item.click()
         page.wait_for_selector("#canvas[data-state=new]")
         centre = (IMAGE_SIZE // 2, IMAGE_SIZE // 2)

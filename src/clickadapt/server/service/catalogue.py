@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -58,6 +59,7 @@ from clickadapt.server.service.errors import (
 )
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
+from clickadapt.volume_input import stats_step
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,52 @@ def mask_partner(path: Path) -> Path | None:
         return None
     partner = path.with_name(stem[: -len(MASK_SUFFIX)] + suffix)
     return partner if partner.is_file() else None
+
+
+LABEL_VOLUME_MAX_VALUES = 16
+"""A NIfTI volume whose voxels take at most this many values, all non-negative integers with 0 among them, is a
+segmentation (a *label volume*: MSLUB's ``GOLD_STANDARD…``, BraTS's ``OTMultiClass``), not a scan to label."""
+LABEL_VOLUMES_GROUP = (
+    "label volume(s) (segmentations, not scans; a folder's only one is the reference mask of the scans beside it)"
+)
+
+
+BRAIN_MASK_NAME = re.compile(r"brain[_-]?mask|skull", re.IGNORECASE)
+"""A label volume named like this (BraTS's ``brainmask.nii.gz``) marks where the brain is, not a finding: it is
+left out when a folder's reference is chosen."""
+
+
+def _looks_like_labels(values: np.ndarray) -> bool:
+    if values.dtype.kind == "f":  # whole numbers, give or take float rounding (BraTS's brainmask: 0.99999997)
+        rounded = np.rint(values)
+        if values.size == 0 or not np.allclose(values, rounded, rtol=0, atol=1e-3):
+            return False
+        values = rounded
+    if values.size == 0:
+        return False
+    distinct = np.unique(values)
+    return distinct.size <= LABEL_VOLUME_MAX_VALUES and distinct[0] == 0
+
+
+def is_label_volume(decoded: DecodedSource) -> bool:
+    """Whether a decoded NIfTI volume is a segmentation (see :data:`LABEL_VOLUME_MAX_VALUES`).
+
+    The middle slice is looked at first (a scan fails there at once), then a sample of the whole volume.
+    """
+    if decoded.format != "nifti" or decoded.kind != "volume" or decoded.reader is None or decoded.values is None:
+        return False
+    if not _looks_like_labels(decoded.reader((decoded.slices or 1) // 2)):
+        return False
+    return _looks_like_labels(decoded.values(stats_step(math.prod(decoded.volume_shape or ()))))
+
+
+def reference_candidates(label_volumes: Sequence[Path]) -> list[Path]:
+    """The label volumes of a folder that may be its scans' reference: all but brain masks (:data:`BRAIN_MASK_NAME`)."""
+    return [path for path in label_volumes if not BRAIN_MASK_NAME.search(path.name)]
+
+
+class LabelVolumeError(BadRequest):
+    """A data file that is a label volume, not a scan to label."""
 
 
 class SkipReason(NamedTuple):
@@ -213,6 +261,8 @@ class ImageCatalogue:
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
         self._references: dict[str, Path] = {}
         """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
+        self._label_volumes: dict[str, list[Path]] = {}
+        """Data-folder folder (relative path) → the label volumes found in it at start-up."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -253,6 +303,10 @@ class ImageCatalogue:
                     continue
                 try:
                     scanned.append(self._register_data_file(relative, None).image.id)
+                except LabelVolumeError:
+                    self._label_volumes.setdefault(Path(relative).parent.as_posix(), []).append(path)
+                    reason = "a label volume, not a scan to label"
+                    self.skipped.append(SkippedFile(relative, reason, LABEL_VOLUMES_GROUP))
                 except ServiceError as error:
                     message = error.message.removeprefix(f"{relative}: ")
                     self.skipped.append(SkippedFile(relative, message))
@@ -261,6 +315,16 @@ class ImageCatalogue:
                 logger.debug("data folder: skipping %s", entry)
             for line in summarise_skipped(self.skipped):
                 logger.warning("data folder: skipping %s", line)
+            for folder, volumes in self._label_volumes.items():
+                candidates = reference_candidates(volumes)
+                if len(candidates) > 1:
+                    logger.warning(
+                        "data folder: %s holds %d label volumes (%s), so none is the reference of its scans; name the "
+                        "one to compare with <scan>_mask.nii.gz",
+                        folder or ".",
+                        len(candidates),
+                        ", ".join(sorted(volume.name for volume in candidates)),
+                    )
 
     @property
     def skipped_files(self) -> list[str]:
@@ -302,24 +366,72 @@ class ImageCatalogue:
         )
 
     def _reference_path(self, record: ImageRecord) -> Path | None:
-        if record.origin != "data" or record.slice_index is not None:
+        """A data-folder picture's ``X_mask.ext``; for a slice of a data-folder volume ``X.nii.gz``, the volume
+        ``X_mask.nii.gz`` beside it, else the only label volume of its folder."""
+        if record.origin != "data":
             return None
-        return self._references.get(record.name)
+        if record.slice_index is None:
+            return self._references.get(record.name)
+        source = self.store.get_source(record.source_id) if record.source_id else None
+        if source is None or source.kind != "volume":
+            return None
+        partner = self._references.get(source.path)
+        if partner is not None:
+            return partner
+        candidates = reference_candidates(self._label_volumes.get(Path(source.path).parent.as_posix(), []))
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _reference_slice(self, record: ImageRecord, path: Path, relative: str) -> np.ndarray:
+        """Slice ``record.slice_index`` of the reference volume at ``path``, upright like the scan's slice.
+
+        Raises:
+            BadRequest: The volume cannot be read or does not share the scan's voxel grid.
+        """
+        source = self.store.get_source(record.source_id or "")
+        assert source is not None and record.slice_index is not None
+        scan = self._decoded_source(source)
+        key = "reference:" + relative
+        reference = self._volumes.get(key)
+        if reference is None:
+            try:
+                reference = self._decode(path.read_bytes(), relative)
+            except ServiceError as error:
+                raise BadRequest(f"reference volume {relative} cannot be read: {error.message}") from error
+            self._cache_volume(key, reference)
+        same_grid = (
+            reference.reader is not None
+            and reference.volume_shape == scan.volume_shape
+            and reference.affine is not None
+            and scan.affine is not None
+            and np.allclose(reference.affine, scan.affine, atol=1e-3)
+        )
+        if not same_grid or reference.reader is None:
+            shape = "×".join(map(str, reference.volume_shape or ()))
+            raise BadRequest(
+                f"reference volume {relative} ({shape or reference.kind}) does not share the voxel grid (shape and "
+                f"affine) of the scan {source.path} ({'×'.join(map(str, scan.volume_shape or ()))})"
+            )
+        return reference.reader(record.slice_index)
 
     def reference_label(self, image_id: str) -> tuple[str, np.ndarray] | None:
         """The reference mask of a data-folder picture ``X.ext`` — the file ``X_mask.ext`` beside it (the TCGA-LGG
         kaggle_3m layout) — as ``uint8`` class indices at the picture's size, with its relative path; ``None``
-        when there is none. For a two-class task every non-zero value is the class; otherwise the values must be
-        class indices. Only for showing the user how a mask compares: the model never sees it.
+        when there is none. For a slice of a data-folder volume, that slice of the volume ``X_mask.nii.gz`` beside
+        it or else of the only label volume in its folder (:func:`is_label_volume`; MSLUB's layout), which must
+        share the scan's voxel grid. For a two-class task every non-zero value is the class; otherwise the values
+        must be class indices. Only for showing the user how a mask compares: the model never sees it.
 
         Raises:
             NotFound: Unknown image.
             BadRequest: The mask file cannot be read or holds values that are not classes of the task.
         """
-        path = self._reference_path(self.require_image(image_id))
+        record = self.require_image(image_id)
+        path = self._reference_path(record)
         if path is None or self.data_root is None:
             return None
         relative = path.relative_to(self.data_root).as_posix()
+        if record.slice_index is not None:
+            return relative, self._class_indices(self._reference_slice(record, path, relative), relative)
         try:
             # Not ``decode_file``: it turns palette pictures into RGB, and a mask's palette indices are its classes.
             with PILImage.open(path) as picture:  # reads the header only, until the pixels are asked for
@@ -334,14 +446,20 @@ class ImageCatalogue:
             raise BadRequest(f"reference mask {relative} cannot be read: {error}") from error
         if values.ndim == 3:
             values = values[..., 0]
+        return relative, self._class_indices(values, relative)
+
+    def _class_indices(self, values: np.ndarray, relative: str) -> np.ndarray:
+        """A reference mask's values as ``uint8`` classes: for a two-class task any non-zero value is the class."""
+        if values.dtype.kind == "f":
+            values = np.rint(values)  # a label volume's 0.99999997 is class 1
         if self.task.num_classes == 2:
-            return relative, (values > 0).astype(np.uint8)
-        if values.size and int(values.max()) >= self.task.num_classes:
+            return (values > 0).astype(np.uint8)
+        if values.size and (float(values.min()) < 0 or int(values.max()) >= self.task.num_classes):
             raise BadRequest(
-                f"reference mask {relative} holds the value {int(values.max())}; class indices "
+                f"reference mask {relative} holds values {values.min():g}..{values.max():g}; class indices "
                 f"0..{self.task.num_classes - 1} of task {self.task.name!r} were expected"
             )
-        return relative, values.astype(np.uint8)
+        return values.astype(np.uint8)
 
     def list_images(self) -> list[ImageInfo]:
         """Every image in list order with status and click count."""
@@ -524,6 +642,11 @@ class ImageCatalogue:
             if not has_supported_suffix(path.name):
                 raise UnsupportedMediaType(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
             decoded = self._decode(path.read_bytes(), relative)
+            if is_label_volume(decoded):
+                raise LabelVolumeError(
+                    f"{relative}: a label volume (at most {LABEL_VOLUME_MAX_VALUES} integer voxel values), not a scan "
+                    "to label; it serves as the reference mask of the scans beside it"
+                )
             candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
             slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
             data = self._prepare(candidate, decoded, slice_index)

@@ -473,7 +473,7 @@ class SessionManager:
             if reference is None:
                 raise NotFound(
                     f"image {image_id!r} has no reference mask (a file X_mask.ext beside the picture X.ext in the "
-                    "data folder)"
+                    "data folder; for a volume's slice, X_mask.nii.gz or the folder's only label volume)"
                 )
             relative, label = reference
             mask = self.views.mask_at_source(image_id, "current")

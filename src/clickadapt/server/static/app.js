@@ -202,9 +202,14 @@
       name.title = image.name;
       const { folder, file } = names.get(image.id);
       if (folder) {
+        // Cut from its start when space is short ("…pat0001_1/"): the folder's end tells series apart.
         const prefix = document.createElement("span");
         prefix.className = "folder";
-        prefix.textContent = folder;
+        prefix.dir = "rtl";
+        const text = document.createElement("bdi");
+        text.dir = "ltr";
+        text.textContent = folder;
+        prefix.append(text);
         name.append(prefix);
       }
       // Names of one series often differ only at the end (…_12.webp, …/patient07/60): a narrow list cuts the
