@@ -93,6 +93,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/{image_id}/reference",  # test_a_reference_mask_beside_a_picture_is_compared_with_the_mask…
         "/api/uploads",
         "/api/sources/{source_id}",
+        "/api/sources/{source_id}/reference",  # test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans…
         "/api/sources/{source_id}/slices/{index}/preview.png",
         "/api/sources/{source_id}/slices",
         "/api/data/files",
@@ -895,5 +896,13 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     pd = images["p4/pd.nii.gz"]["id"]
     assert client.post(f"/api/images/{pd}/clicks", json=LESION_CLICK).status_code == 200
     assert_refused(client, store, "GET", f"/api/images/{pd}/reference", 400, "does not share the voxel grid")
+    # per slice, what the reference marks (the page's slice panel points to those slices)
+    slices = client.get(f"/api/sources/{flair['source_id']}/reference").json()
+    assert slices["reference"] == "p1/seg.nii.gz" and len(slices["pixels"]) == source["num_slices"]
+    assert sum(slices["pixels"]) == lesion.sum() and sorted(set(slices["pixels"])) == [0, 14 * 5]
+    t1 = images["p2/t1.nii.gz"]["source_id"]
+    assert_refused(client, store, "GET", f"/api/sources/{t1}/reference", 404, "has no reference mask")
+    pd_source = images["p4/pd.nii.gz"]["source_id"]
+    assert_refused(client, store, "GET", f"/api/sources/{pd_source}/reference", 400, "does not share the voxel grid")
     # asked for by path, a label volume is refused with the reason
     assert_refused(client, store, "POST", "/api/data/images", 400, "a label volume", json={"path": "p2/a.nii.gz"})

@@ -39,6 +39,13 @@ class ReferenceScore(BaseModel):
     dice: dict[str, float] = Field(description="Dice (0–1) of the current mask per region of the task")
 
 
+class ReferenceSlices(BaseModel):
+    """Where a volume's reference mask (read from the data folder, never used by the model) marks something."""
+
+    reference: str = Field(description="the reference volume, relative to the data folder")
+    pixels: list[int] = Field(description="per axial slice (the slider's numbering), the pixels it marks")
+
+
 class ClickIn(BaseModel):
     """A click in preprocessed image coordinates (those of ``display.png``)."""
 

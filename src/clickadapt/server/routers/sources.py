@@ -8,7 +8,16 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from clickadapt.server.routers.parts import Catalogue
-from clickadapt.server.schemas import MAX_INDEX, DataImageIn, ErrorOut, ImageInfo, SliceIn, SourceInfo, UploadResult
+from clickadapt.server.schemas import (
+    MAX_INDEX,
+    DataImageIn,
+    ErrorOut,
+    ImageInfo,
+    ReferenceSlices,
+    SliceIn,
+    SourceInfo,
+    UploadResult,
+)
 from clickadapt.server.service import BadRequest, PayloadTooLarge
 
 router = APIRouter(prefix="/api", tags=["uploads"])
@@ -76,6 +85,18 @@ async def upload(
 def get_source(source_id: str, catalogue: Catalogue) -> SourceInfo:
     """A source file: its kind and, for volumes, the number of slices."""
     return catalogue.get_source(source_id)
+
+
+@router.get(
+    "/sources/{source_id}/reference",
+    response_model=ReferenceSlices,
+    responses=ERRORS,
+    summary="Where a volume's reference mask marks something",
+)
+def reference_slices(source_id: str, catalogue: Catalogue) -> ReferenceSlices:
+    """Per axial slice of a data-folder volume, the pixels its reference mask (``X_mask.nii.gz`` or its folder's
+    only label volume) marks; 404 without one."""
+    return catalogue.reference_slices(source_id)
 
 
 @router.get(

@@ -47,7 +47,7 @@ from clickadapt.server.images import (
     task_fit_warning,
     window_to_uint8,
 )
-from clickadapt.server.schemas import ImageInfo, SourceInfo, UploadResult
+from clickadapt.server.schemas import ImageInfo, ReferenceSlices, SourceInfo, UploadResult
 from clickadapt.server.service.crops import ImageCrop, square_box
 from clickadapt.server.service.errors import (
     BadRequest,
@@ -373,7 +373,11 @@ class ImageCatalogue:
         if record.slice_index is None:
             return self._references.get(record.name)
         source = self.store.get_source(record.source_id) if record.source_id else None
-        if source is None or source.kind != "volume":
+        return None if source is None else self._volume_reference_path(source)
+
+    def _volume_reference_path(self, source: SourceRecord) -> Path | None:
+        """A data-folder volume's ``X_mask.nii.gz``, else the only label volume of its folder (or ``None``)."""
+        if source.origin != "data" or source.kind != "volume":
             return None
         partner = self._references.get(source.path)
         if partner is not None:
@@ -381,14 +385,12 @@ class ImageCatalogue:
         candidates = reference_candidates(self._label_volumes.get(Path(source.path).parent.as_posix(), []))
         return candidates[0] if len(candidates) == 1 else None
 
-    def _reference_slice(self, record: ImageRecord, path: Path, relative: str) -> np.ndarray:
-        """Slice ``record.slice_index`` of the reference volume at ``path``, upright like the scan's slice.
+    def _reference_volume(self, source: SourceRecord, path: Path, relative: str) -> DecodedSource:
+        """The reference volume at ``path`` of the scan ``source``, decoded (kept with the decoded volumes).
 
         Raises:
             BadRequest: The volume cannot be read or does not share the scan's voxel grid.
         """
-        source = self.store.get_source(record.source_id or "")
-        assert source is not None and record.slice_index is not None
         scan = self._decoded_source(source)
         key = "reference:" + relative
         reference = self._volumes.get(key)
@@ -411,7 +413,27 @@ class ImageCatalogue:
                 f"reference volume {relative} ({shape or reference.kind}) does not share the voxel grid (shape and "
                 f"affine) of the scan {source.path} ({'×'.join(map(str, scan.volume_shape or ()))})"
             )
-        return reference.reader(record.slice_index)
+        return reference
+
+    def reference_slices(self, source_id: str) -> ReferenceSlices:
+        """Per axial slice of a data-folder volume, how many pixels its reference mask marks (any class but
+        background), so that the page can point to the slices with a finding.
+
+        Raises:
+            NotFound: Unknown source, or no reference mask.
+            BadRequest: A 2D image, or a reference that cannot be read or does not share the scan's grid.
+        """
+        with self.lock:
+            source = self._require_volume(source_id)
+            path = self._volume_reference_path(source)
+            if path is None or self.data_root is None:
+                raise NotFound(f"{source.name} has no reference mask (X_mask.nii.gz or its folder's only label volume)")
+            relative = path.relative_to(self.data_root).as_posix()
+            reference = self._reference_volume(source, path, relative)
+            reader, count = reference.reader, reference.slices or 0
+            assert reader is not None
+            pixels = [int(np.count_nonzero(np.rint(reader(index)))) for index in range(count)]
+        return ReferenceSlices(reference=relative, pixels=pixels)
 
     def reference_label(self, image_id: str) -> tuple[str, np.ndarray] | None:
         """The reference mask of a data-folder picture ``X.ext`` — the file ``X_mask.ext`` beside it (the TCGA-LGG
@@ -431,7 +453,11 @@ class ImageCatalogue:
             return None
         relative = path.relative_to(self.data_root).as_posix()
         if record.slice_index is not None:
-            return relative, self._class_indices(self._reference_slice(record, path, relative), relative)
+            source = self.store.get_source(record.source_id or "")
+            assert source is not None
+            reader = self._reference_volume(source, path, relative).reader
+            assert reader is not None
+            return relative, self._class_indices(reader(record.slice_index), relative)
         try:
             # Not ``decode_file``: it turns palette pictures into RGB, and a mask's palette indices are its classes.
             with PILImage.open(path) as picture:  # reads the header only, until the pixels are asked for
@@ -645,7 +671,7 @@ class ImageCatalogue:
             if is_label_volume(decoded):
                 raise LabelVolumeError(
                     f"{relative}: a label volume (at most {LABEL_VOLUME_MAX_VALUES} integer voxel values), not a scan "
-                    "to label; it serves as the reference mask of the scans beside it"
+                    "to label (the reference mask of the scans beside it when it is their folder's only one)"
                 )
             candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
             slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored

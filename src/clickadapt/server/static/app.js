@@ -900,6 +900,40 @@
     $("slice-max").textContent = String(source.num_slices - 1);
     $("volume-panel").hidden = false;
     updateSlicePreview();
+    $("reference-slices").hidden = true;
+    const image = state.view ? state.view.image : null;
+    if (image && image.source_id === source.id && image.has_reference) await showReferenceSlices(source);
+  }
+
+  async function showReferenceSlices(source) {
+    // Where the volume's reference mask (never learnt from) marks something: lesions of MS scans sit on few slices.
+    let answer;
+    try {
+      answer = await api("GET", `/api/sources/${encodeURIComponent(source.id)}/reference`);
+    } catch (error) {
+      answer = { reference: "", pixels: null, error: error.message };
+    }
+    if (state.volume !== source) return; // another volume was opened meanwhile
+    if (answer.pixels === null) {
+      $("reference-slices-text").textContent = answer.error;
+      $("largest-reference").hidden = true;
+      $("reference-slices").hidden = false;
+      return;
+    }
+    const marked = answer.pixels.flatMap((pixels, index) => (pixels > 0 ? [index] : []));
+    if (marked.length === 0) {
+      $("reference-slices-text").textContent = "The reference marks no slice of this volume.";
+      $("largest-reference").hidden = true;
+    } else {
+      const largest = answer.pixels.indexOf(Math.max(...answer.pixels));
+      $("reference-slices-text").textContent =
+        `The reference marks ${marked.length} of ${answer.pixels.length} slices (${marked[0]}–${marked[marked.length - 1]}).`;
+      $("largest-reference").textContent = `Show slice ${largest}`;
+      $("largest-reference").dataset.slice = String(largest);
+      $("largest-reference").hidden = false;
+    }
+    $("reference-slices").title = answer.reference;
+    $("reference-slices").hidden = false;
   }
 
   function updateSlicePreview() {
@@ -910,6 +944,10 @@
   }
 
   $("slice-slider").addEventListener("input", updateSlicePreview);
+  $("largest-reference").addEventListener("click", (event) => {
+    $("slice-slider").value = event.target.dataset.slice;
+    updateSlicePreview();
+  });
   $("add-slice").addEventListener("click", () =>
     enqueue(async () => {
       if (!state.volume) return;

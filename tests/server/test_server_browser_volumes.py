@@ -1,0 +1,52 @@
+"""In Debian's chromium (headless, Playwright): a NIfTI scan whose folder holds a label volume. The slice panel says
+where the reference marks something and jumps there; a slice labelled there is compared with the reference. Skipped
+when chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from server_helpers import write_tiny_checkpoint
+from test_server_browser import click_pixel, served_page
+
+SHAPE = (40, 36, 20)
+
+
+@pytest.mark.slow
+def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_with_it(tmp_path: Path) -> None:
+    affine = np.diag([-1.0, 1.0, 2.0, 1.0])  # stored L→R flipped: slices are shown in L, A, S
+    lesion = np.zeros(SHAPE, dtype=np.uint8)
+    lesion[10:24, 8:26, 3:7] = 1  # stored slices 3–6; slice 5 the largest
+    lesion[5:30, 5:30, 5] = 1
+    rng = np.random.default_rng(0)
+    scan = (rng.normal(100, 10, SHAPE) + 150 * lesion).astype(np.float32)
+    data = tmp_path / "data" / "patient01"
+    data.mkdir(parents=True)
+    for name, volume in (("flair.nii.gz", scan), ("gold_standard.nii.gz", lesion)):
+        (data / name).write_bytes(gzip.compress(nib.Nifti1Image(volume, affine).to_bytes()))
+    model = write_tiny_checkpoint(tmp_path / "brain.pt")
+    arguments = ["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(tmp_path / "data")]
+    with served_page(arguments) as (page, errors):
+        items = page.locator("#image-list li")
+        assert items.count() == 1  # the label volume is not a scan to label
+        items.nth(0).click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        assert page.locator("#slice-value").text_content() == "10"  # the middle slice: nothing marked there
+        page.wait_for_selector("#reference-slices:not([hidden])")
+        assert page.locator("#reference-slices-text").text_content() == "The reference marks 4 of 20 slices (3–6)."
+        assert page.locator("#reference-slices").get_attribute("title") == "patient01/gold_standard.nii.gz"
+        page.locator("#largest-reference").click()
+        assert page.locator("#slice-value").text_content() == "5"
+        page.locator("#add-slice").click()
+        page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 5]')")
+        page.wait_for_selector("#canvas[data-state=new]")
+        assert page.locator("#reference-item").is_visible()
+        size = page.evaluate("window.clickadapt.state.picture.naturalHeight")
+        click_pixel(page, size // 2, size // 2)
+        page.wait_for_function(r"/^lesion \d+\.\d$/.test(document.querySelector('#reference-dice').textContent)")
+        assert errors == []
