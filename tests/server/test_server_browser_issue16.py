@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,10 @@ def test_busy_confirmations_versions_brush_and_layout(browser_and_server: tuple[
     page.wait_for_selector("#canvas[data-clicks='2']")
     # 8. Saved versions and what the model is doing; the per-update counter lives in the details.
     assert page.text_content("#saved-count") == "1" and page.text_content("#saved-version") == "v0"
+    # the version list fits the panel: today's versions by their time, the full date and time as the tooltip
+    option = page.locator("#version-select option").nth(0)
+    assert re.fullmatch(r"v0 · initial · \d{1,2}:\d{2}( [AP]M)?", option.text_content() or "")
+    assert (option.get_attribute("title") or "").startswith("saved ")
     assert page.text_content("#model-state") in ("learned from your clicks (saved when you finish)", "up to date")
     assert page.locator("#model-details").get_attribute("open") is None
     assert not page.locator("#model-version").is_visible()

@@ -265,8 +265,17 @@
     const picked = versions.dataset.picked;
     versions.textContent = "";
     for (const version of model.versions.slice().reverse()) {
-      const when = version.created.replace("T", " ").slice(0, 19);
-      versions.append(new Option(`v${version.version} · ${version.kind} · ${when}`, String(version.version)));
+      // Short enough for the panel: the time (local) for today's versions, the date for older ones.
+      const created = new Date(version.created);
+      const today = created.toDateString() === new Date().toDateString();
+      const when = Number.isNaN(created.getTime())
+        ? version.created
+        : today
+          ? created.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+          : created.toLocaleDateString();
+      const option = new Option(`v${version.version} · ${version.kind} · ${when}`, String(version.version));
+      option.title = `saved ${Number.isNaN(created.getTime()) ? version.created : created.toLocaleString()}`;
+      versions.append(option);
     }
     if (picked && model.versions.some((v) => String(v.version) === picked)) versions.value = picked;
     const events = model.safety_events || [];
