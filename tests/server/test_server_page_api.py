@@ -3,9 +3,11 @@ image, and the warning for uploads that do not fit the model's task."""
 
 from __future__ import annotations
 
+import gzip
 import io
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -130,6 +132,16 @@ def test_uploads_that_do_not_fit_the_task_carry_a_warning(client: TestClient) ->
     assert client.post("/api/uploads?filename=mri.png", content=png(grey)).json()["warning"] is None
     grey_rgb = np.repeat(grey[..., None], 3, axis=-1)  # a grey picture saved as RGB is not colour
     assert client.post("/api/uploads?filename=mri-rgb.png", content=png(grey_rgb)).json()["warning"] is None
+    labels = np.zeros((30, 30, 8), np.uint8)  # a segmentation uploaded as if it were a scan
+    labels[10:20, 10:20, 2:6] = 1
+    answer = client.post("/api/uploads?filename=seg.nii.gz", content=nifti(labels)).json()
+    assert answer["warning"].startswith("seg.nii.gz looks like a label volume")
+    scan = (labels * 150 + rng.normal(100, 10, labels.shape)).astype(np.float32)
+    assert client.post("/api/uploads?filename=flair.nii.gz", content=nifti(scan)).json()["warning"] is None
+
+
+def nifti(volume: np.ndarray) -> bytes:
+    return gzip.compress(nib.Nifti1Image(volume, np.eye(4)).to_bytes())
 
 
 def test_fundus_preparation_gives_the_readers_numbers() -> None:

@@ -731,6 +731,11 @@ class ImageCatalogue:
             existing = self.store.find_image(source_id, slice_index) if source is not None else None
             data = self._prepare(candidate, decoded, slice_index) if existing is None else None
             warning = task_fit_warning(decoded, self.task)
+            if warning is None and is_label_volume(decoded):
+                warning = (
+                    f"{name} looks like a label volume (at most {LABEL_VOLUME_MAX_VALUES} integer voxel values: a "
+                    "segmentation), not a scan to label"
+                )
             if source is None:
                 gzipped = decoded.format == "nifti" and payload[:2] == b"\x1f\x8b"
                 suffix = ".nii.gz" if gzipped else UPLOAD_SUFFIXES[decoded.format]
