@@ -169,6 +169,8 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         # a narrow screen: slimmer panels, and the name's end (what tells a series apart) stays in view
         left = page.locator("#left").bounding_box()
         assert left is not None and left["width"] == 220 and page.locator("#class-picker legend").is_hidden()
+        rows = {page.locator(f"#{button}").bounding_box()["y"] for button in ("undo", "reset", "finish", "next")}
+        assert len(rows) == 1  # the toolbar wraps its actions as one group, never Undo above Next
         item = page.locator("#image-list li").nth(0)
         tail, row = item.locator(".tail").bounding_box(), item.bounding_box()
         assert item.locator(".tail").text_content() == name[-12:]
