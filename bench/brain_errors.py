@@ -134,15 +134,9 @@ def run() -> dict[str, Any]:
             rows = []
             for sample in samples:
                 session = InteractiveSession(state, click_sigma=sigma, undo_depth=0)
-                session.set_image(sample.image, image_id=sample.key)
                 user = make_simulated_user("oaims", image_click_seed(seed, sample.key))
-                click: Click | None = user.first_click(sample.label)
-                prediction = np.zeros_like(sample.label)
-                while click is not None:
-                    prediction = session.add_click(click)
-                    if len(session.clicks) >= BUDGET:
-                        break
-                    click = user.next_click(sample.label, prediction)
+                click_through(session, sample, user, BUDGET, loaded.task)  # the package's click loop
+                prediction = session.prediction if session.prediction is not None else np.zeros_like(sample.label)
                 truth, mask = sample.label > 0, prediction > 0
                 row = error_parts(mask, truth, list(session.clicks))
                 row["nsd@1"] = surface_dice(mask, truth, 1.0)
@@ -267,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run", "adapt", "report"])
     args = parser.parse_args(argv)
     if args.command == "run":
-        RESULTS.write_text(json.dumps(run(), indent=2) + "\n")
+        earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+        kept = {key: earlier[key] for key in ("adapted", "adapted_measured") if key in earlier}  # `adapt`'s runs
+        RESULTS.write_text(json.dumps({**run(), **kept}, indent=2) + "\n")
         print(f"wrote {RESULTS}")
     elif args.command == "adapt":
         record = json.loads(RESULTS.read_text())

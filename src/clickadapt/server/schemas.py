@@ -27,7 +27,9 @@ class ImageInfo(BaseModel):
     height: int | None = Field(None, description="preprocessed height (known once decoded)")
     width: int | None = Field(None, description="preprocessed width")
     has_reference: bool = Field(
-        False, description="a reference mask X_mask.ext lies beside the data-folder picture X.ext (GET …/reference)"
+        False,
+        description="a reference mask lies in the data folder: X_mask.ext beside the picture X.ext, or for a volume's "
+        "slice X_mask.nii.gz or the folder's only label volume (GET …/reference)",
     )
 
 

@@ -139,9 +139,10 @@ def mask_png(image_id: str, sessions: Sessions, tag: Literal["current", "origina
     summary="Compare the mask with the reference mask",
 )
 def reference(image_id: str, sessions: Sessions) -> ReferenceScore:
-    """Dice of the current mask against the reference mask ``X_mask.ext`` that lies beside a data-folder picture
-    ``X.ext`` (``has_reference`` in the image list); 404 without one or before the first click. The reference is
-    read for this comparison only: the model never sees it."""
+    """Dice of the current mask against the image's reference mask: ``X_mask.ext`` beside a data-folder picture
+    ``X.ext``, or for a volume's slice ``X_mask.nii.gz`` or its folder's only label volume (``has_reference`` in
+    the image list); 404 without one or before the first click. The reference is read for this comparison only:
+    the model never sees it."""
     return sessions.reference_score(image_id)
 
 

@@ -19,7 +19,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -100,13 +100,13 @@ left out when a folder's reference is chosen."""
 
 
 def _looks_like_labels(values: np.ndarray) -> bool:
-    if values.dtype.kind == "f":  # whole numbers, give or take float rounding (BraTS's brainmask: 0.99999997)
-        rounded = np.rint(values)
-        if values.size == 0 or not np.allclose(values, rounded, rtol=0, atol=1e-3):
-            return False
-        values = rounded
     if values.size == 0:
         return False
+    if values.dtype.kind == "f":  # whole numbers, give or take float rounding (BraTS's brainmask: 0.99999997)
+        rounded = np.rint(values)
+        if not np.allclose(values, rounded, rtol=0, atol=1e-3):
+            return False
+        values = rounded
     distinct = np.unique(values)
     return distinct.size <= LABEL_VOLUME_MAX_VALUES and distinct[0] == 0
 
@@ -261,8 +261,9 @@ class ImageCatalogue:
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
         self._references: dict[str, Path] = {}
         """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
-        self._label_volumes: dict[str, list[Path]] = {}
-        """Data-folder folder (relative path) → the label volumes found in it at start-up."""
+        self._folder_references: dict[str, Path] = {}
+        """Data-folder folder (relative path) → its only label volume (brain masks aside), the reference mask of the
+        volumes in it that have no ``X_mask.nii.gz`` of their own."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -292,6 +293,7 @@ class ImageCatalogue:
                 self.store.add_image(image_id, sample.key, "demo", self.task.name, data=data)
         if self.data_root is not None:
             scanned: list[str] = []
+            label_volumes: dict[str, list[Path]] = {}
             for path in data_folder_entries(self.data_root):
                 relative = path.relative_to(self.data_root).as_posix()
                 skip = data_file_skip_reason(path)
@@ -304,7 +306,7 @@ class ImageCatalogue:
                 try:
                     scanned.append(self._register_data_file(relative, None).image.id)
                 except LabelVolumeError:
-                    self._label_volumes.setdefault(Path(relative).parent.as_posix(), []).append(path)
+                    label_volumes.setdefault(Path(relative).parent.as_posix(), []).append(path)
                     reason = "a label volume, not a scan to label"
                     self.skipped.append(SkippedFile(relative, reason, LABEL_VOLUMES_GROUP))
                 except ServiceError as error:
@@ -315,9 +317,11 @@ class ImageCatalogue:
                 logger.debug("data folder: skipping %s", entry)
             for line in summarise_skipped(self.skipped):
                 logger.warning("data folder: skipping %s", line)
-            for folder, volumes in self._label_volumes.items():
+            for folder, volumes in label_volumes.items():
                 candidates = reference_candidates(volumes)
-                if len(candidates) > 1:
+                if len(candidates) == 1:
+                    self._folder_references[folder] = candidates[0]
+                elif len(candidates) > 1:
                     logger.warning(
                         "data folder: %s holds %d label volumes (%s), so none is the reference of its scans; name the "
                         "one to compare with <scan>_mask.nii.gz",
@@ -380,13 +384,13 @@ class ImageCatalogue:
         if source.origin != "data" or source.kind != "volume":
             return None
         partner = self._references.get(source.path)
-        if partner is not None:
-            return partner
-        candidates = reference_candidates(self._label_volumes.get(Path(source.path).parent.as_posix(), []))
-        return candidates[0] if len(candidates) == 1 else None
+        return partner if partner is not None else self._folder_references.get(Path(source.path).parent.as_posix())
 
-    def _reference_volume(self, source: SourceRecord, path: Path, relative: str) -> DecodedSource:
-        """The reference volume at ``path`` of the scan ``source``, decoded (kept with the decoded volumes).
+    def _reference_reader(
+        self, source: SourceRecord, path: Path, relative: str
+    ) -> tuple[Callable[[int], np.ndarray], int]:
+        """The slice reader and slice count of the reference volume at ``path`` of the scan ``source`` (decoded
+        once, kept with the decoded volumes); its slices are upright like the scan's.
 
         Raises:
             BadRequest: The volume cannot be read or does not share the scan's voxel grid.
@@ -401,8 +405,7 @@ class ImageCatalogue:
                 raise BadRequest(f"reference volume {relative} cannot be read: {error.message}") from error
             self._cache_volume(key, reference)
         same_grid = (
-            reference.reader is not None
-            and reference.volume_shape == scan.volume_shape
+            reference.volume_shape == scan.volume_shape
             and reference.affine is not None
             and scan.affine is not None
             and np.allclose(reference.affine, scan.affine, atol=1e-3)
@@ -413,7 +416,7 @@ class ImageCatalogue:
                 f"reference volume {relative} ({shape or reference.kind}) does not share the voxel grid (shape and "
                 f"affine) of the scan {source.path} ({'×'.join(map(str, scan.volume_shape or ()))})"
             )
-        return reference
+        return reference.reader, reference.slices or 0
 
     def reference_slices(self, source_id: str) -> ReferenceSlices:
         """Per axial slice of a data-folder volume, how many pixels its reference mask marks (any class but
@@ -429,9 +432,7 @@ class ImageCatalogue:
             if path is None or self.data_root is None:
                 raise NotFound(f"{source.name} has no reference mask (X_mask.nii.gz or its folder's only label volume)")
             relative = path.relative_to(self.data_root).as_posix()
-            reference = self._reference_volume(source, path, relative)
-            reader, count = reference.reader, reference.slices or 0
-            assert reader is not None
+            reader, count = self._reference_reader(source, path, relative)
             pixels = [int(np.count_nonzero(np.rint(reader(index)))) for index in range(count)]
         return ReferenceSlices(reference=relative, pixels=pixels)
 
@@ -455,8 +456,7 @@ class ImageCatalogue:
         if record.slice_index is not None:
             source = self.store.get_source(record.source_id or "")
             assert source is not None
-            reader = self._reference_volume(source, path, relative).reader
-            assert reader is not None
+            reader, _count = self._reference_reader(source, path, relative)
             return relative, self._class_indices(reader(record.slice_index), relative)
         try:
             # Not ``decode_file``: it turns palette pictures into RGB, and a mask's palette indices are its classes.

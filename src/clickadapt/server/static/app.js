@@ -25,6 +25,7 @@
     clientId: makeClientId(),
     info: null,
     images: [],
+    shortNames: new Map(), // image id → { folder, file } shown in the list (see shortNames), kept with the list
     current: null, // image id
     view: null, // SessionView of the current image
     referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
@@ -186,7 +187,7 @@
     const list = $("image-list");
     list.textContent = "";
     const filter = $("image-filter").value.trim().toLowerCase();
-    const names = shortNames(state.images);
+    const names = state.shortNames;
     let done = 0;
     let shown = 0;
     for (const image of state.images) {
@@ -236,13 +237,17 @@
 
   async function refreshList() {
     state.images = await api("GET", "/api/images");
+    state.shortNames = shortNames(state.images);
     renderList();
   }
 
   function updateListEntry(image) {
     const index = state.images.findIndex((item) => item.id === image.id);
     if (index >= 0) state.images[index] = image;
-    else state.images.push(image);
+    else {
+      state.images.push(image);
+      state.shortNames = shortNames(state.images); // a new name can change how the others are told apart
+    }
     renderList();
   }
 
