@@ -864,7 +864,7 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     catalogue = client.app.state.service.catalogue
     flair = images["p1/flair.nii.gz"]
     source = client.get(f"/api/sources/{flair['source_id']}").json()
-    lesion_slice = None  # an image of a slice through the block
+    lesion_slices = []  # images of the slices through the block
     for index in range(source["num_slices"]):
         added = client.post(f"/api/sources/{flair['source_id']}/slices", json={"index": index}).json()
         relative, label = catalogue.reference_label(added["id"])
@@ -873,8 +873,9 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
         scan_slice = catalogue._decoded_source(catalogue.store.get_source(flair["source_id"])).reader(index)
         assert np.array_equal(label, (scan_slice > 175).astype(np.uint8))
         if label.any():
-            lesion_slice = added["id"]
-    assert lesion_slice is not None
+            lesion_slices.append(added["id"])
+    assert len(lesion_slices) >= 2
+    lesion_slice = lesion_slices[len(lesion_slices) // 2]
     rows, cols = np.nonzero(catalogue.reference_label(lesion_slice)[1])
     geometry = client.get(f"/api/images/{lesion_slice}").json()
     click = {
@@ -900,9 +901,50 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     slices = client.get(f"/api/sources/{flair['source_id']}/reference").json()
     assert slices["reference"] == "p1/seg.nii.gz" and len(slices["pixels"]) == source["num_slices"]
     assert sum(slices["pixels"]) == lesion.sum() and sorted(set(slices["pixels"])) == [0, 14 * 5]
+    # the labelled slices against the reference as one volume (a 3D overlap): first lesion_slice alone, then with a
+    # second slice, finished (its final mask counts), and every other slice empty in the whole-volume Dice
+    volume_score = client.get(f"/api/sources/{flair['source_id']}/reference/score").json()
+    assert volume_score["labelled_slices"] == [geometry["slice_index"]]
+    assert volume_score["marked_slices"] == [index for index, pixels in enumerate(slices["pixels"]) if pixels]
+    assert volume_score["dice_labelled"] == {"lesion": pytest.approx(expected)}
+    assert volume_score["dice_volume"] == {
+        "lesion": pytest.approx(2 * (mine & reference).sum() / (mine.sum() + lesion.sum()))
+    }
+    second = lesion_slices[0]
+    rows, cols = np.nonzero(catalogue.reference_label(second)[1])
+    click = {
+        "row": int(rows.mean() * geometry["height"] / label.shape[0]),
+        "col": int(cols.mean() * geometry["width"] / label.shape[1]),
+        "label": 1,
+    }
+    assert client.post(f"/api/images/{second}/clicks", json=click).status_code == 200
+    assert client.post(f"/api/images/{second}/finish").status_code == 200
+    second_mine = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{second}/export?format=png").content))) == 1
+    second_reference = catalogue.reference_label(second)[1] > 0
+    volume_score = client.get(f"/api/sources/{flair['source_id']}/reference/score").json()
+    assert volume_score["labelled_slices"] == sorted(
+        [geometry["slice_index"], client.get(f"/api/images/{second}").json()["slice_index"]]
+    )
+    overlap = (mine & reference).sum() + (second_mine & second_reference).sum()
+    pooled = 2 * overlap / (mine.sum() + reference.sum() + second_mine.sum() + second_reference.sum())
+    assert volume_score["dice_labelled"] == {"lesion": pytest.approx(pooled)}
+    assert volume_score["dice_volume"] == {
+        "lesion": pytest.approx(2 * overlap / (mine.sum() + second_mine.sum() + lesion.sum()))
+    }
+    assert volume_score["slices"] == source["num_slices"]
     t1 = images["p2/t1.nii.gz"]["source_id"]
     assert_refused(client, store, "GET", f"/api/sources/{t1}/reference", 404, "has no reference mask")
+    assert_refused(client, store, "GET", f"/api/sources/{t1}/reference/score", 404, "has no reference mask")
+    untouched = client.get(f"/api/sources/{images['p3/t2.nii.gz']['source_id']}/reference/score").json()
+    assert (untouched["labelled_slices"], untouched["dice_labelled"], untouched["dice_volume"]) == (
+        [],
+        None,
+        {"lesion": 0.0},
+    )
     pd_source = images["p4/pd.nii.gz"]["source_id"]
     assert_refused(client, store, "GET", f"/api/sources/{pd_source}/reference", 400, "does not share the voxel grid")
+    assert_refused(
+        client, store, "GET", f"/api/sources/{pd_source}/reference/score", 400, "does not share the voxel grid"
+    )
     # asked for by path, a label volume is refused with the reason
     assert_refused(client, store, "POST", "/api/data/images", 400, "a label volume", json={"path": "p2/a.nii.gz"})

@@ -1,11 +1,13 @@
 """In Debian's chromium (headless, Playwright): a NIfTI scan whose folder holds a label volume. The slice panel says
-where the reference marks something and jumps there; a slice labelled there is compared with the reference. Skipped
+where the reference marks something and jumps there; a slice labelled there is compared with the reference, and the
+volume's labelled slices with the whole reference volume. Skipped
 when chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -40,6 +42,8 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         page.wait_for_selector("#reference-slices:not([hidden])")
         assert page.locator("#reference-slices-text").text_content() == "The reference marks 4 of 20 slices (3–6)."
         assert page.locator("#reference-slices").get_attribute("title") == "patient01/gold_standard.nii.gz"
+        page.wait_for_selector("#volume-dice:not([hidden])")
+        assert page.locator("#volume-dice").text_content() == "Volume Dice: no slice of this volume has a mask yet."
         page.locator("#largest-reference").click()
         assert page.locator("#slice-value").text_content() == "5"
         page.locator("#add-slice").click()
@@ -49,4 +53,13 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         size = page.evaluate("window.clickadapt.state.picture.naturalHeight")
         click_pixel(page, size // 2, size // 2)
         page.wait_for_function(r"/^lesion \d+\.\d$/.test(document.querySelector('#reference-dice').textContent)")
+        # the volume's labelled slices against the reference in 3D: one slice so far, so its Dice is the slice's
+        page.wait_for_function("document.querySelector('#volume-dice').textContent.includes('1 labelled slice:')")
+        text = page.locator("#volume-dice").text_content()
+        slice_dice = page.locator("#reference-dice").text_content()
+        pattern = r"Volume Dice, 1 labelled slice: lesion \d+\.\d; whole volume: lesion \d+\.\d \((\d+) slices the"
+        found = re.fullmatch(pattern + r" reference marks not labelled yet\)", text)
+        assert found is not None and found.group(1) == "3", text
+        assert text.startswith(f"Volume Dice, 1 labelled slice: {slice_dice};")
+        assert "patient01/gold_standard.nii.gz" in page.locator("#volume-dice").get_attribute("title")
         assert errors == []

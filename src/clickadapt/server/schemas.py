@@ -48,6 +48,23 @@ class ReferenceSlices(BaseModel):
     pixels: list[int] = Field(description="per axial slice (the slider's numbering), the pixels it marks")
 
 
+class VolumeReferenceScore(BaseModel):
+    """How the masks of a volume's labelled slices compare, together, with the volume's reference mask (read from
+    the data folder, never used by the model)."""
+
+    reference: str = Field(description="the reference volume, relative to the data folder")
+    slices: int = Field(description="axial slices of the volume")
+    labelled_slices: list[int] = Field(description="slices with a mask now (finished, or open with clicks), in order")
+    marked_slices: list[int] = Field(description="slices on which the reference marks something, in order")
+    dice_labelled: dict[str, float] | None = Field(
+        description="per region, Dice (0–1) over the labelled slices taken together (one 3D overlap, not a mean of "
+        "slices); null before any slice has a mask"
+    )
+    dice_volume: dict[str, float] = Field(
+        description="per region, Dice (0–1) over the whole volume, a slice without a mask counting as background"
+    )
+
+
 class ClickIn(BaseModel):
     """A click in preprocessed image coordinates (those of ``display.png``)."""
 

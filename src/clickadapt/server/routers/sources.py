@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from clickadapt.server.routers.parts import Catalogue
+from clickadapt.server.routers.parts import Catalogue, Sessions
 from clickadapt.server.schemas import (
     MAX_INDEX,
     DataImageIn,
@@ -17,6 +17,7 @@ from clickadapt.server.schemas import (
     SliceIn,
     SourceInfo,
     UploadResult,
+    VolumeReferenceScore,
 )
 from clickadapt.server.service import BadRequest, PayloadTooLarge
 
@@ -97,6 +98,18 @@ def reference_slices(source_id: str, catalogue: Catalogue) -> ReferenceSlices:
     """Per axial slice of a data-folder volume, the pixels its reference mask (``X_mask.nii.gz`` or its folder's
     only label volume) marks; 404 without one."""
     return catalogue.reference_slices(source_id)
+
+
+@router.get(
+    "/sources/{source_id}/reference/score",
+    response_model=VolumeReferenceScore,
+    responses=ERRORS,
+    summary="Dice of a volume's labelled slices against its reference mask",
+)
+def volume_reference_score(source_id: str, sessions: Sessions) -> VolumeReferenceScore:
+    """The masks of the volume's labelled slices against its reference mask as one 3D overlap: over the labelled
+    slices, and over the whole volume (a slice without a mask counts as background); 404 without a reference."""
+    return sessions.volume_reference_score(source_id)
 
 
 @router.get(

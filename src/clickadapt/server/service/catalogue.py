@@ -424,7 +424,21 @@ class ImageCatalogue:
 
         Raises:
             NotFound: Unknown source, or no reference mask.
-            BadRequest: A 2D image, or a reference that cannot be read or does not share the scan's grid.
+            BadRequest: A 2D image, or a reference that cannot be read, does not share the scan's grid or holds
+                values that are not classes of the task.
+        """
+        relative, volume = self.reference_volume(source_id)
+        return ReferenceSlices(reference=relative, pixels=[int(np.count_nonzero(plane)) for plane in volume])
+
+    def reference_volume(self, source_id: str) -> tuple[str, np.ndarray]:
+        """The reference mask of a data-folder volume (``X_mask.nii.gz`` beside it, else its folder's only label
+        volume) as ``uint8`` class indices ``(slices, H, W)``, each slice upright like the scan's, with its path
+        relative to the data folder. Only for comparing masks with it: the model never sees it.
+
+        Raises:
+            NotFound: Unknown source, or no reference mask.
+            BadRequest: A 2D image, or a reference that cannot be read, does not share the scan's grid or holds
+                values that are not classes of the task.
         """
         with self.lock:
             source = self._require_volume(source_id)
@@ -433,8 +447,7 @@ class ImageCatalogue:
                 raise NotFound(f"{source.name} has no reference mask (X_mask.nii.gz or its folder's only label volume)")
             relative = path.relative_to(self.data_root).as_posix()
             reader, count = self._reference_reader(source, path, relative)
-            pixels = [int(np.count_nonzero(np.rint(reader(index)))) for index in range(count)]
-        return ReferenceSlices(reference=relative, pixels=pixels)
+            return relative, np.stack([self._class_indices(reader(index), relative) for index in range(count)])
 
     def reference_label(self, image_id: str) -> tuple[str, np.ndarray] | None:
         """The reference mask of a data-folder picture ``X.ext`` — the file ``X_mask.ext`` beside it (the TCGA-LGG

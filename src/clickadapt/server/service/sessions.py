@@ -30,7 +30,7 @@ from clickadapt.clicks.click import Click
 from clickadapt.data.prepare import mask_to_model
 from clickadapt.evaluation.metrics import region_dice
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore
-from clickadapt.server.schemas import ChartPoint, ReferenceScore, SessionView
+from clickadapt.server.schemas import ChartPoint, ReferenceScore, SessionView, VolumeReferenceScore
 from clickadapt.server.service.catalogue import ImageCatalogue
 from clickadapt.server.service.crops import cut_from_picture
 from clickadapt.server.service.errors import BadRequest, Conflict, NotFound
@@ -483,6 +483,44 @@ class SessionManager:
                 f"{mask.shape[0]}×{mask.shape[1]}"
             )
         return ReferenceScore(reference=relative, dice=region_dice(mask, label, self.task))
+
+    def volume_reference_score(self, source_id: str) -> VolumeReferenceScore:
+        """Dice of a data-folder volume's labelled slices against its reference mask, as one 3D overlap: over the
+        labelled slices together, and over the whole volume with every slice without a mask as background (what
+        is still to label shows there).
+
+        Raises:
+            NotFound: Unknown source, or no reference mask.
+            BadRequest: A 2D image, a reference that cannot be read or does not share the scan's grid, or a slice
+                mask of another size than the reference's slices.
+        """
+        with self.lock:
+            relative, reference = self.catalogue.reference_volume(source_id)
+            masks: dict[int, np.ndarray] = {}
+            for record in self.store.list_images():
+                if record.source_id != source_id or record.slice_index is None:
+                    continue
+                try:
+                    masks[record.slice_index] = self.views.mask_at_source(record.id, "current")
+                except NotFound:
+                    continue  # a slice added to the list but not labelled yet
+        predicted = np.zeros_like(reference)
+        for index, mask in masks.items():
+            if mask.shape != reference.shape[1:]:
+                raise BadRequest(
+                    f"the mask of slice {index} is {mask.shape[0]}×{mask.shape[1]} pixels, the slices of reference "
+                    f"{relative} {reference.shape[1]}×{reference.shape[2]}"
+                )
+            predicted[index] = mask
+        labelled = sorted(masks)
+        return VolumeReferenceScore(
+            reference=relative,
+            slices=int(reference.shape[0]),
+            labelled_slices=labelled,
+            marked_slices=[int(index) for index in np.flatnonzero(reference.reshape(len(reference), -1).any(axis=1))],
+            dice_labelled=region_dice(predicted[labelled], reference[labelled], self.task) if labelled else None,
+            dice_volume=region_dice(predicted, reference, self.task),
+        )
 
     def export(self, image_id: str, tag: MaskChoice = "current", file_format: str = "png") -> tuple[bytes, str, str]:
         """The mask in the source image's geometry as a file.

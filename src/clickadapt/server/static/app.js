@@ -29,6 +29,7 @@
     current: null, // image id
     view: null, // SessionView of the current image
     referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
+    volumeDiceRequest: 0, // the latest whole-volume comparison asked for (older answers are dropped)
     classIndex: 1,
     opacity: 0.5,
     showOverlay: true,
@@ -546,6 +547,7 @@
     const request = ++state.referenceRequest;
     item.hidden = !view.image.has_reference;
     $("reference-dice").textContent = "—";
+    if (state.volume && view.image.source_id === state.volume.id) updateVolumeDice();
     if (!view.image.has_reference || !hasMask) return;
     api("GET", `/api/images/${encodeURIComponent(view.image.id)}/reference`)
       .then((score) => {
@@ -555,6 +557,42 @@
         item.title = `Dice of the mask against ${score.reference}; the model never sees it`;
       })
       .catch((error) => { if (request === state.referenceRequest) say(error.message, true); });
+  }
+
+  // A volume with a reference: the masks of its labelled slices against it as one 3D overlap (after every change of
+  // one of its slices), and over the whole volume, where the slices not labelled yet count as background.
+  function updateVolumeDice() {
+    const line = $("volume-dice");
+    const source = state.volume;
+    const request = ++state.volumeDiceRequest;
+    const image = state.view ? state.view.image : null;
+    if (!source || !image || image.source_id !== source.id || !image.has_reference) {
+      line.hidden = true;
+      return;
+    }
+    api("GET", `/api/sources/${encodeURIComponent(source.id)}/reference/score`)
+      .then((score) => {
+        if (request !== state.volumeDiceRequest) return;
+        const percent = (values) => Object.entries(values).map(([region, value]) => `${region} ${(100 * value).toFixed(1)}`).join(", ");
+        const labelled = new Set(score.labelled_slices);
+        const missing = score.marked_slices.filter((index) => !labelled.has(index)).length;
+        if (score.dice_labelled === null) {
+          line.textContent = "Volume Dice: no slice of this volume has a mask yet.";
+        } else {
+          const count = score.labelled_slices.length;
+          line.textContent = `Volume Dice, ${count} labelled slice${count === 1 ? "" : "s"}: ${percent(score.dice_labelled)}; ` +
+            `whole volume: ${percent(score.dice_volume)}` +
+            (missing ? ` (${missing} slice${missing === 1 ? "" : "s"} the reference marks not labelled yet)` : "");
+        }
+        line.title = `3D Dice against ${score.reference}, all slices' masks together (the model never sees it); ` +
+          "the whole-volume value counts every slice without a mask as background";
+        line.hidden = false;
+      })
+      .catch((error) => {
+        if (request !== state.volumeDiceRequest) return;
+        line.textContent = error.message;
+        line.hidden = false;
+      });
   }
 
   async function openImage(imageId, relabel) {
@@ -915,6 +953,7 @@
     $("volume-panel").hidden = false;
     updateSlicePreview();
     $("reference-slices").hidden = true;
+    $("volume-dice").hidden = true;
     const image = state.view ? state.view.image : null;
     if (image && image.source_id === source.id && image.has_reference) await showReferenceSlices(source);
   }
@@ -948,6 +987,7 @@
     }
     $("reference-slices").title = answer.reference;
     $("reference-slices").hidden = false;
+    updateVolumeDice();
   }
 
   function updateSlicePreview() {
