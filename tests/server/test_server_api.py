@@ -946,5 +946,40 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     assert_refused(
         client, store, "GET", f"/api/sources/{pd_source}/reference/score", 400, "does not share the voxel grid"
     )
+    # MONAI Label (3D Slicer) lists the scans only, each with its reference mask as a read-only label tagged reference
+    objects = client.get("/datastore/?output=all").json()["objects"]
+    listed = {
+        entry["image"]["info"]["name"]: (image_id, sorted(entry["labels"])) for image_id, entry in objects.items()
+    }
+    assert {name: tags for name, (_id, tags) in listed.items()} == {
+        "p1/flair.nii.gz": ["reference"],
+        "p2/t1.nii.gz": [],
+        "p3/t2.nii.gz": ["reference"],
+        "p4/pd.nii.gz": ["reference"],  # served as it is: a viewer places it by its own affine
+    }
+    flair_ml = listed["p1/flair.nii.gz"][0]
+    download = client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"})
+    assert download.status_code == 200
+    assert download.content == (tmp_path / "data" / "p1" / "seg.nii.gz").read_bytes()
+    assert f'filename="{flair_ml}_reference.nii.gz"' in download.headers["content-disposition"]
+    t2_ml = listed["p3/t2.nii.gz"][0]
+    t2_reference = client.get("/datastore/label", params={"label": t2_ml, "tag": "reference"}).content
+    assert t2_reference == (tmp_path / "data" / "p3" / "t2_mask.nii.gz").read_bytes()
+    assert_refused(
+        client,
+        store,
+        "GET",
+        "/datastore/label",
+        404,
+        "has no 'reference' label",
+        params={"label": listed["p2/t1.nii.gz"][0], "tag": "reference"},
+    )
+    refused = client.put(
+        "/datastore/label",
+        params={"image": flair_ml, "tag": "reference"},
+        files={"label": ("seg.nii.gz", volume_bytes(lesion, affine))},
+    )
+    assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
+    assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
     # asked for by path, a label volume is refused with the reason
     assert_refused(client, store, "POST", "/api/data/images", 400, "a label volume", json={"path": "p2/a.nii.gz"})

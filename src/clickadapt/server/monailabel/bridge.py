@@ -65,7 +65,7 @@ from clickadapt.data.prepare import mask_to_model
 from clickadapt.predictor import Predictor
 from clickadapt.server.datastore import ClickRecord, ImageData
 from clickadapt.server.images import encode_png
-from clickadapt.server.monailabel.files import VolumeFile, VolumeFiles, volume_suffix
+from clickadapt.server.monailabel.files import VolumeFile, VolumeFiles, check_writable_tag, volume_suffix
 from clickadapt.server.service import AnnotationService, BadRequest, NotFound
 from clickadapt.server.service.sessions import store_last_click
 from clickadapt.volumes import PropagationConfig, VolumeClick, VolumeSession, read_volume, write_label
@@ -162,7 +162,13 @@ class MonaiLabelBridge:
         self.lock = service.lock
         self.task = service.models.task
         self.propagation = propagation or PropagationConfig()
-        self.files = VolumeFiles(service.store.folder, service.catalogue.data_root, service.settings.max_volume_voxels)
+        self.files = VolumeFiles(
+            service.store.folder,
+            service.catalogue.data_root,
+            service.settings.max_volume_voxels,
+            not_scans=frozenset(service.catalogue.label_files),
+            reference_of=service.catalogue.volume_reference_file,
+        )
         self.max_live = service.settings.max_live_sessions
         self._live: OrderedDict[str, LiveVolume] = OrderedDict()
         self._train_started = time.time()
@@ -283,6 +289,7 @@ class MonaiLabelBridge:
             NotFound: Unknown image.
             BadRequest: Not a label of the image's shape, or with classes the task does not have.
         """
+        check_writable_tag(tag)
         with self.lock:
             image = self.files.image(image_id)
             self.files.check_volume(received)

@@ -7,7 +7,10 @@ Layout under ``<store>/monailabel/``::
     sessions/<session>/<file>   volumes a client loaded locally (``PUT /session/``)
 
 Volume files of the data folder (``--data``; NIfTI and NRRD) are listed too, under ``data-<digest>`` ids,
-and read in place. Ids are safe file-name stems; nothing is ever written outside the folder above.
+and read in place, except those the web page does not list as scans either (label volumes such as MSLUB's
+``GOLD_STANDARD…``, reference masks ``X_mask.nii.gz``). A data-folder scan's reference mask (the web page's: its
+``X_mask.nii.gz`` or its folder's only label volume) is offered, read-only, as its label tagged ``reference``.
+Ids are safe file-name stems; nothing is ever written outside the folder above.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,8 @@ ACCEPTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
 """Volume file endings accepted from clients (a detached ``.nhdr`` header cannot come in one upload)."""
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+REFERENCE_TAG = "reference"
+"""The read-only label tag of a data-folder scan's reference mask (an expert's, never learnt from)."""
 
 
 def volume_suffix(filename: str) -> str:
@@ -66,6 +72,19 @@ def check_tag(value: str) -> str:
     """
     if not TAG_PATTERN.match(value):
         raise BadRequest(f"invalid label tag {value[:40]!r}: use letters, digits, '_' or '-'")
+    return value
+
+
+def check_writable_tag(value: str) -> str:
+    """``value`` when a client may save a label under it: a safe tag other than ``reference``.
+
+    Raises:
+        BadRequest: An unsafe tag, or ``reference`` (the data folder's expert mask, read-only).
+    """
+    if check_tag(value) == REFERENCE_TAG:
+        raise BadRequest(
+            f"label tag {REFERENCE_TAG!r} is the data folder's reference mask and read-only; save under 'final'"
+        )
     return value
 
 
@@ -118,12 +137,23 @@ class VolumeFiles:
         store: The store folder (``<store>/monailabel`` is created inside it).
         data_root: The data folder, if any (its NIfTI and NRRD files are listed read-only).
         max_volume_voxels: Largest volume a file may declare.
+        not_scans: Data-folder files (paths relative to it) that are labels, not images to label.
+        reference_of: A data-folder scan's reference mask (from its path relative to the data folder), if any.
     """
 
-    def __init__(self, store: Path, data_root: Path | None, max_volume_voxels: int) -> None:
+    def __init__(
+        self,
+        store: Path,
+        data_root: Path | None,
+        max_volume_voxels: int,
+        not_scans: frozenset[str] = frozenset(),
+        reference_of: Callable[[str], Path | None] | None = None,
+    ) -> None:
         self.root = Path(store) / MONAILABEL_FOLDER
         self.data_root = data_root
         self.max_volume_voxels = max_volume_voxels
+        self.not_scans = not_scans
+        self.reference_of = reference_of
         for folder in ("images", "labels", "sessions", "incoming"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
@@ -159,6 +189,8 @@ class VolumeFiles:
             if not path.resolve().is_relative_to(self.data_root) or path.name.lower().endswith(".nhdr"):
                 continue
             relative = path.relative_to(self.data_root).as_posix()
+            if relative in self.not_scans:
+                continue
             image_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
             found[image_id] = VolumeFile(image_id, path, relative)
         return found
@@ -202,8 +234,10 @@ class VolumeFiles:
 
     # ------------------------------------------------------------------ labels
     def label(self, image_id: str, tag: str) -> Path | None:
-        """The label file of an image and tag, if any."""
-        folder = self.root / "labels" / check_tag(tag)
+        """The label file of an image and tag, if any (tag ``reference``: a data-folder scan's reference mask)."""
+        if check_tag(tag) == REFERENCE_TAG:
+            return self.reference(image_id)
+        folder = self.root / "labels" / tag
         if not folder.is_dir():
             return None
         check_id(image_id)
@@ -212,18 +246,26 @@ class VolumeFiles:
                 return path
         return None
 
+    def reference(self, image_id: str) -> Path | None:
+        """A data-folder scan's reference mask, if it has one."""
+        image = self._data_images().get(check_id(image_id)) if image_id.startswith("data-") else None
+        if image is None or self.reference_of is None:
+            return None
+        return self.reference_of(image.name)
+
     def labels(self, image_id: str) -> dict[str, Path]:
-        """Every label of an image by tag."""
-        found = {}
+        """Every label of an image by tag (``reference`` first, when the scan has one)."""
+        reference = self.reference(image_id)
+        found = {} if reference is None else {REFERENCE_TAG: reference}
         for folder in sorted((self.root / "labels").iterdir()):
-            path = self.label(image_id, folder.name) if folder.is_dir() else None
+            path = self.label(image_id, folder.name) if folder.is_dir() and folder.name != REFERENCE_TAG else None
             if path is not None:
                 found[folder.name] = path
         return found
 
     def put_label(self, image_id: str, tag: str, received: Path) -> Path:
         """Keep a received label file as the label ``tag`` of an image (replacing an earlier one)."""
-        folder = self.root / "labels" / check_tag(tag)
+        folder = self.root / "labels" / check_writable_tag(tag)
         folder.mkdir(parents=True, exist_ok=True)
         old = self.label(image_id, tag)
         if old is not None:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from clickadapt.server.auth import require_token
 from clickadapt.server.monailabel.bridge import MonaiLabelBridge, parse_params
+from clickadapt.server.monailabel.files import volume_suffix
 from clickadapt.server.service import BadRequest, normalise_client_id
 
 public = APIRouter(tags=["monailabel"])
@@ -133,9 +134,12 @@ def download_image(bridge: Bridge, image: Annotated[str, Query(max_length=128)])
 def download_label(
     bridge: Bridge, label: Annotated[str, Query(max_length=128)], tag: Annotated[str, Query(max_length=32)]
 ) -> FileResponse:
-    """The label of an image (``label`` = the image id) and tag (``final``, ``original``)."""
+    """The label of an image (``label`` = the image id) and tag (``final``, ``original``; ``reference``: a data-folder
+    scan's reference mask, read-only)."""
     path = bridge.label_file(label, tag)
-    return FileResponse(path, media_type="application/octet-stream", filename=f"{label}_{tag}{path.name[len(label) :]}")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=f"{label}_{tag}{volume_suffix(path.name)}"
+    )
 
 
 @router.put("/datastore/label", summary="Save a label")

@@ -264,6 +264,9 @@ class ImageCatalogue:
         self._folder_references: dict[str, Path] = {}
         """Data-folder folder (relative path) → its only label volume (brain masks aside), the reference mask of the
         volumes in it that have no ``X_mask.nii.gz`` of their own."""
+        self.label_files: set[str] = set()
+        """Data-folder files (relative paths) found at start-up to be labels, not images: label volumes and the
+        reference masks ``X_mask.ext`` of pictures and volumes."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -299,6 +302,7 @@ class ImageCatalogue:
                 skip = data_file_skip_reason(path)
                 if skip is not None and skip.partner is not None and path.resolve().is_relative_to(self.data_root):
                     self._references[skip.partner.relative_to(self.data_root).as_posix()] = path  # no link out
+                    self.label_files.add(relative)
                 if skip is not None:
                     if skip.text:
                         self.skipped.append(SkippedFile(relative, skip.text, skip.group))
@@ -307,6 +311,7 @@ class ImageCatalogue:
                     scanned.append(self._register_data_file(relative, None).image.id)
                 except LabelVolumeError:
                     label_volumes.setdefault(Path(relative).parent.as_posix(), []).append(path)
+                    self.label_files.add(relative)
                     reason = "a label volume, not a scan to label"
                     self.skipped.append(SkippedFile(relative, reason, LABEL_VOLUMES_GROUP))
                 except ServiceError as error:
@@ -383,8 +388,13 @@ class ImageCatalogue:
         """A data-folder volume's ``X_mask.nii.gz``, else the only label volume of its folder (or ``None``)."""
         if source.origin != "data" or source.kind != "volume":
             return None
-        partner = self._references.get(source.path)
-        return partner if partner is not None else self._folder_references.get(Path(source.path).parent.as_posix())
+        return self.volume_reference_file(source.path)
+
+    def volume_reference_file(self, relative: str) -> Path | None:
+        """The reference mask of the data-folder volume at ``relative`` (a path relative to the data folder): its
+        ``X_mask.nii.gz``, else its folder's only label volume, else ``None``. The grid is not checked here."""
+        partner = self._references.get(relative)
+        return partner if partner is not None else self._folder_references.get(Path(relative).parent.as_posix())
 
     def _reference_reader(
         self, source: SourceRecord, path: Path, relative: str
