@@ -62,4 +62,15 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         assert found is not None and found.group(1) == "3", text
         assert text.startswith(f"Volume Dice, 1 labelled slice: {slice_dice};")
         assert "patient01/gold_standard.nii.gz" in page.locator("#volume-dice").get_attribute("title")
+        # slice after slice: key . labels the slice above, the button "− 1" the one below, each added to the list once
+        page.locator("#canvas").press(".")
+        page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 6]')")
+        assert page.locator("#slice-value").text_content() == "6"
+        page.locator("#slice-down").click()
+        page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 5]')")
+        page.wait_for_selector("#canvas[data-state=in_progress]")  # the slice clicked before, as it was left
+        page.locator("#slice-down").click()
+        page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 4]')")
+        entries = page.locator("#image-list li").all_text_contents()
+        assert sorted(int(re.findall(r"\[slice (\d+)\]", entry)[0]) for entry in entries) == [4, 5, 6, 10], entries
         assert errors == []

@@ -828,6 +828,7 @@
     else if (key === "r" && !event.ctrlKey && !event.metaKey) enqueue(() => imageAction("reset"));
     else if (key === "f" || key === "enter") enqueue(() => imageAction("finish"));
     else if (key === "n") enqueue(nextImage);
+    else if (key === "." || key === ",") enqueue(() => stepSlice(key === "." ? 1 : -1));
     else if (key === "/") $("image-filter").focus();
     else if (key === "c") selectTool("click");
     else if (key === "b") selectTool("brush");
@@ -1002,15 +1003,33 @@
     $("slice-slider").value = event.target.dataset.slice;
     updateSlicePreview();
   });
-  $("add-slice").addEventListener("click", () =>
-    enqueue(async () => {
-      if (!state.volume) return;
-      const image = await api("POST", `/api/sources/${encodeURIComponent(state.volume.id)}/slices`, {
-        index: Number($("slice-slider").value),
-      });
-      await refreshList();
-      await openImage(image.id);
-    }));
+  // Make one slice of the open volume an image of the list (or find it) and open it.
+  async function labelSlice(index) {
+    if (!state.volume) return;
+    const image = await api("POST", `/api/sources/${encodeURIComponent(state.volume.id)}/slices`, { index });
+    await refreshList();
+    await openImage(image.id);
+  }
+
+  // The slice above (+1) or below (−1) the one shown, keys . and , : labelling a volume slice after slice.
+  async function stepSlice(delta) {
+    if (!state.volume) {
+      say("the image shown is not a slice of a volume", true);
+      return;
+    }
+    const image = state.view ? state.view.image : null;
+    const shown = image && image.source_id === state.volume.id && image.slice_index !== null;
+    const index = (shown ? image.slice_index : Number($("slice-slider").value)) + delta;
+    if (index < 0 || index >= state.volume.num_slices) {
+      say(`no slice ${index}: this volume has slices 0–${state.volume.num_slices - 1}`, true);
+      return;
+    }
+    await labelSlice(index);
+  }
+
+  $("add-slice").addEventListener("click", () => enqueue(() => labelSlice(Number($("slice-slider").value))));
+  $("slice-down").addEventListener("click", () => enqueue(() => stepSlice(-1)));
+  $("slice-up").addEventListener("click", () => enqueue(() => stepSlice(1)));
 
   $("upload-input").addEventListener("change", (event) =>
     enqueue(async () => {
