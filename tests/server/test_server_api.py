@@ -932,6 +932,24 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
         "lesion": pytest.approx(2 * overlap / (mine.sum() + second_mine.sum() + lesion.sum()))
     }
     assert volume_score["slices"] == source["num_slices"]
+    # the volume's labelled slices in one NIfTI: the scan's grid, each slice as the slice's own NIfTI export
+    exported_volume = client.get(f"/api/sources/{flair['source_id']}/export")
+    assert exported_volume.status_code == 200, exported_volume.text
+    assert 'filename="flair_mask.nii.gz"' in exported_volume.headers["content-disposition"]
+    whole = nib.Nifti1Image.from_bytes(gzip.decompress(exported_volume.content))
+    assert whole.shape == shape and np.allclose(whole.affine, affine)
+    per_slice = [
+        np.asarray(
+            nib.Nifti1Image.from_bytes(
+                gzip.decompress(client.get(f"/api/images/{image_id}/export?format=nifti").content)
+            ).dataobj
+        )
+        for image_id in (lesion_slice, second)
+    ]
+    assert per_slice[0].any() and per_slice[1].any() and not (per_slice[0] & per_slice[1]).any()
+    assert np.array_equal(np.asarray(whole.dataobj), per_slice[0] + per_slice[1])
+    untouched_id = images["p3/t2.nii.gz"]["source_id"]
+    assert_refused(client, store, "GET", f"/api/sources/{untouched_id}/export", 404, "no slice of p3/t2.nii.gz has")
     t1 = images["p2/t1.nii.gz"]["source_id"]
     assert_refused(client, store, "GET", f"/api/sources/{t1}/reference", 404, "has no reference mask")
     assert_refused(client, store, "GET", f"/api/sources/{t1}/reference/score", 404, "has no reference mask")

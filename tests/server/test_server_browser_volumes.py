@@ -62,10 +62,19 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         assert found is not None and found.group(1) == "3", text
         assert text.startswith(f"Volume Dice, 1 labelled slice: {slice_dice};")
         assert "patient01/gold_standard.nii.gz" in page.locator("#volume-dice").get_attribute("title")
+        # the volume's labelled slices in one NIfTI aligned with the scan: only slice 5 has a mask so far
+        with page.expect_download() as download_info:
+            page.locator("#export-volume").click()
+        download = download_info.value
+        assert download.suggested_filename == "flair_mask.nii.gz"
+        exported = nib.Nifti1Image.from_bytes(gzip.decompress(Path(download.path()).read_bytes()))
+        voxels = np.asarray(exported.dataobj)
+        assert exported.shape == SHAPE and np.allclose(exported.affine, affine)
+        assert voxels[:, :, 5].any() and not np.delete(voxels, 5, axis=2).any()
         # slice after slice: key . labels the slice above, the button "− 1" the one below, each added to the list once
         page.locator("#canvas").press(".")
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 6]')")
-        assert page.locator("#slice-value").text_content() == "6"
+        page.wait_for_function("document.querySelector('#slice-value').textContent === '6'")  # the panel follows
         page.locator("#slice-down").click()
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 5]')")
         page.wait_for_selector("#canvas[data-state=in_progress]")  # the slice clicked before, as it was left

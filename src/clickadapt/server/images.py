@@ -20,7 +20,7 @@ import gzip
 import io
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -563,17 +563,37 @@ def source_mask_to_nifti(source_mask: np.ndarray, geometry: Geometry) -> bytes:
     slice2d = np.asarray(source_mask).astype(np.uint8)
     if geometry.affine is None or geometry.volume_shape is None or geometry.slice_index is None:
         volume = np.rot90(slice2d, k=-1)[:, :, None]  # the same upright convention as axial_slice
-        image = nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4))
-    else:
-        stored_axcodes = geometry.axcodes or SLICING_AXCODES
-        las_shape = _reoriented_shape(geometry.volume_shape, stored_axcodes)
-        volume = np.zeros(las_shape, dtype=np.uint8)
-        volume[:, :, geometry.slice_index] = np.rot90(slice2d, k=-1)  # undo axial_slice's rotation
-        back = nib.orientations.ornt_transform(
-            nib.orientations.axcodes2ornt(SLICING_AXCODES), nib.orientations.axcodes2ornt(stored_axcodes)
-        )
-        stored = np.ascontiguousarray(nib.orientations.apply_orientation(volume, back))
-        image = nib.Nifti1Image(stored, np.asarray(geometry.affine, dtype=np.float64))
+        return _gzipped_mask(nib.Nifti1Image(np.ascontiguousarray(volume), np.eye(4)))
+    return volume_masks_to_nifti({geometry.slice_index: slice2d}, geometry)
+
+
+def volume_masks_to_nifti(slices: Mapping[int, np.ndarray], geometry: Geometry) -> bytes:
+    """A gzipped NIfTI with a source volume's stored shape and affine in which the given axial slices are filled.
+
+    Args:
+        slices: Axial slice index (L, A, S numbering, as ``Geometry.slice_index``) → that slice's mask in the
+            source image's frame (upright, as shown); every other slice is 0.
+        geometry: The geometry of any image of the volume (its ``volume_shape``, ``affine`` and ``axcodes``).
+
+    Raises:
+        ValueError: The geometry is not a NIfTI volume's, or a slice index is outside the volume.
+    """
+    if geometry.affine is None or geometry.volume_shape is None:
+        raise ValueError("a volume mask needs the source volume's shape and affine (a NIfTI source)")
+    stored_axcodes = geometry.axcodes or SLICING_AXCODES
+    volume = np.zeros(_reoriented_shape(geometry.volume_shape, stored_axcodes), dtype=np.uint8)
+    for index, mask in slices.items():
+        if not 0 <= index < volume.shape[2]:
+            raise ValueError(f"slice {index} is outside the volume's {volume.shape[2]} slices")
+        volume[:, :, index] = np.rot90(np.asarray(mask).astype(np.uint8), k=-1)  # undo axial_slice's rotation
+    back = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(SLICING_AXCODES), nib.orientations.axcodes2ornt(stored_axcodes)
+    )
+    stored = np.ascontiguousarray(nib.orientations.apply_orientation(volume, back))
+    return _gzipped_mask(nib.Nifti1Image(stored, np.asarray(geometry.affine, dtype=np.float64)))
+
+
+def _gzipped_mask(image: nib.Nifti1Image) -> bytes:
     image.set_data_dtype(np.uint8)
     image.header["descrip"] = b"clickadapt mask"
     return gzip.compress(image.to_bytes(), compresslevel=6)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -110,6 +110,23 @@ def volume_reference_score(source_id: str, sessions: Sessions) -> VolumeReferenc
     """The masks of the volume's labelled slices against its reference mask as one 3D overlap: over the labelled
     slices, and over the whole volume (a slice without a mask counts as background); 404 without a reference."""
     return sessions.volume_reference_score(source_id)
+
+
+@router.get(
+    "/sources/{source_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}, "description": "the NIfTI file"}, **ERRORS},
+    summary="Export a volume's labelled slices as one NIfTI",
+)
+def export_volume(
+    source_id: str, sessions: Sessions, tag: Literal["current", "original", "final"] = "current"
+) -> Response:
+    """Every slice of the volume with a mask (``tag``) in one NIfTI with the volume's shape and affine, the other
+    slices 0: the per-image NIfTI exports of its slices, together. 404 before any slice has a mask."""
+    payload, media_type, filename = sessions.export_volume(source_id, tag)
+    return Response(
+        payload, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 @router.get(

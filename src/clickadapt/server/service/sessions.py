@@ -496,14 +496,8 @@ class SessionManager:
         """
         with self.lock:
             relative, reference = self.catalogue.reference_volume(source_id)
-            masks: dict[int, np.ndarray] = {}
-            for record in self.store.list_images():
-                if record.source_id != source_id or record.slice_index is None:
-                    continue
-                try:
-                    masks[record.slice_index] = self.views.mask_at_source(record.id, "current")
-                except NotFound:
-                    continue  # a slice added to the list but not labelled yet
+            slices = self.views.source_slices(source_id)
+            masks = {index: self.views.mask_at_source(image_id) for index, image_id in slices.items()}
         predicted = np.zeros_like(reference)
         for index, mask in masks.items():
             if mask.shape != reference.shape[1:]:
@@ -542,6 +536,20 @@ class SessionManager:
             raise BadRequest(f"unknown export format {file_format!r}; use 'png' or 'nifti'")
         with self.lock:
             return self.views.export(image_id, tag, file_format)
+
+    def export_volume(self, source_id: str, tag: MaskChoice = "current") -> tuple[bytes, str, str]:
+        """Every labelled slice of a NIfTI volume in one NIfTI aligned with it (its shape and affine; slices without
+        a mask are 0).
+
+        Returns:
+            File bytes, media type, file name.
+
+        Raises:
+            NotFound: Unknown source, or no slice with such a mask.
+            BadRequest: A 2D image, or a volume that is not NIfTI.
+        """
+        with self.lock:
+            return self.views.export_volume(source_id, tag)
 
     def chart(self) -> list[ChartPoint]:
         """Clicks needed per finished image, in order of finishing (the learning curve the page draws)."""

@@ -13,6 +13,7 @@ Not thread-safe by itself: the session manager calls it under the service lock.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,11 +21,17 @@ import numpy as np
 from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_source
 from clickadapt.server.datastore import ClickRecord, Datastore, ImageRecord
-from clickadapt.server.images import encode_png, overlay_png, paint_stroke, source_mask_to_nifti
+from clickadapt.server.images import (
+    encode_png,
+    overlay_png,
+    paint_stroke,
+    source_mask_to_nifti,
+    volume_masks_to_nifti,
+)
 from clickadapt.server.schemas import ClickOut, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
 from clickadapt.server.service.crops import embed_in_picture
-from clickadapt.server.service.errors import NotFound, slug
+from clickadapt.server.service.errors import BadRequest, NotFound, slug
 from clickadapt.server.service.live import LiveImage, LiveImages
 from clickadapt.server.service.registry import ModelRegistry
 
@@ -160,6 +167,51 @@ class SessionViews:
         if crop is not None:
             picture = embed_in_picture(picture, crop)
         return source_mask_to_nifti(picture, geometry), "application/gzip", f"{stem}_mask.nii.gz"
+
+    def source_slices(self, source_id: str, tag: MaskChoice = "current") -> dict[int, str]:
+        """Slice index → image id of every slice of a volume that has a ``tag`` mask now, in slice order."""
+        found: dict[int, str] = {}
+        for record in self.store.list_images():
+            if record.source_id != source_id or record.slice_index is None:
+                continue
+            try:
+                self.mask(record.id, tag)
+            except NotFound:
+                continue  # added to the list, not labelled yet
+            found[record.slice_index] = record.id
+        return dict(sorted(found.items()))
+
+    def export_volume(self, source_id: str, tag: MaskChoice = "current") -> tuple[bytes, str, str]:
+        """Every labelled slice of a NIfTI volume in one NIfTI with the volume's stored shape and affine (the other
+        slices 0): what :meth:`export` gives slice by slice, together.
+
+        Returns:
+            File bytes, media type, file name.
+
+        Raises:
+            NotFound: Unknown source, or no slice with such a mask.
+            BadRequest: A 2D image, or a volume without an affine (not NIfTI).
+        """
+        source = self.catalogue.get_source(source_id)
+        if source.kind != "volume":
+            raise BadRequest(f"{source.name} is a 2D image; export its mask from the image")
+        slices = self.source_slices(source_id, tag)
+        if not slices:
+            raise NotFound(f"no slice of {source.name} has a {tag} mask yet; label a slice first")
+        masks: dict[int, np.ndarray] = {}
+        geometry: Geometry | None = None
+        for index, image_id in slices.items():
+            mask, _version = self.mask(image_id, tag)
+            geometry, crop = self.catalogue.placement(image_id)
+            picture = mask_to_source(mask, geometry)
+            masks[index] = picture if crop is None else embed_in_picture(picture, crop)
+        assert geometry is not None
+        try:
+            payload = volume_masks_to_nifti(masks, geometry)
+        except ValueError as error:
+            raise BadRequest(f"{source.name}: {error}") from error
+        stem = slug(Path(source.name).name.split(".nii")[0].rsplit(".", 1)[0])
+        return payload, "application/gzip", f"{stem}_mask.nii.gz"
 
     # ================================================================== views
 

@@ -534,6 +534,11 @@
       link.href = hasMask ? withToken(`/api/images/${encodeURIComponent(view.image.id)}/export?format=${format}&tag=${tag}`) : "#";
       link.setAttribute("aria-disabled", hasMask ? "false" : "true");
     }
+    // A slice of a volume: all its labelled slices in one NIfTI (there is one at least when this slice has a mask).
+    const volumeLink = $("export-volume");
+    volumeLink.hidden = !view.image.num_slices;
+    volumeLink.href = hasMask && view.image.num_slices ? withToken(`/api/sources/${encodeURIComponent(view.image.source_id)}/export`) : "#";
+    volumeLink.setAttribute("aria-disabled", hasMask ? "false" : "true");
     if (view.message) say(view.message, false);
     updateListEntry(view.image);
     updateReferenceDice(view, hasMask);
@@ -935,7 +940,7 @@
       await refreshModel();
       say(`saved version ${version.version}`);
     }));
-  for (const id of ["export-png", "export-nifti"]) {
+  for (const id of ["export-png", "export-nifti", "export-volume"]) {
     $(id).addEventListener("click", (event) => {
       if ($(id).getAttribute("aria-disabled") === "true") {
         event.preventDefault();
