@@ -223,7 +223,7 @@ class MonaiLabelBridge:
         for image_id, image in images.items():
             labels = {
                 tag: {"ext": volume_suffix(path.name), "info": {"ts": int(path.stat().st_mtime)}}
-                for tag, path in self.files.labels(image_id).items()
+                for tag, path in self.files.labels(image).items()
             }
             objects[image_id] = {
                 "image": {"ext": image.suffix, "info": {"name": image.name, "ts": int(image.path.stat().st_mtime)}},

@@ -236,7 +236,7 @@ class VolumeFiles:
     def label(self, image_id: str, tag: str) -> Path | None:
         """The label file of an image and tag, if any (tag ``reference``: a data-folder scan's reference mask)."""
         if check_tag(tag) == REFERENCE_TAG:
-            return self.reference(image_id)
+            return self.reference(self.image(image_id))
         folder = self.root / "labels" / tag
         if not folder.is_dir():
             return None
@@ -246,19 +246,18 @@ class VolumeFiles:
                 return path
         return None
 
-    def reference(self, image_id: str) -> Path | None:
-        """A data-folder scan's reference mask, if it has one."""
-        image = self._data_images().get(check_id(image_id)) if image_id.startswith("data-") else None
-        if image is None or self.reference_of is None:
+    def reference(self, image: VolumeFile) -> Path | None:
+        """A data-folder scan's reference mask, if it has one (an upload has none)."""
+        if self.reference_of is None or not image.id.startswith("data-"):  # uploads cannot take such ids
             return None
         return self.reference_of(image.name)
 
-    def labels(self, image_id: str) -> dict[str, Path]:
+    def labels(self, image: VolumeFile) -> dict[str, Path]:
         """Every label of an image by tag (``reference`` first, when the scan has one)."""
-        reference = self.reference(image_id)
+        reference = self.reference(image)
         found = {} if reference is None else {REFERENCE_TAG: reference}
         for folder in sorted((self.root / "labels").iterdir()):
-            path = self.label(image_id, folder.name) if folder.is_dir() and folder.name != REFERENCE_TAG else None
+            path = self.label(image.id, folder.name) if folder.is_dir() and folder.name != REFERENCE_TAG else None
             if path is not None:
                 found[folder.name] = path
         return found
