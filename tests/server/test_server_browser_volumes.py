@@ -1,18 +1,21 @@
 """In Debian's chromium (headless, Playwright): a NIfTI scan whose folder holds a label volume. The slice panel says
 where the reference marks something and jumps there; a slice labelled there is compared with the reference, and the
-volume's labelled slices with the whole reference volume. Skipped
+volume's labelled slices with the whole reference volume; keys , . step through slices, the labelled slices export as
+one NIfTI, and the display window applies to the slice preview. Skipped
 when chromium or Playwright is missing.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 from server_helpers import write_tiny_checkpoint
 from test_server_browser import click_pixel, served_page
 
@@ -82,4 +85,21 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 4]')")
         entries = page.locator("#image-list li").all_text_contents()
         assert sorted(int(re.findall(r"\[slice (\d+)\]", entry)[0]) for entry in entries) == [4, 5, 6, 10], entries
+        # the display window (Shift + drag) applies to the slice preview as to the picture; W restores both
+        page.wait_for_function("document.querySelector('#slice-preview').complete")
+        preview = page.locator("#slice-preview")
+        before = np.asarray(Image.open(io.BytesIO(preview.screenshot())).convert("L"), dtype=float)
+        box = page.locator("#canvas").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.keyboard.down("Shift")
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 60, y - 40, steps=6)  # window −10 … 185: brighter, more contrast
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        windowed = np.asarray(Image.open(io.BytesIO(preview.screenshot())).convert("L"), dtype=float)
+        assert windowed.mean() > before.mean() + 5 and (windowed >= before - 1).all()
+        page.keyboard.press("w")
+        restored = np.asarray(Image.open(io.BytesIO(preview.screenshot())).convert("L"), dtype=float)
+        assert np.abs(restored - before).max() <= 1
         assert errors == []

@@ -446,6 +446,13 @@
     const full = isFullWindow(state.window);
     $("window-item").hidden = full;
     $("window-value").textContent = full ? "" : `${state.window.low}–${state.window.high}`;
+    // The slice preview through the same window (an SVG filter: the same linear map, clamped to 0 … 1).
+    const { low: from, high: to } = state.window;
+    for (const func of document.querySelectorAll(".window-func")) {
+      func.setAttribute("slope", String(255 / (to - from)));
+      func.setAttribute("intercept", String(-from / (to - from)));
+    }
+    $("slice-preview").style.filter = full ? "" : "url(#window-filter)";
     draw();
   }
 
