@@ -1001,5 +1001,11 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     )
     assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
     assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
+    # --reference-name chooses among several label volumes; folders where it matches none keep the default rule
+    chosen = make_client(data=tmp_path / "data", use_samples=False, store=tmp_path / "store2", reference_name="b.nii*")
+    chosen_images = {image["name"].split(" ")[0]: image["id"] for image in chosen.get("/api/images").json()}
+    chosen_catalogue = chosen.app.state.service.catalogue
+    assert chosen_catalogue.reference_label(chosen_images["p2/t1.nii.gz"])[0] == "p2/b.nii.gz"
+    assert chosen_catalogue.reference_label(chosen_images["p1/flair.nii.gz"])[0] == "p1/seg.nii.gz"
     # asked for by path, a label volume is refused with the reason
     assert_refused(client, store, "POST", "/api/data/images", 400, "a label volume", json={"path": "p2/a.nii.gz"})

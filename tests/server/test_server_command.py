@@ -52,6 +52,8 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert settings.channel is None and settings_from_args(parse("--channel", "1")).channel == 1
     with pytest.raises(SystemExit):
         parse("--channel", "3")
+    assert settings.reference_name is None
+    assert settings_from_args(parse("--reference-name", "*rater1*")).reference_name == "*rater1*"
 
 
 def test_exposed_host_gets_a_generated_token_or_keeps_the_given_one() -> None:

@@ -11,7 +11,7 @@ from clickadapt.server.settings import DEFAULT_PORT, DEFAULT_STORE, LOOPBACK_HOS
 
 PASSED_AS_GIVEN = (
     *("data", "model", "store", "host", "port", "token", "strategy", "image_size", "device", "sentinel", "channel"),
-    *("max_image_pixels", "max_volume_voxels"),
+    *("max_image_pixels", "max_volume_voxels", "reference_name"),
 )
 """Options that become the server setting of the same name unchanged (when given)."""
 SKIPPED_FILES_SHOWN = 10
@@ -80,6 +80,12 @@ def register(subparsers: Any) -> None:
             "glob over image names (e.g. 'site-A/*') marking images of the model's source domain: they adapt only "
             "a per-image copy of the base model and never change the shared model (repeatable)"
         ),
+    )
+    parser.add_argument(
+        "--reference-name",
+        metavar="PATTERN",
+        help="glob over file names choosing the reference label volume of folders that hold several (e.g. "
+        "'*annotator1*'); folders where none matches keep the default: their only label volume, brain masks aside",
     )
     parser.set_defaults(handler=run_serve)
 

@@ -79,6 +79,10 @@ class ServerSettings(BaseSettings):
             the model's accuracy on its own domain cannot erode however long it adapts elsewhere
             (``bench/results/long_stream.md``, variant ``oaims+safety+source-episodic``). Empty = every image
             adapts the shared model.
+        reference_name: Glob pattern (``fnmatch``, case-sensitive) over file names choosing a folder's reference
+            label volume when it holds several (e.g. two annotators' segmentations): the one whose name matches,
+            when exactly one does. Folders where none matches, and ``None``, keep the default: the folder's only
+            label volume, brain masks aside.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLICKADAPT_", extra="ignore")
@@ -106,6 +110,7 @@ class ServerSettings(BaseSettings):
     rehearsal: Path | None = None
     source_domains: list[str] = Field(default_factory=list)
     channel: int | None = Field(None, ge=0, le=2)
+    reference_name: str | None = Field(None, min_length=1)
 
     @field_validator("source_domains")
     @classmethod

@@ -13,6 +13,7 @@ Every public method that writes to the store takes the service lock given at con
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import math
@@ -123,8 +124,14 @@ def is_label_volume(decoded: DecodedSource) -> bool:
     return _looks_like_labels(decoded.values(stats_step(math.prod(decoded.volume_shape or ()))))
 
 
-def reference_candidates(label_volumes: Sequence[Path]) -> list[Path]:
-    """The label volumes of a folder that may be its scans' reference: all but brain masks (:data:`BRAIN_MASK_NAME`)."""
+def reference_candidates(label_volumes: Sequence[Path], name_pattern: str | None = None) -> list[Path]:
+    """The label volumes of a folder that may be its scans' reference: those whose file name matches
+    ``name_pattern`` (``fnmatch``, case-sensitive) when one is given and some do, else all but brain masks
+    (:data:`BRAIN_MASK_NAME`)."""
+    if name_pattern is not None:
+        matching = [path for path in label_volumes if fnmatch.fnmatchcase(path.name, name_pattern)]
+        if matching:
+            return matching
     return [path for path in label_volumes if not BRAIN_MASK_NAME.search(path.name)]
 
 
@@ -322,16 +329,18 @@ class ImageCatalogue:
                 logger.debug("data folder: skipping %s", entry)
             for line in summarise_skipped(self.skipped):
                 logger.warning("data folder: skipping %s", line)
+            pattern = self.settings.reference_name
             for folder, volumes in label_volumes.items():
-                candidates = reference_candidates(volumes)
+                candidates = reference_candidates(volumes, pattern)
                 if len(candidates) == 1:
                     self._folder_references[folder] = candidates[0]
                 elif len(candidates) > 1:
                     logger.warning(
-                        "data folder: %s holds %d label volumes (%s), so none is the reference of its scans; name the "
-                        "one to compare with <scan>_mask.nii.gz",
+                        "data folder: %s holds %d label volumes%s (%s), so none is the reference of its scans; choose "
+                        "one with --reference-name PATTERN or name it <scan>_mask.nii.gz",
                         folder or ".",
                         len(candidates),
+                        "" if pattern is None else f" (--reference-name {pattern!r} matches none or several)",
                         ", ".join(sorted(volume.name for volume in candidates)),
                     )
 
