@@ -174,3 +174,43 @@ def test_bad_crops_are_refused_naming_why(fundus: TestClient, make_client: AppFa
     refused = client.post(f"/api/images/{brain_image}/crop", json={"top": 0, "left": 0, "bottom": 30, "right": 30})
     assert refused.status_code == 400 and "only photographs" in refused.json()["detail"]
     assert len(fundus.get("/api/images").json()) == 1  # nothing was added
+
+
+def test_a_crop_of_a_data_folder_photograph_is_compared_with_the_photographs_reference(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eye.png").write_bytes(synthetic_fundus_png(HEIGHT, WIDTH))
+    reference = np.zeros((HEIGHT, WIDTH), np.uint8)
+    reference[40:100, 95:155] = 1  # disc rim
+    reference[55:85, 110:140] = 2  # cup
+    Image.fromarray(reference).save(data / "eye_mask.png")
+    client = make_client(data=data, use_samples=False, model=str(write_tiny_fundus_checkpoint(tmp_path / "f.pt")))
+    image_id = client.get("/api/images").json()[0]["id"]
+    top, left = grid(30, 90)
+    bottom, right = grid(110, 170)
+    crop = client.post(
+        f"/api/images/{image_id}/crop", json={"top": top, "left": left, "bottom": bottom, "right": right}
+    )
+    assert crop.status_code == 201 and crop.json()["has_reference"] is True
+    crop_id = crop.json()["id"]
+    headers = {"X-Client-Id": client.get("/api/info").json()["client_id"]}
+    assert client.post(f"/api/images/{crop_id}/open", headers=headers).status_code == 200
+    click = {"row": IMAGE_SIZE // 2, "col": IMAGE_SIZE // 2, "label": 2}
+    assert client.post(f"/api/images/{crop_id}/clicks", json=click, headers=headers).status_code == 200
+    # the tiny random model may predict anything: a brush stroke makes the cup overlap the reference's
+    stroke = {"points": [[IMAGE_SIZE // 2, IMAGE_SIZE // 2]], "radius": 8, "label": 2}
+    assert client.post(f"/api/images/{crop_id}/corrections", json=stroke, headers=headers).status_code == 200
+    score = client.get(f"/api/images/{crop_id}/reference")
+    assert score.status_code == 200, score.text
+    mine = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{crop_id}/export?format=png").content)))
+    assert mine.shape == reference.shape  # the crop's mask in the photograph's frame, as the reference
+    expected = {
+        region: 2
+        * (np.isin(mine, classes) & np.isin(reference, classes)).sum()
+        / (np.isin(mine, classes).sum() + np.isin(reference, classes).sum())
+        for region, classes in FUNDUS.regions.items()
+    }
+    assert score.json() == {"reference": "eye_mask.png", "dice": pytest.approx(expected)}
+    assert expected["cup"] > 0  # the stroke overlaps the reference cup: the comparison is not trivially 0

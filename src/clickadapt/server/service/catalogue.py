@@ -135,6 +135,10 @@ def reference_candidates(label_volumes: Sequence[Path], name_pattern: str | None
     return [path for path in label_volumes if not BRAIN_MASK_NAME.search(path.name)]
 
 
+CROP_ID = re.compile(r"^(?P<root>.+)-crop\d+-\d+-\d+$")
+"""Id of a crop: the id of the uncropped picture it was cut from, then ``-crop<row>-<col>-<side>``."""
+
+
 class LabelVolumeError(BadRequest):
     """A data file that is a label volume, not a scan to label."""
 
@@ -384,8 +388,12 @@ class ImageCatalogue:
         )
 
     def _reference_path(self, record: ImageRecord) -> Path | None:
-        """A data-folder picture's ``X_mask.ext``; for a slice of a data-folder volume ``X.nii.gz``, the volume
-        ``X_mask.nii.gz`` beside it, else the only label volume of its folder."""
+        """A data-folder picture's ``X_mask.ext`` (also for a crop of it); for a slice of a data-folder volume
+        ``X.nii.gz``, the volume ``X_mask.nii.gz`` beside it, else the only label volume of its folder."""
+        crop = CROP_ID.match(record.id) if record.origin == "upload" else None
+        root = self.store.get_image(crop.group("root")) if crop is not None else None
+        if root is not None:
+            return self._reference_path(root)  # compared in the whole picture's frame, where a crop's masks go
         if record.origin != "data":
             return None
         if record.slice_index is None:
@@ -473,8 +481,10 @@ class ImageCatalogue:
         kaggle_3m layout) — as ``uint8`` class indices at the picture's size, with its relative path; ``None``
         when there is none. For a slice of a data-folder volume, that slice of the volume ``X_mask.nii.gz`` beside
         it or else of the only label volume in its folder (:func:`is_label_volume`; MSLUB's layout), which must
-        share the scan's voxel grid. For a two-class task every non-zero value is the class; otherwise the values
-        must be class indices. Only for showing the user how a mask compares: the model never sees it.
+        share the scan's voxel grid. A crop of a picture has the picture's reference, in the picture's frame (where
+        the crop's masks are placed for comparison and export). For a two-class task every non-zero value is the
+        class; otherwise the values must be class indices. Only for showing the user how a mask compares: the
+        model never sees it.
 
         Raises:
             NotFound: Unknown image.
@@ -903,7 +913,7 @@ class ImageCatalogue:
                 )
             except ValueError as error:
                 raise BadRequest(f"{record.name}: {error}") from error
-            crop_id = f"{root.id}-crop{row}-{col}-{side}"
+            crop_id = f"{root.id}-crop{row}-{col}-{side}"  # CROP_ID
             existing = self.store.get_image(crop_id)
             if existing is not None:
                 return self.image_info(existing)
