@@ -1001,6 +1001,11 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     )
     assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
     assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
+    # a 2D picture has no slices to export or score together; an unknown source is named
+    picture = client.post("/api/uploads?filename=slice.png", content=grey_png(seed=4)).json()["source"]["id"]
+    for route in ("export", "reference/score"):
+        assert_refused(client, store, "GET", f"/api/sources/{picture}/{route}", 400, "slice.png is a 2D image")
+        assert_refused(client, store, "GET", f"/api/sources/nope/{route}", 404, "nope")
     # --reference-name chooses among several label volumes; folders where it matches none keep the default rule
     chosen = make_client(data=tmp_path / "data", use_samples=False, store=tmp_path / "store2", reference_name="b.nii*")
     chosen_images = {image["name"].split(" ")[0]: image["id"] for image in chosen.get("/api/images").json()}
