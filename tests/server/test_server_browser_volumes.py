@@ -85,6 +85,21 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 4]')")
         entries = page.locator("#image-list li").all_text_contents()
         assert sorted(int(re.findall(r"\[slice (\d+)\]", entry)[0]) for entry in entries) == [4, 5, 6, 10], entries
+        # the slice map: slice 5 in progress (amber), 3 and 6 marked by the reference only (grey; 6 was opened but
+        # never clicked), 10 nothing; a click on it moves the slider there
+        colour = """([index, y]) => {
+            const map = document.querySelector('#slice-map');
+            const x = Math.floor((index + 0.5) * map.width / 20);
+            return Array.from(map.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
+        }"""
+        assert page.evaluate(colour, [5, 6]) == [0xE0, 0xA8, 0x3A]
+        assert page.evaluate(colour, [3, 6]) == page.evaluate(colour, [6, 6]) == [0x9A, 0xA2, 0xAD]
+        assert page.evaluate(colour, [10, 6]) == [0, 0, 0]  # transparent
+        assert page.evaluate(colour, [4, 0]) == [255, 255, 255]  # the slice shown (4), outlined
+        map_box = page.locator("#slice-map").bounding_box()
+        page.mouse.click(map_box["x"] + map_box["width"] * 12.5 / 20, map_box["y"] + map_box["height"] / 2)
+        assert page.locator("#slice-value").text_content() == "12"
+        assert page.evaluate(colour, [12, 0]) == [255, 255, 255]
         # the display window (Shift + drag) applies to the slice preview as to the picture; W restores both
         page.wait_for_function("document.querySelector('#slice-preview').complete")
         preview = page.locator("#slice-preview")

@@ -30,6 +30,7 @@
     view: null, // SessionView of the current image
     referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
     volumeDiceRequest: 0, // the latest whole-volume comparison asked for (older answers are dropped)
+    referencePixels: null, // per slice of the open volume, the pixels its reference marks (null: no reference)
     classIndex: 1,
     opacity: 0.5,
     showOverlay: true,
@@ -234,6 +235,7 @@
     }
     const showing = filter ? ` · ${shown} shown` : "";
     $("progress").textContent = `${done} / ${state.images.length} done${showing}`;
+    drawSliceMap(); // the open volume's slices follow their images' status
   }
 
   async function refreshList() {
@@ -958,6 +960,7 @@
 
   // ------------------------------------------------------------------ upload and volumes
   async function showVolumePanel(source, sliceIndex) {
+    if (!state.volume || state.volume.id !== source.id) state.referencePixels = null; // another volume's
     state.volume = source;
     const slider = $("slice-slider");
     slider.max = String(source.num_slices - 1);
@@ -980,6 +983,8 @@
       answer = { reference: "", pixels: null, error: error.message };
     }
     if (state.volume !== source) return; // another volume was opened meanwhile
+    state.referencePixels = answer.pixels;
+    drawSliceMap();
     if (answer.pixels === null) {
       $("reference-slices-text").textContent = answer.error;
       $("largest-reference").hidden = true;
@@ -1003,10 +1008,47 @@
     updateVolumeDice();
   }
 
+  // The volume at a glance, one column per slice: finished slices green, slices in progress amber, slices the
+  // reference marks (and nobody labelled yet) grey, the slice shown outlined in white. A click goes to that slice.
+  function drawSliceMap() {
+    const map = $("slice-map");
+    const volume = state.volume;
+    if (!volume) return;
+    const width = Math.max(1, Math.round(map.clientWidth));
+    if (map.width !== width) map.width = width;
+    const paint = map.getContext("2d");
+    const style = getComputedStyle(document.documentElement);
+    paint.clearRect(0, 0, map.width, map.height);
+    const column = (index) => [Math.floor((index * map.width) / volume.num_slices), Math.max(1, Math.ceil(map.width / volume.num_slices))];
+    const fill = (index, colour) => {
+      const [x, w] = column(index);
+      paint.fillStyle = colour;
+      paint.fillRect(x, 0, w, map.height);
+    };
+    (state.referencePixels || []).forEach((pixels, index) => { if (pixels > 0) fill(index, style.getPropertyValue("--muted")); });
+    for (const image of state.images) {
+      if (image.source_id !== volume.id || image.slice_index === null || image.status === "new") continue;
+      fill(image.slice_index, style.getPropertyValue(image.status === "done" ? "--done" : "--progress"));
+    }
+    const [x, w] = column(Number($("slice-slider").value));
+    paint.strokeStyle = "#ffffff";
+    paint.lineWidth = 2;
+    paint.strokeRect(x + 1, 1, Math.max(1, w - 2), map.height - 2);
+  }
+
+  $("slice-map").addEventListener("click", (event) => {
+    if (!state.volume) return;
+    const map = $("slice-map");
+    const index = Math.floor((event.offsetX / map.clientWidth) * state.volume.num_slices);
+    $("slice-slider").value = String(Math.max(0, Math.min(state.volume.num_slices - 1, index)));
+    updateSlicePreview();
+  });
+
   function updateSlicePreview() {
     if (!state.volume) return;
     const index = $("slice-slider").value;
     $("slice-value").textContent = index;
+    drawSliceMap();
     $("slice-preview").src = withToken(`/api/sources/${encodeURIComponent(state.volume.id)}/slices/${index}/preview.png`);
   }
 
