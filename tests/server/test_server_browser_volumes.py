@@ -118,3 +118,40 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         restored = np.asarray(Image.open(io.BytesIO(preview.screenshot())).convert("L"), dtype=float)
         assert np.abs(restored - before).max() <= 1
         assert errors == []
+
+
+@pytest.mark.slow
+def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(60):  # a data folder of many pictures before the volume
+        picture = Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8))
+        picture.save(data / f"slice_{index:02d}.png")
+    (data / "zz").mkdir()
+    scan = rng.normal(100, 10, SHAPE).astype(np.float32)
+    (data / "zz" / "flair.nii.gz").write_bytes(gzip.compress(nib.Nifti1Image(scan, np.eye(4)).to_bytes()))
+    model = write_tiny_checkpoint(tmp_path / "brain.pt")
+    arguments = ["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(data)]
+    with served_page(arguments, width=1366, height=768) as (page, errors):
+        items = page.locator("#image-list li")
+        assert items.count() == 61
+        assert page.evaluate(
+            "(() => { const l = document.querySelector('#image-list'); return l.scrollHeight > l.clientHeight })()"
+        )
+        items.nth(60).click()  # the volume, last in the list
+        page.wait_for_selector("#volume-panel:not([hidden])")
+        page.wait_for_function("document.querySelector('#slice-preview').complete")
+        for element in ("#slice-slider", "#slice-map", "#slice-preview", "#add-slice", "#slice-up"):
+            box = page.locator(element).bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 768, (element, box)
+        assert page.evaluate("document.querySelector('#left').scrollTop") == 0  # nothing needed scrolling the panel
+        page.locator("#canvas").press(".")  # the new slice's entry, at the list's end, is brought into its view
+        page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 11]')")
+        current, shown = (
+            page.locator("#image-list li.current").bounding_box(),
+            page.locator("#image-list").bounding_box(),
+        )
+        assert current is not None and shown is not None
+        assert shown["y"] <= current["y"] and current["y"] + current["height"] <= shown["y"] + shown["height"] + 1
+        assert errors == []

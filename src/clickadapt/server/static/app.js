@@ -31,6 +31,7 @@
     referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
     volumeDiceRequest: 0, // the latest whole-volume comparison asked for (older answers are dropped)
     referencePixels: null, // per slice of the open volume, the pixels its reference marks (null: no reference)
+    listScrolledTo: null, // the image the list last scrolled to (see renderList)
     classIndex: 1,
     opacity: 0.5,
     showOverlay: true,
@@ -235,6 +236,7 @@
     }
     const showing = filter ? ` · ${shown} shown` : "";
     $("progress").textContent = `${done} / ${state.images.length} done${showing}`;
+    if (state.current !== state.listScrolledTo) showCurrentInList();
     drawSliceMap(); // the open volume's slices follow their images' status
   }
 
@@ -243,6 +245,17 @@
     state.shortNames = shortNames(state.images);
     renderList();
   }
+
+  // A newly opened image (also by Next or , .) is brought into the list's view; later re-renders leave the list
+  // where the user scrolled it. When the list's height changes (the volume panel below it appears or grows), the
+  // image brought into view is kept there.
+  function showCurrentInList() {
+    const item = $("image-list").querySelector("li.current");
+    if (!item) return;
+    item.scrollIntoView({ block: "nearest" });
+    state.listScrolledTo = state.current;
+  }
+  new ResizeObserver(() => { if (state.listScrolledTo === state.current) showCurrentInList(); }).observe($("image-list"));
 
   function updateListEntry(image) {
     const index = state.images.findIndex((item) => item.id === image.id);
@@ -967,6 +980,7 @@
     slider.value = String(sliceIndex === null || sliceIndex === undefined ? Math.floor(source.num_slices / 2) : sliceIndex);
     $("slice-max").textContent = String(source.num_slices - 1);
     $("volume-panel").hidden = false;
+    showCurrentInList();
     updateSlicePreview();
     $("reference-slices").hidden = true;
     $("volume-dice").hidden = true;
