@@ -17,6 +17,7 @@ from server_helpers import IMAGE_SIZE, AppFactory, dicom_bytes, store_snapshot, 
 from clickadapt.adaptation.safety import SafetyEvent
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.server.app import create_app
+from clickadapt.server.service import catalogue as catalogue_module
 from clickadapt.server.service.catalogue import SkippedFile, summarise_skipped
 from clickadapt.server.settings import ServerSettings
 
@@ -818,6 +819,56 @@ def test_the_data_folder_is_listed_first_in_natural_order_also_in_an_older_store
 
 def volume_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(nib.Nifti1Image(volume, affine).to_bytes())
+
+
+def test_label_volumes_an_older_version_listed_as_scans_leave_the_list_unless_someone_labelled_them(
+    make_client: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    lesion = np.zeros((30, 30, 8), dtype=np.uint8)
+    lesion[10:20, 10:20, 2:6] = 1
+    scan = (np.random.default_rng(0).normal(100, 10, lesion.shape) + 150 * lesion).astype(np.float32)
+    for folder in ("p1", "p2"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        (tmp_path / "data" / folder / "flair.nii.gz").write_bytes(volume_bytes(scan, affine))
+        (tmp_path / "data" / folder / "seg.nii.gz").write_bytes(volume_bytes(lesion, affine))
+    # an older version: label volumes were scans, and nothing was remembered about them
+    monkeypatch.setattr(catalogue_module, "is_label_volume", lambda _decoded: False)
+    old = make_client(data=tmp_path / "data", use_samples=False)
+    listed = {image["name"].split(" ")[0]: image for image in old.get("/api/images").json()}
+    assert sorted(listed) == ["p1/flair.nii.gz", "p1/seg.nii.gz", "p2/flair.nii.gz", "p2/seg.nii.gz"]
+    assert old.post(f"/api/images/{listed['p2/seg.nii.gz']['id']}/clicks", json=LESION_CLICK).status_code == 200
+    store = old.app.state.service.catalogue.store
+    with store.transaction() as connection:
+        connection.execute("DELETE FROM meta WHERE key LIKE 'label-volume-check:%'")
+    old.__exit__(None, None, None)
+    monkeypatch.undo()
+
+    client = make_client(data=tmp_path / "data", use_samples=False)
+    images = {image["name"].split(" ")[0]: image for image in client.get("/api/images").json()}
+    # p1's label volume leaves the list (its image is still stored); p2's stays: someone clicked on it
+    assert sorted(images) == ["p1/flair.nii.gz", "p2/flair.nii.gz", "p2/seg.nii.gz"]
+    assert images["p2/seg.nii.gz"]["status"] == "in_progress" and images["p2/seg.nii.gz"]["clicks"] == 1
+    assert images["p1/flair.nii.gz"]["has_reference"] is True  # now its folder's only label volume
+    assert client.get(f"/api/images/{listed['p1/seg.nii.gz']['id']}").status_code == 200  # nothing deleted
+    seen = set()
+    after = None
+    for _ in range(4):
+        following = client.get("/api/images/next", params={"after": after} if after else {}).json()["image"]
+        seen.add(following["name"].split(" ")[0])
+        after = following["id"]
+    assert "p1/seg.nii.gz" not in seen
+    assert_refused(
+        client, tmp_path / "store", "POST", "/api/data/images", 400, "a label volume", json={"path": "p1/seg.nii.gz"}
+    )
+    # remembered: a restart does not decode the volumes again to tell
+    calls = []
+    monkeypatch.setattr(catalogue_module, "is_label_volume", lambda decoded: calls.append(decoded) or False)
+    client.__exit__(None, None, None)
+    again = make_client(data=tmp_path / "data", use_samples=False)
+    assert calls == [] and sorted(image["name"].split(" ")[0] for image in again.get("/api/images").json()) == sorted(
+        images
+    )
 
 
 def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_them(

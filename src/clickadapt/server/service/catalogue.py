@@ -139,6 +139,15 @@ CROP_ID = re.compile(r"^(?P<root>.+)-crop\d+-\d+-\d+$")
 """Id of a crop: the id of the uncropped picture it was cut from, then ``-crop<row>-<col>-<side>``."""
 
 
+LABEL_CHECK = "label-volume-check:"
+"""Datastore meta key prefix (+ source id): whether a registered data-folder volume was found to be a label volume
+(``label``) or a scan (``scan``)."""
+LABEL_VOLUME_REASON = (
+    f"a label volume (at most {LABEL_VOLUME_MAX_VALUES} integer voxel values), not a scan to label (the reference "
+    "mask of the scans beside it when it is their folder's only one)"
+)
+
+
 class LabelVolumeError(BadRequest):
     """A data file that is a label volume, not a scan to label."""
 
@@ -275,6 +284,9 @@ class ImageCatalogue:
         self._folder_references: dict[str, Path] = {}
         """Data-folder folder (relative path) → its only label volume (brain masks aside), the reference mask of the
         volumes in it that have no ``X_mask.nii.gz`` of their own."""
+        self._label_sources: set[str] = set()
+        """Sources an older version registered as scans that are label volumes: their images nobody labelled are
+        not listed (nothing is deleted)."""
         self.label_files: set[str] = set()
         """Data-folder files (relative paths) found at start-up to be labels, not images: label volumes and the
         reference masks ``X_mask.ext`` of pictures and volumes."""
@@ -529,9 +541,18 @@ class ImageCatalogue:
             )
         return values.astype(np.uint8)
 
+    def _listed_records(self) -> list[ImageRecord]:
+        """The stored images in list order, but for the unlabelled images of label volumes an older version
+        registered as scans."""
+        return [
+            record
+            for record in self.store.list_images()
+            if not (record.source_id in self._label_sources and record.status == "new")
+        ]
+
     def list_images(self) -> list[ImageInfo]:
         """Every image in list order with status and click count."""
-        return [self.image_info(record) for record in self.store.list_images()]
+        return [self.image_info(record) for record in self._listed_records()]
 
     def get_image(self, image_id: str) -> ImageInfo:
         """One image.
@@ -578,7 +599,7 @@ class ImageCatalogue:
 
     def next_image(self, after: str | None = None) -> ImageInfo | None:
         """The first image after ``after`` in list order (wrapping around) that is not done; ``None`` if all are."""
-        images = self.store.list_images()
+        images = self._listed_records()
         start = 0
         if after is not None:
             positions = [index for index, record in enumerate(images) if record.id == after]
@@ -706,19 +727,26 @@ class ImageCatalogue:
         source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
         source = self.store.get_source(source_id)
         decoded = None
+        if source is not None and source.kind == "volume" and self.store.get_meta(LABEL_CHECK + source_id) is None:
+            # registered by a version that did not tell label volumes apart: checked once, then remembered
+            decoded = self._decode(path.read_bytes(), relative)
+            found = is_label_volume(decoded)
+            self.store.set_meta(LABEL_CHECK + source_id, "label" if found else "scan")
+        if source is not None and self.store.get_meta(LABEL_CHECK + source_id) == "label":
+            self._label_sources.add(source_id)  # its images nobody labelled leave the list (see _listed_records)
+            raise LabelVolumeError(f"{relative}: {LABEL_VOLUME_REASON}")
         if source is None:
             if not has_supported_suffix(path.name):
                 raise UnsupportedMediaType(f"{relative}: unsupported file type (expected {SUPPORTED_FORMATS})")
             decoded = self._decode(path.read_bytes(), relative)
             if is_label_volume(decoded):
-                raise LabelVolumeError(
-                    f"{relative}: a label volume (at most {LABEL_VOLUME_MAX_VALUES} integer voxel values), not a scan "
-                    "to label (the reference mask of the scans beside it when it is their folder's only one)"
-                )
+                raise LabelVolumeError(f"{relative}: {LABEL_VOLUME_REASON}")
             candidate = SourceRecord(source_id, relative, "data", relative, decoded.kind, decoded.num_slices)
             slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
             data = self._prepare(candidate, decoded, slice_index)
             source = self.store.add_source(candidate)
+            if decoded.kind == "volume":
+                self.store.set_meta(LABEL_CHECK + source_id, "scan")
             image = self._image_from_source(source, decoded, slice_index, data)
             return UploadResult(source=self.source_info(source), image=self.image_info(image))
         image = self._image_from_source(source, decoded, slice_index)
