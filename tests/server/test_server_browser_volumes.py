@@ -56,7 +56,12 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         size = page.evaluate("window.clickadapt.state.picture.naturalHeight")
         click_pixel(page, size // 2, size // 2)
         page.wait_for_function(r"/^lesion \d+\.\d$/.test(document.querySelector('#reference-dice').textContent)")
-        # the volume's labelled slices against the reference in 3D: one slice so far, so its Dice is the slice's
+        # the volume's labelled slices against the reference in 3D, asked for when a slice is opened or finished (not
+        # after every click): one slice so far, so its Dice is the slice's
+        assert page.locator("#volume-dice").text_content() == "Volume Dice: no slice of this volume has a mask yet."
+        page.click("#finish")
+        page.click("#confirm-ok")
+        page.wait_for_selector("#canvas[data-state=done]")
         page.wait_for_function("document.querySelector('#volume-dice').textContent.includes('1 labelled slice:')")
         text = page.locator("#volume-dice").text_content()
         slice_dice = page.locator("#reference-dice").text_content()
@@ -78,22 +83,26 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         page.locator("#canvas").press(".")
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 6]')")
         page.wait_for_function("document.querySelector('#slice-value').textContent === '6'")  # the panel follows
+        page.wait_for_selector("#canvas[data-state=new]")
+        click_pixel(page, size // 2, size // 2)  # slice 6 in progress
+        page.wait_for_selector("#canvas[data-state=in_progress]")
         page.locator("#slice-down").click()
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 5]')")
-        page.wait_for_selector("#canvas[data-state=in_progress]")  # the slice clicked before, as it was left
+        page.wait_for_selector("#canvas[data-state=done]")  # the slice finished before, as it was left
         page.locator("#slice-down").click()
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 4]')")
         entries = page.locator("#image-list li").all_text_contents()
         assert sorted(int(re.findall(r"\[slice (\d+)\]", entry)[0]) for entry in entries) == [4, 5, 6, 10], entries
-        # the slice map: slice 5 in progress (amber), 3 and 6 marked by the reference only (grey; 6 was opened but
-        # never clicked), 10 nothing; a click on it moves the slider there
+        # the slice map: slice 5 finished (green), 6 in progress (amber), 3 marked by the reference only (grey), 10
+        # nothing; a click on it moves the slider there
         colour = """([index, y]) => {
             const map = document.querySelector('#slice-map');
             const x = Math.floor((index + 0.5) * map.width / 20);
             return Array.from(map.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
         }"""
-        assert page.evaluate(colour, [5, 6]) == [0xE0, 0xA8, 0x3A]
-        assert page.evaluate(colour, [3, 6]) == page.evaluate(colour, [6, 6]) == [0x9A, 0xA2, 0xAD]
+        assert page.evaluate(colour, [5, 6]) == [0x3F, 0xB3, 0x6B]
+        assert page.evaluate(colour, [6, 6]) == [0xE0, 0xA8, 0x3A]
+        assert page.evaluate(colour, [3, 6]) == [0x9A, 0xA2, 0xAD]
         assert page.evaluate(colour, [10, 6]) == [0, 0, 0]  # transparent
         assert page.evaluate(colour, [4, 0]) == [255, 255, 255]  # the slice shown (4), outlined
         map_box = page.locator("#slice-map").bounding_box()

@@ -139,6 +139,8 @@ CROP_ID = re.compile(r"^(?P<root>.+)-crop\d+-\d+-\d+$")
 """Id of a crop: the id of the uncropped picture it was cut from, then ``-crop<row>-<col>-<side>``."""
 
 
+MAX_REFERENCE_VOLUMES = 4
+"""Reference volumes kept as class indices (a 240 × 240 × 155 BraTS volume: 9 MB)."""
 LABEL_CHECK = "label-volume-check:"
 """Datastore meta key prefix (+ source id): whether a registered data-folder volume was found to be a label volume
 (``label``) or a scan (``scan``)."""
@@ -284,6 +286,9 @@ class ImageCatalogue:
         self._folder_references: dict[str, Path] = {}
         """Data-folder folder (relative path) → its only label volume (brain masks aside), the reference mask of the
         volumes in it that have no ``X_mask.nii.gz`` of their own."""
+        self._reference_classes: OrderedDict[str, np.ndarray] = OrderedDict()
+        """Reference volumes (relative path) as class indices, the most recently used last (see
+        :meth:`reference_volume`)."""
         self._label_sources: set[str] = set()
         """Sources an older version registered as scans that are label volumes: their images nobody labelled are
         not listed (nothing is deleted)."""
@@ -485,8 +490,16 @@ class ImageCatalogue:
             if path is None or self.data_root is None:
                 raise NotFound(f"{source.name} has no reference mask (X_mask.nii.gz or its folder's only label volume)")
             relative = path.relative_to(self.data_root).as_posix()
-            reader, count = self._reference_reader(source, path, relative)
-            return relative, np.stack([self._class_indices(reader(index), relative) for index in range(count)])
+            reader, count = self._reference_reader(source, path, relative)  # checks the grid for this scan
+            classes = self._reference_classes.get(relative)
+            if classes is None:
+                classes = np.stack([self._class_indices(reader(index), relative) for index in range(count)])
+                classes.flags.writeable = False  # shared by every caller
+                self._reference_classes[relative] = classes
+                while len(self._reference_classes) > MAX_REFERENCE_VOLUMES:
+                    self._reference_classes.popitem(last=False)
+            self._reference_classes.move_to_end(relative)
+            return relative, classes
 
     def reference_label(self, image_id: str) -> tuple[str, np.ndarray] | None:
         """The reference mask of a data-folder picture ``X.ext`` — the file ``X_mask.ext`` beside it (the TCGA-LGG

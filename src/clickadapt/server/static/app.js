@@ -30,6 +30,7 @@
     view: null, // SessionView of the current image
     referenceRequest: 0, // the latest reference comparison asked for (older answers are dropped)
     volumeDiceRequest: 0, // the latest whole-volume comparison asked for (older answers are dropped)
+    volumeDiceFor: null, // the image shown when the volume's Dice was last asked for
     referencePixels: null, // per slice of the open volume, the pixels its reference marks (null: no reference)
     listScrolledTo: null, // the image the list last scrolled to (see renderList)
     classIndex: 1,
@@ -574,7 +575,9 @@
     const request = ++state.referenceRequest;
     item.hidden = !view.image.has_reference;
     $("reference-dice").textContent = "—";
-    if (state.volume && view.image.source_id === state.volume.id) updateVolumeDice();
+    // The volume's Dice when a slice is opened or finished, not after every click (it reads all labelled slices).
+    const volumeSlice = state.volume && view.image.source_id === state.volume.id;
+    if (volumeSlice && (view.state === "done" || state.volumeDiceFor !== view.image.id)) updateVolumeDice();
     if (!view.image.has_reference || !hasMask) return;
     api("GET", `/api/images/${encodeURIComponent(view.image.id)}/reference`)
       .then((score) => {
@@ -586,13 +589,14 @@
       .catch((error) => { if (request === state.referenceRequest) say(error.message, true); });
   }
 
-  // A volume with a reference: the masks of its labelled slices against it as one 3D overlap (after every change of
-  // one of its slices), and over the whole volume, where the slices not labelled yet count as background.
+  // A volume with a reference: the masks of its labelled slices against it as one 3D overlap (when one of its slices
+  // is opened or finished), and over the whole volume, where the slices not labelled yet count as background.
   function updateVolumeDice() {
     const line = $("volume-dice");
     const source = state.volume;
     const request = ++state.volumeDiceRequest;
     const image = state.view ? state.view.image : null;
+    state.volumeDiceFor = image ? image.id : null;
     if (!source || !image || image.source_id !== source.id || !image.has_reference) {
       line.hidden = true;
       return;
