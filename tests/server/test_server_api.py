@@ -1023,10 +1023,10 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
         entry["image"]["info"]["name"]: (image_id, sorted(entry["labels"])) for image_id, entry in objects.items()
     }
     assert {name: tags for name, (_id, tags) in listed.items()} == {
-        "p1/flair.nii.gz": ["reference"],
+        "p1/flair.nii.gz": ["reference", "web"],  # web: the slices labelled in the page, see below
         "p2/t1.nii.gz": [],
         "p3/t2.nii.gz": ["reference"],
-        "p4/pd.nii.gz": ["reference"],  # served as it is: a viewer places it by its own affine
+        "p4/pd.nii.gz": ["reference", "web"],  # the reference served as it is: a viewer places it by its own affine
     }
     flair_ml = listed["p1/flair.nii.gz"][0]
     download = client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"})
@@ -1052,6 +1052,28 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     )
     assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
     assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
+    # what the page labelled of the scan, for Slicer: its labelled slices in one volume (tag web, read-only)
+    assert flair_ml == flair["source_id"]  # a data-folder volume has one id in both
+    web = client.get("/datastore/label", params={"label": flair_ml, "tag": "web"})
+    assert web.status_code == 200, web.text
+    web_volume = nib.Nifti1Image.from_bytes(gzip.decompress(web.content))
+    assert np.allclose(web_volume.affine, affine)
+    assert np.array_equal(np.asarray(web_volume.dataobj), np.asarray(whole.dataobj))
+    assert_refused(
+        client,
+        store,
+        "GET",
+        "/datastore/label",
+        404,
+        "no slice of it was labelled in the web page",
+        params={"label": t2_ml, "tag": "web"},
+    )
+    refused = client.put(
+        "/datastore/label",
+        params={"image": flair_ml, "tag": "web"},
+        files={"label": ("seg.nii.gz", volume_bytes(lesion, affine))},
+    )
+    assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
     # a 2D picture has no slices to export or score together; an unknown source is named
     picture = client.post("/api/uploads?filename=slice.png", content=grey_png(seed=4)).json()["source"]["id"]
     for route in ("export", "reference/score"):

@@ -65,7 +65,13 @@ from clickadapt.data.prepare import mask_to_model
 from clickadapt.predictor import Predictor
 from clickadapt.server.datastore import ClickRecord, ImageData
 from clickadapt.server.images import encode_png
-from clickadapt.server.monailabel.files import VolumeFile, VolumeFiles, check_writable_tag, volume_suffix
+from clickadapt.server.monailabel.files import (
+    WEB_TAG,
+    VolumeFile,
+    VolumeFiles,
+    check_writable_tag,
+    volume_suffix,
+)
 from clickadapt.server.service import AnnotationService, BadRequest, NotFound
 from clickadapt.server.service.sessions import store_last_click
 from clickadapt.volumes import PropagationConfig, VolumeClick, VolumeSession, read_volume, write_label
@@ -220,11 +226,14 @@ class MonaiLabelBridge:
         images = self.files.images()
         objects: dict[str, dict[str, Any]] = {}
         completed = 0
+        labelled_on_the_page = self._sources_with_labelled_slices()
         for image_id, image in images.items():
             labels = {
                 tag: {"ext": volume_suffix(path.name), "info": {"ts": int(path.stat().st_mtime)}}
                 for tag, path in self.files.labels(image).items()
             }
+            if image_id in labelled_on_the_page:
+                labels[WEB_TAG] = {"ext": ".nii.gz", "info": {"ts": int(time.time())}}
             objects[image_id] = {
                 "image": {"ext": image.suffix, "info": {"name": image.name, "ts": int(image.path.stat().st_mtime)}},
                 "labels": labels,
@@ -276,10 +285,37 @@ class MonaiLabelBridge:
             NotFound: No such label.
         """
         self.files.image(image_id)
+        if tag == WEB_TAG:
+            return self._web_label(image_id)
         found = self.files.label(image_id, tag)
         if found is None:
             raise NotFound(f"image {image_id!r} has no {tag!r} label")
         return found
+
+    def _sources_with_labelled_slices(self) -> set[str]:
+        """Ids of the volumes of which the web page has a slice with clicks or a finished one (a data-folder
+        volume's web source id is its MONAI Label image id)."""
+        return {
+            record.source_id
+            for record in self.store.list_images()
+            if record.source_id is not None and record.slice_index is not None and record.status != "new"
+        }
+
+    def _web_label(self, image_id: str) -> Path:
+        """The web page's labelled slices of a data-folder volume in one NIfTI aligned with it, written as its
+        ``web`` label file.
+
+        Raises:
+            NotFound: Not a data-folder volume, or no slice of it labelled on the page.
+        """
+        missing = f"image {image_id!r} has no {WEB_TAG!r} label: no slice of it was labelled in the web page"
+        if not image_id.startswith("data-") or self.store.get_source(image_id) is None:
+            raise NotFound(missing)
+        try:
+            payload, _media_type, _filename = self.service.sessions.export_volume(image_id)
+        except NotFound as error:
+            raise NotFound(missing) from error
+        return self.files.write_label_bytes(image_id, WEB_TAG, payload, ".nii.gz", read_only_tag=True)
 
     def save_label(self, image_id: str, tag: str, received: Path, client_id: str) -> dict[str, Any]:
         """``PUT /datastore/label``: keep a label; a ``final`` one finishes the image's clicked slices and runs

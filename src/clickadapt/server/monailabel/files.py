@@ -9,7 +9,9 @@ Layout under ``<store>/monailabel/``::
 Volume files of the data folder (``--data``; NIfTI and NRRD) are listed too, under ``data-<digest>`` ids,
 and read in place, except those the web page does not list as scans either (label volumes such as MSLUB's
 ``GOLD_STANDARD…``, reference masks ``X_mask.nii.gz``). A data-folder scan's reference mask (the web page's: its
-``X_mask.nii.gz`` or its folder's only label volume) is offered, read-only, as its label tagged ``reference``.
+``X_mask.nii.gz`` or its folder's only label volume) is offered, read-only, as its label tagged ``reference``;
+what the web page labelled of it (its labelled slices, as ``GET /api/sources/{id}/export`` gives them) as its label
+tagged ``web``, written under ``labels/web/`` when asked for.
 Ids are safe file-name stems; nothing is ever written outside the folder above.
 """
 
@@ -35,6 +37,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 REFERENCE_TAG = "reference"
 """The read-only label tag of a data-folder scan's reference mask (an expert's, never learnt from)."""
+WEB_TAG = "web"
+"""The read-only label tag of what the web page labelled of a data-folder scan: its labelled slices in one volume."""
+READ_ONLY_TAGS = (REFERENCE_TAG, WEB_TAG)
 
 
 def volume_suffix(filename: str) -> str:
@@ -76,15 +81,14 @@ def check_tag(value: str) -> str:
 
 
 def check_writable_tag(value: str) -> str:
-    """``value`` when a client may save a label under it: a safe tag other than ``reference``.
+    """``value`` when a client may save a label under it: a safe tag other than ``reference`` and ``web``.
 
     Raises:
-        BadRequest: An unsafe tag, or ``reference`` (the data folder's expert mask, read-only).
+        BadRequest: An unsafe tag, or a read-only one (the data folder's expert mask; the web page's slices).
     """
-    if check_tag(value) == REFERENCE_TAG:
-        raise BadRequest(
-            f"label tag {REFERENCE_TAG!r} is the data folder's reference mask and read-only; save under 'final'"
-        )
+    if check_tag(value) in READ_ONLY_TAGS:
+        meaning = "the data folder's reference mask" if value == REFERENCE_TAG else "what the web page labelled"
+        raise BadRequest(f"label tag {value!r} is {meaning} and read-only; save under 'final'")
     return value
 
 
@@ -257,14 +261,15 @@ class VolumeFiles:
         reference = self.reference(image)
         found = {} if reference is None else {REFERENCE_TAG: reference}
         for folder in sorted((self.root / "labels").iterdir()):
-            path = self.label(image.id, folder.name) if folder.is_dir() and folder.name != REFERENCE_TAG else None
+            path = self.label(image.id, folder.name) if folder.is_dir() and folder.name not in READ_ONLY_TAGS else None
             if path is not None:
                 found[folder.name] = path
         return found
 
-    def put_label(self, image_id: str, tag: str, received: Path) -> Path:
-        """Keep a received label file as the label ``tag`` of an image (replacing an earlier one)."""
-        folder = self.root / "labels" / check_writable_tag(tag)
+    def put_label(self, image_id: str, tag: str, received: Path, read_only_tag: bool = False) -> Path:
+        """Keep a received label file as the label ``tag`` of an image (replacing an earlier one); a read-only tag
+        (``web``) only when the server writes it (``read_only_tag``)."""
+        folder = self.root / "labels" / (check_tag(tag) if read_only_tag else check_writable_tag(tag))
         folder.mkdir(parents=True, exist_ok=True)
         old = self.label(image_id, tag)
         if old is not None:
@@ -273,11 +278,14 @@ class VolumeFiles:
         received.replace(target)
         return target
 
-    def write_label_bytes(self, image_id: str, tag: str, payload: bytes, suffix: str) -> Path:
-        """Write a label file from bytes (e.g. the model's first mask as ``original``)."""
+    def write_label_bytes(
+        self, image_id: str, tag: str, payload: bytes, suffix: str, read_only_tag: bool = False
+    ) -> Path:
+        """Write a label file from bytes (e.g. the model's first mask as ``original``; the web page's slices as
+        ``web``, a read-only tag, with ``read_only_tag``)."""
         received = self.root / "incoming" / f"{time.time_ns()}{suffix}"
         received.write_bytes(payload)
-        return self.put_label(image_id, tag, received)
+        return self.put_label(image_id, tag, received, read_only_tag)
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, session_id: str, received: Path, filename: str) -> Path:
