@@ -1036,22 +1036,6 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     t2_ml = listed["p3/t2.nii.gz"][0]
     t2_reference = client.get("/datastore/label", params={"label": t2_ml, "tag": "reference"}).content
     assert t2_reference == (tmp_path / "data" / "p3" / "t2_mask.nii.gz").read_bytes()
-    assert_refused(
-        client,
-        store,
-        "GET",
-        "/datastore/label",
-        404,
-        "has no 'reference' label",
-        params={"label": listed["p2/t1.nii.gz"][0], "tag": "reference"},
-    )
-    refused = client.put(
-        "/datastore/label",
-        params={"image": flair_ml, "tag": "reference"},
-        files={"label": ("seg.nii.gz", volume_bytes(lesion, affine))},
-    )
-    assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
-    assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
     # what the page labelled of the scan, for Slicer: its labelled slices in one volume (tag web, read-only)
     assert flair_ml == flair["source_id"]  # a data-folder volume has one id in both
     web = client.get("/datastore/label", params={"label": flair_ml, "tag": "web"})
@@ -1059,21 +1043,16 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     web_volume = nib.Nifti1Image.from_bytes(gzip.decompress(web.content))
     assert np.allclose(web_volume.affine, affine)
     assert np.array_equal(np.asarray(web_volume.dataobj), np.asarray(whole.dataobj))
-    assert_refused(
-        client,
-        store,
-        "GET",
-        "/datastore/label",
-        404,
-        "no slice of it was labelled in the web page",
-        params={"label": t2_ml, "tag": "web"},
+    missing = (
+        ("reference", listed["p2/t1.nii.gz"][0], "has no 'reference' label"),
+        ("web", t2_ml, "no slice of it was labelled in the web page"),
     )
-    refused = client.put(
-        "/datastore/label",
-        params={"image": flair_ml, "tag": "web"},
-        files={"label": ("seg.nii.gz", volume_bytes(lesion, affine))},
-    )
-    assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
+    for tag, image_id, words in missing:  # absent: named; both tags read-only
+        assert_refused(client, store, "GET", "/datastore/label", 404, words, params={"label": image_id, "tag": tag})
+        label_file = {"label": ("seg.nii.gz", volume_bytes(lesion, affine))}
+        refused = client.put("/datastore/label", params={"image": flair_ml, "tag": tag}, files=label_file)
+        assert refused.status_code == 400 and "read-only" in refused.json()["detail"]
+    assert client.get("/datastore/label", params={"label": flair_ml, "tag": "reference"}).content == download.content
     # a 2D picture has no slices to export or score together; an unknown source is named
     picture = client.post("/api/uploads?filename=slice.png", content=grey_png(seed=4)).json()["source"]["id"]
     for route in ("export", "reference/score"):
