@@ -200,11 +200,10 @@ class SessionViews:
             raise NotFound(f"no slice of {source.name} has a {tag} mask yet; label a slice first")
         masks: dict[int, np.ndarray] = {}
         geometry: Geometry | None = None
-        for index, image_id in slices.items():
+        for index, image_id in slices.items():  # slices are never cropped (only photographs are)
             mask, _version = self.mask(image_id, tag)
-            geometry, crop = self.catalogue.placement(image_id)
-            picture = mask_to_source(mask, geometry)
-            masks[index] = picture if crop is None else embed_in_picture(picture, crop)
+            geometry, _crop = self.catalogue.placement(image_id)
+            masks[index] = mask_to_source(mask, geometry)
         assert geometry is not None
         try:
             payload = volume_masks_to_nifti(masks, geometry)
