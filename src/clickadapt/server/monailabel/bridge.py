@@ -232,7 +232,7 @@ class MonaiLabelBridge:
                 tag: {"ext": volume_suffix(path.name), "info": {"ts": int(path.stat().st_mtime)}}
                 for tag, path in self.files.labels(image).items()
             }
-            if image_id in labelled_on_the_page:
+            if image_id.startswith("data-") and image_id in labelled_on_the_page:  # data-folder volumes only
                 labels[WEB_TAG] = {"ext": ".nii.gz", "info": {"ts": int(time.time())}}
             objects[image_id] = {
                 "image": {"ext": image.suffix, "info": {"name": image.name, "ts": int(image.path.stat().st_mtime)}},
@@ -323,7 +323,8 @@ class MonaiLabelBridge:
 
         Raises:
             NotFound: Unknown image.
-            BadRequest: Not a label of the image's shape, or with classes the task does not have.
+            BadRequest: A read-only tag (``reference``, ``web``), not a label of the image's shape, or with classes
+                the task does not have.
         """
         check_writable_tag(tag)
         with self.lock:
