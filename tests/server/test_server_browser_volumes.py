@@ -41,7 +41,8 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         assert items.count() == 1  # the label volume is not a scan to label
         items.nth(0).click()
         page.wait_for_selector("#canvas[data-state=new]")
-        assert page.locator("#slice-value").text_content() == "10"  # the middle slice: nothing marked there
+        # the middle slice, nothing marked there (the panel follows the picture: wait for it)
+        page.wait_for_function("document.querySelector('#slice-value').textContent === '10'")
         page.wait_for_selector("#reference-slices:not([hidden])")
         assert page.locator("#reference-slices-text").text_content() == "The reference marks 4 of 20 slices (3–6)."
         assert page.locator("#reference-slices").get_attribute("title") == "patient01/gold_standard.nii.gz"
@@ -91,6 +92,7 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         page.wait_for_selector("#canvas[data-state=done]")  # the slice finished before, as it was left
         page.locator("#slice-down").click()
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 4]')")
+        page.wait_for_function("document.querySelector('#slice-value').textContent === '4'")
         entries = page.locator("#image-list li").all_text_contents()
         assert sorted(int(re.findall(r"\[slice (\d+)\]", entry)[0]) for entry in entries) == [4, 5, 6, 10], entries
         # the slice map: slice 5 finished (green), 6 in progress (amber), 3 marked by the reference only (grey), 10
@@ -157,6 +159,7 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
         assert page.evaluate("document.querySelector('#left').scrollTop") == 0  # nothing needed scrolling the panel
         page.locator("#canvas").press(".")  # the new slice's entry, at the list's end, is brought into its view
         page.wait_for_function("document.querySelector('#image-name').textContent.endsWith('[slice 11]')")
+        page.wait_for_function("document.querySelector('#slice-value').textContent === '11'")
         current, shown = (
             page.locator("#image-list li.current").bounding_box(),
             page.locator("#image-list").bounding_box(),
