@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import clickadapt.training.trainer as trainer
 from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import click_maps
-from clickadapt.data.registry import DatasetConfig, PatientFold, load_samples
+from clickadapt.data.registry import PatientFold, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.losses.combined import SegmentationLoss
@@ -162,17 +162,10 @@ class ZoomIn(nn.Module):
 
 def evaluation_samples(which: str) -> list[Sample]:
     """``train``: every fourth lesion slice of the LGG training patients; ``validation``; ``HT``."""
-    if which == "train":
-        config = DatasetConfig(
-            reader="lgg",
-            modality="FLAIR",
-            domains=["CS", "DU", "EZ", "FG"],
-            slice_policy="all",
-            min_lesion_pixels=30,
-            patient_fold=PatientFold(every=5, offset=0, keep="rest"),
-            size=256,
-        )
-        return load_samples(config, cache_dir=CACHE)[::4]
+    if which == "train":  # the validation rule's other patients, the shipped model's LGG training patients
+        validation = EVALUATION_SETS["brain"]["validation, all slices"]
+        rest = PatientFold(every=5, offset=0, keep="rest")
+        return load_samples(validation.model_copy(update={"patient_fold": rest, "size": 256}), cache_dir=CACHE)[::4]
     name = {"validation": "validation, all slices", "HT": "HT FLAIR, all slices"}[which]
     return load_samples(EVALUATION_SETS["brain"][name].model_copy(update={"size": 256}), cache_dir=CACHE)
 

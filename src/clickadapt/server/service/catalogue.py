@@ -520,11 +520,8 @@ class ImageCatalogue:
         if path is None or self.data_root is None:
             return None
         relative = path.relative_to(self.data_root).as_posix()
-        if record.slice_index is not None:
-            source = self.store.get_source(record.source_id or "")
-            assert source is not None
-            reader, _count = self._reference_reader(source, path, relative)
-            return relative, self._class_indices(reader(record.slice_index), relative)
+        if record.slice_index is not None and record.source_id is not None:
+            return relative, self.reference_volume(record.source_id)[1][record.slice_index]
         try:
             # Not ``decode_file``: it turns palette pictures into RGB, and a mask's palette indices are its classes.
             with PILImage.open(path) as picture:  # reads the header only, until the pixels are asked for
@@ -740,12 +737,15 @@ class ImageCatalogue:
         source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
         source = self.store.get_source(source_id)
         decoded = None
-        if source is not None and source.kind == "volume" and self.store.get_meta(LABEL_CHECK + source_id) is None:
+        checked = (
+            self.store.get_meta(LABEL_CHECK + source_id) if source is not None and source.kind == "volume" else None
+        )
+        if source is not None and source.kind == "volume" and checked is None:
             # registered by a version that did not tell label volumes apart: checked once, then remembered
             decoded = self._decode(path.read_bytes(), relative)
-            found = is_label_volume(decoded)
-            self.store.set_meta(LABEL_CHECK + source_id, "label" if found else "scan")
-        if source is not None and self.store.get_meta(LABEL_CHECK + source_id) == "label":
+            checked = "label" if is_label_volume(decoded) else "scan"
+            self.store.set_meta(LABEL_CHECK + source_id, checked)
+        if checked == "label":
             self._label_sources.add(source_id)  # its images nobody labelled leave the list (see _listed_records)
             raise LabelVolumeError(f"{relative}: {LABEL_VOLUME_REASON}")
         if source is None:

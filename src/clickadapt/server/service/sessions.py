@@ -496,8 +496,7 @@ class SessionManager:
         """
         with self.lock:
             relative, reference = self.catalogue.reference_volume(source_id)
-            slices = self.views.source_slices(source_id)
-            masks = {index: self.views.mask_at_source(image_id) for index, image_id in slices.items()}
+            masks = self.views.source_masks_at_source(source_id)
         predicted = np.zeros_like(reference)
         for index, mask in masks.items():
             if mask.shape != reference.shape[1:]:

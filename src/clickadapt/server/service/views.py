@@ -142,6 +142,10 @@ class SessionViews:
             NotFound: Unknown image, or no such mask yet.
         """
         mask, _version = self.mask(image_id, tag)
+        return self._placed_at_source(image_id, mask, tag)
+
+    def _placed_at_source(self, image_id: str, mask: np.ndarray, tag: MaskChoice) -> np.ndarray:
+        """:meth:`mask_at_source` of a mask :meth:`mask` already gave."""
         live = self.live.get(image_id) if tag == "current" else None
         geometry, crop = self.catalogue.placement(image_id)
         resampled = self._resampled(live, mask, geometry)
@@ -168,18 +172,26 @@ class SessionViews:
             picture = embed_in_picture(picture, crop)
         return source_mask_to_nifti(picture, geometry), "application/gzip", f"{stem}_mask.nii.gz"
 
-    def source_slices(self, source_id: str, tag: MaskChoice = "current") -> dict[int, str]:
-        """Slice index → image id of every slice of a volume that has a ``tag`` mask now, in slice order."""
-        found: dict[int, str] = {}
+    def source_slices(self, source_id: str, tag: MaskChoice = "current") -> dict[int, tuple[str, np.ndarray]]:
+        """Slice index → (image id, :meth:`mask` on the model grid) of every slice of a volume that has a ``tag`` mask
+        now, in slice order."""
+        found: dict[int, tuple[str, np.ndarray]] = {}
         for record in self.store.list_images():
             if record.source_id != source_id or record.slice_index is None:
                 continue
             try:
-                self.mask(record.id, tag)
+                mask, _version = self.mask(record.id, tag)
             except NotFound:
                 continue  # added to the list, not labelled yet
-            found[record.slice_index] = record.id
+            found[record.slice_index] = (record.id, mask)
         return dict(sorted(found.items()))
+
+    def source_masks_at_source(self, source_id: str) -> dict[int, np.ndarray]:
+        """Slice index → :meth:`mask_at_source` (current) of every slice of a volume that has a mask now."""
+        return {
+            index: self._placed_at_source(image_id, mask, "current")
+            for index, (image_id, mask) in self.source_slices(source_id).items()
+        }
 
     def export_volume(self, source_id: str, tag: MaskChoice = "current") -> tuple[bytes, str, str]:
         """Every labelled slice of a NIfTI volume in one NIfTI with the volume's stored shape and affine (the other
@@ -200,8 +212,7 @@ class SessionViews:
             raise NotFound(f"no slice of {source.name} has a {tag} mask yet; label a slice first")
         masks: dict[int, np.ndarray] = {}
         geometry: Geometry | None = None
-        for index, image_id in slices.items():  # slices are never cropped (only photographs are)
-            mask, _version = self.mask(image_id, tag)
+        for index, (image_id, mask) in slices.items():  # slices are never cropped (only photographs are)
             geometry, _crop = self.catalogue.placement(image_id)
             masks[index] = mask_to_source(mask, geometry)
         assert geometry is not None
