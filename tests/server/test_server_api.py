@@ -731,6 +731,47 @@ def test_an_in_progress_source_domain_image_is_replayed_on_the_base_weights_afte
     assert copy.state.version > service.models.base_version  # new clicks adapt the copy again
 
 
+def test_an_unfinished_slice_out_of_memory_keeps_its_mask_in_exports_as_last_seen_then_as_replayed(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    """Sessions beyond ``max_live_sessions`` leave memory; their slices still count in the volume's export (and
+    score): as their user last saw them, and after a restart as their clicks replayed, what opening them shows."""
+    settings = {"store": tmp_path / "kept", "max_live_sessions": 1}
+    client = make_client(**settings)
+    result = client.post("/api/uploads?filename=vol.nii.gz&slice=2", content=nifti_bytes((40, 36, 12))).json()
+    source_id, evicted = result["source"]["id"], result["image"]["id"]
+    other = client.post(f"/api/sources/{source_id}/slices", json={"index": 7}).json()["id"]
+    client.post(f"/api/images/{evicted}/clicks", json=LESION_CLICK)
+    client.post(f"/api/images/{evicted}/clicks", json={"row": 3, "col": 3, "label": 0})
+    seen = client.get(f"/api/images/{evicted}/export?format=png").content
+    version = client.get("/api/model").json()["version"]
+    for click in (LESION_CLICK, {"row": 5, "col": 30, "label": 0}):  # opens the other slice: the first leaves memory
+        assert client.post(f"/api/images/{other}/clicks", json=click).status_code == 200
+    service = client.app.state.service
+    assert service.sessions.live.get(evicted) is None and client.get("/api/model").json()["version"] > version
+
+    def no_model_run(*_args: object) -> None:
+        raise AssertionError("the mask last seen is kept: no replay")
+
+    service.models.new_session = no_model_run
+    assert client.get(f"/api/images/{evicted}/export?format=png").content == seen
+    volume = nib.Nifti1Image.from_bytes(gzip.decompress(client.get(f"/api/sources/{source_id}/export").content))
+    labelled = np.asarray(volume.dataobj).any(axis=(0, 1))  # axial slices along the third axis (identity affine)
+    assert np.flatnonzero(labelled).tolist() == [2, 7]
+    assert client.get(f"/api/images/{evicted}").json()["status"] == "in_progress"
+
+    restarted = make_client(**settings)
+    store = settings["store"]
+    before = {table: rows for table, rows in store_snapshot(store).items() if table != "files"}
+    replayed = restarted.get(f"/api/images/{evicted}/export?format=png")
+    assert replayed.status_code == 200, replayed.text
+    assert {table: rows for table, rows in store_snapshot(store).items() if table != "files"} == before
+    assert restarted.app.state.service.sessions.live.get(evicted) is None  # not opened, not claimed
+    restarted.post(f"/api/images/{evicted}/open")
+    assert restarted.get(f"/api/images/{evicted}/export?format=png").content == replayed.content
+    assert np.asarray(Image.open(io.BytesIO(replayed.content))).any()
+
+
 def test_many_skipped_files_are_said_in_a_few_lines() -> None:
     masks = [
         SkippedFile(f"p/x_{n}_mask.tif", f"the mask of x_{n}.tif", "mask(s) beside their images") for n in range(5)
@@ -1043,6 +1084,8 @@ def test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans_beside_
     web_volume = nib.Nifti1Image.from_bytes(gzip.decompress(web.content))
     assert np.allclose(web_volume.affine, affine)
     assert np.array_equal(np.asarray(web_volume.dataobj), np.asarray(whole.dataobj))
+    assert f'filename="{flair_ml}_web.nii.gz"' in web.headers["content-disposition"]
+    assert not list(store.rglob(f"{flair_ml}*"))  # made when asked for: a GET writes nothing
     missing = (
         ("reference", listed["p2/t1.nii.gz"][0], "has no 'reference' label"),
         ("web", t2_ml, "no slice of it was labelled in the web page"),

@@ -278,8 +278,9 @@ class MonaiLabelBridge:
         """
         return self.files.image(image_id)
 
-    def label_file(self, image_id: str, tag: str) -> Path:
-        """``GET /datastore/label``: the label file of an image and tag.
+    def label_file(self, image_id: str, tag: str) -> Path | bytes:
+        """``GET /datastore/label``: the label file of an image and tag (the ``web`` label: a gzipped NIfTI made
+        when asked for, never written to disk).
 
         Raises:
             NotFound: No such label.
@@ -301,9 +302,9 @@ class MonaiLabelBridge:
             if record.source_id is not None and record.slice_index is not None and record.status != "new"
         }
 
-    def _web_label(self, image_id: str) -> Path:
-        """The web page's labelled slices of a data-folder volume in one NIfTI aligned with it, written as its
-        ``web`` label file.
+    def _web_label(self, image_id: str) -> bytes:
+        """The web page's labelled slices of a data-folder volume in one NIfTI aligned with it (gzipped): its ``web``
+        label.
 
         Raises:
             NotFound: Not a data-folder volume, or no slice of it labelled on the page.
@@ -315,7 +316,7 @@ class MonaiLabelBridge:
             payload, _media_type, _filename = self.service.sessions.export_volume(image_id)
         except NotFound as error:
             raise NotFound(missing) from error
-        return self.files.write_label_bytes(image_id, WEB_TAG, payload, ".nii.gz", read_only_tag=True)
+        return payload
 
     def save_label(self, image_id: str, tag: str, received: Path, client_id: str) -> dict[str, Any]:
         """``PUT /datastore/label``: keep a label; a ``final`` one finishes the image's clicked slices and runs

@@ -11,7 +11,7 @@ and read in place, except those the web page does not list as scans either (labe
 ``GOLD_STANDARD…``, reference masks ``X_mask.nii.gz``). A data-folder scan's reference mask (the web page's: its
 ``X_mask.nii.gz`` or its folder's only label volume) is offered, read-only, as its label tagged ``reference``;
 what the web page labelled of it (its labelled slices, as ``GET /api/sources/{id}/export`` gives them) as its label
-tagged ``web``, written under ``labels/web/`` when asked for.
+tagged ``web``, made when asked for (never written to disk).
 Ids are safe file-name stems; nothing is ever written outside the folder above.
 """
 
@@ -266,10 +266,10 @@ class VolumeFiles:
                 found[folder.name] = path
         return found
 
-    def put_label(self, image_id: str, tag: str, received: Path, read_only_tag: bool = False) -> Path:
-        """Keep a received label file as the label ``tag`` of an image (replacing an earlier one); a read-only tag
-        (``web``) only when the server writes it (``read_only_tag``)."""
-        folder = self.root / "labels" / (check_tag(tag) if read_only_tag else check_writable_tag(tag))
+    def put_label(self, image_id: str, tag: str, received: Path) -> Path:
+        """Keep a received label file as the label ``tag`` of an image (replacing an earlier one); never under a
+        read-only tag."""
+        folder = self.root / "labels" / check_writable_tag(tag)
         folder.mkdir(parents=True, exist_ok=True)
         old = self.label(image_id, tag)
         if old is not None:
@@ -278,14 +278,11 @@ class VolumeFiles:
         received.replace(target)
         return target
 
-    def write_label_bytes(
-        self, image_id: str, tag: str, payload: bytes, suffix: str, read_only_tag: bool = False
-    ) -> Path:
-        """Write a label file from bytes (e.g. the model's first mask as ``original``; the web page's slices as
-        ``web``, a read-only tag, with ``read_only_tag``)."""
+    def write_label_bytes(self, image_id: str, tag: str, payload: bytes, suffix: str) -> Path:
+        """Write a label file from bytes (e.g. the model's first mask as ``original``)."""
         received = self.root / "incoming" / f"{time.time_ns()}{suffix}"
         received.write_bytes(payload)
-        return self.put_label(image_id, tag, received, read_only_tag)
+        return self.put_label(image_id, tag, received)
 
     # ------------------------------------------------------------------ sessions
     def add_session(self, session_id: str, received: Path, filename: str) -> Path:

@@ -133,12 +133,18 @@ def download_image(bridge: Bridge, image: Annotated[str, Query(max_length=128)])
 @router.get("/datastore/label", summary="Download a label", response_class=FileResponse)
 def download_label(
     bridge: Bridge, label: Annotated[str, Query(max_length=128)], tag: Annotated[str, Query(max_length=32)]
-) -> FileResponse:
+) -> Response:
     """The label of an image (``label`` = the image id) and tag (``final``, ``original``; ``reference``: a data-folder
     scan's reference mask, read-only)."""
-    path = bridge.label_file(label, tag)
+    found = bridge.label_file(label, tag)
+    if isinstance(found, bytes):
+        return Response(
+            found,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{label}_{tag}.nii.gz"'},
+        )
     return FileResponse(
-        path, media_type="application/octet-stream", filename=f"{label}_{tag}{volume_suffix(path.name)}"
+        found, media_type="application/octet-stream", filename=f"{label}_{tag}{volume_suffix(found.name)}"
     )
 
 

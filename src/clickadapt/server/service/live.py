@@ -15,8 +15,20 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from clickadapt.adaptation.session import InteractiveSession
-from clickadapt.server.datastore import CorrectionRecord
+from clickadapt.clicks.click import Click
+from clickadapt.server.datastore import ClickRecord, CorrectionRecord
 from clickadapt.server.service.errors import Conflict
+
+
+def replay_stored_clicks(session: InteractiveSession, clicks: list[ClickRecord]) -> None:
+    """Add stored clicks to a session with adaptation off (the restored weights already contain their updates)."""
+    adapt = session.adapt
+    session.adapt = False
+    try:
+        for click in clicks:
+            session.add_click(Click(click.row, click.col, click.label))
+    finally:
+        session.adapt = adapt
 
 
 @dataclass
@@ -123,11 +135,11 @@ class LiveImages:
         if self._current.get(client_id) == image_id:
             del self._current[client_id]
 
-    def evict_beyond(self, limit: int, keep: str) -> list[str]:
+    def evict_beyond(self, limit: int, keep: str) -> list[LiveImage]:
         """Drop the least recently used sessions until at most ``limit`` remain (never ``keep``).
 
         Returns:
-            The image ids dropped.
+            The sessions dropped.
         """
         dropped = []
         while len(self._live) > limit:
@@ -135,7 +147,7 @@ class LiveImages:
             if oldest_id == keep:
                 break
             self._live.pop(oldest_id)
-            dropped.append(oldest_id)
+            dropped.append(oldest)
             if oldest.client_id is not None and self._current.get(oldest.client_id) == oldest_id:
                 self._current.pop(oldest.client_id, None)
         return dropped

@@ -34,7 +34,7 @@ from clickadapt.server.schemas import ChartPoint, ReferenceScore, SessionView, V
 from clickadapt.server.service.catalogue import ImageCatalogue
 from clickadapt.server.service.crops import cut_from_picture
 from clickadapt.server.service.errors import BadRequest, Conflict, NotFound
-from clickadapt.server.service.live import LiveImage, LiveImages
+from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_clicks
 from clickadapt.server.service.registry import ModelRegistry
 from clickadapt.server.service.views import MaskChoice, SessionViews
 from clickadapt.server.settings import ServerSettings
@@ -135,14 +135,7 @@ class SessionManager:
             replayed_updates = [
                 click.update_s > 0 and click.model_version != versions[index] for index, click in enumerate(clicks)
             ]
-            if clicks:
-                adapt = session.adapt
-                session.adapt = False  # the restored weights already contain these clicks' updates
-                try:
-                    for click in clicks:
-                        session.add_click(Click(click.row, click.col, click.label))
-                finally:
-                    session.adapt = adapt
+            replay_stored_clicks(session, clicks)
         live = LiveImage(image_id, stored.id, session, client_id, time.monotonic())
         if session.clicks:
             live.replayed_updates = replayed_updates
@@ -150,7 +143,8 @@ class SessionManager:
         self.live.add(live)
         self._claim(live, client_id)
         for dropped in self.live.evict_beyond(self.settings.max_live_sessions, keep=image_id):
-            self.models.release_copy(dropped)
+            self.views.leaves_memory(dropped)
+            self.models.release_copy(dropped.image_id)
         return live
 
     def _live_with_clicks(self, image_id: str, client_id: str, action: str) -> LiveImage:

@@ -13,6 +13,8 @@ Not thread-safe by itself: the session manager calls it under the service lock.
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_source
-from clickadapt.server.datastore import ClickRecord, Datastore, ImageRecord
+from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore, ImageRecord
 from clickadapt.server.images import (
     encode_png,
     overlay_png,
@@ -32,10 +34,14 @@ from clickadapt.server.schemas import ClickOut, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
 from clickadapt.server.service.crops import embed_in_picture
 from clickadapt.server.service.errors import BadRequest, NotFound, slug
-from clickadapt.server.service.live import LiveImage, LiveImages
+from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_clicks
 from clickadapt.server.service.registry import ModelRegistry
 
 MaskChoice = Literal["current", "original", "final"]
+OutOfMemoryKey = tuple[str, int, tuple[int, ...], tuple[int, ...]]
+"""Image id, session id, ids of its clicks and of its strokes in force."""
+OUT_OF_MEMORY_MASKS = 256
+"""Current masks of in-progress images not in memory that are kept (model grid; 16 MB for 256 px brain slices)."""
 """Which mask: the live one, the model's first-click mask, or the user's finished label."""
 PAGE_OVERLAY_MAX_SIDE = 2048
 """The page's overlay is drawn at the source's resolution up to this many pixels a side (more is finer than
@@ -64,6 +70,16 @@ def overlay_data_url(mask: np.ndarray | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(overlay_png(mask)).decode("ascii")
 
 
+def painted(prediction: np.ndarray | None, strokes: Sequence[CorrectionRecord]) -> np.ndarray | None:
+    """A prediction (model grid) with brush and eraser strokes painted over it in order (``None`` without one)."""
+    mask = prediction
+    if mask is None:
+        return None
+    for stroke in strokes:
+        mask = paint_stroke(mask, stroke.points, stroke.radius, stroke.label)
+    return mask
+
+
 class SessionViews:
     """Builds session views, masks and files from the live sessions, the store and the registry.
 
@@ -80,18 +96,63 @@ class SessionViews:
         self.models = models
         self.live = live
         self.task = models.task
+        self._out_of_memory: OrderedDict[OutOfMemoryKey, tuple[np.ndarray, int]] = OrderedDict()
+        """Current masks of in-progress images not in memory (see :meth:`_current_out_of_memory`), oldest first."""
 
     # ================================================================== masks
 
     @staticmethod
     def edited_mask(live: LiveImage) -> np.ndarray | None:
         """The latest prediction with the brush and eraser strokes painted over it (model grid)."""
-        mask = live.session.prediction
-        if mask is None:
+        return painted(live.session.prediction, live.corrections)
+
+    def _out_of_memory_key(self, image_id: str, session_id: int) -> OutOfMemoryKey | None:
+        """What an in-progress image's current mask depends on: its session's clicks and strokes in force
+        (``None`` without clicks)."""
+        clicks = self.store.active_clicks(session_id)
+        if not clicks:
             return None
-        for stroke in live.corrections:
-            mask = paint_stroke(mask, stroke.points, stroke.radius, stroke.label)
-        return mask
+        strokes = tuple(stroke.id for stroke in self.store.active_corrections(session_id))
+        return image_id, session_id, tuple(click.id for click in clicks), strokes
+
+    def _keep_out_of_memory(self, key: OutOfMemoryKey, mask: np.ndarray, version: int) -> None:
+        self._out_of_memory[key] = (mask, version)
+        self._out_of_memory.move_to_end(key)
+        while len(self._out_of_memory) > OUT_OF_MEMORY_MASKS:
+            self._out_of_memory.popitem(last=False)
+
+    def leaves_memory(self, live: LiveImage) -> None:
+        """Keep the current mask of an unfinished image whose session leaves memory (least recently used), as its
+        user last saw it: what its volume's Dice and export count until it is opened again."""
+        mask = self.edited_mask(live)
+        key = self._out_of_memory_key(live.image_id, live.session_id)
+        if mask is not None and key is not None and not live.session.finished:
+            self._keep_out_of_memory(key, mask, self.models.mask_version(live.session) or 0)
+
+    def _current_out_of_memory(self, image_id: str, session_id: int) -> tuple[np.ndarray, int] | None:
+        """The current mask of an in-progress image whose session is not in memory, and its model version: as it
+        left memory, or (after a restart) its stored clicks replayed with adaptation off on the model it would open
+        on and its strokes painted over, which is what opening it shows, without opening it (no claim, nothing
+        stored). ``None`` when it has no click."""
+        key = self._out_of_memory_key(image_id, session_id)
+        if key is None:
+            return None
+        found = self._out_of_memory.get(key)
+        if found is not None:
+            self._out_of_memory.move_to_end(key)
+            return found
+        record = self.catalogue.require_image(image_id)
+        session = self.models.new_session(image_id, record.name)
+        try:
+            session.set_image(self.catalogue.image_data(image_id).pixels, image_id)
+            replay_stored_clicks(session, self.store.active_clicks(session_id))
+            mask = painted(session.prediction, self.store.active_corrections(session_id))
+            version = self.models.mask_version(session) or 0
+        finally:
+            self.models.release_copy(image_id)  # a source-domain image's copy of the base model is not kept
+        assert mask is not None
+        self._keep_out_of_memory(key, mask, version)
+        return mask, version
 
     def _resampled(self, live: LiveImage | None, mask: np.ndarray, geometry: Geometry) -> np.ndarray:
         """``mask`` (model grid) at ``geometry``'s source shape with smooth edges: the live logits resampled
@@ -127,6 +188,10 @@ class SessionViews:
             return edited, self.models.mask_version(live.session) or 0
         if tag == "current":
             stored = self.store.latest_session(image_id)
+            if live is None and stored is not None and stored.status != "done":
+                out_of_memory = self._current_out_of_memory(image_id, stored.id)
+                if out_of_memory is not None:
+                    return out_of_memory
             tag = "final" if stored is not None and stored.status == "done" else "original"
             if tag == "original":
                 raise NotFound(f"image {image_id!r} has no mask yet; open it and click")
