@@ -81,6 +81,18 @@ class MeanOfSoftmax(nn.Module):
         return probabilities.clamp_min(1e-6).log()
 
 
+class LogitOffset(nn.Module):
+    """The foreground logits raised by ``offset``: a lower (``offset`` > 0) or higher decision threshold."""
+
+    def __init__(self, model: nn.Module, offset: float) -> None:
+        super().__init__()
+        self.model, self.offset = model, offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.model(x)
+        return torch.cat([logits[:, :1], logits[:, 1:] + self.offset], 1)
+
+
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a ``(2r+1)²`` window, edges averaged over the pixels inside."""
     return nn.functional.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
@@ -178,6 +190,8 @@ def evaluate(args: argparse.Namespace) -> None:
     model: nn.Module = loaded[0].model.eval() if len(loaded) == 1 else MeanOfSoftmax([m.model.eval() for m in loaded])
     if args.guided:
         model = GuidedLesion(model, int(args.guided[0]), float(args.guided[1]))
+    if args.offset:
+        model = LogitOffset(model, float(args.offset))
     if args.zoom:
         model = ZoomIn(model, float(args.zoom[0]), int(args.zoom[1]), sigma)
     samples = evaluation_samples(args.set)
@@ -275,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     scoring.add_argument("--set", choices=("train", "validation", "HT"), default="train")
     scoring.add_argument("--seeds", default="0", help="click seeds, comma-separated")
     scoring.add_argument("--guided", nargs=2, metavar=("RADIUS", "EPS"))
+    scoring.add_argument("--offset", type=float, default=0.0, help="added to the foreground logits")
     scoring.add_argument("--zoom", nargs=2, metavar=("MARGIN", "MIN_SIDE"))
     training = commands.add_parser("train", help="fine-tune a variant of the shipped model")
     training.add_argument("variant", choices=VARIANTS)
