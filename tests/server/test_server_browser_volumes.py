@@ -108,6 +108,20 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
         assert page.evaluate(colour, [10, 6]) == [0, 0, 0]  # transparent
         assert page.evaluate(colour, [4, 0]) == [255, 255, 255]  # the slice shown (4), outlined
         map_box = page.locator("#slice-map").bounding_box()
+        # columns are narrow in long volumes: hovering one says which slice it is and what it holds
+        hovered = {}
+        for index in (3, 5, 6, 10):
+            page.mouse.move(map_box["x"] + map_box["width"] * (index + 0.5) / 20, map_box["y"] + map_box["height"] / 2)
+            hovered[index] = page.locator("#slice-map").get_attribute("title")
+        pixels = page.evaluate("window.clickadapt.state.referencePixels")
+        assert pixels[3] > 0 and pixels[10] == 0
+
+        def summary(index: int, status: str) -> str:
+            marked = [f"the reference marks {pixels[index]} px"] if pixels[index] else []
+            return f"slice {index}: {'; '.join([status, *marked])}. Click to go there."
+
+        expected = {3: "not labelled", 5: "finished", 6: "in progress", 10: "in the list, not labelled"}
+        assert hovered == {index: summary(index, status) for index, status in expected.items()}
         page.mouse.click(map_box["x"] + map_box["width"] * 12.5 / 20, map_box["y"] + map_box["height"] / 2)
         assert page.locator("#slice-value").text_content() == "12"
         assert page.evaluate(colour, [12, 0]) == [255, 255, 255]

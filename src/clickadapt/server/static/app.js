@@ -1054,12 +1054,28 @@
     paint.strokeRect(x + 1, 1, Math.max(1, w - 2), map.height - 2);
   }
 
+  // The slice under the pointer on the slice map.
+  function sliceAt(event) {
+    const index = Math.floor((event.offsetX / $("slice-map").clientWidth) * state.volume.num_slices);
+    return Math.max(0, Math.min(state.volume.num_slices - 1, index));
+  }
+
+  // What the slice map shows of one slice, in words (its tooltip: columns are narrow in long volumes).
+  function sliceSummary(index) {
+    const image = state.images.find((item) => item.source_id === state.volume.id && item.slice_index === index);
+    const status = { done: "finished", in_progress: "in progress", new: "in the list, not labelled" }[image ? image.status : ""];
+    const pixels = (state.referencePixels || [])[index] || 0;
+    const parts = [status || "not labelled", pixels > 0 ? `the reference marks ${pixels} px` : ""].filter(Boolean);
+    return `slice ${index}: ${parts.join("; ")}. Click to go there.`;
+  }
+
   $("slice-map").addEventListener("click", (event) => {
     if (!state.volume) return;
-    const map = $("slice-map");
-    const index = Math.floor((event.offsetX / map.clientWidth) * state.volume.num_slices);
-    $("slice-slider").value = String(Math.max(0, Math.min(state.volume.num_slices - 1, index)));
+    $("slice-slider").value = String(sliceAt(event));
     updateSlicePreview();
+  });
+  $("slice-map").addEventListener("mousemove", (event) => {
+    if (state.volume) $("slice-map").title = sliceSummary(sliceAt(event));
   });
 
   function updateSlicePreview() {
