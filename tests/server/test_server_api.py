@@ -12,7 +12,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_helpers import IMAGE_SIZE, AppFactory, dicom_bytes, store_snapshot, synthetic_brain_slice
+from server_helpers import (
+    IMAGE_SIZE,
+    AppFactory,
+    dicom_bytes,
+    store_snapshot,
+    synthetic_brain_slice,
+    write_tiny_fundus_checkpoint,
+)
 
 from clickadapt.adaptation.safety import SafetyEvent
 from clickadapt.models.checkpoint import load_checkpoint
@@ -353,6 +360,33 @@ def test_channel_setting_segments_one_channel_of_a_multichannel_picture(
     averaged = make_client(store=tmp_path / "other").post("/api/uploads?filename=slice.png", content=stacked)
     assert "colour" in averaged.json()["warning"]
     assert client.get("/api/info").json()["channel"] == 1  # the page says which channel it segments
+
+
+def test_a_data_folder_of_colour_pictures_for_the_grey_model_is_said_unless_a_channel_is_chosen(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    """TCGA-LGG kaggle_3m pictures stack three MR sequences: served without --channel, the grey model sees their
+    average. The server says so at start-up (/api/info, shown by the page), naming a file and the option."""
+    data = tmp_path / "data"
+    data.mkdir()
+    channels = [np.clip(synthetic_brain_slice(40, seed)[0], 0, 255).astype(np.uint8) for seed in (1, 2, 3)]
+    (data / "case_1.png").write_bytes(png_bytes(np.stack(channels, axis=-1)))
+    (data / "case_2.png").write_bytes(png_bytes(channels[0]))
+    averaged = make_client(data=data, use_samples=False).get("/api/info").json()["data_warning"]
+    assert averaged.startswith("its pictures look like colour photographs (case_1.png), but the brain model")
+    assert "--channel N" in averaged
+    chosen = make_client(data=data, use_samples=False, channel=1, store=tmp_path / "chosen").get("/api/info").json()
+    assert chosen["data_warning"] is None
+    (data / "case_1.png").unlink()
+    grey = make_client(data=data, use_samples=False, store=tmp_path / "grey").get("/api/info").json()
+    assert grey["data_warning"] is None
+    fundus = write_tiny_fundus_checkpoint(tmp_path / "fundus.pt")  # a colour model: grey pictures are said
+    on_fundus = make_client(data=data, use_samples=False, model=str(fundus), store=tmp_path / "fundus")
+    assert (
+        on_fundus.get("/api/info")
+        .json()["data_warning"]
+        .startswith("it holds grey images (case_2.png), but the fundus model segments colour photographs")
+    )
 
 
 def test_upload_dicom(client: TestClient) -> None:

@@ -39,6 +39,7 @@ def test_the_slice_panel_points_to_the_reference_and_a_slice_there_is_compared_w
     with served_page(arguments) as (page, errors):
         items = page.locator("#image-list li")
         assert items.count() == 1  # the label volume is not a scan to label
+        assert page.locator("#data-warning").is_hidden()  # grey volumes for the grey model
         items.nth(0).click()
         page.wait_for_selector("#canvas[data-state=new]")
         # the middle slice, nothing marked there (the panel follows the picture: wait for it)
@@ -150,8 +151,8 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(1)
-    for index in range(60):  # a data folder of many pictures before the volume
-        picture = Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8))
+    for index in range(60):  # a data folder of many pictures before the volume, the first in colour
+        picture = Image.fromarray(rng.integers(0, 255, (32, 32, 3) if index == 0 else (32, 32), dtype=np.uint8))
         picture.save(data / f"slice_{index:02d}.png")
     (data / "zz").mkdir()
     scan = rng.normal(100, 10, SHAPE).astype(np.float32)
@@ -161,6 +162,10 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
     with served_page(arguments, width=1366, height=768) as (page, errors):
         items = page.locator("#image-list li")
         assert items.count() == 61
+        # the grey model and a colour picture among the folder's first: said above the list, with what to do
+        warning = page.locator("#data-warning")
+        assert warning.is_visible() and "slice_00.png" in warning.text_content()
+        assert "--channel N" in warning.text_content()
         assert page.evaluate(
             "(() => { const l = document.querySelector('#image-list'); return l.scrollHeight > l.clientHeight })()"
         )

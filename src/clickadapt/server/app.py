@@ -126,6 +126,7 @@ def create_app(settings: ServerSettings | None = None, samples: Sequence[Sample]
             data_folder=service.catalogue.data_root is not None,
             crops=service.models.task.image_channels == 3,
             channel=settings.channel if service.models.task.image_channels == 1 else None,
+            data_warning=service.catalogue.data_warning,
             model=service.models.model_info(),
         )
 

@@ -168,6 +168,8 @@ def run_serve(args: argparse.Namespace) -> int:
         + (f", channel {settings.channel} of colour pictures" if settings.channel is not None else ""),
         flush=True,
     )
+    if service.catalogue.data_warning is not None:
+        print(f"  warning, data folder: {service.catalogue.data_warning}", flush=True)
     skipped = service.catalogue.skipped
     if skipped:
         lines = "\n    ".join(summarise_skipped(skipped, singles=SKIPPED_FILES_SHOWN))

@@ -277,6 +277,11 @@ class ServerInfo(BaseModel):
     channel: int | None = Field(
         None, description="channel of colour (multichannel) pictures a grey model segments (serve --channel)"
     )
+    data_warning: str | None = Field(
+        None,
+        description="why the data folder's files may not suit the model (colour pictures for a grey model without "
+        "--channel, grey ones for a colour model)",
+    )
     model: ModelInfo
 
 

@@ -46,6 +46,7 @@ from clickadapt.server.images import (
     prepare_image,
     prepare_source,
     task_fit_warning,
+    task_mismatch,
     window_to_uint8,
 )
 from clickadapt.server.schemas import ImageInfo, ReferenceSlices, SourceInfo, UploadResult
@@ -65,6 +66,8 @@ from clickadapt.volume_input import stats_step
 logger = logging.getLogger(__name__)
 
 UPLOADS_FOLDER = "uploads"
+FIT_CHECKED_FILES = 3
+"""Data-folder files decoded at start-up to tell whether they look like what the model segments (colour vs grey)."""
 VOLUME_CACHE_SIZE = 2
 """Decoded volumes kept in memory (the slice slider previews many slices of one volume)."""
 UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "nifti": ".nii", "dicom": ".dcm"}
@@ -295,6 +298,9 @@ class ImageCatalogue:
         self.label_files: set[str] = set()
         """Data-folder files (relative paths) found at start-up to be labels, not images: label volumes and the
         reference masks ``X_mask.ext`` of pictures and volumes."""
+        self.data_warning: str | None = None
+        """A sentence when the data folder's first files do not look like what the model segments (colour pictures
+        for a grey model without ``--channel``, grey ones or volumes for a colour model); the page shows it."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -346,6 +352,9 @@ class ImageCatalogue:
                     message = error.message.removeprefix(f"{relative}: ")
                     self.skipped.append(SkippedFile(relative, message))
             self.store.list_data_folder_first(scanned)  # natural order, also in a store made in another one
+            self.data_warning = self._data_fit_warning(scanned[:FIT_CHECKED_FILES])
+            if self.data_warning is not None:
+                logger.warning("data folder: %s", self.data_warning)
             for entry in self.skipped:
                 logger.debug("data folder: skipping %s", entry)
             for line in summarise_skipped(self.skipped):
@@ -364,6 +373,35 @@ class ImageCatalogue:
                         "" if pattern is None else f" (--reference-name {pattern!r} matches none or several)",
                         ", ".join(sorted(volume.name for volume in candidates)),
                     )
+
+    def _data_fit_warning(self, image_ids: list[str]) -> str | None:
+        """:attr:`data_warning` from the files of these data-folder images (decoded as they are, before
+        ``--channel``), else ``None``."""
+        limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
+        for image_id in image_ids:
+            record = self.store.get_image(image_id)
+            source = self.store.get_source(record.source_id) if record is not None and record.source_id else None
+            if source is None or (source.kind == "volume" and self.task.image_channels == 1):
+                continue  # a volume is grey: what a grey model segments
+            try:
+                decoded = decode_file(self._read_source_bytes(source), source.name, limits)
+            except (ServiceError, UnsupportedFormatError, ImageDecodeError, OSError):
+                continue  # said when the file is opened
+            mismatch = task_mismatch(decoded, self.task)
+            if mismatch == "colour" and self.settings.channel is None:
+                return (
+                    f"its pictures look like colour photographs ({source.name}), but the {self.task.name} model "
+                    "segments grey images: their channels are averaged to grey, and the masks are unlikely to be "
+                    "meaningful. If the channels are MR sequences (a TCGA-LGG slice: pre-contrast, FLAIR, "
+                    "post-contrast), start the server with --channel N (--channel 1: FLAIR)"
+                )
+            if mismatch == "grey":
+                kind = "volumes" if source.kind == "volume" else "grey images"
+                return (
+                    f"it holds {kind} ({source.name}), but the {self.task.name} model segments colour photographs: "
+                    "the masks are unlikely to be meaningful; serve them with a model of their kind (--model)"
+                )
+        return None
 
     @property
     def skipped_files(self) -> list[str]:

@@ -1158,6 +1158,8 @@
     buildClassPicker(state.info.class_names);
     $("crop-tool").hidden = !state.info.crops;
     for (const key of document.querySelectorAll(".crop-key")) key.hidden = !state.info.crops;
+    $("data-warning").hidden = !state.info.data_warning;
+    $("data-warning").textContent = state.info.data_warning ? `The data folder: ${state.info.data_warning}.` : "";
     $("channel-note").hidden = state.info.channel === null || state.info.channel === undefined;
     $("channel-value").textContent = String(state.info.channel ?? "");
     renderModel(state.info.model);
