@@ -373,7 +373,7 @@ def test_a_data_folder_of_colour_pictures_for_the_grey_model_is_said_unless_a_ch
     (data / "case_1.png").write_bytes(png_bytes(np.stack(channels, axis=-1)))
     (data / "case_2.png").write_bytes(png_bytes(channels[0]))
     averaged = make_client(data=data, use_samples=False).get("/api/info").json()["data_warning"]
-    assert averaged.startswith("its pictures look like colour photographs (case_1.png), but the brain model")
+    assert averaged.startswith("case_1.png: this looks like a colour photograph, but the model segments grey brain")
     assert "--channel N" in averaged
     chosen = make_client(data=data, use_samples=False, channel=1, store=tmp_path / "chosen").get("/api/info").json()
     assert chosen["data_warning"] is None
@@ -385,7 +385,7 @@ def test_a_data_folder_of_colour_pictures_for_the_grey_model_is_said_unless_a_ch
     assert (
         on_fundus.get("/api/info")
         .json()["data_warning"]
-        .startswith("it holds grey images (case_2.png), but the fundus model segments colour photographs")
+        .startswith("case_2.png: this is a grey image, but the model segments colour fundus photographs")
     )
 
 

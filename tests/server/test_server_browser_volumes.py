@@ -164,7 +164,7 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
         assert items.count() == 61
         # the grey model and a colour picture among the folder's first: said above the list, with what to do
         warning = page.locator("#data-warning")
-        assert warning.is_visible() and "slice_00.png" in warning.text_content()
+        assert warning.is_visible() and warning.text_content().startswith("The data folder: slice_00.png: this looks")
         assert "--channel N" in warning.text_content()
         assert page.evaluate(
             "(() => { const l = document.querySelector('#image-list'); return l.scrollHeight > l.clientHeight })()"

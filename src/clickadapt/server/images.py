@@ -470,36 +470,25 @@ def decode_file(
     return decoded
 
 
-def task_mismatch(source: DecodedSource, task: TaskSpec) -> Literal["colour", "grey"] | None:
-    """How a file differs from what the model segments: ``"colour"`` (a colour picture for a grey model),
-    ``"grey"`` (a grey picture or a volume for a colour model), else ``None``."""
-    if source.kind == "volume":
-        colour = False
-    else:
-        picture = source.picture()
-        colour = picture.ndim == 3 and is_colour(picture)
-    if task.image_channels == 1 and colour:
-        return "colour"
-    if task.image_channels == 3 and not colour:
-        return "grey"
-    return None
-
-
 def task_fit_warning(source: DecodedSource, task: TaskSpec) -> str | None:
     """A sentence when a file does not look like what the model segments (colour vs grey), else ``None``.
 
     A colour photograph on a grey (MRI) model, or a grey image or volume on a colour (fundus) model, is
     still accepted (and converted), but its masks are unlikely to mean anything.
     """
-    mismatch = task_mismatch(source, task)
-    if mismatch == "colour":
+    if source.kind == "volume":
+        colour = False
+    else:
+        picture = source.picture()
+        colour = picture.ndim == 3 and is_colour(picture)
+    if task.image_channels == 1 and colour:
         return (
             f"this looks like a colour photograph, but the model segments grey {task.name} images; it was "
             "converted to grey and its masks are unlikely to be meaningful. If its channels are MR sequences "
             "(e.g. a TCGA-LGG slice: pre-contrast, FLAIR, post-contrast), start the server with --channel N to "
-            "segment one of them"
+            "segment one of them (--channel 1: FLAIR)"
         )
-    if mismatch == "grey":
+    if task.image_channels == 3 and not colour:
         kind = "volume" if source.kind == "volume" else "grey image"
         return (
             f"this is a {kind}, but the model segments colour {task.name} photographs; its masks are unlikely "

@@ -46,7 +46,6 @@ from clickadapt.server.images import (
     prepare_image,
     prepare_source,
     task_fit_warning,
-    task_mismatch,
     window_to_uint8,
 )
 from clickadapt.server.schemas import ImageInfo, ReferenceSlices, SourceInfo, UploadResult
@@ -299,8 +298,9 @@ class ImageCatalogue:
         """Data-folder files (relative paths) found at start-up to be labels, not images: label volumes and the
         reference masks ``X_mask.ext`` of pictures and volumes."""
         self.data_warning: str | None = None
-        """A sentence when the data folder's first files do not look like what the model segments (colour pictures
-        for a grey model without ``--channel``, grey ones or volumes for a colour model); the page shows it."""
+        """A sentence when one of the data folder's first files does not look like what the model segments (a colour
+        picture for a grey model without ``--channel``, a grey one or a volume for a colour model); the page shows
+        it."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -375,32 +375,18 @@ class ImageCatalogue:
                     )
 
     def _data_fit_warning(self, image_ids: list[str]) -> str | None:
-        """:attr:`data_warning` from the files of these data-folder images (decoded as they are, before
-        ``--channel``), else ``None``."""
-        limits = DecodeLimits(self.settings.max_image_pixels, self.settings.max_volume_voxels)
+        """:attr:`data_warning` from the files of these data-folder images, else ``None``."""
         for image_id in image_ids:
             record = self.store.get_image(image_id)
             source = self.store.get_source(record.source_id) if record is not None and record.source_id else None
             if source is None or (source.kind == "volume" and self.task.image_channels == 1):
                 continue  # a volume is grey: what a grey model segments
             try:
-                decoded = decode_file(self._read_source_bytes(source), source.name, limits)
-            except (ServiceError, UnsupportedFormatError, ImageDecodeError, OSError):
+                warning = task_fit_warning(self._decode(self._read_source_bytes(source), source.name), self.task)
+            except (ServiceError, OSError):
                 continue  # said when the file is opened
-            mismatch = task_mismatch(decoded, self.task)
-            if mismatch == "colour" and self.settings.channel is None:
-                return (
-                    f"its pictures look like colour photographs ({source.name}), but the {self.task.name} model "
-                    "segments grey images: their channels are averaged to grey, and the masks are unlikely to be "
-                    "meaningful. If the channels are MR sequences (a TCGA-LGG slice: pre-contrast, FLAIR, "
-                    "post-contrast), start the server with --channel N (--channel 1: FLAIR)"
-                )
-            if mismatch == "grey":
-                kind = "volumes" if source.kind == "volume" else "grey images"
-                return (
-                    f"it holds {kind} ({source.name}), but the {self.task.name} model segments colour photographs: "
-                    "the masks are unlikely to be meaningful; serve them with a model of their kind (--model)"
-                )
+            if warning is not None:
+                return f"{source.name}: {warning}"
         return None
 
     @property
