@@ -806,6 +806,28 @@ def test_an_unfinished_slice_out_of_memory_keeps_its_mask_in_exports_as_last_see
     assert np.asarray(Image.open(io.BytesIO(replayed.content))).any()
 
 
+def test_replaying_an_unfinished_image_out_of_memory_leaves_the_shared_weights_alone(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    """TSCA resets its student to the teacher when the next image begins: the replay that gives an image out of
+    memory its mask must not begin an image on the shared model, or it would undo the open image's updates."""
+    settings = {"store": tmp_path / "kept", "strategy": "tsca", "max_live_sessions": 1}
+    first = make_client(**settings)
+    out_of_memory, live = (image["id"] for image in first.get("/api/images").json()[:2])
+    first.post(f"/api/images/{out_of_memory}/clicks", json=LESION_CLICK)
+    restarted = make_client(**settings)
+    for click in (LESION_CLICK, {"row": 3, "col": 3, "label": 0}):
+        assert restarted.post(f"/api/images/{live}/clicks", json=click).status_code == 200
+    state = restarted.app.state.service.models.state
+    student = state.strategy.student
+    weights = {name: value.clone() for name, value in student.state_dict().items()}
+    assert any(not torch.equal(weights[name], value) for name, value in state.model.state_dict().items())
+    version = state.version
+    assert restarted.get(f"/api/images/{out_of_memory}/export?format=png").status_code == 200  # replayed
+    assert state.version == version
+    assert all(torch.equal(weights[name], value) for name, value in student.state_dict().items())
+
+
 def test_many_skipped_files_are_said_in_a_few_lines() -> None:
     masks = [
         SkippedFile(f"p/x_{n}_mask.tif", f"the mask of x_{n}.tif", "mask(s) beside their images") for n in range(5)

@@ -143,6 +143,7 @@ class SessionViews:
             return found
         record = self.catalogue.require_image(image_id)
         session = self.models.new_session(image_id, record.name)
+        session.adapt = False  # nor the strategy's start of an image: the shared weights serve a live image
         try:
             session.set_image(self.catalogue.image_data(image_id).pixels, image_id)
             replay_stored_clicks(session, self.store.active_clicks(session_id))
