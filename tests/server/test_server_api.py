@@ -918,6 +918,68 @@ def volume_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(nib.Nifti1Image(volume, affine).to_bytes())
 
 
+def test_the_reference_of_a_folder_with_several_label_volumes_is_chosen_in_the_page_and_kept(
+    make_client: AppFactory, tmp_path: Path
+) -> None:
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    shape = (24, 24, 6)
+    first, second = np.zeros(shape, dtype=np.uint8), np.zeros(shape, dtype=np.uint8)
+    first[4:12, 4:12, 1:3] = 1  # two raters: slices 1-2, and 2-4
+    second[8:20, 8:20, 2:5] = 1
+    scan = np.random.default_rng(0).normal(100, 10, shape).astype(np.float32)
+    folders = {
+        "p": {"scan.nii.gz": scan, "rater1.nii.gz": first, "rater2.nii.gz": second},
+        "q": {"scan.nii.gz": scan, "scan_mask.nii.gz": first, "other.nii.gz": second},  # its own X_mask wins
+    }
+    for folder, files in folders.items():
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for name, volume in files.items():
+            (tmp_path / "data" / folder / name).write_bytes(volume_bytes(volume, affine))
+    settings = {"data": tmp_path / "data", "use_samples": False}
+    client = make_client(**settings)
+    store = tmp_path / "store"
+    images = {image["name"].split(" ")[0]: image for image in client.get("/api/images").json()}
+    p_scan, q_scan = images["p/scan.nii.gz"]["source_id"], images["q/scan.nii.gz"]["source_id"]
+    assert client.get(f"/api/sources/{p_scan}/reference/choices").json() == {
+        "label_volumes": ["p/rater1.nii.gz", "p/rater2.nii.gz"],
+        "reference": None,
+        "own_mask": False,
+    }
+    assert_refused(client, store, "GET", f"/api/sources/{p_scan}/reference", 404, "the one chosen among several")
+    chosen = client.put(f"/api/sources/{p_scan}/reference", json={"label_volume": "p/rater2.nii.gz"})
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["reference"] == "p/rater2.nii.gz"
+    marked = client.get(f"/api/sources/{p_scan}/reference").json()
+    assert marked["reference"] == "p/rater2.nii.gz" and [n > 0 for n in marked["pixels"]] == [0, 0, 1, 1, 1, 0]
+    assert client.get(f"/api/images/{images['p/scan.nii.gz']['id']}").json()["has_reference"] is True
+    # kept in the store: a restart uses it, and another choice replaces it
+    restarted = make_client(**settings)
+    assert restarted.get(f"/api/sources/{p_scan}/reference").json()["reference"] == "p/rater2.nii.gz"
+    restarted.put(f"/api/sources/{p_scan}/reference", json={"label_volume": "p/rater1.nii.gz"})
+    marked = restarted.get(f"/api/sources/{p_scan}/reference").json()
+    assert marked["reference"] == "p/rater1.nii.gz" and [n > 0 for n in marked["pixels"]] == [0, 1, 1, 0, 0, 0]
+    # refused, with the reason, nothing stored: not a label volume there; a scan with its own X_mask; an upload
+    for source, label_volume, words in (
+        (p_scan, "p/scan.nii.gz", "'p/scan.nii.gz' is not a label volume of p (there: p/rater1.nii.gz, p/rater2"),
+        (p_scan, "q/other.nii.gz", "is not a label volume of p"),
+        (q_scan, "q/other.nii.gz", "q/scan.nii.gz has its own reference mask q/scan_mask.nii.gz"),
+    ):
+        body = {"label_volume": label_volume}
+        assert_refused(restarted, store, "PUT", f"/api/sources/{source}/reference", 400, words, json=body)
+    assert restarted.get(f"/api/sources/{q_scan}/reference/choices").json() == {
+        "label_volumes": ["q/other.nii.gz"],  # the folder's other label volumes (X_mask files are masks of a scan)
+        "reference": "q/scan_mask.nii.gz",
+        "own_mask": True,
+    }
+    # the page's choice outlasts a start-up option that would choose another
+    with_pattern = make_client(**settings, reference_name="rater2*")
+    assert with_pattern.get(f"/api/sources/{p_scan}/reference").json()["reference"] == "p/rater1.nii.gz"
+    upload = restarted.post("/api/uploads?filename=vol.nii.gz", content=nifti_bytes()).json()["source"]["id"]
+    assert restarted.get(f"/api/sources/{upload}/reference/choices").json()["label_volumes"] == []
+    body = {"label_volume": "p/rater1.nii.gz"}
+    assert_refused(restarted, store, "PUT", f"/api/sources/{upload}/reference", 400, "is an upload", json=body)
+
+
 def test_label_volumes_an_older_version_listed_as_scans_leave_the_list_unless_someone_labelled_them(
     make_client: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

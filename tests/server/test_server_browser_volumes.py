@@ -186,3 +186,36 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
         assert current is not None and shown is not None
         assert shown["y"] <= current["y"] and current["y"] + current["height"] <= shown["y"] + shown["height"] + 1
         assert errors == []
+
+
+@pytest.mark.slow
+def test_the_reference_of_a_folder_with_two_raters_is_chosen_in_the_volume_panel(tmp_path: Path) -> None:
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    shape = (24, 24, 6)
+    raters = {"rater1.nii.gz": np.zeros(shape, dtype=np.uint8), "rater2.nii.gz": np.zeros(shape, dtype=np.uint8)}
+    raters["rater1.nii.gz"][4:12, 4:12, 1:3] = 1
+    raters["rater2.nii.gz"][8:20, 8:20, 2:5] = 1
+    data = tmp_path / "data" / "p"
+    data.mkdir(parents=True)
+    scan = np.random.default_rng(0).normal(100, 10, shape).astype(np.float32)
+    for name, volume in {"scan.nii.gz": scan, **raters}.items():
+        (data / name).write_bytes(gzip.compress(nib.Nifti1Image(volume, affine).to_bytes()))
+    model = write_tiny_checkpoint(tmp_path / "brain.pt")
+    arguments = ["--model", str(model), "--store", str(tmp_path / "store"), "--data", str(tmp_path / "data")]
+    with served_page(arguments) as (page, errors):
+        page.locator("#image-list li").nth(0).click()
+        page.wait_for_selector("#reference-choice-row:not([hidden])")
+        choice = page.locator("#reference-choice")
+        options = choice.locator("option").all_text_contents()
+        assert options == ["choose one…", "rater1.nii.gz", "rater2.nii.gz"] and choice.input_value() == ""
+        assert page.locator("#reference-slices").is_hidden() and page.locator("#reference-item").is_hidden()
+        choice.select_option("p/rater2.nii.gz")
+        page.wait_for_selector("#reference-slices:not([hidden])")
+        assert page.locator("#reference-slices-text").text_content() == "The reference marks 3 of 6 slices (2–4)."
+        assert page.locator("#reference-item").is_visible()  # the slice shown is compared with it now
+        assert choice.locator("option").all_text_contents() == ["rater1.nii.gz", "rater2.nii.gz"]
+        page.reload()  # kept by the server
+        page.locator("#image-list li").nth(0).click()
+        page.wait_for_selector("#reference-slices:not([hidden])")
+        assert page.locator("#reference-choice").input_value() == "p/rater2.nii.gz"
+        assert errors == []

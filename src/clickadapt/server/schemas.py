@@ -48,6 +48,20 @@ class ReferenceSlices(BaseModel):
     pixels: list[int] = Field(description="per axial slice (the slider's numbering), the pixels it marks")
 
 
+class ReferenceChoices(BaseModel):
+    """Which label volumes of a data-folder scan's folder may be its reference, and which one is."""
+
+    label_volumes: list[str] = Field(description="the label volumes of the scan's folder, relative to the data folder")
+    reference: str | None = Field(description="the scan's reference mask now (None: none)")
+    own_mask: bool = Field(description="whether the reference is the scan's own X_mask.nii.gz (then not chosen)")
+
+
+class ReferenceChoiceIn(BaseModel):
+    """The label volume to make the reference of the scans of its folder."""
+
+    label_volume: str = Field(max_length=1024, description="relative to the data folder, as the choices list it")
+
+
 class VolumeReferenceScore(BaseModel):
     """How the masks of a volume's labelled slices compare, together, with the volume's reference mask (read from
     the data folder, never used by the model)."""

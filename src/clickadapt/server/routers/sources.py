@@ -13,6 +13,8 @@ from clickadapt.server.schemas import (
     DataImageIn,
     ErrorOut,
     ImageInfo,
+    ReferenceChoiceIn,
+    ReferenceChoices,
     ReferenceSlices,
     SliceIn,
     SourceInfo,
@@ -98,6 +100,29 @@ def reference_slices(source_id: str, catalogue: Catalogue) -> ReferenceSlices:
     """Per axial slice of a data-folder volume, the pixels its reference mask (``X_mask.nii.gz`` or its folder's
     only label volume) marks; 404 without one."""
     return catalogue.reference_slices(source_id)
+
+
+@router.get(
+    "/sources/{source_id}/reference/choices",
+    response_model=ReferenceChoices,
+    responses=ERRORS,
+    summary="The label volumes that may be a volume's reference",
+)
+def reference_choices(source_id: str, catalogue: Catalogue) -> ReferenceChoices:
+    """The label volumes of a data-folder volume's folder, and which one is its reference now."""
+    return catalogue.reference_choices(source_id)
+
+
+@router.put(
+    "/sources/{source_id}/reference",
+    response_model=ReferenceChoices,
+    responses=ERRORS,
+    summary="Choose the reference of a folder's scans",
+)
+def choose_reference(source_id: str, body: ReferenceChoiceIn, catalogue: Catalogue) -> ReferenceChoices:
+    """Make one of the label volumes of the volume's folder the reference of the scans there that have no
+    ``X_mask.nii.gz`` of their own (kept in the store)."""
+    return catalogue.choose_reference(source_id, body.label_volume)
 
 
 @router.get(

@@ -48,7 +48,7 @@ from clickadapt.server.images import (
     task_fit_warning,
     window_to_uint8,
 )
-from clickadapt.server.schemas import ImageInfo, ReferenceSlices, SourceInfo, UploadResult
+from clickadapt.server.schemas import ImageInfo, ReferenceChoices, ReferenceSlices, SourceInfo, UploadResult
 from clickadapt.server.service.crops import ImageCrop, square_box
 from clickadapt.server.service.errors import (
     BadRequest,
@@ -143,6 +143,9 @@ CROP_ID = re.compile(r"^(?P<root>.+)-crop\d+-\d+-\d+$")
 
 MAX_REFERENCE_VOLUMES = 4
 """Reference volumes kept as class indices (a 240 × 240 × 155 BraTS volume: 9 MB)."""
+REFERENCE_CHOICE = "reference-choice:"
+"""Datastore meta key prefix (+ data-folder folder): the file name of the label volume chosen in the page as the
+reference of the folder's scans."""
 LABEL_CHECK = "label-volume-check:"
 """Datastore meta key prefix (+ source id): whether a registered data-folder volume was found to be a label volume
 (``label``) or a scan (``scan``)."""
@@ -285,6 +288,8 @@ class ImageCatalogue:
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
         self._references: dict[str, Path] = {}
         """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
+        self._label_volumes: dict[str, list[Path]] = {}
+        """Data-folder folder (relative path) → the label volumes in it, by name."""
         self._folder_references: dict[str, Path] = {}
         """Data-folder folder (relative path) → its only label volume (brain masks aside), the reference mask of the
         volumes in it that have no ``X_mask.nii.gz`` of their own."""
@@ -361,13 +366,18 @@ class ImageCatalogue:
                 logger.warning("data folder: skipping %s", line)
             pattern = self.settings.reference_name
             for folder, volumes in label_volumes.items():
+                self._label_volumes[folder] = sorted(volumes, key=lambda path: path.name)
+                chosen = self._chosen_reference(folder)
+                if chosen is not None:
+                    self._folder_references[folder] = chosen
+                    continue
                 candidates = reference_candidates(volumes, pattern)
                 if len(candidates) == 1:
                     self._folder_references[folder] = candidates[0]
                 elif len(candidates) > 1:
                     logger.warning(
                         "data folder: %s holds %d label volumes%s (%s), so none is the reference of its scans; choose "
-                        "one with --reference-name PATTERN or name it <scan>_mask.nii.gz",
+                        "one in the page's volume panel, with --reference-name PATTERN, or name it <scan>_mask.nii.gz",
                         folder or ".",
                         len(candidates),
                         "" if pattern is None else f" (--reference-name {pattern!r} matches none or several)",
@@ -454,6 +464,65 @@ class ImageCatalogue:
         partner = self._references.get(relative)
         return partner if partner is not None else self._folder_references.get(Path(relative).parent.as_posix())
 
+    def _chosen_reference(self, folder: str) -> Path | None:
+        """The label volume chosen in the page as the reference of ``folder``'s scans, if it is still there."""
+        name = self.store.get_meta(REFERENCE_CHOICE + folder)
+        found = [path for path in self._label_volumes.get(folder, []) if path.name == name]
+        return found[0] if found else None
+
+    def reference_choices(self, source_id: str) -> ReferenceChoices:
+        """The label volumes of a data-folder volume's folder that may be its reference, and the one in use.
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: A 2D image.
+        """
+        with self.lock:
+            source = self._require_volume(source_id)
+            folder = Path(source.path).parent.as_posix()
+            own = self._references.get(source.path) if source.origin == "data" else None
+            in_use = self._volume_reference_path(source)
+            return ReferenceChoices(
+                label_volumes=[self._data_relative(path) for path in self._label_volumes.get(folder, [])]
+                if source.origin == "data"
+                else [],
+                reference=None if in_use is None else self._data_relative(in_use),
+                own_mask=own is not None,
+            )
+
+    def choose_reference(self, source_id: str, label_volume: str) -> ReferenceChoices:
+        """Make one of the label volumes of a data-folder volume's folder the reference of every scan there without
+        an ``X_mask.nii.gz`` of its own (kept in the store; it outlasts a restart and ``--reference-name``).
+
+        Raises:
+            NotFound: Unknown source.
+            BadRequest: A 2D image, an upload, a scan with its own ``X_mask.nii.gz``, or not a label volume of the
+                folder.
+        """
+        with self.lock:
+            source = self._require_volume(source_id)
+            if source.origin != "data":
+                raise BadRequest(f"{source.name} is an upload: only data-folder scans have reference masks")
+            if source.path in self._references:
+                own = self._data_relative(self._references[source.path])
+                raise BadRequest(f"{source.name} has its own reference mask {own}; it is not chosen")
+            folder = Path(source.path).parent.as_posix()
+            found = [path for path in self._label_volumes.get(folder, []) if self._data_relative(path) == label_volume]
+            if not found:
+                names = ", ".join(self._data_relative(path) for path in self._label_volumes.get(folder, []))
+                raise BadRequest(
+                    f"{label_volume!r} is not a label volume of {folder or 'the data folder'}"
+                    + (f" (there: {names})" if names else " (it holds none)")
+                )
+            self._folder_references[folder] = found[0]
+            self.store.set_meta(REFERENCE_CHOICE + folder, found[0].name)
+            return self.reference_choices(source_id)
+
+    def _data_relative(self, path: Path) -> str:
+        """A data-folder path relative to the data folder."""
+        assert self.data_root is not None
+        return path.relative_to(self.data_root).as_posix()
+
     def _reference_reader(
         self, source: SourceRecord, path: Path, relative: str
     ) -> tuple[Callable[[int], np.ndarray], int]:
@@ -512,7 +581,10 @@ class ImageCatalogue:
             source = self._require_volume(source_id)
             path = self._volume_reference_path(source)
             if path is None or self.data_root is None:
-                raise NotFound(f"{source.name} has no reference mask (X_mask.nii.gz or its folder's only label volume)")
+                raise NotFound(
+                    f"{source.name} has no reference mask (X_mask.nii.gz, its folder's only label volume, or the one "
+                    "chosen among several)"
+                )
             relative = path.relative_to(self.data_root).as_posix()
             reader, count = self._reference_reader(source, path, relative)  # checks the grid for this scan
             classes = self._reference_classes.get(relative)

@@ -989,8 +989,48 @@
     $("reference-slices").hidden = true;
     $("volume-dice").hidden = true;
     const image = state.view ? state.view.image : null;
+    await showReferenceChoice(source);
     if (image && image.source_id === source.id && image.has_reference) await showReferenceSlices(source);
   }
+
+  // A folder with several label volumes (two raters, a lesion and a tissue map…): the user says which one is the
+  // reference of its scans (kept by the server); a scan with its own X_mask.nii.gz keeps that one.
+  async function showReferenceChoice(source) {
+    const row = $("reference-choice-row");
+    row.hidden = true;
+    if (source.origin !== "data") return;
+    let choices;
+    try {
+      choices = await api("GET", `/api/sources/${encodeURIComponent(source.id)}/reference/choices`);
+    } catch (error) {
+      say(error.message, true);
+      return;
+    }
+    if (state.volume !== source || choices.own_mask || choices.label_volumes.length < 2) return;
+    const select = $("reference-choice");
+    select.replaceChildren();
+    if (choices.reference === null) select.append(new Option("choose one…", "", true, true));
+    for (const path of choices.label_volumes) {
+      const option = new Option(path.split("/").pop(), path, false, path === choices.reference);
+      option.title = path;
+      select.append(option);
+    }
+    select.options[0].disabled = choices.reference === null;
+    row.hidden = false;
+  }
+
+  $("reference-choice").addEventListener("change", (event) =>
+    enqueue(async () => {
+      const source = state.volume;
+      if (!source || !event.target.value) return;
+      await api("PUT", `/api/sources/${encodeURIComponent(source.id)}/reference`, { label_volume: event.target.value });
+      await refreshList(); // whether each slice has a reference follows the choice
+      if (state.view && state.view.image.source_id === source.id) {
+        await showView({ ...state.view, image: await api("GET", `/api/images/${encodeURIComponent(state.view.image.id)}`) });
+      }
+      await showVolumePanel(source, Number($("slice-slider").value));
+      say(`the reference of this folder's scans is now ${event.target.value}`);
+    }));
 
   async function showReferenceSlices(source) {
     // Where the volume's reference mask (never learnt from) marks something: lesions of MS scans sit on few slices.
