@@ -38,11 +38,11 @@ from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_
 from clickadapt.server.service.registry import ModelRegistry
 
 MaskChoice = Literal["current", "original", "final"]
+"""Which mask: the live one, the model's first-click mask, or the user's finished label."""
 OutOfMemoryKey = tuple[str, int, tuple[int, ...], tuple[int, ...]]
 """Image id, session id, ids of its clicks and of its strokes in force."""
 OUT_OF_MEMORY_MASKS = 256
 """Current masks of in-progress images not in memory that are kept (model grid; 16 MB for 256 px brain slices)."""
-"""Which mask: the live one, the model's first-click mask, or the user's finished label."""
 PAGE_OVERLAY_MAX_SIDE = 2048
 """The page's overlay is drawn at the source's resolution up to this many pixels a side (more is finer than
 any screen shows; a 4096 × 4096 photograph gets a 2048 × 2048 overlay)."""
@@ -106,14 +106,13 @@ class SessionViews:
         """The latest prediction with the brush and eraser strokes painted over it (model grid)."""
         return painted(live.session.prediction, live.corrections)
 
-    def _out_of_memory_key(self, image_id: str, session_id: int) -> OutOfMemoryKey | None:
-        """What an in-progress image's current mask depends on: its session's clicks and strokes in force
-        (``None`` without clicks)."""
-        clicks = self.store.active_clicks(session_id)
-        if not clicks:
-            return None
-        strokes = tuple(stroke.id for stroke in self.store.active_corrections(session_id))
-        return image_id, session_id, tuple(click.id for click in clicks), strokes
+    def _in_force(
+        self, image_id: str, session_id: int
+    ) -> tuple[OutOfMemoryKey, list[ClickRecord], list[CorrectionRecord]]:
+        """An in-progress image's clicks and strokes in force, and the key of the mask they make."""
+        clicks, strokes = self.store.active_clicks(session_id), self.store.active_corrections(session_id)
+        key = (image_id, session_id, tuple(click.id for click in clicks), tuple(stroke.id for stroke in strokes))
+        return key, clicks, strokes
 
     def _keep_out_of_memory(self, key: OutOfMemoryKey, mask: np.ndarray, version: int) -> None:
         self._out_of_memory[key] = (mask, version)
@@ -125,8 +124,8 @@ class SessionViews:
         """Keep the current mask of an unfinished image whose session leaves memory (least recently used), as its
         user last saw it: what its volume's Dice and export count until it is opened again."""
         mask = self.edited_mask(live)
-        key = self._out_of_memory_key(live.image_id, live.session_id)
-        if mask is not None and key is not None and not live.session.finished:
+        key, clicks, _strokes = self._in_force(live.image_id, live.session_id)
+        if mask is not None and clicks and not live.session.finished:
             self._keep_out_of_memory(key, mask, self.models.mask_version(live.session) or 0)
 
     def _current_out_of_memory(self, image_id: str, session_id: int) -> tuple[np.ndarray, int] | None:
@@ -134,8 +133,8 @@ class SessionViews:
         left memory, or (after a restart) its stored clicks replayed with adaptation off on the model it would open
         on and its strokes painted over, which is what opening it shows, without opening it (no claim, nothing
         stored). ``None`` when it has no click."""
-        key = self._out_of_memory_key(image_id, session_id)
-        if key is None:
+        key, clicks, strokes = self._in_force(image_id, session_id)
+        if not clicks:
             return None
         found = self._out_of_memory.get(key)
         if found is not None:
@@ -146,8 +145,8 @@ class SessionViews:
         session.adapt = False  # nor the strategy's start of an image: the shared weights serve a live image
         try:
             session.set_image(self.catalogue.image_data(image_id).pixels, image_id)
-            replay_stored_clicks(session, self.store.active_clicks(session_id))
-            mask = painted(session.prediction, self.store.active_corrections(session_id))
+            replay_stored_clicks(session, clicks)
+            mask = painted(session.prediction, strokes)
             version = self.models.mask_version(session) or 0
         finally:
             self.models.release_copy(image_id)  # a source-domain image's copy of the base model is not kept
