@@ -103,6 +103,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/sources/{source_id}",
         "/api/sources/{source_id}/reference",  # test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans…
         "/api/sources/{source_id}/reference/score",  # the same test
+        "/api/sources/{source_id}/reference/choices",  # test_the_reference_of_a_folder_with_several_label_volumes…
         "/api/sources/{source_id}/export",  # the same test
         "/api/sources/{source_id}/slices/{index}/preview.png",
         "/api/sources/{source_id}/slices",
