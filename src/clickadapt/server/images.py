@@ -609,10 +609,16 @@ def _reoriented_shape(shape: tuple[int, ...], axcodes: tuple[str, str, str]) -> 
     return permuted[0], permuted[1], permuted[2]
 
 
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNGs the server writes: a 256-px display picture in 2.6 ms instead of 8.3 at the default 6, for
+a fifth more bytes (the first start on the 1,243 LGG pictures spent 12 s encoding them)."""
+
+
 def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of an 8-bit grey ``(H, W)`` or RGB(A) ``(H, W, 3|4)`` array."""
+    """PNG bytes of an 8-bit grey ``(H, W)`` or RGB(A) ``(H, W, 3|4)`` array (fast, lossless)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buffer, format="PNG", optimize=False)
+    picture = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    picture.save(buffer, format="PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
