@@ -12,6 +12,8 @@ VM, torch 2 threads; the training runs' validation numbers are those of their ``
     lesion and the positive clicks (MARGIN of its side on each side, at least MIN_SIDE px) resampled to the image
     size, the clicks re-encoded in it, its logits pasted back.
 
+- ``compare CHECKPOINT``: the candidate minus the shipped model per image (validation and HT slices, click seeds
+  0-2), with bootstrap intervals over images and patients (the MONAI networks of ``bench/results/models.md``).
 - ``train VARIANT``: fine-tune the shipped model with ``configs/train_brain.yaml``'s data, changed as follows
   (``runs/brain-<variant>``; learning rates and schedules in :data:`VARIANTS`): ``lgg-only`` (no BRATS),
   ``boundary`` (plus 0.5 x the cross-entropy of the pixels within 2 px of the expert outline), ``elastic`` (MONAI
@@ -30,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,6 +209,37 @@ def evaluate(args: argparse.Namespace) -> None:
     print("Dice@1/5/10: " + " / ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(values.mean(0), spread, strict=True)))
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Per image (mean over click seeds 0-2), a candidate minus the shipped model on the validation and HT slices,
+    with 95 % bootstrap intervals over images and over patients; the shipped model's per-image Dice is the one
+    ``bench/prev_mask_study.py evaluate --shipped`` recorded with the same loop."""
+    from clickadapt.evaluation.statistics import bootstrap_mean
+    from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
+
+    torch.set_num_threads(2)
+    shipped = json.loads(RESULTS.read_text())[SHIPPED_NAME]["sets"]
+    loaded = load_checkpoint(Path(args.checkpoint))
+    for set_name in ("validation, all slices", "HT FLAIR, all slices"):
+        samples = load_samples(EVALUATION_SETS["brain"][set_name].model_copy(update={"size": 256}), cache_dir=CACHE)
+        per_image: dict[str, dict[str, float]] = {}
+        sigma = loaded.meta.preprocessing.click_sigma
+        means = dice_at(loaded.model.eval(), samples, loaded.task, SEEDS, sigma, False, per_image)
+        patients = sorted({sample.patient for sample in samples})
+        for key in ("dice@1", "dice@5", "dice@10"):
+            base = shipped[set_name]["per_image"][key]
+            difference = np.array([per_image[key][s.key] - base[s.key] for s in samples])
+            by_patient = [
+                np.mean([d for s, d in zip(samples, difference, strict=True) if s.patient == p]) for p in patients
+            ]
+            images, grouped = bootstrap_mean(difference, seed=0), bootstrap_mean(np.array(by_patient), seed=0)
+            print(
+                f"{set_name}, {key}: {np.mean(means[key]):.1f}; minus shipped over images (n = {len(samples)}) "
+                f"{images.mean:+.1f} [{images.low:+.1f}, {images.high:+.1f}], over patients (n = {len(patients)}) "
+                f"{grouped.mean:+.1f} [{grouped.low:+.1f}, {grouped.high:+.1f}]",
+                flush=True,
+            )
+
+
 # ------------------------------------------------------------------ training variants
 
 
@@ -291,11 +325,15 @@ def main(argv: list[str] | None = None) -> None:
     scoring.add_argument("--guided", nargs=2, metavar=("RADIUS", "EPS"))
     scoring.add_argument("--offset", type=float, default=0.0, help="added to the foreground logits")
     scoring.add_argument("--zoom", nargs=2, metavar=("MARGIN", "MIN_SIDE"))
+    comparing = commands.add_parser("compare", help="a candidate minus the shipped model, paired by image")
+    comparing.add_argument("checkpoint")
     training = commands.add_parser("train", help="fine-tune a variant of the shipped model")
     training.add_argument("variant", choices=VARIANTS)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         evaluate(args)
+    elif args.command == "compare":
+        compare(args)
     else:
         train_variant(args)
 
