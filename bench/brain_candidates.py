@@ -52,11 +52,14 @@ from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import click_maps
 from clickadapt.data.registry import PatientFold, load_samples
 from clickadapt.data.sample import Sample
+from clickadapt.evaluation.statistics import bootstrap_mean
 from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.losses.combined import SegmentationLoss
 from clickadapt.models.checkpoint import load_checkpoint
+from clickadapt.tasks import TaskSpec
 from clickadapt.training.config import TrainingConfig
 from models import CACHE, EVALUATION_SETS
+from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
 
 SHIPPED = Path("src/clickadapt/pretrained/brain.pt")
 BASE_CONFIG = Path("configs/train_brain.yaml")
@@ -197,15 +200,22 @@ def evaluate(args: argparse.Namespace) -> None:
         model = LogitOffset(model, float(args.offset))
     if args.zoom:
         model = ZoomIn(model, float(args.zoom[0]), int(args.zoom[1]), sigma)
-    samples = evaluation_samples(args.set)
-    rows = []
-    for seed in (int(value) for value in args.seeds.split(",")):
-        curve = evaluate_frozen(model, loaded[0].task, samples, "oaims", 10, seed, click_sigma=sigma)["lesion"]
-        rows.append([100 * float(curve[click - 1]) for click in (1, 5, 10)])
-    values = np.array(rows)
-    spread = values.std(0, ddof=1) if len(rows) > 1 else np.zeros(3)
+    print_dice(model, loaded[0].task, args.set, args.seeds, sigma)
+
+
+def lesion_dice(model: nn.Module, task: TaskSpec, samples: list[Sample], seed: int, sigma: float) -> list[float]:
+    """Lesion Dice (%) after clicks 1, 5 and 10 of the ``oaims`` user with one click seed, no adaptation."""
+    curve = evaluate_frozen(model, task, samples, "oaims", 10, seed, click_sigma=sigma)["lesion"]
+    return [100 * float(curve[click - 1]) for click in (1, 5, 10)]
+
+
+def print_dice(model: nn.Module, task: TaskSpec, which: str, seeds: str, sigma: float) -> None:
+    """Print Dice@1/5/10 (mean ± sd over the comma-separated click ``seeds``) on :func:`evaluation_samples`."""
+    samples = evaluation_samples(which)
+    values = np.array([lesion_dice(model, task, samples, int(seed), sigma) for seed in seeds.split(",")])
+    spread = values.std(0, ddof=1) if len(values) > 1 else np.zeros(3)
     patients = len({sample.patient for sample in samples})
-    print(f"{args.set}: {len(samples)} images, {patients} patients, click seeds {args.seeds}")
+    print(f"{which}: {len(samples)} images, {patients} patients, click seeds {seeds}")
     print("Dice@1/5/10: " + " / ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(values.mean(0), spread, strict=True)))
 
 
@@ -213,9 +223,6 @@ def compare(args: argparse.Namespace) -> None:
     """Per image (mean over click seeds 0-2), a candidate minus the shipped model on the validation and HT slices,
     with 95 % bootstrap intervals over images and over patients; the shipped model's per-image Dice is the one
     ``bench/prev_mask_study.py evaluate --shipped`` recorded with the same loop."""
-    from clickadapt.evaluation.statistics import bootstrap_mean
-    from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
-
     torch.set_num_threads(2)
     shipped = json.loads(RESULTS.read_text())[SHIPPED_NAME]["sets"]
     loaded = load_checkpoint(Path(args.checkpoint))

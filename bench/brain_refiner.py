@@ -40,12 +40,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from brain_candidates import evaluation_samples
+from brain_candidates import evaluation_samples, lesion_dice, print_dice
 from clickadapt.clicks.encoding import model_input
-from clickadapt.data.sample import Sample
-from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.models.checkpoint import load_checkpoint
-from clickadapt.tasks import TaskSpec
 from clickadapt.training.augment import build_augmentation
 from clickadapt.training.click_rounds import sample_clicks_in_rounds
 from clickadapt.training.config import load_training_config
@@ -88,12 +85,6 @@ def build(width: int) -> tuple[BoundaryRefiner, float]:
         parameter.requires_grad_(False)
     channels = 1 + loaded.task.num_classes
     return BoundaryRefiner(base, channels, width), loaded.meta.preprocessing.click_sigma
-
-
-def seed0_dice(model: nn.Module, samples: list[Sample], task: TaskSpec, sigma: float) -> list[float]:
-    """Lesion Dice (%) after clicks 1, 5 and 10 of the ``oaims`` user, click seed 0, no adaptation."""
-    curve = evaluate_frozen(model, task, samples, "oaims", 10, 0, click_sigma=sigma)["lesion"]
-    return [100 * float(curve[click - 1]) for click in (1, 5, 10)]
 
 
 def train(args: argparse.Namespace) -> None:
@@ -144,7 +135,7 @@ def train(args: argparse.Namespace) -> None:
             if time.perf_counter() - started > 60 * args.max_minutes:
                 break
         model.eval()
-        dice = seed0_dice(model, validation, task, sigma)
+        dice = lesion_dice(model, task, validation, 0, sigma)
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
@@ -167,19 +158,8 @@ def evaluate(args: argparse.Namespace) -> None:
     model, sigma = build(int(state["width"]))
     model.head.load_state_dict(state["head"])
     model.eval()
-    task = load_checkpoint(SHIPPED).task
-    samples = evaluation_samples(args.set)
-    rows = []
-    for seed in (int(value) for value in args.seeds.split(",")):
-        curve = evaluate_frozen(model, task, samples, "oaims", 10, seed, click_sigma=sigma)["lesion"]
-        rows.append([100 * float(curve[click - 1]) for click in (1, 5, 10)])
-    values = np.array(rows)
-    spread = values.std(0, ddof=1) if len(rows) > 1 else np.zeros(3)
-    print(
-        f"{args.set}: {len(samples)} images, {len({s.patient for s in samples})} patients, seeds {args.seeds}, "
-        f"epoch {state['epoch']}"
-    )
-    print("Dice@1/5/10: " + " / ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(values.mean(0), spread, strict=True)))
+    print(f"epoch {state['epoch']}")
+    print_dice(model, load_checkpoint(SHIPPED).task, args.set, args.seeds, sigma)
 
 
 def main() -> None:

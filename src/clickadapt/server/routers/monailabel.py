@@ -135,7 +135,7 @@ def download_label(
     bridge: Bridge, label: Annotated[str, Query(max_length=128)], tag: Annotated[str, Query(max_length=32)]
 ) -> Response:
     """The label of an image (``label`` = the image id) and tag (``final``, ``original``; ``reference``: a data-folder
-    scan's reference mask, read-only)."""
+    scan's reference mask, read-only; ``web``: what the web page labelled of it, made when asked for)."""
     found = bridge.label_file(label, tag)
     if isinstance(found, bytes):
         return Response(

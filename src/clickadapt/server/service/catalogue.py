@@ -585,7 +585,7 @@ class ImageCatalogue:
                     f"{source.name} has no reference mask (X_mask.nii.gz, its folder's only label volume, or the one "
                     "chosen among several)"
                 )
-            relative = path.relative_to(self.data_root).as_posix()
+            relative = self._data_relative(path)
             reader, count = self._reference_reader(source, path, relative)  # checks the grid for this scan
             classes = self._reference_classes.get(relative)
             if classes is None:

@@ -272,10 +272,14 @@
     const list = $("image-list");
     const entry = list.querySelector(`li[data-image-id="${CSS.escape(image.id)}"]`);
     const filter = listFilter();
-    if (index < 0 || (!entry && (!filter || image.name.toLowerCase().includes(filter)))) {
-      if (index >= 0) state.images[index] = image;
-      else state.images.push(image);
+    if (index < 0) {
+      state.images.push(image);
       state.shortNames = shortNames(state.images); // a new name can change how the others are told apart
+      renderList();
+      return;
+    }
+    if (!entry && (!filter || image.name.toLowerCase().includes(filter))) {
+      state.images[index] = image;
       renderList();
       return;
     }
