@@ -388,6 +388,14 @@ def test_a_data_folder_of_colour_pictures_for_the_grey_model_is_said_unless_a_ch
         .json()["data_warning"]
         .startswith("case_2.png: this is a grey image, but the model segments colour fundus photographs")
     )
+    # a file put in the folder after start-up and added through the API is checked as an upload is
+    (data / "late.png").write_bytes(png_bytes(np.stack(channels, axis=-1)))
+    (data / "late_grey.png").write_bytes(png_bytes(channels[1]))
+    started = make_client(data=data, use_samples=False, store=tmp_path / "late")
+    (data / "later.png").write_bytes(png_bytes(np.stack(channels, axis=-1)))
+    late = started.post("/api/data/images", json={"path": "later.png"})
+    assert late.status_code == 201 and late.json()["warning"].startswith("this looks like a colour photograph")
+    assert started.post("/api/data/images", json={"path": "late_grey.png"}).json()["warning"] is None
 
 
 def test_upload_dicom(client: TestClient) -> None:

@@ -857,12 +857,16 @@ class ImageCatalogue:
             if decoded.kind == "volume":
                 self.store.set_meta(LABEL_CHECK + source_id, "scan")
             image = self._image_from_source(source, decoded, slice_index, data)
-            return UploadResult(source=self.source_info(source), image=self.image_info(image))
+            warning = task_fit_warning(decoded, self.task)
+            return UploadResult(source=self.source_info(source), image=self.image_info(image), warning=warning)
         image = self._image_from_source(source, decoded, slice_index)
         return UploadResult(source=self.source_info(source), image=self.image_info(image))
 
     def add_data_image(self, relative: str, slice_index: int | None = None) -> UploadResult:
         """Register a file of the data folder (and slice) as an image.
+
+        A file new to the store (added to the folder after start-up) is checked as an upload is: the result
+        carries a warning when it does not look like what the model segments.
 
         Raises:
             BadRequest: Path outside the data folder, or no data folder.
