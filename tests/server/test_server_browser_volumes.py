@@ -217,8 +217,11 @@ def test_the_reference_of_a_folder_with_two_raters_is_chosen_in_the_volume_panel
         options = choice.locator("option").all_text_contents()
         assert options == ["choose one…", "rater1.nii.gz", "rater2.nii.gz"] and choice.input_value() == ""
         assert page.locator("#reference-slices").is_hidden() and page.locator("#reference-item").is_hidden()
+        asked: list[str] = []
+        page.on("request", lambda request: asked.append(request.url))
         choice.select_option("p/rater2.nii.gz")
         page.wait_for_selector("#reference-slices:not([hidden])")
+        assert not [url for url in asked if url.endswith("/reference/choices")]  # the choice's answer has them
         assert page.locator("#reference-slices-text").text_content() == "The reference marks 3 of 6 slices (2–4)."
         assert page.locator("#reference-item").is_visible()  # the slice shown is compared with it now
         assert choice.locator("option").all_text_contents() == ["rater1.nii.gz", "rater2.nii.gz"]

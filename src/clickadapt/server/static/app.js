@@ -999,7 +999,8 @@
   }
 
   // ------------------------------------------------------------------ upload and volumes
-  async function showVolumePanel(source, sliceIndex) {
+  // `choices`: the folder's reference choices when the caller already has them (the answer to a choice).
+  async function showVolumePanel(source, sliceIndex, choices = null) {
     if (!state.volume || state.volume.id !== source.id) state.referencePixels = null; // another volume's
     state.volume = source;
     const slider = $("slice-slider");
@@ -1012,19 +1013,19 @@
     $("reference-slices").hidden = true;
     $("volume-dice").hidden = true;
     const image = state.view ? state.view.image : null;
-    await showReferenceChoice(source);
+    await showReferenceChoice(source, choices);
     if (image && image.source_id === source.id && image.has_reference) await showReferenceSlices(source);
   }
 
   // A folder with several label volumes (two raters, a lesion and a tissue map…): the user says which one is the
   // reference of its scans (kept by the server); a scan with its own X_mask.nii.gz keeps that one.
-  async function showReferenceChoice(source) {
+  async function showReferenceChoice(source, known = null) {
     const row = $("reference-choice-row");
     row.hidden = true;
     if (source.origin !== "data") return;
-    let choices;
+    let choices = known;
     try {
-      choices = await api("GET", `/api/sources/${encodeURIComponent(source.id)}/reference/choices`);
+      choices ??= await api("GET", `/api/sources/${encodeURIComponent(source.id)}/reference/choices`);
     } catch (error) {
       say(error.message, true);
       return;
@@ -1046,12 +1047,14 @@
     enqueue(async () => {
       const source = state.volume;
       if (!source || !event.target.value) return;
-      await api("PUT", `/api/sources/${encodeURIComponent(source.id)}/reference`, { label_volume: event.target.value });
+      const choices = await api("PUT", `/api/sources/${encodeURIComponent(source.id)}/reference`, {
+        label_volume: event.target.value,
+      });
       await refreshList(); // whether each slice has a reference follows the choice
       if (state.view && state.view.image.source_id === source.id) {
         await showView({ ...state.view, image: await api("GET", `/api/images/${encodeURIComponent(state.view.image.id)}`) });
       }
-      await showVolumePanel(source, Number($("slice-slider").value));
+      await showVolumePanel(source, Number($("slice-slider").value), choices);
       say(`the reference of this folder's scans is now ${event.target.value}`);
     }));
 
