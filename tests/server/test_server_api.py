@@ -88,6 +88,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/{image_id}",
         "/api/images/{image_id}/display.png",
         "/api/images/{image_id}/crop",  # tests/server/test_server_crops.py
+        "/api/images/{image_id}/picture",  # tests/server/test_server_crops.py
         "/api/images/{image_id}/open",
         "/api/images/{image_id}/session",
         "/api/images/{image_id}/clicks",

@@ -73,15 +73,15 @@ def lesion_centre(label: np.ndarray) -> tuple[int, int]:
 
 def click_pixel(page: Any, row: int, col: int, button: str = "left") -> None:
     """Click the centre of image pixel (row, col), whatever the page's zoom and pan."""
+    page.mouse.click(*screen_point(page, row, col), button=button)
+
+
+def screen_point(page: Any, row: int, col: int) -> tuple[float, float]:
+    """The page coordinates of the centre of image (model grid) pixel (row, col), whatever the zoom, pan and
+    the picture's aspect ratio (the page's own mapping, ``window.clickadapt.screenPoint``)."""
     box = page.locator("#canvas").bounding_box()
-    view = page.evaluate(
-        "({zoom: window.clickadapt.state.zoom, x: window.clickadapt.state.panX, y: window.clickadapt.state.panY})"
-    )
-    page.mouse.click(
-        box["x"] + view["x"] + (col + 0.5) * view["zoom"],
-        box["y"] + view["y"] + (row + 0.5) * view["zoom"],
-        button=button,
-    )
+    point = page.evaluate("([row, col]) => window.clickadapt.screenPoint(row, col)", [row, col])
+    return box["x"] + point["x"], box["y"] + point["y"]
 
 
 @pytest.mark.slow

@@ -13,24 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 from server_helpers import IMAGE_SIZE, synthetic_fundus_png, write_tiny_fundus_checkpoint
-from test_server_browser import click_pixel, served_page
+from test_server_browser import click_pixel, screen_point, served_page
 
 SOURCE_SHAPE = (150, 210)
 
 
 def drag_pixels(page: Any, start: tuple[int, int], end: tuple[int, int]) -> None:
     """Drag the mouse from image pixel ``start`` to ``end`` (row, col), whatever the page's zoom and pan."""
-    box = page.locator("#canvas").bounding_box()
-    view = page.evaluate(
-        "({zoom: window.clickadapt.state.zoom, x: window.clickadapt.state.panX, y: window.clickadapt.state.panY})"
-    )
-
-    def screen(row: int, col: int) -> tuple[float, float]:
-        return box["x"] + view["x"] + (col + 0.5) * view["zoom"], box["y"] + view["y"] + (row + 0.5) * view["zoom"]
-
-    page.mouse.move(*screen(*start))
+    page.mouse.move(*screen_point(page, *start))
     page.mouse.down()
-    page.mouse.move(*screen(*end), steps=8)
+    page.mouse.move(*screen_point(page, *end), steps=8)
     page.mouse.up()
 
 
@@ -67,6 +59,20 @@ def test_the_page_draws_the_overlay_at_the_photographs_resolution_and_crops(tmp_
         )
         assert sizes == {"picture": [IMAGE_SIZE, IMAGE_SIZE], "overlay": list(SOURCE_SHAPE)}
         assert errors == []  # drawn without a failure (stretched over the picture's extent)
+        # shown as the photograph itself, sharp and with its own aspect ratio (not the square grid stretched)
+        sharp = page.evaluate(
+            "[window.clickadapt.state.sharp.naturalHeight, window.clickadapt.state.sharp.naturalWidth]"
+        )
+        assert sharp == list(SOURCE_SHAPE)
+        top_left, bottom_right = screen_point(page, 0, 0), screen_point(page, IMAGE_SIZE - 1, IMAGE_SIZE - 1)
+        shown = (bottom_right[1] - top_left[1]) / (bottom_right[0] - top_left[0])
+        assert abs(shown - SOURCE_SHAPE[0] / SOURCE_SHAPE[1]) < 0.01
+        clicked = page.evaluate("window.clickadapt.state.view.clicks[0]")
+        assert (clicked["row"], clicked["col"]) == (IMAGE_SIZE // 2, IMAGE_SIZE // 2)  # clicks land where aimed
+        click_pixel(page, IMAGE_SIZE // 8, IMAGE_SIZE - 3, button="right")
+        page.wait_for_selector("#canvas[data-clicks='2']")
+        clicked = page.evaluate("window.clickadapt.state.view.clicks[1]")
+        assert (clicked["row"], clicked["col"], clicked["label"]) == (IMAGE_SIZE // 8, IMAGE_SIZE - 3, 0)
 
         # the crop tool: a box over the right half of the grid → the square of the photograph around it
         page.keyboard.press("k")
@@ -146,10 +152,10 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
 def canvas_pixel(page: Any, row: int, col: int) -> list[int]:
     """The RGB the canvas shows at the centre of image pixel (row, col)."""
     script = """([row, col]) => {
-        const {zoom, panX, panY} = window.clickadapt.state;
+        const point = window.clickadapt.screenPoint(row, col);
         const canvas = document.querySelector('#canvas');
         const ratio = window.devicePixelRatio || 1;
-        const x = Math.floor((panX + (col + 0.5) * zoom) * ratio), y = Math.floor((panY + (row + 0.5) * zoom) * ratio);
+        const x = Math.floor(point.x * ratio), y = Math.floor(point.y * ratio);
         return Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
     }"""
     pixel: list[int] = page.evaluate(script, [row, col])

@@ -101,6 +101,38 @@ def test_a_crop_is_a_new_image_prepared_from_the_square_of_the_photograph(fundus
     assert [image["id"] for image in fundus.get("/api/images").json()].count(crop["id"]) == 1
 
 
+def test_the_page_shows_a_photograph_as_itself_and_a_crop_as_its_square_of_it(
+    fundus: TestClient, make_client: AppFactory, tmp_path: Path
+) -> None:
+    """display.png is the model's square grid (blurred, stretched); the page's picture is the photograph at its own
+    resolution and aspect ratio, and a crop's is its square cut from the photograph."""
+    image_id, picture = upload_photograph(fundus)
+    answer = fundus.get(f"/api/images/{image_id}/picture")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    shown = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"), dtype=np.float64)
+    assert shown.shape == (HEIGHT, WIDTH, 3)
+    assert np.abs(shown - picture).mean() < 3  # the photograph itself (JPEG quality 90), not the grid stretched
+    grid_picture = Image.open(io.BytesIO(fundus.get(f"/api/images/{image_id}/display.png").content))
+    assert grid_picture.size == (IMAGE_SIZE, IMAGE_SIZE)
+    top, left = grid(40, 100)
+    bottom, right = grid(100, 150)
+    crop = fundus.post(
+        f"/api/images/{image_id}/crop", json={"top": top, "left": left, "bottom": bottom, "right": right}
+    ).json()
+    box = ImageCrop.model_validate(fundus.app.state.service.store.get_image_data(crop["id"]).geometry["crop"])  # type: ignore[attr-defined]
+    square = Image.open(io.BytesIO(fundus.get(f"/api/images/{crop['id']}/picture").content)).convert("RGB")
+    assert square.size == (box.size, box.size)
+    cut = picture[box.top : box.top + box.size, box.left : box.left + box.size]
+    assert np.abs(np.asarray(square, dtype=np.float64) - cut).mean() < 3
+    # a grey slice's display pixels are its own: the page's picture is display.png
+    client = make_client(store=tmp_path / "brain")  # three synthetic brain slices
+    brain_id = client.get("/api/images").json()[0]["id"]
+    brain = client.get(f"/api/images/{brain_id}/picture")
+    assert brain.headers["content-type"] == "image/png"
+    assert brain.content == client.get(f"/api/images/{brain_id}/display.png").content
+    assert client.get("/api/images/nope/picture").status_code == 404
+
+
 def test_a_crops_masks_are_exported_and_its_labels_taken_in_the_whole_pictures_frame(fundus: TestClient) -> None:
     image_id, _picture = upload_photograph(fundus)
     top, left = grid(30, 90)

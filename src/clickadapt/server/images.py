@@ -43,7 +43,7 @@ from clickadapt.data.prepare import mask_to_source as mask_to_source
 from clickadapt.data.prepare import prepare_image as prepare_image
 from clickadapt.data.prepare import to_grey as to_grey
 from clickadapt.data.prepare import window_to_uint8 as window_to_uint8
-from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES
+from clickadapt.data.preprocess import DEFAULT_CLIP_PERCENTILES, rgb_to_unit_float
 from clickadapt.tasks import TaskSpec
 
 # A volume's slices are prepared by the function the library and the volume sessions use too.
@@ -612,6 +612,54 @@ def _reoriented_shape(shape: tuple[int, ...], axcodes: tuple[str, str, str]) -> 
 PNG_COMPRESS_LEVEL = 1
 """zlib level of the PNGs the server writes: a 256-px display picture in 2.6 ms instead of 8.3 at the default 6, for
 a fifth more bytes (the first start on the 1,243 LGG pictures spent 12 s encoding them)."""
+
+
+PAGE_PICTURE_QUALITY = 90
+"""JPEG quality of the page's picture of a photograph (display only; a 2048-pixel fundus photograph: about 0.3 MB)."""
+PAGE_OVERLAY_MAX_SIDE = 2048
+"""The page's overlay is drawn at the source's resolution up to this many pixels a side (more is finer than
+any screen shows; a 4096 × 4096 photograph gets a 2048 × 2048 overlay)."""
+
+
+def page_geometry(geometry: Geometry) -> Geometry:
+    """The geometry of the overlay the page draws over ``display.png``.
+
+    ``resize`` (the display is the source stretched onto the model grid): the source's shape, scaled down to
+    at most :data:`PAGE_OVERLAY_MAX_SIDE` a side. ``pad-crop``: the model grid itself (its pixels are the
+    source's pixels, and the display shows the padded or cropped frame).
+    """
+    if geometry.kind != "resize":
+        return Geometry(kind="pad-crop", source_shape=(geometry.size, geometry.size), size=geometry.size)
+    height, width = geometry.source_shape
+    scale = min(1.0, PAGE_OVERLAY_MAX_SIDE / max(height, width))
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return Geometry(kind="resize", source_shape=shape, size=geometry.size)
+
+
+def encode_page_picture(picture: np.ndarray, shape: tuple[int, int], quality: int = PAGE_PICTURE_QUALITY) -> bytes:
+    """A 2D picture (grey, RGB or RGBA, any numeric type) as an 8-bit RGB JPEG resized to ``shape`` ``(H, W)``.
+
+    For display only (the page's picture under the mask): 8-bit values are kept, others brought to 8 bits as the
+    fundus preprocessing does (:func:`~clickadapt.data.prepare.prepare_image`).
+
+    Raises:
+        ValueError: Not a 2D picture, or a float picture outside [0, 1].
+    """
+    array = np.asarray(picture)
+    if array.dtype.kind == "f" or array.dtype.itemsize > 2 or array.dtype.kind == "i":
+        array = window_to_uint8(array, (0.0, 100.0))
+    if array.dtype != np.uint8:
+        array = np.round(rgb_to_unit_float(array) * 255.0).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"expected a grey or colour picture, got shape {array.shape}")
+    image = Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+    if image.size != (shape[1], shape[0]):
+        image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def encode_png(array: np.ndarray) -> bytes:

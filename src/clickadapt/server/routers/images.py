@@ -55,6 +55,20 @@ def display_png(image_id: str, catalogue: Catalogue) -> Response:
     return Response(catalogue.display_png(image_id), media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
 
+@router.get(
+    "/{image_id}/picture",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "a JPEG or PNG"}, **ERRORS},
+    summary="The picture the page shows",
+)
+def page_picture(image_id: str, catalogue: Catalogue) -> Response:
+    """What the page draws under the mask, stretched over ``display.png``'s pixels: a photograph the model sees
+    resized onto its grid comes as itself (JPEG, its own aspect ratio, up to 2048 pixels a side); any other image
+    as ``display.png``."""
+    content, media_type = catalogue.page_picture(image_id)
+    return Response(content, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
 @router.post(
     "/{image_id}/crop", response_model=ImageInfo, status_code=201, responses=ERRORS, summary="Crop a photograph"
 )

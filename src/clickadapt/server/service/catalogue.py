@@ -41,8 +41,10 @@ from clickadapt.server.images import (
     UnsupportedFormatError,
     decode_file,
     display_from_pixels,
+    encode_page_picture,
     encode_png,
     has_supported_suffix,
+    page_geometry,
     prepare_image,
     prepare_source,
     task_fit_warning,
@@ -69,6 +71,8 @@ FIT_CHECKED_FILES = 3
 """Data-folder files decoded at start-up to tell whether they look like what the model segments (colour vs grey)."""
 VOLUME_CACHE_SIZE = 2
 """Decoded volumes kept in memory (the slice slider previews many slices of one volume)."""
+PAGE_PICTURE_CACHE = 8
+"""Page pictures (:meth:`ImageCatalogue.page_picture`) kept encoded in memory, the most recently asked last."""
 UPLOAD_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "nifti": ".nii", "dicom": ".dcm"}
 
 
@@ -286,6 +290,7 @@ class ImageCatalogue:
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
+        self._page_pictures: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._references: dict[str, Path] = {}
         """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
         self._label_volumes: dict[str, list[Path]] = {}
@@ -700,8 +705,44 @@ class ImageCatalogue:
         return Geometry.model_validate(self.image_data(image_id).geometry)
 
     def display_png(self, image_id: str) -> bytes:
-        """The 8-bit PNG the page shows (same geometry as the model input)."""
+        """The 8-bit PNG of the model's grid (same geometry as the model input; click coordinates are its pixels)."""
         return self.image_data(image_id).display_png
+
+    def page_picture(self, image_id: str) -> tuple[bytes, str]:
+        """The picture the page draws under the mask, as file bytes and media type.
+
+        For a photograph the model sees resized onto its grid (fundus), ``display.png`` is that square grid: blurred
+        (a 2048-pixel photograph shown from 256 pixels) and stretched to a square. The page draws this instead: the
+        photograph itself (a crop: its square of the picture) at the resolution of the mask overlay
+        (:func:`~clickadapt.server.images.page_geometry`, at most ``PAGE_OVERLAY_MAX_SIDE`` a side), with its own
+        aspect ratio, as a JPEG. Every other image (grey slices, whose display pixels are the source's; a built-in
+        image without a file; a file that can no longer be read) answers ``display.png``.
+
+        Raises:
+            NotFound: Unknown image.
+        """
+        cached = self._page_pictures.get(image_id)
+        if cached is not None:
+            self._page_pictures.move_to_end(image_id)
+            return cached
+        record = self.require_image(image_id)
+        geometry, crop = self.placement(image_id)
+        answer = (self.display_png(image_id), "image/png")
+        root = self.store.get_image(crop.root) if crop is not None else record
+        source = self.store.get_source(root.source_id) if root is not None and root.source_id is not None else None
+        if geometry.kind == "resize" and record.slice_index is None and source is not None:
+            try:
+                with self.lock:
+                    picture = self._decoded_source(source).picture()
+                if crop is not None:
+                    picture = picture[crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
+                answer = (encode_page_picture(picture, page_geometry(geometry).source_shape), "image/jpeg")
+            except (ServiceError, OSError, ValueError) as error:
+                logger.warning("%s: the page shows the model's grid picture (%s)", record.name, error)
+        self._page_pictures[image_id] = answer
+        while len(self._page_pictures) > PAGE_PICTURE_CACHE:
+            self._page_pictures.popitem(last=False)
+        return answer
 
     def next_image(self, after: str | None = None) -> ImageInfo | None:
         """The first image after ``after`` in list order (wrapping around) that is not done; ``None`` if all are."""

@@ -1,11 +1,12 @@
 """What the session manager answers: session views for the page and the API, masks and exported files.
 
-The page draws ``SessionView.mask_overlay`` over ``display.png``, stretched to the picture's extent. The
-overlay comes at the source image's own resolution (up to :data:`PAGE_OVERLAY_MAX_SIDE` pixels a side) from
-the library's resampling (:func:`~clickadapt.data.prepare.logits_to_source` of the live logits, before the
-argmax; :func:`~clickadapt.data.prepare.class_map_to_source` for a stored or brushed mask), so its edges are
-smooth over a large photograph instead of the model grid's staircase. For a centre padded or cropped image
-(brain slices) the display picture's pixels *are* the source's pixels, so the overlay is the mask on that grid.
+The page draws ``SessionView.mask_overlay`` over its picture (``…/picture``), stretched to ``display.png``'s
+extent. The overlay comes at the source image's own resolution (up to
+:data:`~clickadapt.server.images.PAGE_OVERLAY_MAX_SIDE` pixels a side) from the library's resampling
+(:func:`~clickadapt.data.prepare.logits_to_source` of the live logits, before the argmax;
+:func:`~clickadapt.data.prepare.class_map_to_source` for a stored or brushed mask), so its edges are smooth over a
+large photograph instead of the model grid's staircase. For a centre padded or cropped image (brain slices) the
+display picture's pixels *are* the source's pixels, so the overlay is the mask on that grid.
 
 Not thread-safe by itself: the session manager calls it under the service lock.
 """
@@ -26,6 +27,7 @@ from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore
 from clickadapt.server.images import (
     encode_png,
     overlay_png,
+    page_geometry,
     paint_stroke,
     source_mask_to_nifti,
     volume_masks_to_nifti,
@@ -43,24 +45,6 @@ OutOfMemoryKey = tuple[str, int, tuple[int, ...], tuple[int, ...]]
 """Image id, session id, ids of its clicks and of its strokes in force."""
 OUT_OF_MEMORY_MASKS = 256
 """Current masks of in-progress images not in memory that are kept (model grid; 16 MB for 256 px brain slices)."""
-PAGE_OVERLAY_MAX_SIDE = 2048
-"""The page's overlay is drawn at the source's resolution up to this many pixels a side (more is finer than
-any screen shows; a 4096 × 4096 photograph gets a 2048 × 2048 overlay)."""
-
-
-def page_geometry(geometry: Geometry) -> Geometry:
-    """The geometry of the overlay the page draws over ``display.png``.
-
-    ``resize`` (the display is the source stretched onto the model grid): the source's shape, scaled down to
-    at most :data:`PAGE_OVERLAY_MAX_SIDE` a side. ``pad-crop``: the model grid itself (its pixels are the
-    source's pixels, and the display shows the padded or cropped frame).
-    """
-    if geometry.kind != "resize":
-        return Geometry(kind="pad-crop", source_shape=(geometry.size, geometry.size), size=geometry.size)
-    height, width = geometry.source_shape
-    scale = min(1.0, PAGE_OVERLAY_MAX_SIDE / max(height, width))
-    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return Geometry(kind="resize", source_shape=shape, size=geometry.size)
 
 
 def overlay_data_url(mask: np.ndarray | None) -> str | None:

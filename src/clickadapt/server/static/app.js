@@ -36,11 +36,13 @@
     classIndex: 1,
     opacity: 0.5,
     showOverlay: true,
-    picture: null, // HTMLImageElement of display.png
+    picture: null, // HTMLImageElement of display.png: the model's grid, whose pixels clicks and strokes are given in
+    sharp: null, // HTMLImageElement of …/picture, drawn over display.png's extent: a photograph at its own resolution
+    aspect: 1, // screen height of a grid row / screen width of a grid column (a 4:3 photograph on a square grid: 0.75)
     window: { low: 0, high: 255 }, // display contrast: grey values low … high of display.png shown black … white
     windowed: null, // { picture, low, high, canvas }: the picture through the window, kept until one of them changes
     overlay: null, // HTMLImageElement of the mask overlay (at the source image's resolution, see draw())
-    zoom: 1,
+    zoom: 1, // screen pixels per grid column (per grid row: zoom × aspect)
     panX: 0,
     panY: 0,
     volume: null, // SourceInfo of the volume shown in the slice panel
@@ -397,11 +399,21 @@
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
   }
 
+  function zoomY() {
+    return state.zoom * state.aspect;
+  }
+
+  // Where the centre of grid pixel (row, col) is on the canvas, in CSS pixels.
+  function screenPoint(row, col) {
+    return { x: state.panX + (col + 0.5) * state.zoom, y: state.panY + (row + 0.5) * zoomY() };
+  }
+  window.clickadapt.screenPoint = screenPoint;
+
   function fit() {
     if (!state.picture) return;
     const rect = canvas.getBoundingClientRect();
     const width = state.picture.naturalWidth;
-    const height = state.picture.naturalHeight;
+    const height = state.picture.naturalHeight * state.aspect; // in screen units of a grid column
     state.zoom = Math.min(rect.width / width, rect.height / height) * 0.95;
     state.panX = (rect.width - width * state.zoom) / 2;
     state.panY = (rect.height - height * state.zoom) / 2;
@@ -421,7 +433,8 @@
     context.fillStyle = state.tool === "eraser" ? "#ffffff" : classColour(state.classIndex);
     for (const [row, col] of points) {
       context.beginPath();
-      context.arc(state.panX + (col + 0.5) * state.zoom, state.panY + (row + 0.5) * state.zoom, state.brushRadius * state.zoom, 0, 2 * Math.PI);
+      const { x, y } = screenPoint(row, col);
+      context.ellipse(x, y, state.brushRadius * state.zoom, state.brushRadius * zoomY(), 0, 0, 2 * Math.PI);
       context.fill();
     }
     context.restore();
@@ -435,8 +448,8 @@
     context.lineWidth = 2;
     context.strokeStyle = "#ffd200";
     const x = state.panX + Math.min(c0, c1) * state.zoom;
-    const y = state.panY + Math.min(r0, r1) * state.zoom;
-    context.strokeRect(x, y, (Math.abs(c1 - c0) + 1) * state.zoom, (Math.abs(r1 - r0) + 1) * state.zoom);
+    const y = state.panY + Math.min(r0, r1) * zoomY();
+    context.strokeRect(x, y, (Math.abs(c1 - c0) + 1) * state.zoom, (Math.abs(r1 - r0) + 1) * zoomY());
     context.restore();
   }
 
@@ -456,16 +469,17 @@
 
   function shownPicture() {
     const { low, high } = state.window;
-    if (!state.picture || isFullWindow(state.window)) return state.picture;
+    const picture = state.sharp || state.picture;
+    if (!picture || isFullWindow(state.window)) return picture;
     const cached = state.windowed;
-    if (cached && cached.picture === state.picture && cached.low === low && cached.high === high) return cached.canvas;
-    const width = state.picture.naturalWidth;
-    const height = state.picture.naturalHeight;
+    if (cached && cached.picture === picture && cached.low === low && cached.high === high) return cached.canvas;
+    const width = picture.naturalWidth;
+    const height = picture.naturalHeight;
     const offscreen = document.createElement("canvas");
     offscreen.width = width;
     offscreen.height = height;
     const offscreenContext = offscreen.getContext("2d", { willReadFrequently: true });
-    offscreenContext.drawImage(state.picture, 0, 0);
+    offscreenContext.drawImage(picture, 0, 0);
     const pixels = offscreenContext.getImageData(0, 0, width, height);
     const table = new Uint8ClampedArray(256); // clamps to 0 … 255 and rounds
     for (let value = 0; value < 256; value++) table[value] = ((value - low) * 255) / (high - low);
@@ -476,7 +490,7 @@
       data[i + 2] = table[data[i + 2]];
     }
     offscreenContext.putImageData(pixels, 0, 0);
-    state.windowed = { picture: state.picture, low, high, canvas: offscreen };
+    state.windowed = { picture, low, high, canvas: offscreen };
     return offscreen;
   }
 
@@ -512,15 +526,17 @@
       context.restore();
       return;
     }
-    context.imageSmoothingEnabled = false;
+    // Grid pixels (display.png's) are the drawing units. A photograph's own picture (state.sharp) is stretched over
+    // them, smoothed; the grid picture of a grey slice is drawn pixel by pixel, as the model sees it.
+    const width = state.picture.naturalWidth;
+    const height = state.picture.naturalHeight;
+    context.imageSmoothingEnabled = Boolean(state.sharp);
     context.translate(state.panX, state.panY);
-    context.scale(state.zoom, state.zoom);
-    context.drawImage(shownPicture(), 0, 0);
+    context.scale(state.zoom, zoomY());
+    context.drawImage(shownPicture(), 0, 0, width, height);
     if (state.overlay && state.showOverlay) {
       // The overlay comes at the source image's own resolution (finer than display.png for a resized
       // photograph): stretched over the picture's extent, smoothed only when it is scaled down.
-      const width = state.picture.naturalWidth;
-      const height = state.picture.naturalHeight;
       const screenWidth = width * state.zoom * (window.devicePixelRatio || 1);
       context.imageSmoothingEnabled = state.overlay.naturalWidth > screenWidth;
       context.globalAlpha = state.opacity;
@@ -530,8 +546,7 @@
     context.restore();
     const clicks = state.view ? state.view.clicks : [];
     for (const click of clicks) {
-      const x = state.panX + (click.col + 0.5) * state.zoom;
-      const y = state.panY + (click.row + 0.5) * state.zoom;
+      const { x, y } = screenPoint(click.row, click.col);
       context.beginPath();
       context.arc(x, y, 5, 0, 2 * Math.PI);
       context.fillStyle = click.label === 0 ? "#ffffff" : classColour(click.label);
@@ -668,7 +683,16 @@
     const changed = state.current !== imageId;
     state.current = imageId;
     if (changed || !state.picture) {
-      state.picture = await loadImageElement(withToken(`/api/images/${encodeURIComponent(imageId)}/display.png`));
+      // A photograph the model sees resized onto its grid (info.crops) is shown as itself, sharp and with its own
+      // aspect ratio, over the grid's extent; the grid picture stays the frame of clicks and strokes.
+      const base = `/api/images/${encodeURIComponent(imageId)}`;
+      const [picture, sharp] = await Promise.all([
+        loadImageElement(withToken(`${base}/display.png`)),
+        state.info && state.info.crops ? loadImageElement(withToken(`${base}/picture`)).catch(() => null) : null,
+      ]);
+      state.picture = picture;
+      state.sharp = sharp;
+      state.aspect = sharp ? (sharp.naturalHeight * picture.naturalWidth) / (sharp.naturalWidth * picture.naturalHeight) : 1;
       fit();
     }
     say(view.state === "done" ? "finished image; its label is kept (Relabel to label it again)" : "", false);
@@ -772,7 +796,7 @@
 
   canvas.addEventListener("contextmenu", (event) => event.preventDefault());
   function imagePoint(event) {
-    return [Math.floor((event.offsetY - state.panY) / state.zoom), Math.floor((event.offsetX - state.panX) / state.zoom)];
+    return [Math.floor((event.offsetY - state.panY) / zoomY()), Math.floor((event.offsetX - state.panX) / state.zoom)];
   }
 
   function insideImage(point) {
@@ -842,7 +866,7 @@
     }
     if (!start || start.dragging || !state.picture || !state.view) return;
     const col = Math.floor((event.offsetX - state.panX) / state.zoom);
-    const row = Math.floor((event.offsetY - state.panY) / state.zoom);
+    const row = Math.floor((event.offsetY - state.panY) / zoomY());
     if (row < 0 || col < 0 || row >= state.picture.naturalHeight || col >= state.picture.naturalWidth) {
       say("click inside the image", true);
       return;
