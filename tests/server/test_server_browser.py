@@ -189,3 +189,42 @@ def test_label_a_demo_image_in_chromium(tiny_checkpoint: Path, tmp_path: Path) -
                 browser.close()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_redo_sends_again_what_undo_took_back_until_another_action(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Z undoes the latest click or stroke; Shift+Z (or Ctrl+Y) sends it again, in reverse order; a new click
+    forgets what was undone."""
+    with served_page(["--model", str(tiny_checkpoint), "--store", str(tmp_path / "store")]) as (page, errors):
+        page.locator("#image-list li").nth(0).click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        click_pixel(page, 20, 30)
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        click_pixel(page, 40, 12, button="right")
+        page.wait_for_selector("#canvas[data-clicks='2']")
+        page.keyboard.press("b")
+        page.mouse.move(*screen_point(page, 10, 10))
+        page.mouse.down()
+        page.mouse.move(*screen_point(page, 10, 30), steps=5)
+        page.mouse.up()
+        page.wait_for_selector("#canvas[data-strokes='1']")
+        page.keyboard.press("c")
+        clicks = page.evaluate("window.clickadapt.state.view.clicks.map(c => [c.row, c.col, c.label])")
+        for expected in ("[data-strokes='0'][data-clicks='2']", "[data-clicks='1']", "[data-clicks='0']"):
+            page.keyboard.press("z")
+            page.wait_for_selector(f"#canvas{expected}")
+        page.keyboard.press("Shift+Z")
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        page.keyboard.press("Control+y")
+        page.wait_for_selector("#canvas[data-clicks='2']")
+        assert page.evaluate("window.clickadapt.state.view.clicks.map(c => [c.row, c.col, c.label])") == clicks
+        page.keyboard.press("Shift+Z")
+        page.wait_for_selector("#canvas[data-strokes='1']")
+        page.keyboard.press("z")  # the stroke again, then a new click: nothing is left to redo
+        page.wait_for_selector("#canvas[data-strokes='0']")
+        click_pixel(page, 5, 5)
+        page.wait_for_selector("#canvas[data-clicks='3']")
+        page.keyboard.press("Shift+Z")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('Nothing to redo')")
+        assert page.locator("#canvas").get_attribute("data-strokes") == "0"
+        assert errors == []

@@ -34,6 +34,8 @@
     referencePixels: null, // per slice of the open volume, the pixels its reference marks (null: no reference)
     listScrolledTo: null, // the image the list last scrolled to (see renderList)
     classIndex: 1,
+    redo: [], // what Undo took back on this image, the latest last: { click: [row, col, label] } or { stroke }
+    strokesSent: [], // this image's brush strokes sent from this tab ({ points, radius, label }), for redoing one
     opacity: 0.5,
     showOverlay: true,
     picture: null, // HTMLImageElement of display.png: the model's grid, whose pixels clicks and strokes are given in
@@ -682,6 +684,7 @@
     if (state.current && state.current !== imageId) releaseImage(state.current, false);
     const changed = state.current !== imageId;
     state.current = imageId;
+    forgetRedo(); // another image, or this one opened again (a new labelling session after Relabel)
     if (changed || !state.picture) {
       // A photograph the model sees resized onto its grid (info.crops) is shown as itself, sharp and with its own
       // aspect ratio, over the grid's extent; the grid picture stays the frame of clicks and strokes.
@@ -705,8 +708,9 @@
     }
   }
 
-  async function sendClick(row, col, label) {
+  async function sendClick(row, col, label, redoing = false) {
     if (!state.current) return;
+    if (!redoing) state.redo = []; // a new action: what was undone can no longer be redone
     const started = performance.now();
     setBusy("segmenting…");
     try {
@@ -734,13 +738,15 @@
     }
   }
 
-  async function sendStroke(points, label) {
+  async function sendStroke(points, label, radius = state.brushRadius, redoing = false) {
     if (!state.current || points.length === 0) return;
+    if (!redoing) state.redo = [];
     setBusy("painting…");
     try {
       const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/corrections`, {
-        points, radius: state.brushRadius, label,
+        points, radius, label,
       });
+      state.strokesSent.push({ points, radius, label });
       await showView(view);
       say(label === 0 ? "erased (Undo takes it back)" : "painted (Undo takes it back)");
     } finally {
@@ -761,8 +767,11 @@
       return;
     }
     if (action === "finish") { state.finishing = true; setBusy("adapting the model to this image…"); }
+    const before = state.view;
     try {
       const view = await api("POST", `/api/images/${encodeURIComponent(state.current)}/${action}`);
+      if (action === "undo") rememberUndone(before, view);
+      else forgetRedo();
       await showView(view);
       if (action === "finish") {
         await Promise.all([refreshModel(), refreshChart()]);
@@ -772,6 +781,32 @@
     } finally {
       if (action === "finish") { state.finishing = false; setBusy(""); }
     }
+  }
+
+  // Undo takes back the latest click or brush stroke; Redo (Shift+Z, Ctrl+Y) sends it again, as a new click
+  // (adapting the model again) or stroke, until another action is taken.
+  function rememberUndone(before, after) {
+    if (after.clicks.length < before.clicks.length) {
+      const click = before.clicks[before.clicks.length - 1];
+      state.redo.push({ click: [click.row, click.col, click.label] });
+    } else if (after.corrections < before.corrections) {
+      const stroke = state.strokesSent.pop();
+      if (stroke) state.redo.push({ stroke });
+      else state.redo = []; // a stroke painted before this tab opened the image: its points are not known here
+    }
+  }
+
+  function forgetRedo() {
+    state.redo = [];
+    state.strokesSent = [];
+  }
+
+  async function redo() {
+    if (!state.current || !state.view || state.view.state === "done") return;
+    const entry = state.redo.pop();
+    if (!entry) { say("Nothing to redo.", true); return; }
+    if (entry.click) await sendClick(...entry.click, true);
+    else await sendStroke(entry.stroke.points, entry.stroke.label, entry.stroke.radius, true);
   }
 
   // Let another tab have the image at once when this one closes or moves on (no headers with a beacon).
@@ -902,7 +937,8 @@
     const key = event.key.toLowerCase();
     const rect = canvas.getBoundingClientRect();
     let handled = true;
-    if (key === "z") enqueue(() => imageAction("undo"));
+    if ((key === "z" && event.shiftKey) || (key === "y" && (event.ctrlKey || event.metaKey))) enqueue(redo);
+    else if (key === "z") enqueue(() => imageAction("undo"));
     else if (key === "r" && !event.ctrlKey && !event.metaKey) enqueue(() => imageAction("reset"));
     else if (key === "f" || key === "enter") enqueue(() => imageAction("finish"));
     else if (key === "n") enqueue(nextImage);
