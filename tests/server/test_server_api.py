@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -450,6 +451,24 @@ def test_data_folder_listing_and_path_safety(make_client: AppFactory, tmp_path: 
     assert added.status_code == 201 and added.json()["image"]["name"] == "sub/b.png"
     image_id = added.json()["image"]["id"]
     assert client.post(f"/api/images/{image_id}/clicks", json={"row": 3, "col": 3, "label": 1}).status_code == 200
+
+
+def test_a_slow_first_reading_of_the_data_folder_says_how_far_it_is(
+    make_client: AppFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(3):
+        (data / f"slice_{index}.png").write_bytes(grey_png(seed=index))
+    caplog.set_level(logging.INFO, logger="clickadapt.server.service.catalogue")
+    monkeypatch.setattr(catalogue_module, "PROGRESS_SECONDS", 0.0)  # as if every file took long
+    assert len(make_client(data=data, use_samples=False).get("/api/images").json()) == 3
+    said = [record.getMessage() for record in caplog.records if "files read" in record.getMessage()]
+    assert said == [f"data folder: {done} of 3 files read (each prepared once per store)" for done in range(3)]
+    caplog.clear()
+    monkeypatch.setattr(catalogue_module, "PROGRESS_SECONDS", 5.0)
+    make_client(data=data, use_samples=False, store=tmp_path / "quick")
+    assert "files read" not in caplog.text  # a quick reading says nothing
 
 
 def test_data_endpoints_without_a_data_folder(client: TestClient, tmp_path: Path) -> None:
