@@ -216,3 +216,25 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         click_pixel(page, *centre)  # a plain click is still a click
         page.wait_for_function("document.querySelector('#click-count').textContent === '1'")
         assert errors == []
+
+
+@pytest.mark.slow
+def test_an_upright_tablet_keeps_the_image_wide_and_names_clear_of_their_badges(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    name = "drishtiGS_001.png"
+    (data / name).write_bytes(synthetic_fundus_png(*SOURCE_SHAPE))
+    with served_page(tiny_fundus_server(tmp_path, data), width=820, height=1100) as (page, errors):
+        item = page.locator("#image-list li").nth(0)
+        item.click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        click_pixel(page, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        canvas, right = page.locator("#canvas").bounding_box(), page.locator("#right").bounding_box()
+        assert canvas is not None and right is not None
+        assert canvas["width"] >= 560  # the model panel is not beside the image any more …
+        assert right["y"] >= canvas["y"] + canvas["height"] and right["width"] >= 800  # … but under it, full width
+        shown, badge = item.locator(".name").bounding_box(), item.locator(".badge").bounding_box()
+        assert item.locator(".badge").text_content() == "in progress · 1"
+        assert shown is not None and badge is not None and shown["x"] + shown["width"] <= badge["x"]
+        assert errors == []
