@@ -106,6 +106,7 @@ def test_the_page_shows_a_photograph_as_itself_and_a_crop_as_its_square_of_it(
 ) -> None:
     """display.png is the model's square grid (blurred, stretched); the page's picture is the photograph at its own
     resolution and aspect ratio, and a crop's is its square cut from the photograph."""
+    fundus_model = str(write_tiny_fundus_checkpoint(tmp_path / "other-fundus.pt"))
     image_id, picture = upload_photograph(fundus)
     answer = fundus.get(f"/api/images/{image_id}/picture")
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
@@ -124,6 +125,16 @@ def test_the_page_shows_a_photograph_as_itself_and_a_crop_as_its_square_of_it(
     assert square.size == (box.size, box.size)
     cut = picture[box.top : box.top + box.size, box.left : box.left + box.size]
     assert np.abs(np.asarray(square, dtype=np.float64) - cut).mean() < 3
+    # a data-folder photograph replaced by another picture since it was prepared: the page shows the grid picture
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "eye.png").write_bytes(synthetic_fundus_png(HEIGHT, WIDTH))
+    served = make_client(data=data, use_samples=False, model=fundus_model, store=tmp_path / "replaced")
+    eye = served.get("/api/images").json()[0]["id"]
+    (data / "eye.png").write_bytes(synthetic_fundus_png(WIDTH, HEIGHT))
+    replaced = served.get(f"/api/images/{eye}/picture")
+    assert replaced.headers["content-type"] == "image/png"
+    assert replaced.content == served.get(f"/api/images/{eye}/display.png").content
     # a grey slice's display pixels are its own: the page's picture is display.png
     client = make_client(store=tmp_path / "brain")  # three synthetic brain slices
     brain_id = client.get("/api/images").json()[0]["id"]

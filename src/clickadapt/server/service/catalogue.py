@@ -743,6 +743,12 @@ class ImageCatalogue:
             try:
                 with self.lock:
                     picture = self._decoded_source(source).picture()
+                prepared_from = crop.picture_shape if crop is not None else geometry.source_shape
+                if tuple(picture.shape[:2]) != tuple(prepared_from):
+                    raise ValueError(
+                        f"the file is now {picture.shape[1]}×{picture.shape[0]} pixels, not the picture "
+                        f"prepared from it ({prepared_from[1]}×{prepared_from[0]})"
+                    )
                 if crop is not None:
                     picture = picture[crop.top : crop.top + crop.size, crop.left : crop.left + crop.size]
                 answer = (encode_page_picture(picture, page_geometry(geometry).source_shape), "image/jpeg")
