@@ -228,3 +228,54 @@ def test_redo_sends_again_what_undo_took_back_until_another_action(tiny_checkpoi
         page.wait_for_function("document.querySelector('#message').textContent.includes('Nothing to redo')")
         assert page.locator("#canvas").get_attribute("data-strokes") == "0"
         assert errors == []
+
+
+@pytest.mark.slow
+def test_key_l_draws_the_mask_as_its_outline(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """L shows the mask's outline only: inside it the picture is seen as with the overlay off; L again fills it."""
+    with served_page(["--model", str(tiny_checkpoint), "--store", str(tmp_path / "store")]) as (page, errors):
+        page.locator("#image-list li").nth(0).click()
+        page.wait_for_selector("#canvas[data-state=new]")
+        click_pixel(page, 5, 5, button="right")
+        page.wait_for_selector("#canvas[data-clicks='1']")
+        page.keyboard.press("b")
+        page.evaluate("window.clickadapt.state.brushRadius = 12")
+        page.mouse.move(*screen_point(page, 60, 50))
+        page.mouse.down()
+        page.mouse.move(*screen_point(page, 60, 90), steps=5)
+        page.mouse.up()
+        page.wait_for_selector("#canvas[data-strokes='1']")
+        inside = (60, 70)  # 12 px from the stroke's edge
+        filled = canvas_rgb(page, *inside)
+        page.keyboard.press("o")
+        bare = canvas_rgb(page, *inside)
+        page.keyboard.press("o")
+        assert filled != bare  # the filled mask tints the picture
+        page.keyboard.press("l")
+        assert page.evaluate("window.clickadapt.state.outline") is True
+        assert canvas_rgb(page, *inside) == bare  # the outline leaves the inside uncovered
+        opaque = page.evaluate(
+            """() => { const s = window.clickadapt.state;
+              const count = (image) => { const c = document.createElement('canvas');
+              c.width = image.naturalWidth || image.width; c.height = image.naturalHeight || image.height;
+              const x = c.getContext('2d'); x.drawImage(image, 0, 0);
+              return x.getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v > 0).length; };
+              return [count(s.outlined.canvas), count(s.overlay)]; }"""
+        )
+        assert 0 < opaque[0] < opaque[1] / 2  # a thin line around the mask
+        page.keyboard.press("l")
+        assert canvas_rgb(page, *inside) == filled
+        assert errors == []
+
+
+def canvas_rgb(page: Any, row: int, col: int) -> list[int]:
+    """The RGB the canvas shows at the centre of image pixel (row, col)."""
+    script = """([row, col]) => {
+        const point = window.clickadapt.screenPoint(row, col);
+        const ratio = window.devicePixelRatio || 1;
+        const data = document.querySelector('#canvas').getContext('2d')
+            .getImageData(Math.floor(point.x * ratio), Math.floor(point.y * ratio), 1, 1).data;
+        return Array.from(data.slice(0, 3));
+    }"""
+    pixel: list[int] = page.evaluate(script, [row, col])
+    return pixel

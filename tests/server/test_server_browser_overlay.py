@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from server_helpers import IMAGE_SIZE, synthetic_fundus_png, write_tiny_fundus_checkpoint
-from test_server_browser import click_pixel, screen_point, served_page
+from test_server_browser import canvas_rgb, click_pixel, screen_point, served_page
 
 SOURCE_SHAPE = (150, 210)
 
@@ -149,19 +149,6 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
         assert errors == []
 
 
-def canvas_pixel(page: Any, row: int, col: int) -> list[int]:
-    """The RGB the canvas shows at the centre of image pixel (row, col)."""
-    script = """([row, col]) => {
-        const point = window.clickadapt.screenPoint(row, col);
-        const canvas = document.querySelector('#canvas');
-        const ratio = window.devicePixelRatio || 1;
-        const x = Math.floor(point.x * ratio), y = Math.floor(point.y * ratio);
-        return Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
-    }"""
-    pixel: list[int] = page.evaluate(script, [row, col])
-    return pixel
-
-
 @pytest.mark.slow
 def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -189,7 +176,7 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         item.click()
         page.wait_for_selector("#canvas[data-state=new]")
         centre = (IMAGE_SIZE // 2, IMAGE_SIZE // 2)
-        before = canvas_pixel(page, *centre)
+        before = canvas_rgb(page, *centre)
         assert page.locator("#window-item").is_hidden()
         box = page.locator("#canvas").bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -201,7 +188,7 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         page.keyboard.up("Shift")
         # width 255 − 60 = 195 around centre 127.5 − 40 = 87.5
         assert page.evaluate("window.clickadapt.state.window") == {"low": -10, "high": 185}
-        brighter = canvas_pixel(page, *centre)
+        brighter = canvas_rgb(page, *centre)
         assert all(b >= a for a, b in zip(before, brighter, strict=True)) and sum(brighter) > sum(before)
         assert page.locator("#window-item").is_visible() and page.locator("#window-value").text_content() == "-10–185"
         assert page.locator("#click-count").text_content() == "0"  # the drag sent no click
@@ -211,7 +198,7 @@ def test_shift_drag_changes_the_display_contrast_only_and_w_restores_it(tmp_path
         page.evaluate("window.clickadapt.state.queue.then(() => true)")  # whatever the page queued has run
         page.keyboard.press("w")
         assert page.evaluate("window.clickadapt.state.window") == {"low": 0, "high": 255}
-        assert canvas_pixel(page, *centre) == before and page.locator("#window-item").is_hidden()
+        assert canvas_rgb(page, *centre) == before and page.locator("#window-item").is_hidden()
         assert page.locator("#click-count").text_content() == "0"
         click_pixel(page, *centre)  # a plain click is still a click
         page.wait_for_function("document.querySelector('#click-count').textContent === '1'")

@@ -38,6 +38,8 @@
     strokesSent: [], // this image's brush strokes sent from this tab ({ points, radius, label }), for redoing one
     opacity: 0.5,
     showOverlay: true,
+    outline: false, // the mask drawn as its outline only (key L), the anatomy under it left uncovered
+    outlined: null, // { overlay, width, canvas }: the overlay's outline, kept until the overlay or its thickness changes
     picture: null, // HTMLImageElement of display.png: the model's grid, whose pixels clicks and strokes are given in
     sharp: null, // HTMLImageElement of …/picture, drawn over display.png's extent: a photograph at its own resolution
     aspect: 1, // screen height of a grid row / screen width of a grid column (a 4:3 photograph on a square grid: 0.75)
@@ -541,9 +543,15 @@
       // photograph): stretched over the picture's extent, smoothed only when it is scaled down.
       const screenWidth = width * state.zoom * (window.devicePixelRatio || 1);
       context.imageSmoothingEnabled = state.overlay.naturalWidth > screenWidth;
-      context.globalAlpha = state.opacity;
-      context.drawImage(state.overlay, 0, 0, width, height);
-      context.globalAlpha = 1;
+      if (state.outline) {
+        // about 2 screen pixels wide at any zoom, whatever the overlay's own resolution
+        const thickness = Math.max(1, Math.round((2 * state.overlay.naturalWidth) / screenWidth));
+        context.drawImage(outlineOf(state.overlay, thickness), 0, 0, width, height);
+      } else {
+        context.globalAlpha = state.opacity;
+        context.drawImage(state.overlay, 0, 0, width, height);
+        context.globalAlpha = 1;
+      }
     }
     context.restore();
     const clicks = state.view ? state.view.clicks : [];
@@ -557,6 +565,47 @@
       context.strokeStyle = click.label === 0 ? "#000000" : "#ffffff";
       context.stroke();
     }
+  }
+
+  // The pixels of each class of the overlay that have a pixel of another class (or the background) within
+  // `thickness` pixels: the mask's outline, in the class colours, opaque; the rest transparent.
+  function outlineOf(overlay, thickness) {
+    const kept = state.outlined;
+    if (kept && kept.overlay === overlay && kept.thickness === thickness) return kept.canvas;
+    const width = overlay.naturalWidth;
+    const height = overlay.naturalHeight;
+    const outline = document.createElement("canvas");
+    outline.width = width;
+    outline.height = height;
+    const outlineContext = outline.getContext("2d", { willReadFrequently: true });
+    outlineContext.drawImage(overlay, 0, 0);
+    const source = outlineContext.getImageData(0, 0, width, height).data;
+    const drawn = outlineContext.createImageData(width, height);
+    const target = drawn.data;
+    const codes = new Int32Array(width * height); // 0: background; else 1 + the pixel's colour
+    for (let p = 0, i = 0; p < codes.length; p++, i += 4) {
+      codes[p] = source[i + 3] === 0 ? 0 : 1 + source[i] + (source[i + 1] << 8) + (source[i + 2] << 16);
+    }
+    for (let y = 0, p = 0; y < height; y++) {
+      for (let x = 0; x < width; x++, p++) {
+        const own = codes[p];
+        if (own === 0) continue;
+        let edge = false;
+        for (let d = 1; d <= thickness && !edge; d++) {
+          edge = x < d || codes[p - d] !== own || x + d >= width || codes[p + d] !== own
+            || y < d || codes[p - d * width] !== own || y + d >= height || codes[p + d * width] !== own;
+        }
+        if (!edge) continue;
+        const i = 4 * p;
+        target[i] = source[i];
+        target[i + 1] = source[i + 1];
+        target[i + 2] = source[i + 2];
+        target[i + 3] = 255;
+      }
+    }
+    outlineContext.putImageData(drawn, 0, 0);
+    state.outlined = { overlay, thickness, canvas: outline };
+    return outline;
   }
 
   function loadImageElement(src) {
@@ -953,6 +1002,11 @@
       $("brush-size").value = String(state.brushRadius);
     }
     else if (key === "o") { state.showOverlay = !state.showOverlay; draw(); }
+    else if (key === "l" && !event.ctrlKey && !event.metaKey) {
+      state.outline = !state.outline;
+      draw();
+      say(state.outline ? "the mask as its outline (L: filled again)" : "the mask filled", false);
+    }
     else if (key === "w") setWindow(FULL_WINDOW.low, FULL_WINDOW.high);
     else if (key === "+" || key === "=") zoomAt(rect.width / 2, rect.height / 2, ZOOM_STEP);
     else if (key === "-") zoomAt(rect.width / 2, rect.height / 2, 1 / ZOOM_STEP);
