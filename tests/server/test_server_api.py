@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -564,6 +565,21 @@ def test_token_is_required_when_configured(make_client: AppFactory) -> None:
     page = client.get("/?token=s3cret-token")
     assert page.status_code == 200 and "clickadapt_token" in page.headers["set-cookie"]
     assert client.get("/api/images").status_code == 200  # the page's cookie now carries the token
+
+
+def test_every_api_route_but_health_needs_the_token(make_client: AppFactory) -> None:
+    """No route escapes the token (a new one included without the guard would answer here)."""
+    client = make_client(token="s3cret-token")
+    checked = 0
+    for path, operations in client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
+        if not path.startswith("/api/") or path == "/api/health":
+            continue
+        url = re.sub(r"\{[^}]+\}", "x", path)
+        for method in sorted(operations):
+            answer = client.request(method.upper(), url)
+            assert answer.status_code == 401, f"{method} {path} answered {answer.status_code} without the token"
+            checked += 1
+    assert checked >= 30  # the REST API's operations were all found
 
 
 def test_non_loopback_host_needs_a_token(tiny_checkpoint: Path, tmp_path: Path) -> None:

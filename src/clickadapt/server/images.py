@@ -654,7 +654,7 @@ def encode_page_picture(picture: np.ndarray, shape: tuple[int, int], quality: in
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ValueError(f"expected a grey or colour picture, got shape {array.shape}")
-    image = Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+    image = Image.fromarray(np.ascontiguousarray(array[..., :3]))
     if image.size != (shape[1], shape[0]):
         image = image.resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()

@@ -295,6 +295,7 @@ class ImageCatalogue:
         """The data folder (resolved), or ``None``."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
         self._page_pictures: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        """Image id → what :meth:`page_picture` answered (the most recently asked last)."""
         self._references: dict[str, Path] = {}
         """Data-folder picture (relative path) → its reference mask ``X_mask.ext`` (see :meth:`reference_label`)."""
         self._label_volumes: dict[str, list[Path]] = {}
@@ -730,10 +731,11 @@ class ImageCatalogue:
         Raises:
             NotFound: Unknown image.
         """
-        cached = self._page_pictures.get(image_id)
-        if cached is not None:
-            self._page_pictures.move_to_end(image_id)
-            return cached
+        with self.lock:  # the routes run in a thread pool
+            cached = self._page_pictures.get(image_id)
+            if cached is not None:
+                self._page_pictures.move_to_end(image_id)
+                return cached
         record = self.require_image(image_id)
         geometry, crop = self.placement(image_id)
         answer = (self.display_png(image_id), "image/png")
@@ -754,9 +756,10 @@ class ImageCatalogue:
                 answer = (encode_page_picture(picture, page_geometry(geometry).source_shape), "image/jpeg")
             except (ServiceError, OSError, ValueError) as error:
                 logger.warning("%s: the page shows the model's grid picture (%s)", record.name, error)
-        self._page_pictures[image_id] = answer
-        while len(self._page_pictures) > PAGE_PICTURE_CACHE:
-            self._page_pictures.popitem(last=False)
+        with self.lock:
+            self._page_pictures[image_id] = answer
+            while len(self._page_pictures) > PAGE_PICTURE_CACHE:
+                self._page_pictures.popitem(last=False)
         return answer
 
     def next_image(self, after: str | None = None) -> ImageInfo | None:
