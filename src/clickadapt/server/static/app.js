@@ -471,20 +471,24 @@
     return range.low === FULL_WINDOW.low && range.high === FULL_WINDOW.high;
   }
 
+  // A canvas holding a copy of an image at its own size, and its context (to read and change the pixels).
+  function offscreenCopy(image) {
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth;
+    canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(image, 0, 0);
+    return { canvas, context };
+  }
+
   function shownPicture() {
     const { low, high } = state.window;
     const picture = state.sharp || state.picture;
     if (!picture || isFullWindow(state.window)) return picture;
     const cached = state.windowed;
     if (cached && cached.picture === picture && cached.low === low && cached.high === high) return cached.canvas;
-    const width = picture.naturalWidth;
-    const height = picture.naturalHeight;
-    const offscreen = document.createElement("canvas");
-    offscreen.width = width;
-    offscreen.height = height;
-    const offscreenContext = offscreen.getContext("2d", { willReadFrequently: true });
-    offscreenContext.drawImage(picture, 0, 0);
-    const pixels = offscreenContext.getImageData(0, 0, width, height);
+    const { canvas: offscreen, context: offscreenContext } = offscreenCopy(picture);
+    const pixels = offscreenContext.getImageData(0, 0, offscreen.width, offscreen.height);
     const table = new Uint8ClampedArray(256); // clamps to 0 … 255 and rounds
     for (let value = 0; value < 256; value++) table[value] = ((value - low) * 255) / (high - low);
     const data = pixels.data;
@@ -572,13 +576,8 @@
   function outlineOf(overlay, thickness) {
     const kept = state.outlined;
     if (kept && kept.overlay === overlay && kept.thickness === thickness) return kept.canvas;
-    const width = overlay.naturalWidth;
-    const height = overlay.naturalHeight;
-    const outline = document.createElement("canvas");
-    outline.width = width;
-    outline.height = height;
-    const outlineContext = outline.getContext("2d", { willReadFrequently: true });
-    outlineContext.drawImage(overlay, 0, 0);
+    const { canvas: outline, context: outlineContext } = offscreenCopy(overlay);
+    const { width, height } = outline;
     const source = outlineContext.getImageData(0, 0, width, height).data;
     const drawn = outlineContext.createImageData(width, height);
     const target = drawn.data;
