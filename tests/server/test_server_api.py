@@ -24,8 +24,10 @@ from server_helpers import (
 )
 
 from clickadapt.adaptation.safety import SafetyEvent
+from clickadapt.data.prepare import mask_to_model
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.server.app import create_app
+from clickadapt.server.images import REFERENCE_COLOURS
 from clickadapt.server.service import catalogue as catalogue_module
 from clickadapt.server.service.catalogue import SkippedFile, summarise_skipped
 from clickadapt.server.settings import ServerSettings
@@ -102,6 +104,7 @@ def test_health_info_page_static_and_openapi(client: TestClient) -> None:
         "/api/images/{image_id}/mask.png",
         "/api/images/{image_id}/export",
         "/api/images/{image_id}/reference",  # test_a_reference_mask_beside_a_picture_is_compared_with_the_mask…
+        "/api/images/{image_id}/reference.png",  # the same test, and tests/server/test_server_crops.py
         "/api/uploads",
         "/api/sources/{source_id}",
         "/api/sources/{source_id}/reference",  # test_label_volumes_are_not_listed_and_are_the_reference_of_the_scans…
@@ -928,6 +931,12 @@ def test_a_reference_mask_beside_a_picture_is_compared_with_the_mask_never_shown
     assert score.json()["dice"] == {"lesion": pytest.approx(expected)}
     second = images["b.png"]["id"]
     assert_refused(client, store, "GET", f"/api/images/{second}/reference", 404, "no reference mask")
+    # to draw: the reference on the page's frame (a brain picture's: the model grid), in its own colours
+    drawn = np.asarray(Image.open(io.BytesIO(client.get(f"/api/images/{first}/reference.png").content)).convert("RGBA"))
+    expected_drawn = mask_to_model((lesion > 0).astype(np.uint8), client.app.state.service.catalogue.geometry(first))
+    np.testing.assert_array_equal(drawn[..., 3] > 0, expected_drawn > 0)
+    assert {tuple(pixel) for pixel in drawn[drawn[..., 3] > 0][:, :3]} == {REFERENCE_COLOURS[1]}
+    assert_refused(client, store, "GET", f"/api/images/{second}/reference.png", 404, "no reference mask")
     third = images["c.png"]["id"]
     assert client.post(f"/api/images/{third}/clicks", json={"row": 20, "col": 20, "label": 1}).status_code == 200
     assert_refused(client, store, "GET", f"/api/images/{third}/reference", 400, "c_mask.png is 20×20 pixels")

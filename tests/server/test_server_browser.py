@@ -260,7 +260,7 @@ def test_key_l_draws_the_mask_as_its_outline(tiny_checkpoint: Path, tmp_path: Pa
               c.width = image.naturalWidth || image.width; c.height = image.naturalHeight || image.height;
               const x = c.getContext('2d'); x.drawImage(image, 0, 0);
               return x.getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 === 3 && v > 0).length; };
-              return [count(s.outlined.canvas), count(s.overlay)]; }"""
+              return [count(s.outlines.get(s.overlay).canvas), count(s.overlay)]; }"""
         )
         assert 0 < opaque[0] < opaque[1] / 2  # a thin line around the mask
         page.keyboard.press("l")

@@ -138,6 +138,19 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
         pattern = r"/^disc \d+\.\d, cup \d+\.\d$/"
         page.wait_for_function(f"{pattern}.test(document.querySelector('#reference-dice').textContent)")
         assert "q/x_9_mask.png" in page.locator("#reference-item").get_attribute("title")
+        page.keyboard.press("g")  # the reference's outline over the picture, in its own colours
+        page.wait_for_function("window.clickadapt.state.referenceOverlay !== null")
+        drawn = page.evaluate(
+            """() => { const s = window.clickadapt.state; const o = s.referenceOverlay;
+              const outline = s.outlines.get(o).canvas;
+              const data = outline.getContext('2d').getImageData(0, 0, outline.width, outline.height).data;
+              const colours = new Set();
+              for (let i = 0; i < data.length; i += 4) {
+                if (data[i + 3]) colours.add([data[i], data[i + 1], data[i + 2]].join());
+              }
+              return {size: [o.naturalHeight, o.naturalWidth], colours: [...colours].sort()}; }"""
+        )
+        assert drawn == {"size": [42, 50], "colours": ["255,140,0", "255,230,0"]}  # rim and cup, as in the file
         page.locator("#image-filter").focus()
         page.keyboard.press("Escape")  # empties the filter
         page.wait_for_function("document.querySelectorAll('#image-list li').length === 6")
@@ -146,6 +159,11 @@ def test_a_large_data_folder_is_listed_in_natural_order_by_short_names_and_can_b
         items.nth(4).click()  # q/x_10.png: no reference mask, nothing to compare with
         page.wait_for_function("document.querySelector('#image-name').textContent === 'q/x_10.png'")
         assert page.locator("#reference-item").is_hidden()
+        assert page.evaluate("window.clickadapt.state.referenceOverlay") is None  # not x_9's over x_10
+        page.keyboard.press("g")  # off (it stayed on from x_9.png), then on again: there is none to show
+        page.keyboard.press("g")
+        page.wait_for_function("document.querySelector('#message').textContent.includes('no reference mask')")
+        assert page.evaluate("window.clickadapt.state.showReference") is False
         assert errors == []
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from server_helpers import IMAGE_SIZE, AppFactory, synthetic_fundus_png, write_tiny_fundus_checkpoint
 
 from clickadapt.data.prepare import mask_to_model, prepare_image
+from clickadapt.server.images import REFERENCE_COLOURS
 from clickadapt.server.service.crops import MIN_CROP_SIDE, ImageCrop, cut_from_picture, embed_in_picture, square_box
 from clickadapt.tasks import FUNDUS
 
@@ -257,3 +258,14 @@ def test_a_crop_of_a_data_folder_photograph_is_compared_with_the_photographs_ref
     }
     assert score.json() == {"reference": "eye_mask.png", "dice": pytest.approx(expected)}
     assert expected["cup"] > 0  # the stroke overlaps the reference cup: the comparison is not trivially 0
+    # to draw over the crop: its square of the reference, at the crop's own resolution, rim and cup apart
+    box = ImageCrop.model_validate(client.app.state.service.store.get_image_data(crop_id).geometry["crop"])  # type: ignore[attr-defined]
+    drawn = np.asarray(
+        Image.open(io.BytesIO(client.get(f"/api/images/{crop_id}/reference.png").content)).convert("RGBA")
+    )
+    square = reference[box.top : box.top + box.size, box.left : box.left + box.size]
+    assert drawn.shape[:2] == square.shape
+    for index in (1, 2):
+        assert (np.all(drawn[..., :3] == REFERENCE_COLOURS[index], axis=-1) & (drawn[..., 3] > 0)).sum() == (
+            square == index
+        ).sum()

@@ -64,6 +64,8 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 200, 0),
 )
 """Overlay colours by class index (background is transparent)."""
+REFERENCE_COLOURS: tuple[tuple[int, int, int], ...] = ((0, 0, 0), (255, 230, 0), (255, 140, 0), (255, 90, 200))
+"""Colours of a reference mask's outline by class index: unlike any mask colour, so that both are told apart."""
 MAX_PALETTE = 256
 """Entries of an indexed PNG's palette (class indices above the last one are drawn as it: transparent)."""
 NIFTI_HEADER_BYTES = 540

@@ -161,6 +161,19 @@ def reference(image_id: str, sessions: Sessions) -> ReferenceScore:
 
 
 @router.get(
+    "/{image_id}/reference.png",
+    response_class=Response,
+    responses={**PNG_RESPONSE, **ERRORS},
+    summary="The reference mask, to draw",
+)
+def reference_png(image_id: str, sessions: Sessions) -> Response:
+    """The image's reference mask as an RGBA overlay in the frame of the page's mask overlay (``mask_overlay``),
+    each class in its own colour (unlike the mask's), the rest transparent; 404 without one. For the user's eyes
+    only: the model never sees it."""
+    return Response(sessions.reference_overlay(image_id), media_type="image/png")
+
+
+@router.get(
     "/{image_id}/export",
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "application/gzip": {}}, "description": "the file"}, **ERRORS},

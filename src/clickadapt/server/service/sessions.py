@@ -455,6 +455,17 @@ class SessionManager:
         with self.lock:
             return self.views.mask_at_source(image_id, tag)
 
+    def reference_overlay(self, image_id: str) -> bytes:
+        """The image's reference mask as an overlay PNG in the frame of the page's mask overlay (see
+        :meth:`~clickadapt.server.service.views.SessionViews.reference_overlay`).
+
+        Raises:
+            NotFound: Unknown image, or no reference mask.
+            BadRequest: The reference mask is unreadable or of another size than the picture.
+        """
+        with self.lock:
+            return self.views.reference_overlay(image_id)
+
     def reference_score(self, image_id: str) -> ReferenceScore:
         """Dice of the current mask (at the picture's size) against the image's reference mask.
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from PIL import Image as PILImage
 
 from clickadapt.adaptation.strategies.base import pseudo_label
-from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_source
+from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_model, mask_to_source
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore, ImageRecord
 from clickadapt.server.images import (
+    REFERENCE_COLOURS,
     encode_png,
     overlay_png,
     page_geometry,
@@ -34,7 +36,7 @@ from clickadapt.server.images import (
 )
 from clickadapt.server.schemas import ClickOut, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
-from clickadapt.server.service.crops import embed_in_picture
+from clickadapt.server.service.crops import cut_from_picture, embed_in_picture
 from clickadapt.server.service.errors import BadRequest, NotFound, slug
 from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_clicks
 from clickadapt.server.service.registry import ModelRegistry
@@ -148,6 +150,38 @@ class SessionViews:
             resampled = logits_to_source(logits[0], geometry)
             return pseudo_label(resampled[None])[0].cpu().numpy().astype(np.uint8)
         return class_map_to_source(mask, geometry, self.task.num_classes)
+
+    def reference_overlay(self, image_id: str) -> bytes:
+        """The image's reference mask (:meth:`ImageCatalogue.reference_label`; a crop: its square of the picture's)
+        as an overlay PNG in :data:`~clickadapt.server.images.REFERENCE_COLOURS`, in the frame of the page's mask
+        overlay (:func:`~clickadapt.server.images.page_geometry`), for the page to draw its outline. Shown to the
+        user only: the model never sees it.
+
+        Raises:
+            NotFound: Unknown image, or no reference mask.
+            BadRequest: The reference mask is unreadable or of another size than the picture.
+        """
+        reference = self.catalogue.reference_label(image_id)
+        if reference is None:
+            raise NotFound(f"image {image_id!r} has no reference mask")
+        relative, label = reference
+        geometry, crop = self.catalogue.placement(image_id)
+        if crop is not None and label.shape == tuple(crop.picture_shape):
+            label = cut_from_picture(label, crop)
+        if label.shape != tuple(geometry.source_shape):
+            raise BadRequest(
+                f"reference mask {relative} is {label.shape[0]}×{label.shape[1]} pixels, the picture "
+                f"{geometry.source_shape[0]}×{geometry.source_shape[1]}"
+            )
+        page = page_geometry(geometry)
+        if geometry.kind == "resize":
+            framed = np.asarray(label, dtype=np.uint8)
+            if framed.shape != tuple(page.source_shape):
+                size = (page.source_shape[1], page.source_shape[0])
+                framed = np.asarray(PILImage.fromarray(framed).resize(size, PILImage.Resampling.NEAREST))
+        else:
+            framed = mask_to_model(label, geometry)
+        return overlay_png(framed, REFERENCE_COLOURS)
 
     def page_overlay(self, image_id: str, live: LiveImage | None, mask: np.ndarray | None) -> str | None:
         """The overlay the page draws over ``display.png`` (see :func:`page_geometry`), as a ``data:`` URL."""

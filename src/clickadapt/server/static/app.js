@@ -39,7 +39,9 @@
     opacity: 0.5,
     showOverlay: true,
     outline: false, // the mask drawn as its outline only (key L), the anatomy under it left uncovered
-    outlined: null, // { overlay, width, canvas }: the overlay's outline, kept until the overlay or its thickness changes
+    outlines: new WeakMap(), // overlay image → { thickness, canvas }: its outline, kept while the thickness holds
+    showReference: false, // the reference mask's outline drawn too (key G), where the data folder has one
+    referenceOverlay: null, // HTMLImageElement of the current image's reference.png (loaded when first shown)
     picture: null, // HTMLImageElement of display.png: the model's grid, whose pixels clicks and strokes are given in
     sharp: null, // HTMLImageElement of …/picture, drawn over display.png's extent: a photograph at its own resolution
     aspect: 1, // screen height of a grid row / screen width of a grid column (a 4:3 photograph on a square grid: 0.75)
@@ -542,21 +544,26 @@
     context.translate(state.panX, state.panY);
     context.scale(state.zoom, zoomY());
     context.drawImage(shownPicture(), 0, 0, width, height);
+    // Overlays come at the source image's own resolution (finer than display.png for a resized photograph):
+    // stretched over the picture's extent, smoothed only when scaled down; an outline is about 2 screen pixels wide
+    // at any zoom, whatever the overlay's own resolution.
+    const screenWidth = width * state.zoom * (window.devicePixelRatio || 1);
+    const drawOutline = (overlay) => {
+      context.imageSmoothingEnabled = overlay.naturalWidth > screenWidth;
+      const thickness = Math.max(1, Math.round((2 * overlay.naturalWidth) / screenWidth));
+      context.drawImage(outlineOf(overlay, thickness), 0, 0, width, height);
+    };
     if (state.overlay && state.showOverlay) {
-      // The overlay comes at the source image's own resolution (finer than display.png for a resized
-      // photograph): stretched over the picture's extent, smoothed only when it is scaled down.
-      const screenWidth = width * state.zoom * (window.devicePixelRatio || 1);
       context.imageSmoothingEnabled = state.overlay.naturalWidth > screenWidth;
       if (state.outline) {
-        // about 2 screen pixels wide at any zoom, whatever the overlay's own resolution
-        const thickness = Math.max(1, Math.round((2 * state.overlay.naturalWidth) / screenWidth));
-        context.drawImage(outlineOf(state.overlay, thickness), 0, 0, width, height);
+        drawOutline(state.overlay);
       } else {
         context.globalAlpha = state.opacity;
         context.drawImage(state.overlay, 0, 0, width, height);
         context.globalAlpha = 1;
       }
     }
+    if (state.showReference && state.referenceOverlay) drawOutline(state.referenceOverlay);
     context.restore();
     const clicks = state.view ? state.view.clicks : [];
     for (const click of clicks) {
@@ -574,8 +581,8 @@
   // The pixels of each class of the overlay that have a pixel of another class (or the background) within
   // `thickness` pixels: the mask's outline, in the class colours, opaque; the rest transparent.
   function outlineOf(overlay, thickness) {
-    const kept = state.outlined;
-    if (kept && kept.overlay === overlay && kept.thickness === thickness) return kept.canvas;
+    const kept = state.outlines.get(overlay);
+    if (kept && kept.thickness === thickness) return kept.canvas;
     const { canvas: outline, context: outlineContext } = offscreenCopy(overlay);
     const { width, height } = outline;
     const source = outlineContext.getImageData(0, 0, width, height).data;
@@ -603,8 +610,32 @@
       }
     }
     outlineContext.putImageData(drawn, 0, 0);
-    state.outlined = { overlay, thickness, canvas: outline };
+    state.outlines.set(overlay, { thickness, canvas: outline });
     return outline;
+  }
+
+  // The reference mask of the image (X_mask.ext beside a data-folder picture, a volume's label volume) as an
+  // outline in its own colours, to check the mask against: shown to the user only, never to the model.
+  async function showReference(on) {
+    const image = state.view ? state.view.image : null;
+    if (on && !(image && image.has_reference)) {
+      say("This image has no reference mask (X_mask.ext beside the picture in the data folder, or a label volume).", true);
+      return;
+    }
+    state.showReference = on;
+    if (on && (!state.referenceOverlay || state.referenceOverlay.dataset.imageId !== image.id)) {
+      try {
+        const overlay = await loadImageElement(withToken(`/api/images/${encodeURIComponent(image.id)}/reference.png`));
+        overlay.dataset.imageId = image.id;
+        if (!state.view || state.view.image.id !== image.id) return; // another image was opened meanwhile
+        state.referenceOverlay = overlay;
+      } catch (error) {
+        state.showReference = false;
+        say(error.message, true);
+      }
+    }
+    draw();
+    if (state.showReference) say("the reference mask's outline in yellow, a second class orange (G hides it); the model never sees it", false);
   }
 
   function loadImageElement(src) {
@@ -743,11 +774,13 @@
       ]);
       state.picture = picture;
       state.sharp = sharp;
+      state.referenceOverlay = null; // the previous image's
       state.aspect = sharp ? (sharp.naturalHeight * picture.naturalWidth) / (sharp.naturalWidth * picture.naturalHeight) : 1;
       fit();
     }
     say(view.state === "done" ? "finished image; its label is kept (Relabel to label it again)" : "", false);
     await showView(view);
+    if (state.showReference && view.image.has_reference) await showReference(true); // kept on from image to image
     if (view.image.source_id && view.image.num_slices) {
       await showVolumePanel(await api("GET", `/api/sources/${encodeURIComponent(view.image.source_id)}`), view.image.slice_index);
     } else {
@@ -1001,6 +1034,7 @@
       $("brush-size").value = String(state.brushRadius);
     }
     else if (key === "o") { state.showOverlay = !state.showOverlay; draw(); }
+    else if (key === "g") enqueue(() => showReference(!state.showReference));
     else if (key === "l" && !event.ctrlKey && !event.metaKey) {
       state.outline = !state.outline;
       draw();
