@@ -23,6 +23,8 @@ Usage::
 
     python bench/models.py evaluate NAME CHECKPOINT [--train-log runs/x/train_log.jsonl ...] [--note TEXT]
     python bench/models.py report          # bench/results/models.md from bench/results/models/*.json
+    python bench/models.py compare CANDIDATE.pt REFERENCE.pt   # paired per image, bootstrap intervals
+    python bench/models.py speed CHECKPOINT --size 384         # its network's speed at another data size
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, PatientFold, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.machine import cpu_and_versions
-from clickadapt.evaluation.stream import click_through, evaluate_frozen, image_click_seed
+from clickadapt.evaluation.statistics import bootstrap_mean
+from clickadapt.evaluation.stream import FROZEN_STRATEGY, click_through, evaluate_frozen, image_click_seed, run_stream
 from clickadapt.models.checkpoint import LoadedModel, load_checkpoint
 from clickadapt.models.factory import count_parameters
 
@@ -250,8 +253,46 @@ def report() -> str:
     return text
 
 
+def per_image_dice(loaded: LoadedModel, set_name: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Per image key, per region, Dice@1/5/10 (%) averaged over the click seeds, on one evaluation set at the
+    checkpoint's own data size (no adaptation, ``oaims`` user)."""
+    config = EVALUATION_SETS[loaded.task.name][set_name]
+    samples = load_samples(config.model_copy(update={"size": _checkpoint_size(loaded)}), cache_dir=CACHE)
+    sums: dict[str, dict[str, dict[str, float]]] = {}
+    for seed in CLICK_SEEDS:
+        result = run_stream(
+            loaded.model, loaded.task, samples, FROZEN_STRATEGY, {}, "oaims", 10, order_seed=None, click_seed=seed,
+            click_sigma=loaded.meta.preprocessing.click_sigma,
+        )  # fmt: skip
+        for image in result.images:
+            for region, curve in image.dice.items():
+                cell = sums.setdefault(image.key, {}).setdefault(region, {})
+                for click in (1, 5, 10):
+                    cell[f"dice@{click}"] = cell.get(f"dice@{click}", 0.0) + 100 * curve[click - 1] / len(CLICK_SEEDS)
+    return sums
+
+
+def compare(candidate: Path, reference: Path) -> str:
+    """Markdown: the candidate minus the reference model, image by image on each evaluation set of their task,
+    with 95 % percentile-bootstrap intervals over the images (each model at its own data size)."""
+    torch.set_num_threads(THREADS)
+    loaded = {path: load_checkpoint(path) for path in (candidate, reference)}
+    task = loaded[candidate].task.name
+    lines = [f"`{candidate}` − `{reference}` ({task}; oaims user, no adaptation, click seeds {list(CLICK_SEEDS)}):", ""]
+    for set_name in EVALUATION_SETS[task]:
+        mine, theirs = (per_image_dice(loaded[path], set_name) for path in (candidate, reference))
+        keys = sorted(set(mine) & set(theirs))
+        for region in loaded[candidate].task.regions:
+            cells = []
+            for click in ("dice@1", "dice@5", "dice@10"):
+                difference = bootstrap_mean([mine[key][region][click] - theirs[key][region][click] for key in keys])
+                cells.append(f"{difference.mean:+.1f} [{difference.low:+.1f}, {difference.high:+.1f}]")
+            lines.append(f"- {set_name}, {region} (n = {len(keys)} images), clicks 1 / 5 / 10: " + " / ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``evaluate`` one candidate or write the ``report``."""
+    """``evaluate`` one candidate, ``compare`` two, or write the ``report``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("evaluate", help="measure one candidate")
@@ -262,10 +303,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     one.add_argument("--note", default="")
     commands.add_parser("report", help="write bench/results/models.md")
+    fast = commands.add_parser("speed", help="the speed of a checkpoint's network at another data size")
+    fast.add_argument("checkpoint", type=Path)
+    fast.add_argument("--size", type=int, required=True, help="side of the data (the network runs at it)")
+    pair = commands.add_parser("compare", help="a candidate minus another model, image by image, with intervals")
+    pair.add_argument("candidate", type=Path)
+    pair.add_argument("reference", type=Path)
     args = parser.parse_args(argv)
     if args.command == "evaluate":
         record = evaluate(args.name, args.checkpoint, args.train_log, args.note)
         print(json.dumps({k: record[k] for k in ("name", "sets", "speed")}, indent=1))
+    elif args.command == "compare":
+        print(compare(args.candidate, args.reference))
+    elif args.command == "speed":  # the cost of a width at a size, before training a candidate there
+        loaded = load_checkpoint(args.checkpoint)
+        config = next(iter(EVALUATION_SETS[loaded.task.name].values()))
+        samples = load_samples(config.model_copy(update={"size": args.size}), cache_dir=CACHE)
+        print(json.dumps({"size": args.size, **{k: round(v, 1) for k, v in speed(loaded, samples).items()}}))
     else:
         print(report())
     return 0
