@@ -292,7 +292,8 @@ def compare(candidate: Path, reference: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``evaluate`` one candidate, ``compare`` two, or write the ``report``."""
+    """``evaluate`` one candidate, ``compare`` two, time a network at another size (``speed``), or write the
+    ``report``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="command", required=True)
     one = commands.add_parser("evaluate", help="measure one candidate")
