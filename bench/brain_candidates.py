@@ -52,13 +52,12 @@ from clickadapt.clicks.click import Click
 from clickadapt.clicks.encoding import click_maps
 from clickadapt.data.registry import PatientFold, load_samples
 from clickadapt.data.sample import Sample
-from clickadapt.evaluation.statistics import bootstrap_mean
 from clickadapt.evaluation.stream import evaluate_frozen
 from clickadapt.losses.combined import SegmentationLoss
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.tasks import TaskSpec
 from clickadapt.training.config import TrainingConfig
-from models import CACHE, EVALUATION_SETS
+from models import CACHE, EVALUATION_SETS, interval_text, paired_intervals
 from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
 
 SHIPPED = Path("src/clickadapt/pretrained/brain.pt")
@@ -231,18 +230,15 @@ def compare(args: argparse.Namespace) -> None:
         per_image: dict[str, dict[str, float]] = {}
         sigma = loaded.meta.preprocessing.click_sigma
         means = dice_at(loaded.model.eval(), samples, loaded.task, SEEDS, sigma, False, per_image)
-        patients = sorted({sample.patient for sample in samples})
+        patient_of = {sample.key: sample.patient for sample in samples}
+        patients = len(set(patient_of.values()))
         for key in ("dice@1", "dice@5", "dice@10"):
             base = shipped[set_name]["per_image"][key]
-            difference = np.array([per_image[key][s.key] - base[s.key] for s in samples])
-            by_patient = [
-                np.mean([d for s, d in zip(samples, difference, strict=True) if s.patient == p]) for p in patients
-            ]
-            images, grouped = bootstrap_mean(difference, seed=0), bootstrap_mean(np.array(by_patient), seed=0)
+            differences = {s.key: per_image[key][s.key] - base[s.key] for s in samples}
+            images, grouped = paired_intervals(differences, patient_of)
             print(
                 f"{set_name}, {key}: {np.mean(means[key]):.1f}; minus shipped over images (n = {len(samples)}) "
-                f"{images.mean:+.1f} [{images.low:+.1f}, {images.high:+.1f}], over patients (n = {len(patients)}) "
-                f"{grouped.mean:+.1f} [{grouped.low:+.1f}, {grouped.high:+.1f}]",
+                f"{interval_text(images)}, over patients (n = {patients}) {interval_text(grouped)}",
                 flush=True,
             )
 

@@ -49,7 +49,7 @@ from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.data.registry import DatasetConfig, PatientFold, load_samples
 from clickadapt.data.sample import Sample
 from clickadapt.evaluation.machine import cpu_and_versions
-from clickadapt.evaluation.statistics import bootstrap_mean
+from clickadapt.evaluation.statistics import Interval, bootstrap_mean
 from clickadapt.evaluation.stream import FROZEN_STRATEGY, click_through, evaluate_frozen, image_click_seed, run_stream
 from clickadapt.models.checkpoint import LoadedModel, load_checkpoint
 from clickadapt.models.factory import count_parameters
@@ -253,9 +253,25 @@ def report() -> str:
     return text
 
 
-def per_image_dice(loaded: LoadedModel, set_name: str) -> dict[str, dict[str, dict[str, float]]]:
+def paired_intervals(differences: dict[str, float], patient_of: dict[str, str]) -> tuple[Interval, Interval]:
+    """95 % percentile-bootstrap intervals (seed 0) of a mean per-image difference between two models: over the
+    images, and over the patients (each patient's images averaged first, patients in sorted order; an image's
+    slices are not independent)."""
+    grouped: dict[str, list[float]] = {}
+    for key, value in differences.items():
+        grouped.setdefault(patient_of[key], []).append(value)
+    by_patient = [float(np.mean(grouped[patient])) for patient in sorted(grouped)]
+    return bootstrap_mean(np.array(list(differences.values())), seed=0), bootstrap_mean(np.array(by_patient), seed=0)
+
+
+def interval_text(interval: Interval) -> str:
+    """``+1.2 [+0.3, +2.0]``."""
+    return f"{interval.mean:+.1f} [{interval.low:+.1f}, {interval.high:+.1f}]"
+
+
+def per_image_dice(loaded: LoadedModel, set_name: str) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, str]]:
     """Per image key, per region, Dice@1/5/10 (%) averaged over the click seeds, on one evaluation set at the
-    checkpoint's own data size (no adaptation, ``oaims`` user)."""
+    checkpoint's own data size (no adaptation, ``oaims`` user); and each image's patient."""
     config = EVALUATION_SETS[loaded.task.name][set_name]
     samples = load_samples(config.model_copy(update={"size": _checkpoint_size(loaded)}), cache_dir=CACHE)
     sums: dict[str, dict[str, dict[str, float]]] = {}
@@ -269,25 +285,34 @@ def per_image_dice(loaded: LoadedModel, set_name: str) -> dict[str, dict[str, di
                 cell = sums.setdefault(image.key, {}).setdefault(region, {})
                 for click in (1, 5, 10):
                     cell[f"dice@{click}"] = cell.get(f"dice@{click}", 0.0) + 100 * curve[click - 1] / len(CLICK_SEEDS)
-    return sums
+    return sums, {sample.key: sample.patient for sample in samples}
 
 
 def compare(candidate: Path, reference: Path) -> str:
     """Markdown: the candidate minus the reference model, image by image on each evaluation set of their task,
-    with 95 % percentile-bootstrap intervals over the images (each model at its own data size)."""
+    with 95 % percentile-bootstrap intervals over the images and over the patients (:func:`paired_intervals`; each
+    model at its own data size)."""
     torch.set_num_threads(THREADS)
     loaded = {path: load_checkpoint(path) for path in (candidate, reference)}
     task = loaded[candidate].task.name
     lines = [f"`{candidate}` − `{reference}` ({task}; oaims user, no adaptation, click seeds {list(CLICK_SEEDS)}):", ""]
     for set_name in EVALUATION_SETS[task]:
-        mine, theirs = (per_image_dice(loaded[path], set_name) for path in (candidate, reference))
+        (mine, patient_of), (theirs, _) = (per_image_dice(loaded[path], set_name) for path in (candidate, reference))
         keys = sorted(set(mine) & set(theirs))
+        patients = len({patient_of[key] for key in keys})
         for region in loaded[candidate].task.regions:
-            cells = []
+            over_images, over_patients = [], []
             for click in ("dice@1", "dice@5", "dice@10"):
-                difference = bootstrap_mean([mine[key][region][click] - theirs[key][region][click] for key in keys])
-                cells.append(f"{difference.mean:+.1f} [{difference.low:+.1f}, {difference.high:+.1f}]")
-            lines.append(f"- {set_name}, {region} (n = {len(keys)} images), clicks 1 / 5 / 10: " + " / ".join(cells))
+                differences = {key: mine[key][region][click] - theirs[key][region][click] for key in keys}
+                images, grouped = paired_intervals(differences, patient_of)
+                over_images.append(interval_text(images))
+                over_patients.append(interval_text(grouped))
+            lines.append(
+                f"- {set_name}, {region}, clicks 1 / 5 / 10: over images (n = {len(keys)}) "
+                + " / ".join(over_images)
+                + f"; over patients (n = {patients}) "
+                + " / ".join(over_patients)
+            )
     return "\n".join(lines)
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image as PILImage
 
 from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_model, mask_to_source
@@ -173,12 +172,8 @@ class SessionViews:
                 f"reference mask {relative} is {label.shape[0]}×{label.shape[1]} pixels, the picture "
                 f"{geometry.source_shape[0]}×{geometry.source_shape[1]}"
             )
-        page = page_geometry(geometry)
-        if geometry.kind == "resize":
-            framed = np.asarray(label, dtype=np.uint8)
-            if framed.shape != tuple(page.source_shape):
-                size = (page.source_shape[1], page.source_shape[0])
-                framed = np.asarray(PILImage.fromarray(framed).resize(size, PILImage.Resampling.NEAREST))
+        if geometry.kind == "resize":  # the source's pixels onto the page's (at most 2048 a side), nearest
+            framed = mask_to_source(label, page_geometry(geometry))
         else:
             framed = mask_to_model(label, geometry)
         return overlay_png(framed, REFERENCE_COLOURS)

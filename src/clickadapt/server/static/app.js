@@ -44,7 +44,6 @@
     referenceOverlay: null, // HTMLImageElement of the current image's reference.png (loaded when first shown)
     picture: null, // HTMLImageElement of display.png: the model's grid, whose pixels clicks and strokes are given in
     sharp: null, // HTMLImageElement of …/picture, drawn over display.png's extent: a photograph at its own resolution
-    aspect: 1, // screen height of a grid row / screen width of a grid column (a 4:3 photograph on a square grid: 0.75)
     window: { low: 0, high: 255 }, // display contrast: grey values low … high of display.png shown black … white
     windowed: null, // { picture, low, high, canvas }: the picture through the window, kept until one of them changes
     overlay: null, // HTMLImageElement of the mask overlay (at the source image's resolution, see draw())
@@ -405,8 +404,15 @@
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
   }
 
+  // Screen height of a grid row / screen width of a grid column: the photograph's own aspect over the grid's (a
+  // 4:3 photograph on a square grid: 0.75); 1 for a grey slice, whose picture is the grid.
+  function aspect() {
+    const { picture, sharp } = state;
+    return sharp ? (sharp.naturalHeight * picture.naturalWidth) / (sharp.naturalWidth * picture.naturalHeight) : 1;
+  }
+
   function zoomY() {
-    return state.zoom * state.aspect;
+    return state.zoom * aspect();
   }
 
   // Where the centre of grid pixel (row, col) is on the canvas, in CSS pixels.
@@ -419,7 +425,7 @@
     if (!state.picture) return;
     const rect = canvas.getBoundingClientRect();
     const width = state.picture.naturalWidth;
-    const height = state.picture.naturalHeight * state.aspect; // in screen units of a grid column
+    const height = state.picture.naturalHeight * aspect(); // in screen units of a grid column
     state.zoom = Math.min(rect.width / width, rect.height / height) * 0.95;
     state.panX = (rect.width - width * state.zoom) / 2;
     state.panY = (rect.height - height * state.zoom) / 2;
@@ -775,7 +781,6 @@
       state.picture = picture;
       state.sharp = sharp;
       state.referenceOverlay = null; // the previous image's
-      state.aspect = sharp ? (sharp.naturalHeight * picture.naturalWidth) / (sharp.naturalWidth * picture.naturalHeight) : 1;
       fit();
     }
     say(view.state === "done" ? "finished image; its label is kept (Relabel to label it again)" : "", false);
