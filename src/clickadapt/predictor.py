@@ -48,7 +48,7 @@ from clickadapt.data.prepare import (
 from clickadapt.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from clickadapt.paths import resolve_model_spec
 from clickadapt.tasks import TaskSpec
-from clickadapt.volume_input import VolumeSlice, is_nifti_path, prepare_volume_slice, read_nifti_slice
+from clickadapt.volume_input import VolumeSlice, is_volume_input, prepare_volume_slice, read_nifti_slice
 
 ImageInput = np.ndarray | str | Path
 """Pixels ``(H, W)`` grey or ``(H, W, 3)`` RGB, or the path of a PNG, JPEG, TIFF or NIfTI file."""
@@ -116,10 +116,11 @@ class Predictor:
 
         Args:
             image: Pixels ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB), any numeric type and any size of at least
-                8×8, or the path of a PNG, JPEG, TIFF or NIfTI file. A grey model greys an RGB picture; a
-                colour model repeats a grey one over three channels.
-            slice_index: For a NIfTI path: the axial slice (default the middle one). A grey model sees it
-                normalised with the whole volume's intensity statistics, as the data readers prepared its
+                8×8, or the path of a PNG, JPEG, TIFF or NIfTI file, or of a folder holding one DICOM series
+                (one file per slice, read as a volume: :mod:`clickadapt.volumes.dicom`). A grey model greys an
+                RGB picture; a colour model repeats a grey one over three channels.
+            slice_index: For a volume (NIfTI or DICOM series): the axial slice (default the middle one). A grey
+                model sees it normalised with the whole volume's intensity statistics, as the data readers prepared its
                 training slices (:mod:`clickadapt.volume_input`); pixels and 2D pictures with their own.
             image_id: A name for logs and safety events (default: the file name).
 
@@ -130,7 +131,7 @@ class Predictor:
         volume_slice: VolumeSlice | None = None
         if isinstance(image, str | Path):
             path = Path(image)
-            if is_nifti_path(path):
+            if is_volume_input(path):
                 volume_slice = read_nifti_slice(path, slice_index, self.meta.preprocessing.clip_percentiles)
                 pixels = volume_slice.picture
             else:
@@ -138,7 +139,9 @@ class Predictor:
             image_id = image_id or (path.name if slice_index is None else f"{path.name}[{slice_index}]")
         else:
             if slice_index is not None:
-                raise ValueError("slice_index is for NIfTI paths; pass the slice itself as pixels")
+                raise ValueError(
+                    "slice_index is for volume paths (NIfTI, DICOM series); pass the slice itself as pixels"
+                )
             pixels = np.asarray(image)
         if pixels.ndim == 3 and pixels.shape[-1] == 1:
             pixels = pixels[..., 0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -173,6 +174,11 @@ def is_nifti_path(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def is_volume_input(path: str | Path) -> bool:
+    """Whether :func:`read_nifti_slice` reads ``path``: a NIfTI file name, or a folder (a DICOM series)."""
+    return is_nifti_path(path) or Path(path).is_dir()
+
+
 @dataclass(frozen=True)
 class VolumeSlice:
     """An axial slice of a NIfTI volume with what its preparation needs.
@@ -193,14 +199,15 @@ def read_nifti_slice(
     slice_index: int | None = None,
     clip_percentiles: tuple[float, float] = DEFAULT_CLIP_PERCENTILES,
 ) -> VolumeSlice:
-    """Read axial slice ``slice_index`` of a NIfTI volume and the volume's statistics.
+    """Read axial slice ``slice_index`` of a NIfTI volume (or a DICOM series) and the volume's statistics.
 
     The slice is the readers' (:func:`clickadapt.data.files.read_nifti`, then
     :func:`~clickadapt.data.files.axial_slice`); the statistics are the server's for the same file
     (:meth:`VolumeIntensities.of_volume` of the stored voxels).
 
     Args:
-        path: A ``.nii`` / ``.nii.gz`` file.
+        path: A ``.nii`` / ``.nii.gz`` file, or a folder holding one DICOM series
+            (:func:`clickadapt.volumes.dicom.read_dicom_series`: the same slice as the series saved as NIfTI).
         slice_index: Axial slice in (L, A, S) orientation; default the middle one.
         clip_percentiles: Clipping range of the statistics.
 
@@ -208,21 +215,29 @@ def read_nifti_slice(
         FileNotFoundError: The file does not exist.
         ValueError: It cannot be decoded, is not 3D, or the slice is outside the volume (naming the file).
     """
-    path = require_file(Path(path), "NIfTI file")
+    series = Path(path).is_dir()
+    image: Any  # a Nifti1Image, or whatever nibabel loads (typed as its base class)
+    if series:
+        from clickadapt.volumes.dicom import read_dicom_series
+
+        image = read_dicom_series(path)  # its errors name the folder or the file
+    else:
+        path = require_file(Path(path), "NIfTI file")
     try:
-        image = nib.load(str(path))
-        stored = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]
+        if not series:
+            image = nib.load(str(path))
+        stored = np.asanyarray(image.dataobj)
         while stored.ndim > 3 and stored.shape[-1] == 1:
             stored = stored[..., 0]
         if stored.ndim != 3:
             raise ValueError(f"expected a 3D volume, got shape {stored.shape}")
         transform = nib.orientations.ornt_transform(
-            nib.orientations.io_orientation(image.affine),  # type: ignore[attr-defined]
+            nib.orientations.io_orientation(image.affine),
             nib.orientations.axcodes2ornt(SLICING_AXCODES),
         )
         volume = np.asarray(nib.orientations.apply_orientation(stored, transform))
     except Exception as error:  # nibabel/gzip/zlib raise many unrelated types
-        raise ValueError(f"cannot read NIfTI file {path}: {error}") from error
+        raise ValueError(f"cannot read {'DICOM series' if series else 'NIfTI file'} {path}: {error}") from error
     slices = int(volume.shape[-1])
     index = slices // 2 if slice_index is None else int(slice_index)
     if not 0 <= index < slices:

@@ -55,7 +55,8 @@ class Volume:
 
 
 def is_volume_path(path: str | Path) -> bool:
-    """Whether the file name ends like a volume :func:`read_volume` reads (NIfTI or NRRD)."""
+    """Whether the file name ends like a volume file :func:`read_volume` reads (NIfTI or NRRD; it also reads a
+    DICOM series folder)."""
     return str(path).lower().endswith(VOLUME_SUFFIXES)
 
 
@@ -84,12 +85,20 @@ def _nrrd_affine(header: dict[str, Any], path: Path) -> np.ndarray:
 
 
 def read_volume(path: str | Path) -> Volume:
-    """Read a NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``) volume as stored.
+    """Read a NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``) volume as stored, or the DICOM series
+    in a folder (:func:`clickadapt.volumes.dicom.read_dicom_series`: ordered along the slice normal; its labels are
+    written as NIfTI).
 
     Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: An unknown ending, an undecodable file or one that is not 3D (naming the file).
+        FileNotFoundError: The file or folder does not exist.
+        ValueError: An unknown ending, an undecodable file or one that is not 3D, a folder without exactly one
+            DICOM series that stacks (naming the file).
     """
+    if Path(path).is_dir():
+        from clickadapt.volumes.dicom import read_dicom_series
+
+        series = read_dicom_series(path)
+        return Volume(np.asarray(series.dataobj), np.asarray(series.affine, dtype=np.float64), "nifti", series.header)
     path = require_file(Path(path), "volume file")
     name = path.name.lower()
     try:

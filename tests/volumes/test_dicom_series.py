@@ -1,0 +1,121 @@
+"""A DICOM series (one file per slice) read as one volume: real MSLUB FLAIR slices written as real DICOM files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from dicom_testing import quantised, write_dicom_series
+
+import clickadapt
+from clickadapt.volume_input import read_nifti_slice
+from clickadapt.volumes import read_volume
+from clickadapt.volumes.dicom import find_dicom_series, read_dicom_series, series_in_folder
+
+MSLUB_FLAIR = (
+    "brain/mslub/cross_sectional/MNI/patient07/FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
+)
+SLICES = slice(45, 85)
+"""40 axial slices of patient 07 around its lesions (the whole volume's 182 would only be slower)."""
+
+
+@pytest.fixture(scope="module")
+def flair(data_root: Path) -> nib.Nifti1Image:
+    """Patient 07's FLAIR slab (L, A, S voxel order), its values as a DICOM file stores them."""
+    image = nib.load(str(data_root / MSLUB_FLAIR))
+    return quantised(image.slicer[:, :, SLICES])
+
+
+def canonical(image: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels and affine in RAS voxel order: two images of one scan compare equal whatever their voxel order."""
+    closest = nib.as_closest_canonical(image)
+    return np.asarray(closest.dataobj), np.asarray(closest.affine)
+
+
+def test_a_series_reads_as_the_scan_it_was_written_from(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    # Names without an ending and in an order that is not the slices' (nor is InstanceNumber): only the
+    # positions can order them, and only the DICM marker tells them apart from other files.
+    count = flair.shape[2]
+    names = [f"{(index * 17) % count:03d}" for index in range(count)]
+    write_dicom_series(flair, tmp_path / "series", names=names)
+    (tmp_path / "series" / "notes.txt").write_text("not an image")
+
+    series = series_in_folder(tmp_path / "series")
+    assert len(series.files) == count and series.label == "series 3 FLAIR AX"
+    image = read_dicom_series(series)
+    assert image.shape == flair.shape
+    data, affine = canonical(image)
+    expected_data, expected_affine = canonical(flair)
+    np.testing.assert_array_equal(data, expected_data)
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-6)
+    # read_volume (the volume session's door) reads the folder the same way
+    volume = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(volume.data, np.asarray(image.dataobj))
+    np.testing.assert_allclose(volume.affine, image.affine)
+
+
+def test_the_predictor_sees_a_series_slice_as_it_sees_the_nifti_slice(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    write_dicom_series(flair, tmp_path / "series")
+    nifti = tmp_path / "flair.nii.gz"
+    nib.save(flair, str(nifti))
+    from_series = read_nifti_slice(tmp_path / "series", 20)
+    from_nifti = read_nifti_slice(nifti, 20)
+    np.testing.assert_array_equal(from_series.picture, from_nifti.picture)
+    assert from_series.intensities == from_nifti.intensities
+
+    predictor = clickadapt.load_predictor("brain")
+    masks = []
+    for path in (tmp_path / "series", nifti):
+        predictor.set_image(path, slice_index=20)
+        masks.append(predictor.add_click(120, 80, "lesion"))
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert masks[0].shape == from_nifti.picture.shape
+
+
+def test_a_missing_slice_is_refused_naming_its_neighbours(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    write_dicom_series(flair, tmp_path / "series", skip=[12])
+    with pytest.raises(
+        ValueError, match=r"uneven slice spacing: 2 mm between IM001[13]\.dcm and IM001[13]\.dcm, 1 mm elsewhere"
+    ):
+        read_dicom_series(tmp_path / "series")
+
+
+def test_a_slice_written_twice_is_refused(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    files = write_dicom_series(flair, tmp_path / "series")
+    shutil.copy(files[5], tmp_path / "series" / "copy.dcm")
+    with pytest.raises(ValueError, match=r"copy\.dcm.*same position|IM0005\.dcm.*same position"):
+        read_dicom_series(tmp_path / "series")
+
+
+def test_two_series_in_one_folder_are_told_apart(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    write_dicom_series(flair, folder, series_uid="1.2.3.4", series_number=3)
+    upside = nib.Nifti1Image(np.asarray(flair.dataobj)[:, :, :10], flair.affine)
+    write_dicom_series(
+        upside,
+        folder,
+        names=[f"T2_{index}.dcm" for index in range(10)],
+        series_uid="1.2.3.5",
+        description="T2 AX",
+        series_number=4,
+    )
+    found = find_dicom_series(sorted(folder.iterdir()))
+    assert sorted((series.uid, len(series.files)) for series in found) == [("1.2.3.4", 40), ("1.2.3.5", 10)]
+    with pytest.raises(ValueError, match=r"holds 2 DICOM series.*series 3 FLAIR AX \(1\.2\.3\.4, 40 files\)"):
+        read_volume(folder)
+    assert read_dicom_series(series_in_folder(folder, "1.2.3.5")).shape == (182, 218, 10)
+    with pytest.raises(ValueError, match=r"no DICOM series with SeriesInstanceUID 9\.9"):
+        series_in_folder(folder, "9.9")
+
+
+def test_a_folder_without_a_series_says_what_a_series_needs(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    files = write_dicom_series(flair, tmp_path / "one")
+    for extra in files[1:]:
+        extra.unlink()
+    with pytest.raises(ValueError, match=r"no DICOM series \(at least two single-frame slices"):
+        read_dicom_series(tmp_path / "one")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_dicom_series(tmp_path / "absent")
