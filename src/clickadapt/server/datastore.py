@@ -161,8 +161,10 @@ class SourceRecord:
         id: Stable identifier.
         name: Display name (file name).
         origin: ``"data"`` or ``"upload"``.
-        path: Relative to the data folder (``data``) or to the store (``upload``).
-        kind: ``"image"`` (2D) or ``"volume"`` (NIfTI / multi-frame DICOM; one image per chosen slice).
+        path: Relative to the data folder (``data``; a DICOM series: ``folder/#SeriesInstanceUID``) or to the
+            store (``upload``).
+        kind: ``"image"`` (2D) or ``"volume"`` (NIfTI / multi-frame DICOM / a folder's DICOM series; one image
+            per chosen slice).
         num_slices: Slices of a volume, ``None`` for 2D files.
     """
 

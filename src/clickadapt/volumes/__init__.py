@@ -1,6 +1,7 @@
 """Volumes: click on any slice of a NIfTI or NRRD volume in its own voxel order, get labels in its geometry.
 
 - :mod:`~clickadapt.volumes.io`: read a volume as stored, write a label with its exact geometry.
+- :mod:`~clickadapt.volumes.dicom`: a folder's DICOM series (one file per slice) as one volume.
 - :mod:`~clickadapt.volumes.geometry`: map file voxels onto the upright slices the network was trained on.
 - :mod:`~clickadapt.volumes.session`: :class:`VolumeSession`, the 2D predictor driven slice by slice.
 - :mod:`~clickadapt.volumes.slice_clicks`: its open slice, clicks and undo.

@@ -2,7 +2,8 @@
 
 Images come from the built-in demo slices (or samples given by the caller), from files of the data folder
 (``--data``; scanned at start-up, more added by path) and from uploads (stored under ``<store>/uploads``, the
-same content once). A volume (NIfTI, multi-frame DICOM) is a *source* with one image per chosen axial slice.
+same content once). A volume (NIfTI, multi-frame DICOM, a folder's DICOM series:
+:mod:`~clickadapt.server.service.series`) is a *source* with one image per chosen axial slice.
 Pixels are prepared for the model once (:func:`~clickadapt.server.images.prepare_source`) and kept in the
 datastore with the display picture and the :class:`~clickadapt.data.prepare.Geometry` that maps masks back
 onto the source.
@@ -61,9 +62,17 @@ from clickadapt.server.service.errors import (
     UnsupportedMediaType,
     slug,
 )
+from clickadapt.server.service.series import (
+    is_series_request,
+    resolve_series,
+    series_name,
+    series_nifti_bytes,
+    series_path,
+)
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
 from clickadapt.volume_input import stats_step
+from clickadapt.volumes.dicom import DicomSeries, find_dicom_series
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +325,8 @@ class ImageCatalogue:
         """A sentence when one of the data folder's first files does not look like what the model segments (a colour
         picture for a grey model without ``--channel``, a grey one or a volume for a colour model); the page shows
         it."""
+        self._broken_series: set[Path] = set()
+        """Files of DICOM series that did not stack into a volume at start-up: listed one by one instead."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -347,12 +358,37 @@ class ImageCatalogue:
             scanned: list[str] = []
             label_volumes: dict[str, list[Path]] = {}
             entries = data_folder_entries(self.data_root)
+            series_of_file = self._data_folder_series(entries)
+            in_series: set[Path] = set()  # files of the series read as volumes: not listed one by one
             said = time.monotonic()
             for done, path in enumerate(entries):
                 if time.monotonic() - said >= PROGRESS_SECONDS:  # a first start prepares every picture: say how far
                     said = time.monotonic()
                     logger.info("data folder: %d of %d files read (each prepared once per store)", done, len(entries))
                 relative = path.relative_to(self.data_root).as_posix()
+                if path in in_series:
+                    continue
+                series = series_of_file.pop(path, None)
+                if series is not None:
+                    for member in series.files:  # the series is listed once, where its first file comes
+                        series_of_file.pop(member, None)
+                    try:
+                        scanned.append(self._register_data_series(series, None).image.id)
+                        in_series.update(series.files)
+                        logger.info(
+                            "data folder: %s: DICOM series of %d files read as one volume",
+                            series_name(series, self.data_root),
+                            len(series.files),
+                        )
+                        continue
+                    except ServiceError as error:
+                        logger.warning(
+                            "data folder: %s: its %d DICOM files are listed one by one, not as one volume: %s",
+                            series_name(series, self.data_root),
+                            len(series.files),
+                            error.message,
+                        )
+                        self._broken_series.update(series.files)
                 skip = data_file_skip_reason(path)
                 if skip is not None and skip.partner is not None and path.resolve().is_relative_to(self.data_root):
                     self._references[skip.partner.relative_to(self.data_root).as_posix()] = path  # no link out
@@ -398,6 +434,12 @@ class ImageCatalogue:
                         "" if pattern is None else f" (--reference-name {pattern!r} matches none or several)",
                         ", ".join(sorted(volume.name for volume in candidates)),
                     )
+
+    def _data_folder_series(self, entries: Sequence[Path]) -> dict[Path, DicomSeries]:
+        """The DICOM series among the data folder's files (links leading out left aside), by member file."""
+        assert self.data_root is not None
+        inside = [path for path in entries if path.resolve().is_relative_to(self.data_root)]
+        return {member: series for series in find_dicom_series(inside) for member in series.files}
 
     def _data_fit_warning(self, image_ids: list[str]) -> str | None:
         """:attr:`data_warning` from the files of these data-folder images, else ``None``."""
@@ -778,6 +820,9 @@ class ImageCatalogue:
 
     def _read_source_bytes(self, source: SourceRecord) -> bytes:
         if source.origin == "data":
+            if self.data_root is not None and is_series_request(source.path, self.data_root):
+                series = resolve_series(source.path, self.data_root)
+                return series_nifti_bytes(series, self.data_root, self.settings.max_volume_voxels)
             return self.resolve_data_path(source.path).read_bytes()
         path = (self.store.folder / source.path).resolve()
         if not path.is_relative_to(self.store.folder.resolve()) or not path.is_file():
@@ -886,7 +931,30 @@ class ImageCatalogue:
             raise NotFound(f"file {relative!r} does not exist in the data folder")
         return resolved
 
+    def _register_data_series(self, series: DicomSeries, slice_index: int | None) -> UploadResult:
+        """Register a DICOM series of the data folder as a volume source (and its slice, default the middle one)."""
+        assert self.data_root is not None
+        relative = series_path(series, self.data_root)
+        source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+        source = self.store.get_source(source_id)
+        if source is not None:
+            image = self._image_from_source(source, None, slice_index)
+            return UploadResult(source=self.source_info(source), image=self.image_info(image))
+        name = series_name(series, self.data_root)
+        decoded = self._decode(series_nifti_bytes(series, self.data_root, self.settings.max_volume_voxels), name)
+        candidate = SourceRecord(source_id, name, "data", relative, decoded.kind, decoded.num_slices)
+        slice_index = self._checked_slice(candidate, slice_index)  # refuse before anything is stored
+        data = self._prepare(candidate, decoded, slice_index)
+        source = self.store.add_source(candidate)
+        self.store.set_meta(LABEL_CHECK + source_id, "scan")
+        self._cache_volume(source_id, decoded)
+        image = self._image_from_source(source, decoded, slice_index, data)
+        warning = task_fit_warning(decoded, self.task)
+        return UploadResult(source=self.source_info(source), image=self.image_info(image), warning=warning)
+
     def _register_data_file(self, relative: str, slice_index: int | None) -> UploadResult:
+        if self.data_root is not None and is_series_request(relative, self.data_root):
+            return self._register_data_series(resolve_series(relative, self.data_root), slice_index)
         path = self.resolve_data_path(relative)
         relative = path.relative_to(self.data_root or path.parent).as_posix()
         source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
@@ -935,14 +1003,23 @@ class ImageCatalogue:
             return self._register_data_file(relative, slice_index)
 
     def data_files(self) -> list[str]:
-        """Readable files of the data folder, relative paths (empty without a data folder)."""
+        """Readable files of the data folder, relative paths (empty without a data folder); a DICOM series once, as
+        ``folder/#SeriesInstanceUID`` where its first file comes, instead of its files."""
         if self.data_root is None:
             return []
-        return [
-            path.relative_to(self.data_root).as_posix()
-            for path in data_folder_entries(self.data_root)
-            if data_file_skip_reason(path) is None and path.resolve().is_relative_to(self.data_root)
-        ]
+        entries = data_folder_entries(self.data_root)
+        series_of_file = self._data_folder_series(entries)
+        files: list[str] = []
+        for path in entries:
+            series = series_of_file.get(path)
+            if series is not None and path not in self._broken_series:
+                relative = series_path(series, self.data_root)
+                if relative not in files:
+                    files.append(relative)
+                continue
+            if data_file_skip_reason(path) is None and path.resolve().is_relative_to(self.data_root):
+                files.append(path.relative_to(self.data_root).as_posix())
+        return files
 
     # ================================================================== uploads and volumes
 

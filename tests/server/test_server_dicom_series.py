@@ -1,0 +1,119 @@
+"""A DICOM series in the data folder is served as one volume: the same slices, masks and export as the NIfTI it
+stands for; a series that does not stack is listed file by file with the reason logged."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from server_helpers import AppFactory
+
+from clickadapt.volumes.dicom import read_dicom_series
+from dicom_testing import quantised, write_dicom_series
+
+MSLUB = "brain/mslub/cross_sectional/MNI/patient07"
+FLAIR = "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
+LESIONS = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
+SLAB = slice(45, 75)
+"""30 axial slices of patient 07 with lesions in them."""
+SLICE = 12
+
+
+@pytest.fixture
+def data_folder(data_root: Path, tmp_path: Path) -> Path:
+    """``flair.nii.gz`` (patient 07's FLAIR slab), the same slab as the DICOM series ``study/flair/`` (file names in
+    another order than the slices) beside its lesion label volume in the series' own voxel grid, and
+    ``study/t2/``: a series with a slice missing."""
+    folder = tmp_path / "data"
+    flair = quantised(nib.load(str(data_root / MSLUB / FLAIR)).slicer[:, :, SLAB])
+    folder.mkdir()
+    nib.save(flair, str(folder / "flair.nii.gz"))
+    count = flair.shape[2]
+    write_dicom_series(flair, folder / "study" / "flair", names=[f"x{(7 * i) % count:02d}.dcm" for i in range(count)])
+    series = read_dicom_series(folder / "study" / "flair")
+    lesions = np.asarray(nib.load(str(data_root / MSLUB / LESIONS)).dataobj)[:, :, SLAB] > 0.5
+    in_series_grid = nib.as_closest_canonical(nib.Nifti1Image(lesions.astype(np.uint8), flair.affine))
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(in_series_grid.affine), nib.orientations.io_orientation(series.affine)
+    )
+    label = nib.orientations.apply_orientation(np.asarray(in_series_grid.dataobj), ornt)
+    nib.save(nib.Nifti1Image(label.astype(np.uint8), series.affine), str(folder / "study" / "flair" / "lesions.nii.gz"))
+    write_dicom_series(flair, folder / "study" / "t2", description="T2 AX", skip=[10])
+    return folder
+
+
+def test_a_series_is_one_volume_with_the_nifti_scans_slices(
+    make_client: AppFactory, data_folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        client = make_client(data=data_folder, use_samples=False)
+    log = caplog.text
+    assert "study/flair/series 3 FLAIR AX: DICOM series of 30 files read as one volume" in log
+    assert "study/t2/series 3 T2 AX: its 29 DICOM files are listed one by one" in log
+    assert "uneven slice spacing: 2 mm between IM00" in log
+
+    images = client.get("/api/images").json()
+    names = [image["name"] for image in images]
+    series_images = [image for image in images if image["name"].startswith("study/flair/series 3 FLAIR AX")]
+    assert len(series_images) == 1 and series_images[0]["num_slices"] == 30
+    assert not any(name.startswith("study/flair/x") for name in names), names  # its files are not listed one by one
+    assert sum(name.startswith("study/t2/IM") for name in names) == 29  # the broken series' files are
+    series_source = series_images[0]["source_id"]
+    nifti_source = next(image["source_id"] for image in images if image["name"].startswith("flair.nii.gz"))
+
+    # The same slice through both: the same picture and, with the same click, the same mask.
+    pictures, masks = [], []
+    for source in (series_source, nifti_source):
+        image = client.post(f"/api/sources/{source}/slices", json={"index": SLICE}).json()
+        pictures.append(client.get(f"/api/images/{image['id']}/display.png").content)
+        client.post(f"/api/images/{image['id']}/open")
+        clicked = client.post(f"/api/images/{image['id']}/clicks", json={"row": 20, "col": 24, "label": 1})
+        assert clicked.status_code == 200, clicked.text
+        masks.append(client.get(f"/api/images/{image['id']}/mask.png").content)
+        assert image["has_reference"] is (source == series_source)
+    assert pictures[0] == pictures[1]
+    assert masks[0] == masks[1]
+
+    # The label volume in the series' folder is its reference, slice for slice.
+    marked = client.get(f"/api/sources/{series_source}/reference").json()
+    assert marked["reference"] == "study/flair/lesions.nii.gz" and sum(marked["pixels"]) > 0
+
+    # Its NIfTI export has the series' own geometry.
+    exported = nib.Nifti1Image.from_bytes(gzip.decompress(client.get(f"/api/sources/{series_source}/export").content))
+    expected = read_dicom_series(data_folder / "study" / "flair")
+    assert exported.shape == expected.shape
+    np.testing.assert_allclose(exported.affine, expected.affine, atol=1e-5)
+    assert np.asarray(exported.dataobj).any()
+
+
+def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_folder: Path) -> None:
+    client = make_client(data=data_folder, use_samples=False)
+    files = client.get("/api/data/files").json()
+    series_entries = [entry for entry in files if entry.startswith("study/flair/#")]
+    assert len(series_entries) == 1 and not any(entry.startswith("study/flair/x") for entry in files)
+    assert "study/flair/lesions.nii.gz" in files and sum(entry.startswith("study/t2/IM") for entry in files) == 29
+
+    by_folder = client.post("/api/data/images", json={"path": "study/flair", "slice": 3})
+    assert by_folder.status_code == 201, by_folder.text
+    by_uid = client.post("/api/data/images", json={"path": series_entries[0], "slice": 3}).json()
+    assert by_folder.json()["image"]["id"] == by_uid["image"]["id"]
+    assert by_uid["source"]["kind"] == "volume" and by_uid["source"]["num_slices"] == 30
+
+    missing = client.post("/api/data/images", json={"path": "study/flair/#1.2.3"})
+    assert missing.status_code == 404 and "no DICOM series with SeriesInstanceUID 1.2.3" in missing.json()["detail"]
+    broken = client.post("/api/data/images", json={"path": "study/t2"})
+    assert broken.status_code == 400 and "uneven slice spacing" in broken.json()["detail"]
+    outside = client.post("/api/data/images", json={"path": "../#1.2.3"})
+    assert outside.status_code == 400 and "outside the data folder" in outside.json()["detail"]
+
+
+def test_a_series_keeps_its_images_over_a_restart(make_client: AppFactory, data_folder: Path, tmp_path: Path) -> None:
+    first = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
+    listed = [image["id"] for image in first.get("/api/images").json()]
+    first.__exit__(None, None, None)
+    again = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
+    assert [image["id"] for image in again.get("/api/images").json()] == listed
