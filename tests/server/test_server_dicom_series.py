@@ -4,7 +4,9 @@ stands for; a series that does not stack is listed file by file with the reason 
 from __future__ import annotations
 
 import gzip
+import io
 import logging
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from server_helpers import AppFactory
 
+from clickadapt.server.service.series import zip_member_path
 from clickadapt.volumes.dicom import read_dicom_series
 from dicom_testing import quantised, write_dicom_series
 
@@ -117,3 +120,73 @@ def test_a_series_keeps_its_images_over_a_restart(make_client: AppFactory, data_
     first.__exit__(None, None, None)
     again = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
     assert [image["id"] for image in again.get("/api/images").json()] == listed
+
+
+def zipped(folder: Path, prefix: str = "") -> bytes:
+    """The files under ``folder`` as a zip (names relative to it, under ``prefix``)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, prefix + path.relative_to(folder).as_posix())
+        archive.writestr("__MACOSX/._x00.dcm", b"resource fork")
+    return buffer.getvalue()
+
+
+def test_a_zipped_series_uploads_as_the_nifti_it_stands_for(make_client: AppFactory, data_folder: Path) -> None:
+    client = make_client()
+    payload = zipped(data_folder / "study" / "flair", prefix="export/FLAIR/")
+    first = client.post("/api/uploads?filename=patient07.zip&slice=12", content=payload)
+    assert first.status_code == 201, first.text
+    source = first.json()["source"]
+    assert source["name"] == "patient07 (series 3 FLAIR AX)" and source["kind"] == "volume"
+    assert source["num_slices"] == 30
+    again = client.post("/api/uploads?filename=again.zip&slice=12", content=payload).json()
+    assert again["source"]["id"] == source["id"]  # the same series is stored once
+
+    # The same slice as the NIfTI of the same scan, uploaded: the same picture.
+    series = read_dicom_series(data_folder / "study" / "flair")
+    nifti = client.post("/api/uploads?filename=flair.nii&slice=12", content=series.to_bytes()).json()
+    assert nifti["source"]["id"] != source["id"]
+    pictures = [
+        client.get(f"/api/images/{image['id']}/display.png").content
+        for image in (first.json()["image"], nifti["image"])
+    ]
+    assert pictures[0] == pictures[1]
+
+
+def test_a_zip_that_is_not_one_series_is_refused_by_name(make_client: AppFactory, data_folder: Path) -> None:
+    client = make_client()
+    both = zipped(data_folder / "study")  # flair/ and t2/: two series
+    refused = client.post("/api/uploads?filename=study.zip", content=both)
+    assert refused.status_code == 400
+    assert (
+        "study.zip holds 2 DICOM series; upload one at a time: series 3 FLAIR AX (30 files); series 3 T2 AX (29"
+        in (refused.json()["detail"])
+    )
+    gap = client.post("/api/uploads?filename=t2.zip", content=zipped(data_folder / "study" / "t2"))
+    assert gap.status_code == 400
+    detail = gap.json()["detail"]
+    assert detail.startswith("uneven slice spacing: 2 mm between IM00") and "t2.zip" in detail
+    assert "clickadapt-series-" not in detail  # the server's unpacking folder is not shown
+    none = client.post("/api/uploads?filename=notes.zip", content=_zip_of({"a.txt": b"x"}))
+    assert none.status_code == 400 and "notes.zip: no DICOM series in the zip" in none.json()["detail"]
+    broken = client.post("/api/uploads?filename=broken.zip", content=b"PK\x03\x04" + b"\x00" * 64)
+    assert broken.status_code == 400 and "broken.zip: not a readable zip file" in broken.json()["detail"]
+
+
+def _zip_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_zip_members_cannot_land_outside_the_unpacking_folder(tmp_path: Path) -> None:
+    inside = tmp_path / "unpacked"
+    inside.mkdir()
+    assert zip_member_path(inside, "../../evil.dcm") == (inside / "evil.dcm").resolve()
+    assert zip_member_path(inside, "/etc/passwd") == (inside / "etc" / "passwd").resolve()
+    assert zip_member_path(inside, "a/../../b/IM1.dcm") == (inside / "a" / "b" / "IM1.dcm").resolve()
+    assert zip_member_path(inside, "__MACOSX/._IM1.dcm") is None and zip_member_path(inside, "a/.DS_Store") is None

@@ -78,8 +78,9 @@ async def upload(
         Query(ge=-MAX_INDEX, le=MAX_INDEX, description="volumes: axial slice to label (default the middle)"),
     ] = None,
 ) -> UploadResult:
-    """Upload a PNG, JPEG, TIFF, WebP, NIfTI (``.nii``/``.nii.gz``) or DICOM file as the raw request body. A volume
-    becomes one image per chosen slice (more via ``POST /api/sources/{id}/slices``)."""
+    """Upload a PNG, JPEG, TIFF, WebP, NIfTI (``.nii``/``.nii.gz``) or DICOM file, or a zip of one DICOM series (one
+    file per slice; stored as the NIfTI it stands for), as the raw request body. A volume becomes one image per
+    chosen slice (more via ``POST /api/sources/{id}/slices``)."""
     payload = await read_limited_body(request, catalogue.settings.max_upload_bytes)
     return await run_in_threadpool(catalogue.upload, payload, filename, slice)
 

@@ -64,10 +64,12 @@ from clickadapt.server.service.errors import (
 )
 from clickadapt.server.service.series import (
     is_series_request,
+    is_zip,
     resolve_series,
     series_name,
     series_nifti_bytes,
     series_path,
+    series_upload,
 )
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
@@ -1029,9 +1031,11 @@ class ImageCatalogue:
         The same content uploaded twice is stored once. The result carries a warning when the picture does not
         look like the task's images (e.g. a colour photograph for the brain model).
 
+        A zip holding one DICOM series is stored as that series saved as NIfTI (:func:`series_upload`).
+
         Raises:
-            PayloadTooLarge: Above ``max_upload_bytes``.
-            UnsupportedMediaType: Not PNG, JPEG, TIFF, WebP, NIfTI or DICOM.
+            PayloadTooLarge: Above ``max_upload_bytes`` (a zip: also unpacked).
+            UnsupportedMediaType: Not PNG, JPEG, TIFF, WebP, NIfTI, DICOM or a zipped DICOM series.
             BadRequest: Corrupt content, or a slice outside the volume.
         """
         if len(payload) > self.settings.max_upload_bytes:
@@ -1039,6 +1043,10 @@ class ImageCatalogue:
                 f"upload of {len(payload)} bytes exceeds the limit of {self.settings.max_upload_bytes} bytes"
             )
         name = Path(filename.replace("\\", "/")).name or "upload"
+        if is_zip(payload):  # a DICOM series, zipped: stored as the NIfTI it stands for
+            payload, name = series_upload(
+                payload, name, self.settings.max_upload_bytes, self.settings.max_volume_voxels
+            )
         decoded = self._decode(payload, name)
         digest = hashlib.sha256(payload).hexdigest()
         source_id = f"up-{digest[:16]}"

@@ -6,17 +6,32 @@ they are a NIfTI scan's, and a second series in the same folder is another sourc
 series saved as an uncompressed NIfTI (:func:`series_nifti_bytes`), so that slicing, the slice panel, references
 and the volume NIfTI export treat it exactly as the NIfTI file it stands for. Its member files are not listed one
 by one; a series that cannot be stacked (a missing slice, mixed sizes) is, with the reason logged.
+
+An upload of a series is a zip of its files (what a PACS exports; the page zips a chosen folder): it is stored as
+the NIfTI it stands for (:func:`series_upload`), so the same series uploaded twice is stored once.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import gzip
+import io
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
 
-from clickadapt.server.service.errors import BadRequest, NotFound
-from clickadapt.volumes.dicom import DicomSeries, read_dicom_series, series_in_folder
+from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
+from clickadapt.volumes.dicom import DicomSeries, find_dicom_series, read_dicom_series, series_in_folder
 
 SERIES_MARK = "#"
 """Starts the last part of a DICOM series' source path: its ``SeriesInstanceUID`` after the folder."""
+ZIP_MAGIC = b"PK\x03\x04"
+SKIPPED_ZIP_FOLDERS = ("__MACOSX",)
+"""Folders of a zip left unread (macOS's resource forks)."""
+
+
+def is_zip(payload: bytes | bytearray) -> bool:
+    """Whether an upload is a zip file."""
+    return bytes(payload[:4]) == ZIP_MAGIC
 
 
 def series_path(series: DicomSeries, root: Path) -> str:
@@ -75,3 +90,62 @@ def series_nifti_bytes(series: DicomSeries, root: Path, max_voxels: int) -> byte
     except ValueError as error:
         raise BadRequest(str(error).replace(f"{root}/", "")) from error
     return bytes(image.to_bytes())
+
+
+def zip_member_path(folder: Path, member: str) -> Path | None:
+    """Where a zip member goes under ``folder`` (``None``: a folder, a hidden file or one of
+    :data:`SKIPPED_ZIP_FOLDERS`); ``..`` and absolute parts are dropped, so nothing lands outside ``folder``."""
+    parts = [part for part in PurePosixPath(member.replace("\\", "/")).parts if part not in ("", ".", "..", "/")]
+    if not parts or member.endswith("/") or parts[-1].startswith(".") or parts[0] in SKIPPED_ZIP_FOLDERS:
+        return None
+    target = folder.joinpath(*parts).resolve()
+    return target if target.is_relative_to(folder.resolve()) else None
+
+
+def series_upload(payload: bytes | bytearray, name: str, max_bytes: int, max_voxels: int) -> tuple[bytes, str]:
+    """The one DICOM series of an uploaded zip as gzipped NIfTI bytes (deterministic: the same series gives the same
+    bytes), and its display name (``"<zip name> (series 3 FLAIR AX)"``).
+
+    Raises:
+        PayloadTooLarge: The members unpack to more than ``max_bytes`` (checked before unpacking), or the series
+            has more than ``max_voxels`` voxels.
+        BadRequest: Not a readable zip; no series in it, or several (naming them); a series that does not stack
+            (naming the member and the value).
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(bytes(payload)))
+    except zipfile.BadZipFile as error:
+        raise BadRequest(f"{name}: not a readable zip file: {error}") from error
+    with archive, tempfile.TemporaryDirectory(prefix="clickadapt-series-") as unpacked:
+        folder = Path(unpacked)
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        total = sum(info.file_size for info in members)
+        if total > max_bytes:
+            raise PayloadTooLarge(f"{name}: its files unpack to {total} bytes, above the upload limit of {max_bytes}")
+        for info in members:
+            target = zip_member_path(folder, info.filename)
+            if target is None:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.write_bytes(archive.read(info))  # zipfile stops at the declared size and checks the CRC
+            except (zipfile.BadZipFile, OSError, NotImplementedError) as error:
+                raise BadRequest(f"{name}: cannot unpack {info.filename}: {error}") from error
+        found = find_dicom_series(sorted(path for path in folder.rglob("*") if path.is_file()))
+        if not found:
+            raise BadRequest(
+                f"{name}: no DICOM series in the zip (at least two single-frame slices of one SeriesInstanceUID with "
+                "ImagePositionPatient and ImageOrientationPatient)"
+            )
+        if len(found) > 1:
+            listed = "; ".join(f"{series.label} ({len(series.files)} files)" for series in found)
+            raise BadRequest(f"{name} holds {len(found)} DICOM series; upload one at a time: {listed}")
+        series = found[0]
+        try:
+            image = read_dicom_series(series, max_voxels=max_voxels)
+        except ValueError as error:
+            message = str(error).replace(f"{folder}/", f"{name}: ").replace(str(folder), name)
+            too_large = "exceeds the limit" in message
+            raise (PayloadTooLarge if too_large else BadRequest)(message) from error
+    stem = name[: -len(".zip")] if name.lower().endswith(".zip") else name
+    return gzip.compress(image.to_bytes(), compresslevel=1, mtime=0), f"{stem} ({series.label})"

@@ -1337,30 +1337,130 @@
   $("slice-down").addEventListener("click", () => enqueue(() => stepSlice(-1)));
   $("slice-up").addEventListener("click", () => enqueue(() => stepSlice(1)));
 
-  $("upload-input").addEventListener("change", (event) =>
-    enqueue(async () => {
-      const file = event.target.files[0];
-      if (!file) return;
-      if (state.info && file.size > state.info.max_upload_bytes) {
-        say(`${file.name} is larger than the upload limit`, true);
-        return;
+  // A DICOM series goes up as one zip of its slices (stored, not compressed: the server unpacks it and reads the
+  // series as one volume). CRC-32 as zip readers check it.
+  const CRC_TABLE = (() => {
+    const table = new Uint32Array(256);
+    for (let n = 0; n < 256; n += 1) {
+      let c = n;
+      for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      table[n] = c >>> 0;
+    }
+    return table;
+  })();
+
+  function crc32(bytes) {
+    let c = 0xffffffff;
+    for (let i = 0; i < bytes.length; i += 1) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  }
+
+  async function zipOf(files) {
+    const parts = [];
+    const central = [];
+    let offset = 0;
+    for (const file of files) {
+      const data = new Uint8Array(await file.arrayBuffer());
+      const name = new TextEncoder().encode(file.webkitRelativePath || file.name);
+      const crc = crc32(data);
+      const local = new DataView(new ArrayBuffer(30));
+      const entry = new DataView(new ArrayBuffer(46));
+      local.setUint32(0, 0x04034b50, true);
+      entry.setUint32(0, 0x02014b50, true);
+      entry.setUint16(4, 20, true);
+      for (const [view, at] of [[local, 4], [entry, 6]]) {
+        view.setUint16(at, 20, true); // version needed
+        view.setUint16(at + 2, 0x0800, true); // UTF-8 names; method 0 (stored) follows
+        view.setUint16(at + 8, 33, true); // date 1980-01-01
+        view.setUint32(at + 10, crc, true);
+        view.setUint32(at + 14, data.length, true);
+        view.setUint32(at + 18, data.length, true);
+        view.setUint16(at + 22, name.length, true);
       }
-      say("");
-      setBusy(`uploading ${file.name}…`);
-      let result;
+      entry.setUint32(42, offset, true);
+      parts.push(local, name, data);
+      central.push(entry, name);
+      offset += 30 + name.length + data.length;
+    }
+    const size = central.reduce((total, part) => total + part.byteLength, 0);
+    const end = new DataView(new ArrayBuffer(22));
+    end.setUint32(0, 0x06054b50, true);
+    end.setUint16(8, files.length, true);
+    end.setUint16(10, files.length, true);
+    end.setUint32(12, size, true);
+    end.setUint32(16, offset, true);
+    return new Blob([...parts, ...central, end], { type: "application/zip" });
+  }
+
+  // Files that are slices of a DICOM series: named .dcm, or with no ending at all (as PACS exports name them).
+  const isDicomSlice = (file) => /\.dcm$/i.test(file.name) || !/\.[a-z0-9]{2,5}$/i.test(file.name);
+
+  async function uploadOne(body, name) {
+    if (state.info && body.size > state.info.max_upload_bytes) {
+      say(`${name} is larger than the upload limit`, true);
+      return null;
+    }
+    setBusy(`uploading ${name}…`);
+    try {
+      return await api("POST", `/api/uploads?filename=${encodeURIComponent(name)}`, undefined, body);
+    } finally {
+      setBusy("");
+    }
+  }
+
+  // Several files: DICOM slices go up together as one series, other files one by one; the last one is opened.
+  async function uploadFiles(files, folderName) {
+    if (!files.length) return;
+    say("");
+    const slices = files.length > 1 ? files.filter(isDicomSlice) : [];
+    const uploads = files.filter((file) => !slices.includes(file)).map((file) => [file, file.name]);
+    if (slices.length) {
+      const folder = folderName || (slices[0].webkitRelativePath || "").split("/")[0] || "DICOM";
+      setBusy(`packing ${slices.length} DICOM files…`);
+      uploads.push([await zipOf(slices), `${folder}.zip`]);
+    }
+    const warnings = [];
+    const done = [];
+    let result = null;
+    const failed = [];
+    for (const [body, name] of uploads) {
+      let answer = null;
       try {
-        result = await api("POST", `/api/uploads?filename=${encodeURIComponent(file.name)}`, undefined, file);
-      } finally {
-        setBusy("");
-        event.target.value = "";
+        answer = await uploadOne(body, name);
+      } catch (error) {
+        if (uploads.length === 1) throw error; // said as any refusal is
+        failed.push(error.message); // the others still go up
       }
-      $("upload-warning").hidden = !result.warning;
-      $("upload-warning").textContent = result.warning ? `${file.name}: ${result.warning}.` : "";
-      await refreshList();
-      await openImage(result.image.id);
-      if (result.source.kind === "volume") await showVolumePanel(result.source, result.image.slice_index);
-      say(result.warning ? `uploaded ${file.name}, but ${result.warning}` : `uploaded ${file.name}`, Boolean(result.warning));
-    }));
+      if (!answer) continue;
+      result = answer;
+      done.push(answer.source.name);
+      if (answer.warning) warnings.push(`${answer.source.name}: ${answer.warning}.`);
+    }
+    $("upload-warning").hidden = !warnings.length && !failed.length;
+    $("upload-warning").textContent = [...failed.map((text) => `refused: ${text}`), ...warnings].join(" ");
+    if (!result) {
+      if (failed.length) say(failed.join(" "), true);
+      return;
+    }
+    await refreshList();
+    await openImage(result.image.id);
+    if (result.source.kind === "volume") await showVolumePanel(result.source, result.image.slice_index);
+    const what = done.join(", ");
+    const trouble = [...failed.map((text) => `refused: ${text}`), ...warnings].join(" ");
+    say(trouble ? `uploaded ${what}, but ${trouble}` : `uploaded ${what}`, Boolean(trouble));
+  }
+
+  for (const id of ["upload-input", "upload-folder"]) {
+    $(id).addEventListener("change", (event) =>
+      enqueue(async () => {
+        const files = [...event.target.files].filter((file) => !file.name.startsWith("."));
+        try {
+          await uploadFiles(files, null);
+        } finally {
+          event.target.value = "";
+        }
+      }));
+  }
 
   // ------------------------------------------------------------------ start
   async function start() {
