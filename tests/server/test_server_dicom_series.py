@@ -92,6 +92,27 @@ def test_a_series_is_one_volume_with_the_nifti_scans_slices(
     np.testing.assert_allclose(exported.affine, expected.affine, atol=1e-5)
     assert np.asarray(exported.dataobj).any()
 
+    # 3D Slicer (MONAI Label) sees it under the same id, as that NIfTI, with its reference and the page's slices;
+    # the series that does not stack is left out there (its files are no volumes either).
+    objects = client.get("/datastore/?output=all").json()["objects"]
+    listed = {
+        entry["image"]["info"]["name"]: (image_id, sorted(entry["labels"])) for image_id, entry in objects.items()
+    }
+    assert listed == {
+        "flair.nii.gz": (nifti_source, ["web"]),
+        "study/flair/series 3 FLAIR AX": (series_source, ["reference", "web"]),
+    }
+    download = client.get("/datastore/image", params={"image": series_source})
+    assert download.status_code == 200
+    downloaded = nib.Nifti1Image.from_bytes(gzip.decompress(download.content))
+    np.testing.assert_array_equal(np.asarray(downloaded.dataobj), np.asarray(expected.dataobj))
+    np.testing.assert_allclose(downloaded.affine, expected.affine, atol=1e-5)
+    web = client.get("/datastore/label", params={"label": series_source, "tag": "web"})
+    assert web.status_code == 200
+    np.testing.assert_array_equal(
+        np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(web.content)).dataobj), np.asarray(exported.dataobj)
+    )
+
 
 def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_folder: Path) -> None:
     client = make_client(data=data_folder, use_samples=False)

@@ -5,6 +5,7 @@ Layout under ``<store>/monailabel/``::
     images/<id><ext>            volumes uploaded with ``PUT /datastore/?image=<id>``
     labels/<tag>/<id><ext>      labels: ``final`` (saved by the client), ``original`` (the model's first mask)
     sessions/<session>/<file>   volumes a client loaded locally (``PUT /session/``)
+    series/<id>.nii.gz          data-folder DICOM series, as NIfTI
 
 Volume files of the data folder (``--data``; NIfTI and NRRD) are listed too, under ``data-<digest>`` ids,
 and read in place, except those the web page does not list as scans either (label volumes such as MSLUB's
@@ -12,12 +13,15 @@ and read in place, except those the web page does not list as scans either (labe
 ``X_mask.nii.gz`` or its folder's only label volume) is offered, read-only, as its label tagged ``reference``;
 what the web page labelled of it (its labelled slices, as ``GET /api/sources/{id}/export`` gives them) as its label
 tagged ``web``, made when asked for (never written to disk).
+A data-folder DICOM series (:mod:`clickadapt.server.service.series`) is listed under the id and name the web page
+gives it, as the NIfTI it stands for, written once to ``series/<id>.nii.gz`` (again when one of its files changes).
 Ids are safe file-name stems; nothing is ever written outside the folder above.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import shutil
 import time
@@ -28,7 +32,11 @@ from pathlib import Path
 import nibabel as nib
 
 from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
+from clickadapt.server.service.series import series_name, series_path
+from clickadapt.volumes.dicom import DicomSeries, find_dicom_series, read_dicom_series
 from clickadapt.volumes.io import is_volume_path
+
+logger = logging.getLogger(__name__)
 
 MONAILABEL_FOLDER = "monailabel"
 ACCEPTED_SUFFIXES = (".nii.gz", ".nii", ".nrrd")
@@ -121,12 +129,14 @@ class VolumeFile:
     Attributes:
         id: Its id.
         path: The file.
-        name: The file name shown to clients.
+        name: The file name shown to clients (a data-folder file: its path relative to the data folder).
+        data_path: A data-folder DICOM series: its source path (``folder/#uid``), by which its reference is found.
     """
 
     id: str
     path: Path
     name: str
+    data_path: str | None = None
 
     @property
     def suffix(self) -> str:
@@ -158,7 +168,9 @@ class VolumeFiles:
         self.max_volume_voxels = max_volume_voxels
         self.not_scans = not_scans
         self.reference_of = reference_of
-        for folder in ("images", "labels", "sessions", "incoming"):
+        self._unstackable: set[str] = set()
+        """Data-folder DICOM series (ids) found not to stack, already logged."""
+        for folder in ("images", "labels", "sessions", "incoming", "series"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ incoming files
@@ -183,10 +195,41 @@ class VolumeFiles:
             raise PayloadTooLarge(f"the volume declares {voxels} voxels; the limit is {self.max_volume_voxels}")
 
     # ------------------------------------------------------------------ images
+    def _series_file(self, image_id: str, series: DicomSeries) -> Path | None:
+        """The NIfTI of a data-folder DICOM series, written when missing or older than one of its files (``None``:
+        it does not stack; logged once)."""
+        target = self.root / "series" / f"{image_id}.nii.gz"
+        newest = max(path.stat().st_mtime_ns for path in series.files)
+        if target.is_file() and target.stat().st_mtime_ns >= newest:
+            return target
+        try:
+            image = read_dicom_series(series, max_voxels=self.max_volume_voxels)
+        except ValueError as error:
+            if image_id not in self._unstackable:
+                self._unstackable.add(image_id)
+                logger.warning("MONAI Label datastore: a DICOM series is left out: %s", error)
+            return None
+        partial = target.with_name(f".{time.time_ns()}-{target.name}")
+        nib.save(image, str(partial))
+        partial.replace(target)
+        return target
+
+    def _data_series(self) -> dict[str, VolumeFile]:
+        assert self.data_root is not None
+        files = [path for path in sorted(self.data_root.rglob("*")) if path.resolve().is_relative_to(self.data_root)]
+        found = {}
+        for series in find_dicom_series(files):
+            relative = series_path(series, self.data_root)
+            image_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+            path = self._series_file(image_id, series)
+            if path is not None:
+                found[image_id] = VolumeFile(image_id, path, series_name(series, self.data_root), relative)
+        return found
+
     def _data_images(self) -> dict[str, VolumeFile]:
         if self.data_root is None:
             return {}
-        found = {}
+        found = self._data_series()
         for path in sorted(self.data_root.rglob("*")):
             if not path.is_file() or path.name.startswith(".") or not is_volume_path(path.name):
                 continue
@@ -254,7 +297,7 @@ class VolumeFiles:
         """A data-folder scan's reference mask, if it has one (an upload has none)."""
         if self.reference_of is None or not image.id.startswith("data-"):  # uploads cannot take such ids
             return None
-        return self.reference_of(image.name)
+        return self.reference_of(image.data_path or image.name)
 
     def labels(self, image: VolumeFile) -> dict[str, Path]:
         """Every label of an image by tag (``reference`` first, when the scan has one)."""
