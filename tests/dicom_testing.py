@@ -108,3 +108,42 @@ def write_dicom_series(
         pydicom.dcmwrite(str(path), dataset, enforce_file_format=True)
         written.append(path)
     return written
+
+
+JPEG_LOSSLESS = "1.2.840.10008.1.2.4.70"
+"""JPEG Lossless, first-order prediction (process 14, selection value 1): the compression MR and CT exports use most."""
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+
+
+def transcode(path: Path, transfer_syntax: str) -> None:
+    """Re-encode a DICOM file's pixel data in place with another (compressed) transfer syntax, through GDCM (its
+    writer drops the geometry of the header, so only the encoded pixel data is taken from it)."""
+    import gdcm
+    import pydicom
+
+    syntaxes = {
+        JPEG_LOSSLESS: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+        JPEG_2000_LOSSLESS: gdcm.TransferSyntax.JPEG2000Lossless,
+    }
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(path))
+    if not reader.Read():
+        raise ValueError(f"GDCM cannot read {path}")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(syntaxes[transfer_syntax]))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise ValueError(f"GDCM cannot re-encode {path}")
+    encoded = path.with_name(path.name + ".gdcm")
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(encoded))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    if not writer.Write():
+        raise ValueError(f"GDCM cannot write {path}")
+    dataset = pydicom.dcmread(str(path))
+    dataset.PixelData = pydicom.dcmread(str(encoded)).PixelData
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = transfer_syntax
+    encoded.unlink()
+    pydicom.dcmwrite(str(path), dataset, enforce_file_format=True)

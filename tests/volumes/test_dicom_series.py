@@ -8,12 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_testing import quantised, write_dicom_series
 
 import clickadapt
 from clickadapt.volume_input import read_nifti_slice
 from clickadapt.volumes import read_volume
 from clickadapt.volumes.dicom import find_dicom_series, read_dicom_series, series_in_folder
+from dicom_testing import JPEG_2000_LOSSLESS, JPEG_LOSSLESS, quantised, transcode, write_dicom_series
 
 MSLUB_FLAIR = (
     "brain/mslub/cross_sectional/MNI/patient07/FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
@@ -119,3 +119,22 @@ def test_a_folder_without_a_series_says_what_a_series_needs(flair: nib.Nifti1Ima
         read_dicom_series(tmp_path / "one")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_dicom_series(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("transfer_syntax", [JPEG_LOSSLESS, JPEG_2000_LOSSLESS])
+def test_a_compressed_series_reads_as_the_uncompressed_one(
+    flair: nib.Nifti1Image, tmp_path: Path, transfer_syntax: str
+) -> None:
+    import pydicom
+
+    plain = read_dicom_series(write_dicom_series(flair, tmp_path / "plain", series_uid="1.2.3")[0].parent)
+    files = write_dicom_series(flair, tmp_path / "packed", series_uid="1.2.3")
+    for path in files:
+        transcode(path, transfer_syntax)
+    assert pydicom.dcmread(files[0]).file_meta.TransferSyntaxUID == transfer_syntax
+    assert sum(path.stat().st_size for path in files) < 0.9 * sum(
+        path.stat().st_size for path in (tmp_path / "plain").iterdir()
+    )
+    packed = read_dicom_series(tmp_path / "packed")
+    np.testing.assert_array_equal(np.asarray(packed.dataobj), np.asarray(plain.dataobj))
+    np.testing.assert_allclose(packed.affine, plain.affine)
