@@ -14,6 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from server_helpers import ServerProcess
+from test_server_browser import CHROMIUM, CHROMIUM_ARGS, click_pixel
 from test_server_browser_issue16 import browser_and_server, open_page
 
 from dicom_testing import quantised, write_dicom_series
@@ -42,8 +44,14 @@ def test_dicom_slices_and_their_folder_upload_as_one_volume(
     page = open_page(browser, url)
     listed = page.locator("#image-list li").count()
 
+    # The buttons open the browser's file chooser (their inputs are invisible): several files at once.
+    with page.expect_file_chooser() as chooser_info:
+        page.get_by_text("Files…").click()
+    chooser = chooser_info.value
+    assert chooser.is_multiple()
+
     # Chosen together with a picture: the slices become one volume, the picture its own image.
-    page.set_input_files("#upload-input", [str(picture), *map(str, series_files)])
+    chooser.set_files([str(picture), *map(str, series_files)])
     page.wait_for_selector("#volume-panel:not([hidden])")
     assert page.text_content("#image-name") == "DICOM (series 3 FLAIR AX) [slice 15]"
     assert "uploaded extra.png, DICOM (series 3 FLAIR AX)" in (page.text_content("#message") or "")
@@ -56,3 +64,43 @@ def test_dicom_slices_and_their_folder_upload_as_one_volume(
     assert page.locator("#image-list li").count() == listed + 2
     assert page.text_content("#image-name") == "DICOM (series 3 FLAIR AX) [slice 15]"
     assert not page.errors
+
+
+@pytest.mark.slow
+def test_a_data_folder_series_exports_its_slices_as_a_dicom_seg(
+    tiny_checkpoint: Path, series_files: list[Path], tmp_path: Path
+) -> None:
+    if not CHROMIUM.is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    import highdicom as hd
+    import pydicom
+
+    data = series_files[0].parents[1]  # PAT07/, holding FLAIR/
+    server = ServerProcess(["--model", str(tiny_checkpoint), "--store", str(tmp_path / "store"), "--data", str(data)])
+    url = server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = open_page(browser, url)
+                page.locator("#image-list li").first.click()
+                page.wait_for_selector("#volume-panel:not([hidden])")
+                assert page.text_content("#image-name") == "FLAIR/series 3 FLAIR AX [slice 15]"
+                assert page.is_visible("#export-seg") and page.get_attribute("#export-seg", "aria-disabled") == "true"
+                click_pixel(page, 24, 24)
+                page.wait_for_selector("#canvas[data-clicks='1']")
+                page.wait_for_function(
+                    "document.getElementById('export-seg').getAttribute('aria-disabled') === 'false'"
+                )
+                with page.expect_download() as download_info:
+                    page.click("#export-seg")
+                saved = tmp_path / "seg.dcm"
+                download_info.value.save_as(saved)
+                seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(saved))
+                assert seg.Modality == "SEG" and seg.NumberOfFrames == 1  # the one labelled slice
+                assert not page.errors
+            finally:
+                browser.close()
+    finally:
+        server.stop()

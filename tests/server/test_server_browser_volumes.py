@@ -192,7 +192,8 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
             page.locator("#image-list").bounding_box(),
         )
         assert current is not None and shown is not None
-        assert shown["y"] <= current["y"] and current["y"] + current["height"] <= shown["y"] + shown["height"] + 1
+        # within a pixel either way: the browser places the entry at fractional offsets
+        assert shown["y"] - 1 <= current["y"] and current["y"] + current["height"] <= shown["y"] + shown["height"] + 1
         assert errors == []
 
 

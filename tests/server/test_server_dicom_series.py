@@ -9,8 +9,10 @@ import logging
 import zipfile
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from server_helpers import AppFactory
 
@@ -91,6 +93,24 @@ def test_a_series_is_one_volume_with_the_nifti_scans_slices(
     assert exported.shape == expected.shape
     np.testing.assert_allclose(exported.affine, expected.affine, atol=1e-5)
     assert np.asarray(exported.dataobj).any()
+
+    # For a PACS: the same label as a DICOM SEG over the series' own images, its voxels where the NIfTI's are.
+    assert client.get(f"/api/sources/{series_source}").json()["dicom_series"] is True
+    assert client.get(f"/api/sources/{nifti_source}").json()["dicom_series"] is False
+    seg_file = client.get(f"/api/sources/{series_source}/export", params={"format": "seg"})
+    assert seg_file.status_code == 200 and seg_file.headers["content-type"] == "application/dicom"
+    assert 'filename="series_3_FLAIR_AX_seg.dcm"' in seg_file.headers["content-disposition"]
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(io.BytesIO(seg_file.content)))
+    first_file = pydicom.dcmread(next((data_folder / "study" / "flair").glob("x*.dcm")))
+    assert seg.StudyInstanceUID == first_file.StudyInstanceUID and seg.SegmentSequence[0].SegmentLabel == "lesion"
+    placed = seg.get_volume(combine_segments=True)
+    voxels = np.argwhere(placed.array > 0)
+    in_seg = (placed.affine @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3]
+    voxels = np.argwhere(np.asarray(exported.dataobj) > 0)
+    in_nifti = (exported.affine @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3] * np.array([-1.0, -1.0, 1.0])
+    assert set(map(tuple, np.round(in_seg, 2))) == set(map(tuple, np.round(in_nifti, 2)))
+    refused = client.get(f"/api/sources/{nifti_source}/export", params={"format": "seg"})
+    assert refused.status_code == 400 and "is not a DICOM series of the data folder" in refused.json()["detail"]
 
     # 3D Slicer (MONAI Label) sees it under the same id, as that NIfTI, with its reference and the page's slices;
     # the series that does not stack is left out there (its files are no volumes either).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,46 @@ def test_a_compressed_series_reads_as_the_uncompressed_one(
     packed = read_dicom_series(tmp_path / "packed")
     np.testing.assert_array_equal(np.asarray(packed.dataobj), np.asarray(plain.dataobj))
     np.testing.assert_allclose(packed.affine, plain.affine)
+
+
+def test_a_label_of_a_series_becomes_a_dicom_seg_over_its_slices(flair: nib.Nifti1Image, tmp_path: Path) -> None:
+    import highdicom as hd
+    import pydicom
+
+    from clickadapt.volumes.dicom_seg import segmentation_of_series
+
+    write_dicom_series(flair, tmp_path / "series", names=[f"{(index * 7) % 40:02d}.dcm" for index in range(40)])
+    series = series_in_folder(tmp_path / "series")
+    volume = read_dicom_series(series)
+    label = np.zeros(volume.shape, np.uint8)
+    label[60:90, 100:120, 5:9] = 1  # a box on slices 5..8 of the series' voxel order
+    seg = hd.seg.Segmentation.from_dataset(
+        pydicom.dcmread(io.BytesIO(segmentation_of_series(series, label, ["background", "lesion"])))
+    )
+
+    assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "lesion"
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"  # SNOMED CT lesion
+    assert seg.StudyInstanceUID == pydicom.dcmread(series.files[0]).StudyInstanceUID
+    # The labelled voxels are where the label puts them, in the patient's space (highdicom places the SEG's frames
+    # from their own positions; the label's voxels go through the series' affine, RAS -> LPS) ...
+    placed = seg.get_volume(combine_segments=True)
+    voxels = np.argwhere(placed.array > 0)
+    in_seg = (placed.affine @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3]
+    voxels = np.argwhere(label > 0)
+    in_label = (volume.affine @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3] * np.array([-1.0, -1.0, 1.0])
+    assert len(in_seg) == 30 * 20 * 4
+    assert set(map(tuple, np.round(in_seg, 3))) == set(map(tuple, np.round(in_label, 3)))
+    # ... and its four frames name the four slices they lie on.
+    by_position = {
+        round(float(pydicom.dcmread(path).ImagePositionPatient[2]), 3): pydicom.dcmread(path).SOPInstanceUID
+        for path in series.files
+    }
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        z = round(float(frame.PlanePositionSequence[0].ImagePositionPatient[2]), 3)
+        referenced = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert referenced == by_position[z]
+
+    with pytest.raises(ValueError, match="nothing is labelled"):
+        segmentation_of_series(series, np.zeros(volume.shape, np.uint8), ["background", "lesion"])
+    with pytest.raises(ValueError, match="the label has shape"):
+        segmentation_of_series(series, label[:, :, :10], ["background", "lesion"])

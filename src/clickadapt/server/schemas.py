@@ -243,6 +243,11 @@ class SourceInfo(BaseModel):
     origin: Literal["data", "upload"]
     kind: Literal["image", "volume"]
     num_slices: int | None
+    dicom_series: bool = Field(
+        False,
+        description="a DICOM series of the data folder: its labelled slices also export as a DICOM SEG "
+        "(GET /api/sources/{id}/export?format=seg)",
+    )
 
 
 class UploadResult(BaseModel):

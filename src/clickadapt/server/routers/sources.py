@@ -141,15 +141,23 @@ def volume_reference_score(source_id: str, sessions: Sessions) -> VolumeReferenc
 @router.get(
     "/sources/{source_id}/export",
     response_class=Response,
-    responses={200: {"content": {"application/gzip": {}}, "description": "the NIfTI file"}, **ERRORS},
-    summary="Export a volume's labelled slices as one NIfTI",
+    responses={
+        200: {"content": {"application/gzip": {}, "application/dicom": {}}, "description": "the NIfTI or SEG file"},
+        **ERRORS,
+    },
+    summary="Export a volume's labelled slices as one NIfTI (or DICOM SEG)",
 )
 def export_volume(
-    source_id: str, sessions: Sessions, tag: Literal["current", "original", "final"] = "current"
+    source_id: str,
+    sessions: Sessions,
+    tag: Literal["current", "original", "final"] = "current",
+    format: Literal["nifti", "seg"] = "nifti",
 ) -> Response:
     """Every slice of the volume with a mask (``tag``) in one NIfTI with the volume's shape and affine, the other
-    slices 0: the per-image NIfTI exports of its slices, together. 404 before any slice has a mask."""
-    payload, media_type, filename = sessions.export_volume(source_id, tag)
+    slices 0: the per-image NIfTI exports of its slices, together. 404 before any slice has a mask.
+    ``format=seg``, for a DICOM series of the data folder (``dicom_series`` in its source): the same label as a
+    DICOM Segmentation object referring to the series' images, one segment per class, for a PACS."""
+    payload, media_type, filename = sessions.export_volume(source_id, tag, format)
     return Response(
         payload, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )

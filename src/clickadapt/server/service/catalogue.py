@@ -1083,7 +1083,27 @@ class ImageCatalogue:
             origin="upload" if source.origin == "upload" else "data",
             kind="volume" if source.kind == "volume" else "image",
             num_slices=source.num_slices,
+            dicom_series=self._is_data_series(source),
         )
+
+    def _is_data_series(self, source: SourceRecord) -> bool:
+        return source.origin == "data" and self.data_root is not None and is_series_request(source.path, self.data_root)
+
+    def dicom_series_of(self, source_id: str) -> DicomSeries:
+        """The DICOM series of the data folder a source stands for (its files, for a DICOM SEG export).
+
+        Raises:
+            NotFound: Unknown source, or its series is gone.
+            BadRequest: Not a data-folder DICOM series (an uploaded series is kept as NIfTI, without its files).
+        """
+        source = self._require_source(source_id)
+        if not self._is_data_series(source):
+            raise BadRequest(
+                f"{source.name} is not a DICOM series of the data folder; a DICOM SEG refers to the series' own files "
+                "(an uploaded series is kept as NIfTI): export it as NIfTI"
+            )
+        assert self.data_root is not None
+        return resolve_series(source.path, self.data_root)
 
     def _require_source(self, source_id: str) -> SourceRecord:
         source = self.store.get_source(source_id)

@@ -36,7 +36,7 @@ from clickadapt.server.service.crops import cut_from_picture
 from clickadapt.server.service.errors import BadRequest, Conflict, NotFound
 from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_clicks
 from clickadapt.server.service.registry import ModelRegistry
-from clickadapt.server.service.views import MaskChoice, SessionViews
+from clickadapt.server.service.views import MaskChoice, SessionViews, VolumeExportFormat
 from clickadapt.server.settings import ServerSettings
 
 
@@ -541,7 +541,9 @@ class SessionManager:
         with self.lock:
             return self.views.export(image_id, tag, file_format)
 
-    def export_volume(self, source_id: str, tag: MaskChoice = "current") -> tuple[bytes, str, str]:
+    def export_volume(
+        self, source_id: str, tag: MaskChoice = "current", format: VolumeExportFormat = "nifti"
+    ) -> tuple[bytes, str, str]:
         """Every labelled slice of a NIfTI volume in one NIfTI aligned with it (its shape and affine; slices without
         a mask are 0).
 
@@ -550,10 +552,10 @@ class SessionManager:
 
         Raises:
             NotFound: Unknown source, or no slice with such a mask.
-            BadRequest: A 2D image, or a volume that is not NIfTI.
+            BadRequest: A 2D image, or a volume that is not NIfTI; a SEG of what is not a data-folder DICOM series.
         """
         with self.lock:
-            return self.views.export_volume(source_id, tag)
+            return self.views.export_volume(source_id, tag, format)
 
     def chart(self) -> list[ChartPoint]:
         """Clicks needed per finished image, in order of finishing (the learning curve the page draws)."""

@@ -14,13 +14,16 @@ Not thread-safe by itself: the session manager calls it under the service lock.
 from __future__ import annotations
 
 import base64
+import gzip
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import nibabel as nib
 import numpy as np
 
+from clickadapt import __version__
 from clickadapt.adaptation.strategies.base import pseudo_label
 from clickadapt.data.prepare import Geometry, class_map_to_source, logits_to_source, mask_to_model, mask_to_source
 from clickadapt.server.datastore import ClickRecord, CorrectionRecord, Datastore, ImageRecord
@@ -39,8 +42,11 @@ from clickadapt.server.service.crops import cut_from_picture, embed_in_picture
 from clickadapt.server.service.errors import BadRequest, NotFound, slug
 from clickadapt.server.service.live import LiveImage, LiveImages, replay_stored_clicks
 from clickadapt.server.service.registry import ModelRegistry
+from clickadapt.volumes.dicom_seg import segmentation_of_series
 
 MaskChoice = Literal["current", "original", "final"]
+VolumeExportFormat = Literal["nifti", "seg"]
+"""A volume's labelled slices as one NIfTI, or (a data-folder DICOM series) as a DICOM SEG."""
 """Which mask: the live one, the model's first-click mask, or the user's finished label."""
 OutOfMemoryKey = tuple[str, int, tuple[int, ...], tuple[int, ...]]
 """Image id, session id, ids of its clicks and of its strokes in force."""
@@ -271,18 +277,24 @@ class SessionViews:
             for index, (image_id, mask) in self.source_slices(source_id).items()
         }
 
-    def export_volume(self, source_id: str, tag: MaskChoice = "current") -> tuple[bytes, str, str]:
+    def export_volume(
+        self, source_id: str, tag: MaskChoice = "current", format: VolumeExportFormat = "nifti"
+    ) -> tuple[bytes, str, str]:
         """Every labelled slice of a NIfTI volume in one NIfTI with the volume's stored shape and affine (the other
-        slices 0): what :meth:`export` gives slice by slice, together.
+        slices 0): what :meth:`export` gives slice by slice, together. ``format="seg"``: for a DICOM series of the
+        data folder, the same label as a DICOM SEG referring to the series' own images
+        (:func:`clickadapt.volumes.dicom_seg.segmentation_of_series`).
 
         Returns:
             File bytes, media type, file name.
 
         Raises:
             NotFound: Unknown source, or no slice with such a mask.
-            BadRequest: A 2D image, or a volume without an affine (not NIfTI).
+            BadRequest: A 2D image, or a volume without an affine (not NIfTI); a SEG of what is not a data-folder
+                DICOM series.
         """
         source = self.catalogue.get_source(source_id)
+        series = self.catalogue.dicom_series_of(source_id) if format == "seg" else None
         if source.kind != "volume":
             raise BadRequest(f"{source.name} is a 2D image; export its mask from the image")
         slices = self.source_slices(source_id, tag)
@@ -299,6 +311,13 @@ class SessionViews:
         except ValueError as error:
             raise BadRequest(f"{source.name}: {error}") from error
         stem = slug(Path(source.name).name.split(".nii")[0].rsplit(".", 1)[0])
+        if series is not None:
+            label = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(payload)).dataobj)
+            try:
+                seg = segmentation_of_series(series, label, self.task.class_names, software_version=__version__)
+            except ValueError as error:
+                raise BadRequest(f"{source.name}: {error}") from error
+            return seg, "application/dicom", f"{stem}_seg.dcm"
         return payload, "application/gzip", f"{stem}_mask.nii.gz"
 
     # ================================================================== views

@@ -653,6 +653,19 @@
     });
   }
 
+  // A slice of a volume: all its labelled slices in one NIfTI (there is one at least when this slice has a mask);
+  // of a DICOM series of the data folder, also as a DICOM SEG referring to the series' images.
+  function updateVolumeExports(view, hasMask) {
+    const source = encodeURIComponent(view.image.source_id);
+    const series = Boolean(state.volume && state.volume.id === view.image.source_id && state.volume.dicom_series);
+    for (const [id, shown, query] of [["export-volume", Boolean(view.image.num_slices), ""], ["export-seg", series, "?format=seg"]]) {
+      const link = $(id);
+      link.hidden = !shown;
+      link.href = hasMask && shown ? withToken(`/api/sources/${source}/export${query}`) : "#";
+      link.setAttribute("aria-disabled", hasMask ? "false" : "true");
+    }
+  }
+
   async function showView(view) {
     state.view = view;
     state.overlay = view.mask_overlay ? await loadImageElement(view.mask_overlay) : null;
@@ -682,11 +695,7 @@
       link.href = hasMask ? withToken(`/api/images/${encodeURIComponent(view.image.id)}/export?format=${format}&tag=${tag}`) : "#";
       link.setAttribute("aria-disabled", hasMask ? "false" : "true");
     }
-    // A slice of a volume: all its labelled slices in one NIfTI (there is one at least when this slice has a mask).
-    const volumeLink = $("export-volume");
-    volumeLink.hidden = !view.image.num_slices;
-    volumeLink.href = hasMask && view.image.num_slices ? withToken(`/api/sources/${encodeURIComponent(view.image.source_id)}/export`) : "#";
-    volumeLink.setAttribute("aria-disabled", hasMask ? "false" : "true");
+    updateVolumeExports(view, hasMask);
     if (view.message) say(view.message, false);
     updateListEntry(view.image);
     updateReferenceDice(view, hasMask);
@@ -1141,7 +1150,7 @@
       await refreshModel();
       say(`saved version ${version.version}`);
     }));
-  for (const id of ["export-png", "export-nifti", "export-volume"]) {
+  for (const id of ["export-png", "export-nifti", "export-volume", "export-seg"]) {
     $(id).addEventListener("click", (event) => {
       if ($(id).getAttribute("aria-disabled") === "true") {
         event.preventDefault();
@@ -1160,6 +1169,7 @@
     slider.value = String(sliceIndex === null || sliceIndex === undefined ? Math.floor(source.num_slices / 2) : sliceIndex);
     $("slice-max").textContent = String(source.num_slices - 1);
     $("volume-panel").hidden = false;
+    if (state.view) updateVolumeExports(state.view, Boolean(state.view.mask_overlay));
     showCurrentInList();
     updateSlicePreview();
     $("reference-slices").hidden = true;
