@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from server_helpers import AppFactory
 
-from clickadapt.server.service.series import zip_member_path
+from clickadapt.server.service.series import resolve_series, zip_member_path
 from clickadapt.volumes.dicom import read_dicom_series
 from dicom_testing import quantised, write_dicom_series
 
@@ -26,6 +26,7 @@ LESIONS = "GOLD_STANDARD_N4_noneck_reduced_winsor_regtoFLAIR_regtoMNI.nii.gz"
 SLAB = slice(45, 75)
 """30 axial slices of patient 07 with lesions in them."""
 SLICE = 12
+FLAIR_UID = "1.2.826.0.1.3680043.8.498.7001"
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def data_folder(data_root: Path, tmp_path: Path) -> Path:
     folder.mkdir()
     nib.save(flair, str(folder / "flair.nii.gz"))
     count = flair.shape[2]
-    write_dicom_series(flair, folder / "study" / "flair", names=[f"x{(7 * i) % count:02d}.dcm" for i in range(count)])
+    names = [f"x{(7 * i) % count:02d}.dcm" for i in range(count)]
+    write_dicom_series(flair, folder / "study" / "flair", names=names, series_uid=FLAIR_UID)
     series = read_dicom_series(folder / "study" / "flair")
     lesions = np.asarray(nib.load(str(data_root / MSLUB / LESIONS)).dataobj)[:, :, SLAB] > 0.5
     in_series_grid = nib.as_closest_canonical(nib.Nifti1Image(lesions.astype(np.uint8), flair.affine))
@@ -134,7 +136,13 @@ def test_a_series_is_one_volume_with_the_nifti_scans_slices(
     )
 
 
-def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_folder: Path) -> None:
+def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_folder: Path, tmp_path: Path) -> None:
+    # A link in the series' folder to a slice outside the data folder that would continue the series: not followed.
+    flair = nib.load(str(data_folder / "flair.nii.gz"))
+    beyond = np.asarray(flair.affine) @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, flair.shape[2]], [0, 0, 0, 1]])
+    next_slice = nib.Nifti1Image(np.asarray(flair.dataobj)[:, :, -1:], beyond)
+    (outside,) = write_dicom_series(next_slice, tmp_path / "elsewhere", names=["x30.dcm"], series_uid=FLAIR_UID)
+    (data_folder / "study" / "flair" / "x30.dcm").symlink_to(outside)
     client = make_client(data=data_folder, use_samples=False)
     files = client.get("/api/data/files").json()
     series_entries = [entry for entry in files if entry.startswith("study/flair/#")]
@@ -146,7 +154,9 @@ def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_fol
     by_uid = client.post("/api/data/images", json={"path": series_entries[0], "slice": 3}).json()
     assert by_folder.json()["image"]["id"] == by_uid["image"]["id"]
     assert by_uid["source"]["kind"] == "volume" and by_uid["source"]["num_slices"] == 30
-
+    # where its files are read from (start-up, or a series no longer in the memory cache): still 30
+    assert len(resolve_series("study/flair", data_folder.resolve()).files) == 30
+    assert len(resolve_series(series_entries[0], data_folder.resolve()).files) == 30
     missing = client.post("/api/data/images", json={"path": "study/flair/#1.2.3"})
     assert missing.status_code == 404 and "no DICOM series with SeriesInstanceUID 1.2.3" in missing.json()["detail"]
     broken = client.post("/api/data/images", json={"path": "study/t2"})

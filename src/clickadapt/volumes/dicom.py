@@ -167,8 +167,9 @@ def find_dicom_series(files: Iterable[Path]) -> list[DicomSeries]:
     return found
 
 
-def series_in_folder(folder: str | Path, uid: str | None = None) -> DicomSeries:
-    """The DICOM series whose slices lie in ``folder`` (not its sub-folders): the only one, or the one of ``uid``.
+def series_in_folder(folder: str | Path, uid: str | None = None, within: Path | None = None) -> DicomSeries:
+    """The DICOM series whose slices lie in ``folder`` (not its sub-folders): the only one, or the one of ``uid``;
+    with ``within``, only files that are (or link to) files inside that folder count.
 
     Raises:
         FileNotFoundError: No such folder.
@@ -177,7 +178,10 @@ def series_in_folder(folder: str | Path, uid: str | None = None) -> DicomSeries:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"DICOM series folder {folder} does not exist")
-    found = find_dicom_series(sorted(folder.iterdir()))
+    files = sorted(folder.iterdir())
+    if within is not None:
+        files = [path for path in files if path.resolve().is_relative_to(within)]
+    found = find_dicom_series(files)
     if uid is not None:
         found = [series for series in found if series.uid == uid]
         if not found:

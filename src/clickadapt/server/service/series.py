@@ -70,7 +70,7 @@ def resolve_series(relative: str, root: Path) -> DicomSeries:
     if not folder.is_relative_to(root):
         raise BadRequest(f"path {relative!r} is outside the data folder")
     try:
-        return series_in_folder(folder, uid)
+        return series_in_folder(folder, uid, within=root)  # links leading out of the data folder are not followed
     except FileNotFoundError as error:
         raise NotFound(f"folder {folder.relative_to(root).as_posix()!r} does not exist in the data folder") from error
     except ValueError as error:
