@@ -27,9 +27,11 @@ FLAIR = "brain/mslub/cross_sectional/MNI/patient07/FLAIR_N4_noneck_reduced_winso
 
 @pytest.fixture
 def series_files(data_root: Path, tmp_path: Path) -> list[Path]:
-    """Patient 07's FLAIR, 30 slices, as DICOM files named without an ending (as PACS exports name them)."""
+    """Patient 07's FLAIR, 30 slices, as DICOM files named by their instance UIDs, without a .dcm ending (as PACS
+    exports name them: what looks like an ending, ``.12``, is the UID's last part)."""
     flair = quantised(nib.load(str(data_root / FLAIR)).slicer[:, :, 45:75])
-    return write_dicom_series(flair, tmp_path / "PAT07" / "FLAIR", names=[f"{index:04d}" for index in range(30)])
+    names = [f"1.2.840.113619.2.55.3.604688119.969.{index + 10}" for index in range(30)]
+    return write_dicom_series(flair, tmp_path / "PAT07" / "FLAIR", names=names)
 
 
 @pytest.mark.slow

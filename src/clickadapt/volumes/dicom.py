@@ -186,14 +186,23 @@ def series_in_folder(folder: str | Path, uid: str | None = None, within: Path | 
         found = [series for series in found if series.uid == uid]
         if not found:
             raise ValueError(f"{folder}: no DICOM series with SeriesInstanceUID {uid}")
+    return the_only_series(found, str(folder), "name one by its SeriesInstanceUID")
+
+
+def the_only_series(found: Sequence[DicomSeries], where: str, choose: str) -> DicomSeries:
+    """The one series of ``found`` (those of a folder or a zip, named ``where`` in errors).
+
+    Raises:
+        ValueError: None (saying what a series needs), or several (listing them, with ``choose``: what to do).
+    """
     if not found:
         raise ValueError(
-            f"{folder}: no DICOM series (at least two single-frame slices of one SeriesInstanceUID with "
+            f"{where}: no DICOM series (at least two single-frame slices of one SeriesInstanceUID with "
             "ImagePositionPatient and ImageOrientationPatient)"
         )
     if len(found) > 1:
         names = "; ".join(f"{series.label} ({series.uid}, {len(series.files)} files)" for series in found)
-        raise ValueError(f"{folder} holds {len(found)} DICOM series, name one by its SeriesInstanceUID: {names}")
+        raise ValueError(f"{where} holds {len(found)} DICOM series; {choose}: {names}")
     return found[0]
 
 

@@ -20,7 +20,13 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
-from clickadapt.volumes.dicom import DicomSeries, find_dicom_series, read_dicom_series, series_in_folder
+from clickadapt.volumes.dicom import (
+    DicomSeries,
+    find_dicom_series,
+    read_dicom_series,
+    series_in_folder,
+    the_only_series,
+)
 
 SERIES_MARK = "#"
 """Starts the last part of a DICOM series' source path: its ``SeriesInstanceUID`` after the folder."""
@@ -132,15 +138,10 @@ def series_upload(payload: bytes | bytearray, name: str, max_bytes: int, max_vox
             except (zipfile.BadZipFile, OSError, NotImplementedError) as error:
                 raise BadRequest(f"{name}: cannot unpack {info.filename}: {error}") from error
         found = find_dicom_series(sorted(path for path in folder.rglob("*") if path.is_file()))
-        if not found:
-            raise BadRequest(
-                f"{name}: no DICOM series in the zip (at least two single-frame slices of one SeriesInstanceUID with "
-                "ImagePositionPatient and ImageOrientationPatient)"
-            )
-        if len(found) > 1:
-            listed = "; ".join(f"{series.label} ({len(series.files)} files)" for series in found)
-            raise BadRequest(f"{name} holds {len(found)} DICOM series; upload one at a time: {listed}")
-        series = found[0]
+        try:
+            series = the_only_series(found, name, "upload one at a time")
+        except ValueError as error:
+            raise BadRequest(str(error)) from error
         try:
             image = read_dicom_series(series, max_voxels=max_voxels)
         except ValueError as error:

@@ -1402,8 +1402,11 @@
     return new Blob([...parts, ...central, end], { type: "application/zip" });
   }
 
-  // Files that are slices of a DICOM series: named .dcm, or with no ending at all (as PACS exports name them).
-  const isDicomSlice = (file) => /\.dcm$/i.test(file.name) || !/\.[a-z0-9]{2,5}$/i.test(file.name);
+  // Files that may be slices of a DICOM series: all but pictures, volumes and documents by their ending (PACS
+  // exports name slices IM0001, or by their UID, 1.2.840.113619.2.55.3.604688119.969.1268071029.320.12); the
+  // server reads the DICOM ones among them and leaves the rest (a DICOMDIR, notes).
+  const NOT_DICOM = /\.(png|jpe?g|tiff?|webp|nii|gz|zip|nrrd|nhdr|txt|md|xml|json|csv|pdf|html?)$/i;
+  const isDicomSlice = (file) => /\.dcm$/i.test(file.name) || !NOT_DICOM.test(file.name);
 
   async function uploadOne(body, name) {
     if (state.info && body.size > state.info.max_upload_bytes) {
@@ -1419,13 +1422,14 @@
   }
 
   // Several files: DICOM slices go up together as one series, other files one by one; the last one is opened.
-  async function uploadFiles(files, folderName) {
+  async function uploadFiles(files) {
     if (!files.length) return;
     say("");
-    const slices = files.length > 1 ? files.filter(isDicomSlice) : [];
+    const candidates = files.filter(isDicomSlice);
+    const slices = candidates.length > 1 ? candidates : []; // one DICOM file alone is a picture of its own
     const uploads = files.filter((file) => !slices.includes(file)).map((file) => [file, file.name]);
     if (slices.length) {
-      const folder = folderName || (slices[0].webkitRelativePath || "").split("/")[0] || "DICOM";
+      const folder = (slices[0].webkitRelativePath || "").split("/")[0] || "DICOM"; // the chosen folder's name
       setBusy(`packing ${slices.length} DICOM files…`);
       uploads.push([await zipOf(slices), `${folder}.zip`]);
     }
@@ -1465,7 +1469,7 @@
       enqueue(async () => {
         const files = [...event.target.files].filter((file) => !file.name.startsWith("."));
         try {
-          await uploadFiles(files, null);
+          await uploadFiles(files);
         } finally {
           event.target.value = "";
         }
