@@ -79,7 +79,8 @@ def test_a_data_folder_series_exports_its_slices_as_a_dicom_seg(
     import pydicom
 
     data = series_files[0].parents[1]  # PAT07/, holding FLAIR/
-    server = ServerProcess(["--model", str(tiny_checkpoint), "--store", str(tmp_path / "store"), "--data", str(data)])
+    arguments = ["--model", str(tiny_checkpoint), "--store", str(tmp_path / "store"), "--data", str(data)]
+    server = ServerProcess([*arguments, "--max-upload-mb", "1"])
     url = server.start()
     try:
         with sync_api.sync_playwright() as playwright:
@@ -101,6 +102,14 @@ def test_a_data_folder_series_exports_its_slices_as_a_dicom_seg(
                 download_info.value.save_as(saved)
                 seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(saved))
                 assert seg.Modality == "SEG" and seg.NumberOfFrames == 1  # the one labelled slice
+
+                # The same slices uploaded through a server with a 1 MB limit: refused before sending, saying what
+                # to do.
+                page.set_input_files("#upload-input", [str(path) for path in series_files])
+                page.wait_for_selector("#message.error")
+                message = page.text_content("#message") or ""
+                assert message.startswith("DICOM.zip (3 MB) is larger than the upload limit of 1 MB")
+                assert "--max-upload-mb" in message and not page.is_visible("#busy")
                 assert not page.errors
             finally:
                 browser.close()

@@ -1410,8 +1410,9 @@
 
   async function uploadOne(body, name) {
     if (state.info && body.size > state.info.max_upload_bytes) {
-      say(`${name} is larger than the upload limit`, true);
-      return null;
+      const limit = Math.round(state.info.max_upload_bytes / 1048576);
+      throw new Error(`${name} (${Math.ceil(body.size / 1048576)} MB) is larger than the upload limit of ${limit} MB; ` +
+        "the server's --max-upload-mb raises it, or put the files in its data folder (--data)");
     }
     setBusy(`uploading ${name}…`);
     try {
@@ -1431,7 +1432,11 @@
     if (slices.length) {
       const folder = (slices[0].webkitRelativePath || "").split("/")[0] || "DICOM"; // the chosen folder's name
       setBusy(`packing ${slices.length} DICOM files…`);
-      uploads.push([await zipOf(slices), `${folder}.zip`]);
+      try {
+        uploads.push([await zipOf(slices), `${folder}.zip`]);
+      } finally {
+        setBusy("");
+      }
     }
     const warnings = [];
     const done = [];
