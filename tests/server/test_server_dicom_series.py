@@ -242,3 +242,21 @@ def test_zip_members_cannot_land_outside_the_unpacking_folder(tmp_path: Path) ->
     assert zip_member_path(inside, "/etc/passwd") == (inside / "etc" / "passwd").resolve()
     assert zip_member_path(inside, "a/../../b/IM1.dcm") == (inside / "a" / "b" / "IM1.dcm").resolve()
     assert zip_member_path(inside, "__MACOSX/._IM1.dcm") is None and zip_member_path(inside, "a/.DS_Store") is None
+
+
+def test_single_files_of_a_series_leave_the_list_unless_labelled(
+    make_client: AppFactory, data_folder: Path, tmp_path: Path
+) -> None:
+    # As a store of an older version holds them: two of the series' files registered one by one, one labelled.
+    store = tmp_path / "older"
+    first = make_client(data=data_folder, use_samples=False, store=store)
+    untouched = first.post("/api/data/images", json={"path": "study/flair/x03.dcm"}).json()["image"]["id"]
+    labelled = first.post("/api/data/images", json={"path": "study/flair/x04.dcm"}).json()["image"]["id"]
+    first.post(f"/api/images/{labelled}/open")
+    assert first.post(f"/api/images/{labelled}/clicks", json={"row": 20, "col": 24}).status_code == 200
+    first.__exit__(None, None, None)
+    again = make_client(data=data_folder, use_samples=False, store=store)
+    listed = [image["id"] for image in again.get("/api/images").json()]
+    assert untouched not in listed and labelled in listed  # the series' volume stands for the first
+    assert any(image["name"].startswith("study/flair/series 3 FLAIR AX") for image in again.get("/api/images").json())
+    assert again.get(f"/api/images/{untouched}").status_code == 200  # kept in the store, only not listed

@@ -242,6 +242,11 @@ def summarise_skipped(skipped: Sequence[SkippedFile], examples: int = 3, singles
     return lines
 
 
+def data_source_id(relative: str) -> str:
+    """The source id of a data-folder file (or DICOM series path) relative to the data folder."""
+    return "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+
+
 def natural_key(relative: str) -> tuple[list[str | int], str]:
     """Sort key that orders numbers by value: ``x_9.png`` before ``x_10.png`` (slices of a series in order);
     names equal but for leading zeros fall back to their text."""
@@ -329,6 +334,9 @@ class ImageCatalogue:
         it."""
         self._broken_series: set[Path] = set()
         """Files of DICOM series that did not stack into a volume at start-up: listed one by one instead."""
+        self._series_member_sources: set[str] = set()
+        """Sources of single files of a DICOM series read as one volume (registered one by one by an older version,
+        or added by path): their images nobody labelled are not listed, the series' volume is."""
         self.skipped: list[SkippedFile] = []
         """Files of the data folder left out at start-up (unsupported type, undecodable, a mask…); logged as
         :func:`summarise_skipped` lines, which ``clickadapt serve`` prints."""
@@ -377,6 +385,9 @@ class ImageCatalogue:
                     try:
                         scanned.append(self._register_data_series(series, None).image.id)
                         in_series.update(series.files)
+                        self._series_member_sources.update(
+                            data_source_id(member.relative_to(self.data_root).as_posix()) for member in series.files
+                        )
                         logger.info(
                             "data folder: %s: DICOM series of %d files read as one volume",
                             series_name(series, self.data_root),
@@ -708,11 +719,10 @@ class ImageCatalogue:
 
     def _listed_records(self) -> list[ImageRecord]:
         """The stored images in list order, but for the unlabelled images of label volumes an older version
-        registered as scans."""
+        registered as scans, and of single files of a DICOM series read as one volume."""
+        hidden = self._label_sources | self._series_member_sources
         return [
-            record
-            for record in self.store.list_images()
-            if not (record.source_id in self._label_sources and record.status == "new")
+            record for record in self.store.list_images() if not (record.source_id in hidden and record.status == "new")
         ]
 
     def list_images(self) -> list[ImageInfo]:
@@ -937,7 +947,7 @@ class ImageCatalogue:
         """Register a DICOM series of the data folder as a volume source (and its slice, default the middle one)."""
         assert self.data_root is not None
         relative = series_path(series, self.data_root)
-        source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+        source_id = data_source_id(relative)
         source = self.store.get_source(source_id)
         if source is not None:
             image = self._image_from_source(source, None, slice_index)
@@ -959,7 +969,7 @@ class ImageCatalogue:
             return self._register_data_series(resolve_series(relative, self.data_root), slice_index)
         path = self.resolve_data_path(relative)
         relative = path.relative_to(self.data_root or path.parent).as_posix()
-        source_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+        source_id = data_source_id(relative)
         source = self.store.get_source(source_id)
         decoded = None
         checked = (
