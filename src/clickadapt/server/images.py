@@ -570,7 +570,15 @@ def source_mask_to_nifti(source_mask: np.ndarray, geometry: Geometry) -> bytes:
 
 
 def volume_masks_to_nifti(slices: Mapping[int, np.ndarray], geometry: Geometry) -> bytes:
-    """A gzipped NIfTI with a source volume's stored shape and affine in which the given axial slices are filled.
+    """A gzipped NIfTI with a source volume's stored shape and affine in which the given axial slices are filled
+    (:func:`volume_masks_to_stored`, with the volume's affine)."""
+    stored = volume_masks_to_stored(slices, geometry)
+    return _gzipped_mask(nib.Nifti1Image(stored, np.asarray(geometry.affine, dtype=np.float64)))
+
+
+def volume_masks_to_stored(slices: Mapping[int, np.ndarray], geometry: Geometry) -> np.ndarray:
+    """A ``uint8`` class volume in a source volume's stored shape and voxel order in which the given axial slices
+    are filled.
 
     Args:
         slices: Axial slice index (L, A, S numbering, as ``Geometry.slice_index``) → that slice's mask in the
@@ -591,8 +599,7 @@ def volume_masks_to_nifti(slices: Mapping[int, np.ndarray], geometry: Geometry) 
     back = nib.orientations.ornt_transform(
         nib.orientations.axcodes2ornt(SLICING_AXCODES), nib.orientations.axcodes2ornt(stored_axcodes)
     )
-    stored = np.ascontiguousarray(nib.orientations.apply_orientation(volume, back))
-    return _gzipped_mask(nib.Nifti1Image(stored, np.asarray(geometry.affine, dtype=np.float64)))
+    return np.ascontiguousarray(nib.orientations.apply_orientation(volume, back))
 
 
 def _gzipped_mask(image: nib.Nifti1Image) -> bytes:

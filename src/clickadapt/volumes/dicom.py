@@ -20,7 +20,7 @@ in well under a second) and the pixels; nibabel holds the result.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,9 @@ class DicomSeries:
     files: tuple[Path, ...]
     number: int | None = None
     description: str = ""
+    headers: tuple[_SliceHeader, ...] = field(default=(), repr=False, compare=False)
+    """The slices' headers as :func:`find_dicom_series` read them, in :attr:`files`' order (read again when
+    empty)."""
 
     @property
     def label(self) -> str:
@@ -163,7 +166,8 @@ def find_dicom_series(files: Iterable[Path]) -> list[DicomSeries]:
         normal = _normal(headers[0].orientation)
         ordered = sorted(headers, key=lambda header: (float(header.position @ normal), header.path.name))
         first = headers[0]
-        found.append(DicomSeries(folder, uid, tuple(h.path for h in ordered), first.number, first.description))
+        files = tuple(header.path for header in ordered)
+        found.append(DicomSeries(folder, uid, files, first.number, first.description, tuple(ordered)))
     return found
 
 
@@ -274,7 +278,7 @@ def read_dicom_series(series: DicomSeries | str | Path, max_voxels: int | None =
     """
     if not isinstance(series, DicomSeries):
         series = series_in_folder(series)
-    headers = [_slice_header(path) for path in series.files]
+    headers: list[_SliceHeader | None] = list(series.headers) or [_slice_header(path) for path in series.files]
     missing = [path for path, header in zip(series.files, headers, strict=True) if header is None]
     if missing:
         raise ValueError(f"{missing[0]}: not a readable single-frame DICOM slice with a position and an orientation")

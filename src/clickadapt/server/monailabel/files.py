@@ -20,7 +20,6 @@ Ids are safe file-name stems; nothing is ever written outside the folder above.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import nibabel as nib
 
+from clickadapt.server.service.catalogue import data_source_id
 from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
 from clickadapt.server.service.series import series_name, series_path
 from clickadapt.volumes.dicom import DicomSeries, find_dicom_series, read_dicom_series
@@ -220,7 +220,7 @@ class VolumeFiles:
         found = {}
         for series in find_dicom_series(files):
             relative = series_path(series, self.data_root)
-            image_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+            image_id = data_source_id(relative)
             path = self._series_file(image_id, series)
             if path is not None:
                 found[image_id] = VolumeFile(image_id, path, series_name(series, self.data_root), relative)
@@ -238,7 +238,7 @@ class VolumeFiles:
             relative = path.relative_to(self.data_root).as_posix()
             if relative in self.not_scans:
                 continue
-            image_id = "data-" + hashlib.sha256(relative.encode()).hexdigest()[:12]
+            image_id = data_source_id(relative)
             found[image_id] = VolumeFile(image_id, path, relative)
         return found
 

@@ -14,13 +14,11 @@ Not thread-safe by itself: the session manager calls it under the service lock.
 from __future__ import annotations
 
 import base64
-import gzip
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import nibabel as nib
 import numpy as np
 
 from clickadapt import __version__
@@ -35,6 +33,7 @@ from clickadapt.server.images import (
     paint_stroke,
     source_mask_to_nifti,
     volume_masks_to_nifti,
+    volume_masks_to_stored,
 )
 from clickadapt.server.schemas import ClickOut, SessionView
 from clickadapt.server.service.catalogue import ImageCatalogue
@@ -306,19 +305,15 @@ class SessionViews:
             geometry, _crop = self.catalogue.placement(image_id)
             masks[index] = mask_to_source(mask, geometry)
         assert geometry is not None
+        stem = slug(Path(source.name).name.split(".nii")[0].rsplit(".", 1)[0])
         try:
-            payload = volume_masks_to_nifti(masks, geometry)
+            if series is not None:  # the series' NIfTI is read_dicom_series's: its stored order is the SEG's
+                label = volume_masks_to_stored(masks, geometry)
+                seg = segmentation_of_series(series, label, self.task.class_names, software_version=__version__)
+                return seg, "application/dicom", f"{stem}_seg.dcm"
+            return volume_masks_to_nifti(masks, geometry), "application/gzip", f"{stem}_mask.nii.gz"
         except ValueError as error:
             raise BadRequest(f"{source.name}: {error}") from error
-        stem = slug(Path(source.name).name.split(".nii")[0].rsplit(".", 1)[0])
-        if series is not None:
-            label = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(payload)).dataobj)
-            try:
-                seg = segmentation_of_series(series, label, self.task.class_names, software_version=__version__)
-            except ValueError as error:
-                raise BadRequest(f"{source.name}: {error}") from error
-            return seg, "application/dicom", f"{stem}_seg.dcm"
-        return payload, "application/gzip", f"{stem}_mask.nii.gz"
 
     # ================================================================== views
 
