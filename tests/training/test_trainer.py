@@ -137,3 +137,31 @@ def test_device_choice_is_honoured_and_a_missing_gpu_is_named() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"device 'cuda' asked for, but torch .* sees no CUDA GPU"):
             init_distributed("cuda")
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(data_root: Path, tmp_path: Path) -> None:
+    def averaged_config(output: Path, epochs: int) -> TrainingConfig:
+        config = tiny_config(data_root, output, epochs=epochs)
+        config.optimisation.ema_decay = 0.9
+        return config
+
+    straight = train(averaged_config(tmp_path / "straight", epochs=2), progress=False)
+    state = torch.load(tmp_path / "straight" / RESUME_FILE, weights_only=False)
+    trained = state["model"]
+    averaged = {name.removeprefix("module."): value for name, value in state["averaged_model"].items()}
+    saved = load_checkpoint(tmp_path / "straight" / "last.pt").model.state_dict()
+    # last.pt holds the average, which differs from the trained weights
+    assert all(torch.equal(saved[name], averaged[name]) for name in saved)
+    assert any(not torch.equal(saved[name], trained[name]) for name in saved)
+    # the last validation also reports the trained weights, so the average's effect is visible
+    assert "trained_weights/selection" in straight.history[-1]
+    assert straight.history[-1]["trained_weights/selection"] != straight.history[-1]["selection"]
+    # resuming restores the average too: 1 + 1 epochs end where 2 do
+    train(averaged_config(tmp_path / "resumed", epochs=1), progress=False)
+    train(averaged_config(tmp_path / "resumed", epochs=2), resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt").model.state_dict()
+    assert all(torch.equal(saved[name], resumed[name]) for name in saved)
+    # a resume state written without an average cannot silently continue with a fresh one
+    train(tiny_config(data_root, tmp_path / "plain", epochs=1), progress=False)
+    with pytest.raises(ValueError, match=r"resume\.pt was written without optimisation\.ema_decay"):
+        train(averaged_config(tmp_path / "plain", epochs=2), resume=True, progress=False)

@@ -23,6 +23,15 @@ class OptimisationConfig(BaseModel):
     lr_gamma: float = 0.5
     max_minutes: float | None = Field(None, description="stop after this wall time (checked each step)")
     max_steps_per_epoch: int | None = Field(None, description="cap on steps per epoch (tests, smoke runs)")
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "keep an exponential moving average of the weights (decay per step, e.g. 0.998); validation, "
+            "best.pt and last.pt then hold the averaged weights"
+        ),
+    )
 
 
 class ClickConfig(BaseModel):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
@@ -180,6 +181,7 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
         optimiser, step_size=config.optimisation.lr_step_epochs, gamma=config.optimisation.lr_gamma
     )
     criterion = config.loss.build()
+    averaged = _weight_average(model, config.optimisation.ema_decay)
     history: list[dict[str, Any]] = []
     best_score = -1.0
     best_metrics: dict[str, float] = {}
@@ -190,6 +192,13 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
+        if averaged is not None:
+            if "averaged_model" not in state:
+                raise ValueError(
+                    f"{resume_path} was written without optimisation.ema_decay; resume with the config it was "
+                    "started with (or start afresh)"
+                )
+            averaged.load_state_dict(state["averaged_model"])
         start_epoch, best_score, best_metrics, history = (
             state["epoch"] + 1,
             state["best_score"],
@@ -213,25 +222,36 @@ def train(config: TrainingConfig, resume: bool = False, progress: bool = True) -
     stopped_early = False
     for epoch in range(start_epoch, total_epochs):
         epoch_started = time.perf_counter()
-        mean_loss = _train_one_epoch(network, model, dataset, criterion, optimiser, task, config, context, epoch, bar)
+        mean_loss = _train_one_epoch(
+            network, model, averaged, dataset, criterion, optimiser, task, config, context, epoch, bar
+        )
         scheduler.step()
         record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]}
         last_epoch = epoch == total_epochs - 1 or (deadline is not None and time.perf_counter() > deadline)
+        # What is validated and saved: the averaged weights when there are any, else the trained ones.
+        kept = model if averaged is None else inner_module(averaged)
         if context.is_main:
             validate_now = validation_samples and ((epoch + 1) % config.validation.every_epochs == 0 or last_epoch)
             if validate_now:
-                model.eval()
-                metrics = validation_metrics(model, task, validation_samples, config, str(context.device))
+                kept.eval()
+                metrics = validation_metrics(kept, task, validation_samples, config, str(context.device))
                 record.update(metrics)
+                if averaged is not None and last_epoch:
+                    # The trained weights once, at the end, to show what the average adds.
+                    model.eval()
+                    trained = validation_metrics(model, task, validation_samples, config, str(context.device))
+                    record.update({f"trained_weights/{key}": value for key, value in trained.items()})
                 if metrics["selection"] > best_score:
                     best_score, best_metrics = metrics["selection"], metrics
-                    save_checkpoint(output / BEST_FILE, model, _checkpoint_meta(config, train_samples, metrics, epoch))
+                    save_checkpoint(output / BEST_FILE, kept, _checkpoint_meta(config, train_samples, metrics, epoch))
             elif not validation_samples:
-                save_checkpoint(output / BEST_FILE, model, _checkpoint_meta(config, train_samples, {}, epoch))
-            save_checkpoint(output / LAST_FILE, model, _checkpoint_meta(config, train_samples, best_metrics, epoch))
+                save_checkpoint(output / BEST_FILE, kept, _checkpoint_meta(config, train_samples, {}, epoch))
+            save_checkpoint(output / LAST_FILE, kept, _checkpoint_meta(config, train_samples, best_metrics, epoch))
             record["seconds"] = time.perf_counter() - epoch_started
             history.append(record)
-            _write_resume_state(resume_path, model, optimiser, scheduler, epoch, best_score, best_metrics, history)
+            _write_resume_state(
+                resume_path, model, averaged, optimiser, scheduler, epoch, best_score, best_metrics, history
+            )
             with (output / LOG_FILE).open("a") as log:
                 log.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{mean_loss:.4f}", best=f"{best_score:.3f}")
@@ -272,6 +292,24 @@ def _load_initial_weights(model: nn.Module, config: TrainingConfig) -> None:
     logger.info("initial weights from %s (sha256 %s…)", path, loaded.sha256[:12])
 
 
+def _weight_average(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (torch's ``AveragedModel``), or None without a decay.
+
+    The reference U-Net normalises with InstanceNorm (no running statistics), so averaging the
+    parameters is the whole average; buffers, if a network has any, are averaged too.
+    """
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def inner_module(averaged: AveragedModel) -> nn.Module:
+    """The network an ``AveragedModel`` averages (what is validated and saved)."""
+    module = averaged.module
+    assert isinstance(module, nn.Module)
+    return module
+
+
 def inner_network(model: nn.Module) -> nn.Module:
     """The network inside a :class:`ResizedInputNetwork`, or ``model`` itself when it is not wrapped."""
     return model.network if isinstance(model, ResizedInputNetwork) else model
@@ -287,6 +325,7 @@ def _steps_per_epoch(dataset_size: int, config: TrainingConfig, context: Distrib
 def _train_one_epoch(
     network: nn.Module,
     model: nn.Module,
+    averaged: AveragedModel | None,
     dataset: AugmentedSamples,
     criterion: SegmentationLoss,
     optimiser: torch.optim.Optimizer,
@@ -347,6 +386,8 @@ def _train_one_epoch(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         losses.append(float(loss.item()))
         bar.update(1)
         bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.4f}")
@@ -356,6 +397,7 @@ def _train_one_epoch(
 def _write_resume_state(
     path: Path,
     model: nn.Module,
+    averaged: AveragedModel | None,
     optimiser: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     epoch: int,
@@ -367,6 +409,7 @@ def _write_resume_state(
     torch.save(
         {
             "model": model.state_dict(),
+            **({} if averaged is None else {"averaged_model": averaged.state_dict()}),
             "optimiser": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
