@@ -165,12 +165,27 @@ def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_fol
     assert outside.status_code == 400 and "outside the data folder" in outside.json()["detail"]
 
 
-def test_a_series_keeps_its_images_over_a_restart(make_client: AppFactory, data_folder: Path, tmp_path: Path) -> None:
+def test_a_series_keeps_its_images_over_a_restart(
+    make_client: AppFactory, data_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
     listed = [image["id"] for image in first.get("/api/images").json()]
+    files = first.get("/api/data/files").json()
     first.__exit__(None, None, None)
+    # The restart and the listing find the series from the store's header cache: no slice header is read again.
+    header_reads: list[str] = []
+    real_dcmread = pydicom.dcmread
+
+    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
+        if kwargs.get("stop_before_pixels"):
+            header_reads.append(str(path))
+        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
     again = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
     assert [image["id"] for image in again.get("/api/images").json()] == listed
+    assert again.get("/api/data/files").json() == files
+    assert header_reads == []
 
 
 def zipped(folder: Path, prefix: str = "") -> bytes:

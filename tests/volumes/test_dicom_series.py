@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 import clickadapt
 from clickadapt.volume_input import read_nifti_slice
 from clickadapt.volumes import read_volume
-from clickadapt.volumes.dicom import find_dicom_series, read_dicom_series, series_in_folder
+from clickadapt.volumes.dicom import SliceHeaderCache, find_dicom_series, read_dicom_series, series_in_folder
 from dicom_testing import JPEG_2000_LOSSLESS, JPEG_LOSSLESS, quantised, transcode, write_dicom_series
 
 MSLUB_FLAIR = (
@@ -182,3 +185,55 @@ def test_a_label_of_a_series_becomes_a_dicom_seg_over_its_slices(flair: nib.Nift
         segmentation_of_series(series, np.zeros(volume.shape, np.uint8), ["background", "lesion"])
     with pytest.raises(ValueError, match="the label has shape"):
         segmentation_of_series(series, label[:, :, :10], ["background", "lesion"])
+
+
+def test_a_header_cache_reads_only_the_files_that_changed(
+    flair: nib.Nifti1Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pydicom
+
+    folder = tmp_path / "series"
+    write_dicom_series(flair.slicer[:, :, :12], folder)
+    (folder / "notes.txt").write_text("not an image")
+    cache_file = tmp_path / "store" / "cache" / "headers.json"
+    first_cache = SliceHeaderCache(cache_file)
+    first = find_dicom_series(sorted(folder.iterdir()), first_cache)
+    first_cache.save()
+    assert cache_file.is_file()
+
+    reads: list[str] = []
+    real_dcmread = pydicom.dcmread
+
+    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
+        reads.append(Path(str(path)).name)
+        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+    again = find_dicom_series(sorted(folder.iterdir()), SliceHeaderCache(cache_file))
+    assert reads == []  # nothing opened: every header came from the cache
+    assert [series.files for series in again] == [series.files for series in first]
+    assert [header.position.tolist() for header in again[0].headers] == [
+        header.position.tolist() for header in first[0].headers
+    ]
+    np.testing.assert_array_equal(  # the stacked volume from cached headers is the one read afresh
+        np.asarray(read_dicom_series(again[0]).dataobj), np.asarray(read_dicom_series(first[0]).dataobj)
+    )
+
+    # A slice rewritten (another time stamp) is read again, and only that one; a removed slice leaves the cache.
+    reads.clear()
+    changed, removed = again[0].files[3], again[0].files[-1]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    removed.unlink()
+    cache = SliceHeaderCache(cache_file)
+    assert len(find_dicom_series(sorted(folder.iterdir()), cache)[0].files) == 11
+    assert [name for name in reads] == [changed.name]
+    cache.save()
+    stored = json.loads(cache_file.read_text())["entries"]
+    assert str(removed.absolute()) not in stored and str(changed.absolute()) in stored
+
+    # A damaged cache file is read afresh, with a warning naming it.
+    cache_file.write_text("{not json")
+    reads.clear()
+    with caplog.at_level(logging.WARNING):
+        assert len(find_dicom_series(sorted(folder.iterdir()), SliceHeaderCache(cache_file))[0].files) == 11
+    assert len(reads) == 11 and "headers.json is unreadable" in caplog.text

@@ -14,11 +14,16 @@ that stop it (a missing slice shows as a gap twice the spacing). Files without a
 (secondary captures, photographs) are not series slices: they stay 2D pictures.
 
 pydicom reads the headers (``stop_before_pixels`` while grouping, so a folder of hundreds of files is scanned
-in well under a second) and the pixels; nibabel holds the result.
+in well under a second) and the pixels; nibabel holds the result. A :class:`SliceHeaderCache` remembers what
+each file's header said, by path, size and modification time, so that scanning a folder of thousands of
+slices again (each start of the web server, each listing of its data folder) opens only the files that changed.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DICOM_SUFFIX = ".dcm"
 PREAMBLE_BYTES = 132
@@ -138,14 +145,116 @@ def _slice_header(path: Path) -> _SliceHeader | None:
     )
 
 
+def _header_or_none(path: Path) -> _SliceHeader | None:
+    """:func:`_slice_header` of a file that looks like DICOM, else ``None`` (no header read)."""
+    return _slice_header(path) if looks_like_dicom(path) else None
+
+
+HEADER_CACHE_VERSION = 1
+"""Format of :class:`SliceHeaderCache`'s file; a file of another version is read afresh."""
+
+
+class SliceHeaderCache:
+    """What the headers of DICOM files said (the slice geometry, or "not a series slice"), remembered by absolute
+    path, size and modification time, so that a file whose size and time did not change is not opened again.
+
+    Scanning a folder of 10,000 slices reads 10,000 headers (about 0.35 ms each on a 2-core CPU, 3–4 s); with
+    the cache, a scan of the unchanged folder only lists it. Kept in memory and, when given a file, in a JSON
+    file written atomically by :meth:`save` (an unreadable or foreign file is read afresh, with a warning).
+    """
+
+    def __init__(self, file: Path | None = None) -> None:
+        self.file = file
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._seen: set[str] = set()
+        self._changed = False
+        if file is not None and file.is_file():
+            try:
+                stored = json.loads(file.read_text(encoding="utf-8"))
+                if not isinstance(stored, dict) or stored.get("version") != HEADER_CACHE_VERSION:
+                    raise ValueError(f"not a version-{HEADER_CACHE_VERSION} header cache")
+                entries = stored["entries"]
+                if not isinstance(entries, dict):
+                    raise ValueError("its entries are not a mapping")
+                self._entries = entries
+            except (OSError, ValueError, KeyError) as error:
+                logger.warning("DICOM header cache %s is unreadable (%s): every header is read again", file, error)
+
+    def header(self, path: Path) -> _SliceHeader | None:
+        """The file's slice header (``None``: not a series slice), from the cache when the file is unchanged."""
+        key = str(path.absolute())
+        self._seen.add(key)
+        stat = path.stat()
+        entry = self._entries.get(key)
+        if entry is not None and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+            try:
+                return _header_from_record(path, entry.get("header"))
+            except (KeyError, TypeError, ValueError):
+                pass  # a damaged entry: read the file
+        header = _header_or_none(path)
+        self._entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "header": _header_record(header)}
+        self._changed = True
+        return header
+
+    def save(self) -> None:
+        """Write the cache file (if any) when a header was read since it was loaded, keeping only the files looked
+        at since then (a file that left the folder leaves the cache)."""
+        if self.file is None or not (self._changed or set(self._entries) - self._seen):
+            return
+        self._entries = {key: entry for key, entry in self._entries.items() if key in self._seen}
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"version": HEADER_CACHE_VERSION, "entries": self._entries}), encoding="utf-8")
+        os.replace(temporary, self.file)
+        self._changed = False
+
+
+def _header_record(header: _SliceHeader | None) -> dict[str, Any] | None:
+    if header is None:
+        return None
+    return {
+        "uid": header.uid,
+        "position": header.position.tolist(),
+        "orientation": header.orientation.tolist(),
+        "spacing": list(header.spacing),
+        "size": list(header.size),
+        "number": header.number,
+        "description": header.description,
+    }
+
+
+def _header_from_record(path: Path, record: dict[str, Any] | None) -> _SliceHeader | None:
+    if record is None:
+        return None
+    position, orientation = np.asarray(record["position"], float), np.asarray(record["orientation"], float)
+    spacing, size = [float(value) for value in record["spacing"]], [int(value) for value in record["size"]]
+    if position.shape != (3,) or orientation.shape != (6,) or len(spacing) != 2 or len(size) != 2:
+        raise ValueError(f"cached header of {path} has the wrong shape")
+    number = record["number"]
+    return _SliceHeader(
+        path=path,
+        uid=str(record["uid"]),
+        position=position,
+        orientation=orientation,
+        spacing=(spacing[0], spacing[1]),
+        size=(size[0], size[1]),
+        number=None if number is None else int(number),
+        description=str(record["description"]),
+    )
+
+
 def _normal(orientation: np.ndarray) -> np.ndarray:
     return np.cross(orientation[:3], orientation[3:])
 
 
-def find_dicom_series(files: Iterable[Path]) -> list[DicomSeries]:
+def find_dicom_series(files: Iterable[Path], cache: SliceHeaderCache | None = None) -> list[DicomSeries]:
     """The DICOM series among ``files``: single-frame slices with a position and an orientation, grouped by folder
     and ``SeriesInstanceUID``; a group of at least two slices is a series. Files that are not DICOM, or not such
     slices, are left out (they are 2D pictures, volumes of their own, or not images).
+
+    Args:
+        files: The files to look at.
+        cache: Headers remembered from an earlier scan (see :class:`SliceHeaderCache`); ``None`` reads every one.
 
     Returns:
         The series, in the order their first file comes in ``files``; each one's files ordered along its slice
@@ -154,9 +263,9 @@ def find_dicom_series(files: Iterable[Path]) -> list[DicomSeries]:
     groups: dict[tuple[Path, str], list[_SliceHeader]] = {}
     for path in files:
         path = Path(path)
-        if not path.is_file() or not looks_like_dicom(path):
+        if not path.is_file():
             continue
-        header = _slice_header(path)
+        header = _header_or_none(path) if cache is None else cache.header(path)
         if header is not None:
             groups.setdefault((path.parent, header.uid), []).append(header)
     found: list[DicomSeries] = []

@@ -74,11 +74,13 @@ from clickadapt.server.service.series import (
 from clickadapt.server.settings import ServerSettings
 from clickadapt.tasks import TaskSpec
 from clickadapt.volume_input import stats_step
-from clickadapt.volumes.dicom import DicomSeries, find_dicom_series
+from clickadapt.volumes.dicom import DicomSeries, SliceHeaderCache, find_dicom_series
 
 logger = logging.getLogger(__name__)
 
 UPLOADS_FOLDER = "uploads"
+DICOM_HEADER_CACHE = Path("cache") / "dicom_headers.json"
+"""Where in the store the data folder's DICOM headers are remembered (:class:`SliceHeaderCache`)."""
 FIT_CHECKED_FILES = 3
 """Data-folder files decoded at start-up to tell whether they look like what the model segments (colour vs grey)."""
 VOLUME_CACHE_SIZE = 2
@@ -309,6 +311,8 @@ class ImageCatalogue:
         self.lock = lock
         self.data_root: Path | None = check_data_root(settings.data)
         """The data folder (resolved), or ``None``."""
+        self._dicom_headers = SliceHeaderCache(store.folder / DICOM_HEADER_CACHE)
+        """The data folder's DICOM headers by path, size and time: a restart or a listing reads only changed files."""
         self._volumes: OrderedDict[str, DecodedSource] = OrderedDict()
         self._page_pictures: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         """Image id → what :meth:`page_picture` answered (the most recently asked last)."""
@@ -452,7 +456,12 @@ class ImageCatalogue:
         """The DICOM series among the data folder's files (links leading out left aside), by member file."""
         assert self.data_root is not None
         inside = [path for path in entries if path.resolve().is_relative_to(self.data_root)]
-        return {member: series for series in find_dicom_series(inside) for member in series.files}
+        found = find_dicom_series(inside, self._dicom_headers)
+        try:
+            self._dicom_headers.save()
+        except OSError as error:  # a read-only store still serves; the next start reads the headers again
+            logger.warning("could not write the DICOM header cache %s: %s", self._dicom_headers.file, error)
+        return {member: series for series in found for member in series.files}
 
     def _data_fit_warning(self, image_ids: list[str]) -> str | None:
         """:attr:`data_warning` from the files of these data-folder images, else ``None``."""
