@@ -124,6 +124,19 @@ def test_a_series_is_one_volume_with_the_nifti_scans_slices(
         "flair.nii.gz": (nifti_source, ["web"]),
         "study/flair/series 3 FLAIR AX": (series_source, ["reference", "web"]),
     }
+    # listed again, the series comes from the datastore's header cache: no slice header is opened again
+    header_reads: list[str] = []
+    real_dcmread = pydicom.dcmread
+
+    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
+        if kwargs.get("stop_before_pixels"):
+            header_reads.append(str(path))
+        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pydicom, "dcmread", counting_dcmread)
+        assert client.get("/datastore/?output=all").json()["objects"].keys() == objects.keys()
+    assert header_reads == []
     download = client.get("/datastore/image", params={"image": series_source})
     assert download.status_code == 200
     downloaded = nib.Nifti1Image.from_bytes(gzip.decompress(download.content))

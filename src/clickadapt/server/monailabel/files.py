@@ -33,7 +33,7 @@ import nibabel as nib
 from clickadapt.server.service.catalogue import data_source_id
 from clickadapt.server.service.errors import BadRequest, NotFound, PayloadTooLarge
 from clickadapt.server.service.series import series_name, series_path
-from clickadapt.volumes.dicom import DicomSeries, find_dicom_series, read_dicom_series
+from clickadapt.volumes.dicom import DicomSeries, SliceHeaderCache, find_dicom_series, read_dicom_series
 from clickadapt.volumes.io import is_volume_path
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ class VolumeFiles:
         self.reference_of = reference_of
         self._unstackable: set[str] = set()
         """Data-folder DICOM series (ids) found not to stack, already logged."""
+        self._dicom_headers = SliceHeaderCache(self.root / "dicom_headers.json")
+        """The data folder's DICOM headers: each listing opens only the files that changed."""
         for folder in ("images", "labels", "sessions", "incoming", "series"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
@@ -218,7 +220,12 @@ class VolumeFiles:
         assert self.data_root is not None
         files = [path for path in sorted(self.data_root.rglob("*")) if path.resolve().is_relative_to(self.data_root)]
         found = {}
-        for series in find_dicom_series(files):
+        series_found = find_dicom_series(files, self._dicom_headers)
+        try:
+            self._dicom_headers.save()
+        except OSError as error:
+            logger.warning("MONAI Label datastore: could not write %s: %s", self._dicom_headers.file, error)
+        for series in series_found:
             relative = series_path(series, self.data_root)
             image_id = data_source_id(relative)
             path = self._series_file(image_id, series)
