@@ -176,6 +176,20 @@ def test_a_long_list_scrolls_inside_so_that_the_volume_panel_stays_in_view(tmp_p
             box = page.locator(element).bounding_box()
             assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 768, (element, box)
         assert page.evaluate("document.querySelector('#left').scrollTop") == 0  # nothing needed scrolling the panel
+        # the upload section folds away and the list takes its room; the browser remembers it over a reload
+        list_height = page.locator("#image-list").bounding_box()["height"]
+        page.locator("#upload-section summary").click()
+        assert not page.locator("label.file-choice").first.is_visible()
+        folded_height = page.locator("#image-list").bounding_box()["height"]
+        assert folded_height > list_height + 60, (list_height, folded_height)
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.evaluate("document.querySelector('#upload-section').open") is False
+        page.locator("#upload-section summary").click()
+        assert page.locator("label.file-choice").first.is_visible()
+        page.locator("#upload-section summary").click()
+        items.nth(60).click()
+        page.wait_for_selector("#volume-panel:not([hidden])")
         # a click's answer makes only its image's entry again, not the whole list (60-90 ms for 1,243 pictures)
         page.evaluate("document.querySelectorAll('#image-list li')[5].dataset.kept = 'yes'")
         click_pixel(page, 10, 10)

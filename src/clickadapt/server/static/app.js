@@ -1504,6 +1504,15 @@
     document.body.dataset.ready = "true";
   }
 
+  // The upload section folds away to give the image list its room; this browser remembers the choice.
+  const UPLOAD_OPEN_KEY = "clickadapt.upload-open";
+  try {
+    if (window.localStorage.getItem(UPLOAD_OPEN_KEY) === "no") $("upload-section").open = false;
+  } catch (error) { /* storage off (private mode): always open */ }
+  $("upload-section").addEventListener("toggle", () => {
+    try { window.localStorage.setItem(UPLOAD_OPEN_KEY, $("upload-section").open ? "yes" : "no"); } catch (error) { /* not kept */ }
+  });
+
   window.addEventListener("resize", () => { resizeCanvas(); if (state.picture) fit(); else draw(); });
   start();
 })();
