@@ -7,11 +7,15 @@ The files carry what a scanner's export carries for geometry (``ImagePositionPat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
+import pytest
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 LEVELS = 65535
@@ -147,3 +151,19 @@ def transcode(path: Path, transfer_syntax: str) -> None:
     dataset.file_meta.TransferSyntaxUID = transfer_syntax
     encoded.unlink()
     pydicom.dcmwrite(str(path), dataset, enforce_file_format=True)
+
+
+@contextmanager
+def header_reads() -> Iterator[list[str]]:
+    """The files whose DICOM header is read (``pydicom.dcmread`` with ``stop_before_pixels``) inside the block."""
+    reads: list[str] = []
+    real_dcmread = pydicom.dcmread
+
+    def counting_dcmread(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("stop_before_pixels"):
+            reads.append(Path(str(path)).name)
+        return real_dcmread(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pydicom, "dcmread", counting_dcmread)
+        yield reads

@@ -18,7 +18,7 @@ from server_helpers import AppFactory
 
 from clickadapt.server.service.series import resolve_series, zip_member_path
 from clickadapt.volumes.dicom import read_dicom_series
-from dicom_testing import quantised, write_dicom_series
+from dicom_testing import header_reads, quantised, write_dicom_series
 
 MSLUB = "brain/mslub/cross_sectional/MNI/patient07"
 FLAIR = "FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
@@ -125,18 +125,9 @@ def test_a_series_is_one_volume_with_the_nifti_scans_slices(
         "study/flair/series 3 FLAIR AX": (series_source, ["reference", "web"]),
     }
     # listed again, the series comes from the datastore's header cache: no slice header is opened again
-    header_reads: list[str] = []
-    real_dcmread = pydicom.dcmread
-
-    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
-        if kwargs.get("stop_before_pixels"):
-            header_reads.append(str(path))
-        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pydicom, "dcmread", counting_dcmread)
+    with header_reads() as reads:
         assert client.get("/datastore/?output=all").json()["objects"].keys() == objects.keys()
-    assert header_reads == []
+    assert reads == []
     download = client.get("/datastore/image", params={"image": series_source})
     assert download.status_code == 200
     downloaded = nib.Nifti1Image.from_bytes(gzip.decompress(download.content))
@@ -178,27 +169,17 @@ def test_series_are_listed_and_added_by_folder(make_client: AppFactory, data_fol
     assert outside.status_code == 400 and "outside the data folder" in outside.json()["detail"]
 
 
-def test_a_series_keeps_its_images_over_a_restart(
-    make_client: AppFactory, data_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_series_keeps_its_images_over_a_restart(make_client: AppFactory, data_folder: Path, tmp_path: Path) -> None:
     first = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
     listed = [image["id"] for image in first.get("/api/images").json()]
     files = first.get("/api/data/files").json()
     first.__exit__(None, None, None)
     # The restart and the listing find the series from the store's header cache: no slice header is read again.
-    header_reads: list[str] = []
-    real_dcmread = pydicom.dcmread
-
-    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
-        if kwargs.get("stop_before_pixels"):
-            header_reads.append(str(path))
-        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
-    again = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
-    assert [image["id"] for image in again.get("/api/images").json()] == listed
-    assert again.get("/api/data/files").json() == files
-    assert header_reads == []
+    with header_reads() as reads:
+        again = make_client(data=data_folder, use_samples=False, store=tmp_path / "kept")
+        assert [image["id"] for image in again.get("/api/images").json()] == listed
+        assert again.get("/api/data/files").json() == files
+    assert reads == []
 
 
 def zipped(folder: Path, prefix: str = "") -> bytes:

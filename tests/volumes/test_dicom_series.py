@@ -17,7 +17,7 @@ import clickadapt
 from clickadapt.volume_input import read_nifti_slice
 from clickadapt.volumes import read_volume
 from clickadapt.volumes.dicom import SliceHeaderCache, find_dicom_series, read_dicom_series, series_in_folder
-from dicom_testing import JPEG_2000_LOSSLESS, JPEG_LOSSLESS, quantised, transcode, write_dicom_series
+from dicom_testing import JPEG_2000_LOSSLESS, JPEG_LOSSLESS, header_reads, quantised, transcode, write_dicom_series
 
 MSLUB_FLAIR = (
     "brain/mslub/cross_sectional/MNI/patient07/FLAIR_N4_noneck_reduced_winsor_regtoFLAIR_brain_N4_regtoMNI.nii.gz"
@@ -188,10 +188,8 @@ def test_a_label_of_a_series_becomes_a_dicom_seg_over_its_slices(flair: nib.Nift
 
 
 def test_a_header_cache_reads_only_the_files_that_changed(
-    flair: nib.Nifti1Image, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    flair: nib.Nifti1Image, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import pydicom
-
     folder = tmp_path / "series"
     write_dicom_series(flair.slicer[:, :, :12], folder)
     (folder / "notes.txt").write_text("not an image")
@@ -201,15 +199,8 @@ def test_a_header_cache_reads_only_the_files_that_changed(
     first_cache.save()
     assert cache_file.is_file()
 
-    reads: list[str] = []
-    real_dcmread = pydicom.dcmread
-
-    def counting_dcmread(path: object, *args: object, **kwargs: object) -> object:
-        reads.append(Path(str(path)).name)
-        return real_dcmread(path, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
-    again = find_dicom_series(sorted(folder.iterdir()), SliceHeaderCache(cache_file))
+    with header_reads() as reads:
+        again = find_dicom_series(sorted(folder.iterdir()), SliceHeaderCache(cache_file))
     assert reads == []  # nothing opened: every header came from the cache
     assert [series.files for series in again] == [series.files for series in first]
     assert [header.position.tolist() for header in again[0].headers] == [
@@ -220,20 +211,19 @@ def test_a_header_cache_reads_only_the_files_that_changed(
     )
 
     # A slice rewritten (another time stamp) is read again, and only that one; a removed slice leaves the cache.
-    reads.clear()
     changed, removed = again[0].files[3], again[0].files[-1]
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
     removed.unlink()
     cache = SliceHeaderCache(cache_file)
-    assert len(find_dicom_series(sorted(folder.iterdir()), cache)[0].files) == 11
-    assert [name for name in reads] == [changed.name]
+    with header_reads() as reads:
+        assert len(find_dicom_series(sorted(folder.iterdir()), cache)[0].files) == 11
+    assert reads == [changed.name]
     cache.save()
     stored = json.loads(cache_file.read_text())["entries"]
     assert str(removed.absolute()) not in stored and str(changed.absolute()) in stored
 
     # A damaged cache file is read afresh, with a warning naming it.
     cache_file.write_text("{not json")
-    reads.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), header_reads() as reads:
         assert len(find_dicom_series(sorted(folder.iterdir()), SliceHeaderCache(cache_file))[0].files) == 11
     assert len(reads) == 11 and "headers.json is unreadable" in caplog.text
