@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+
+from clickadapt.models.checkpoint import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -198,14 +199,17 @@ class SliceHeaderCache:
 
     def save(self) -> None:
         """Write the cache file (if any) when a header was read since it was loaded, keeping only the files looked
-        at since then (a file that left the folder leaves the cache)."""
+        at since then (a file that left the folder leaves the cache); a file that cannot be written is logged."""
         if self.file is None or not (self._changed or set(self._entries) - self._seen):
             return
         self._entries = {key: entry for key, entry in self._entries.items() if key in self._seen}
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"version": HEADER_CACHE_VERSION, "entries": self._entries}), encoding="utf-8")
-        os.replace(temporary, self.file)
+        record = json.dumps({"version": HEADER_CACHE_VERSION, "entries": self._entries}).encode("utf-8")
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.file, record)
+        except OSError as error:  # a read-only store still serves; the next scan reads the headers again
+            logger.warning("could not write the DICOM header cache %s: %s", self.file, error)
+            return
         self._changed = False
 
 

@@ -221,10 +221,7 @@ class VolumeFiles:
         files = [path for path in sorted(self.data_root.rglob("*")) if path.resolve().is_relative_to(self.data_root)]
         found = {}
         series_found = find_dicom_series(files, self._dicom_headers)
-        try:
-            self._dicom_headers.save()
-        except OSError as error:
-            logger.warning("MONAI Label datastore: could not write %s: %s", self._dicom_headers.file, error)
+        self._dicom_headers.save()
         for series in series_found:
             relative = series_path(series, self.data_root)
             image_id = data_source_id(relative)

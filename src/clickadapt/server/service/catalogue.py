@@ -457,10 +457,7 @@ class ImageCatalogue:
         assert self.data_root is not None
         inside = [path for path in entries if path.resolve().is_relative_to(self.data_root)]
         found = find_dicom_series(inside, self._dicom_headers)
-        try:
-            self._dicom_headers.save()
-        except OSError as error:  # a read-only store still serves; the next start reads the headers again
-            logger.warning("could not write the DICOM header cache %s: %s", self._dicom_headers.file, error)
+        self._dicom_headers.save()
         return {member: series for series in found for member in series.files}
 
     def _data_fit_warning(self, image_ids: list[str]) -> str | None:
