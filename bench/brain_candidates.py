@@ -60,7 +60,7 @@ from clickadapt.training.config import TrainingConfig
 from models import CACHE, EVALUATION_SETS, interval_text, paired_intervals
 from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
 
-SHIPPED = Path("src/clickadapt/pretrained/brain.pt")
+SHIPPED = Path("bench/models/brain_v2.pt")
 BASE_CONFIG = Path("configs/train_brain.yaml")
 VARIANTS: dict[str, dict[str, float]] = {
     "lgg-only": {"learning_rate": 2e-4, "epochs": 12, "lr_step_epochs": 6, "max_minutes": 45, "every": 2},

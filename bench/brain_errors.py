@@ -54,7 +54,7 @@ from clickadapt.evaluation.stream import click_through, image_click_seed
 from clickadapt.models.checkpoint import load_checkpoint
 from models import CACHE, EVALUATION_SETS
 
-CHECKPOINT = Path("src/clickadapt/pretrained/brain.pt")
+CHECKPOINT = Path("bench/models/brain_v2.pt")
 RESULTS = Path("bench/results/brain_errors.json")
 REPORT = Path("bench/results/brain_errors.md")
 SETS = ("validation, all slices", "HT FLAIR, all slices")

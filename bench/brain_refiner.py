@@ -48,7 +48,7 @@ from clickadapt.training.click_rounds import sample_clicks_in_rounds
 from clickadapt.training.config import load_training_config
 from clickadapt.training.trainer import AugmentedSamples, load_datasets
 
-SHIPPED = Path("src/clickadapt/pretrained/brain.pt")
+SHIPPED = Path("bench/models/brain_v2.pt")
 CONFIG = Path("configs/train_brain.yaml")
 OUTPUT = Path("runs/brain-refiner")
 

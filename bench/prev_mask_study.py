@@ -58,7 +58,7 @@ from clickadapt.training.config import load_training_config
 from clickadapt.training.trainer import AugmentedSamples, load_datasets
 from models import CACHE, EVALUATION_SETS
 
-SHIPPED = Path("src/clickadapt/pretrained/brain.pt")
+SHIPPED = Path("bench/models/brain_v2.pt")
 OUTPUT = Path("runs/prev-mask")
 RESULTS = Path("bench/results/prev_mask_study.json")
 REPORT = Path("bench/results/prev_mask_study.md")
