@@ -278,7 +278,11 @@ def run_long_stream(
     overrides = dict(strategy_overrides or {})
     working = copy.deepcopy(model).to(device)
     state = ModelState(working, task, make_strategy(strategy_name, task, **overrides), device)
-    monitor = attach_safety(state, safety, sentinel_images, rehearsal_images) if safety is not None else None
+    monitor = (
+        attach_safety(state, safety, sentinel_images, rehearsal_images, click_sigma=click_sigma)
+        if safety is not None
+        else None
+    )
     if monitor is not None and rollback_hook is not None:
         monitor.add_rollback_hook(rollback_hook)
     result = LongStreamResult(
@@ -396,6 +400,7 @@ def run_domain_scoped_stream(
         sentinel_images=sentinel_images,
         rehearsal_images=rehearsal_images,
         source_mode=source_mode,
+        click_sigma=click_sigma,
     )
     source_model = models.source_model
     result = LongStreamResult(

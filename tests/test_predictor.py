@@ -57,6 +57,9 @@ def test_library_example_runs(tmp_path: Path) -> None:
 @needs_shipped
 def test_five_calls_on_a_240_grey_image_with_the_brain_model(tmp_path: Path) -> None:
     predictor = clickadapt.load_predictor("brain", adapt="oaims", safety=True)
+    sigma = predictor.meta.preprocessing.click_sigma  # the shipped brain model's click maps: σ 2 px
+    assert sigma == 2.0 and predictor.session.config.click_sigma == sigma and predictor.safety is not None
+    assert predictor.safety.click_sigma == sigma
     image = brain_slice()
     predictor.set_image(image)
     first = predictor.add_click(100, 130, "lesion")

@@ -342,5 +342,9 @@ def load_predictor(
     state = ModelState(loaded.model, loaded.task, strategy, device, version=loaded.meta.version)
     monitor = None
     if safety is not False:
-        monitor = attach_safety(state, safety if isinstance(safety, SafetyConfig) else None)
+        monitor = attach_safety(
+            state,
+            safety if isinstance(safety, SafetyConfig) else None,
+            click_sigma=loaded.meta.preprocessing.click_sigma,
+        )
     return Predictor(state, loaded.meta, monitor, undo_depth=undo_depth)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -19,6 +19,8 @@ from adaptation_testing import (
 )
 from torch import nn
 
+import clickadapt.adaptation.safety.monitor as monitor_module
+import clickadapt.adaptation.session as session_module
 from clickadapt.adaptation.model_state import ModelState
 from clickadapt.adaptation.safety import (
     RehearsalConfig,
@@ -494,6 +496,36 @@ def test_rehearsal_replays_labelled_source_images_through_the_image_update_on_sc
         [click] = clicks
         assert click.label == 1 and label[click.row, click.col] == 1  # the simulated first click is on the object
     assert monitor.rehearsals == 2 and state.version == 4  # two stream images + two rehearsed ones
+
+
+def test_sentinel_and_rehearsal_click_with_the_models_own_click_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model trained with narrow click maps (the shipped brain model: σ 2 px) is probed by the sentinel and
+    rehearsed with them, not with the default σ of 5 px."""
+    sigmas: dict[str, list[float]] = {"probe": [], "session": []}
+
+    def spy(kind: str, original: Any) -> Any:
+        def model_input(image: Any, clicks: Any, num_classes: int, sigma: float) -> torch.Tensor:
+            sigmas[kind].append(sigma)
+            return original(image, clicks, num_classes, sigma)
+
+        return model_input
+
+    monkeypatch.setattr(monitor_module, "model_input", spy("probe", monitor_module.model_input))
+    state = ModelState(ThresholdNet(), BRAIN, RecordingStrategy())
+    config = SafetyConfig(
+        monitor=False, sentinel=SentinelConfig(every=1, budget=2), rehearsal=RehearsalConfig(every=1, images=1)
+    )
+    rehearsal = [(ring_mask()[None].astype(np.float32), ring_mask())]
+    monitor = attach_safety(
+        state, config, sentinel_images=[(disk_image(), disk_mask())], rehearsal_images=rehearsal, click_sigma=2.0
+    )
+    assert monitor.click_sigma == 2.0 and sigmas["probe"] and set(sigmas["probe"]) == {2.0}  # the source score
+    session = click_through(state, [CENTRE])
+    monkeypatch.setattr(session_module, "model_input", spy("session", session_module.model_input))
+    sigmas["probe"].clear()
+    session.finish()
+    assert monitor.rehearsals == 1 and set(sigmas["session"]) == {2.0}  # the rehearsed image's click
+    assert sigmas["probe"] and set(sigmas["probe"]) == {2.0}  # the sentinel's check after the image
 
 
 def test_rehearsal_updates_pass_the_guard() -> None:

@@ -32,16 +32,20 @@ TINY_WIDTHS = [4, 8, 16]
 
 
 def write_tiny_checkpoint(
-    path: Path, size: int = IMAGE_SIZE, seed: int = 0, clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    path: Path,
+    size: int = IMAGE_SIZE,
+    seed: int = 0,
+    clip_percentiles: tuple[float, float] = (0.5, 99.5),
+    click_sigma: float = 5.0,
 ) -> Path:
     """A random brain ``ReferenceUNet(widths=[4, 8, 16], affine_norm=True)`` saved as a checkpoint (its volume
-    slices clipped to ``clip_percentiles`` of the brain values)."""
+    slices clipped to ``clip_percentiles`` of the brain values; its click maps of σ ``click_sigma``)."""
     torch.manual_seed(seed)
     model = ReferenceUNet(BRAIN.input_channels, BRAIN.num_classes, TINY_WIDTHS, affine_norm=True)
     meta = CheckpointMeta(
         task="brain",
         model=ModelConfig(widths=TINY_WIDTHS, affine_norm=True),
-        preprocessing={"size": size, "click_sigma": 5.0, "clip_percentiles": clip_percentiles},
+        preprocessing={"size": size, "click_sigma": click_sigma, "clip_percentiles": clip_percentiles},
         notes="tiny random model for the server tests",
     )
     save_checkpoint(path, model, meta)

@@ -20,6 +20,7 @@ from server_helpers import (
     dicom_bytes,
     store_snapshot,
     synthetic_brain_slice,
+    write_tiny_checkpoint,
     write_tiny_fundus_checkpoint,
 )
 
@@ -684,6 +685,15 @@ def test_source_sentinel_from_a_labelled_folder(make_client: AppFactory, tmp_pat
     assert safety.sentinel_source_score is not None and 0.0 <= safety.sentinel_source_score <= 1.0
     plain = make_client(store=tmp_path / "other")
     assert plain.app.state.service.models.safety.sentinel_source_score is None
+
+
+def test_the_safety_layer_clicks_with_the_checkpoints_click_maps(make_client: AppFactory, tmp_path: Path) -> None:
+    """The sentinel and the rehearsal place their clicks with the σ the model was trained with (the shipped brain
+    model's is 2 px), in the shared model's safety layer and in every domain's."""
+    model = write_tiny_checkpoint(tmp_path / "sigma2.pt", click_sigma=2.0)
+    client = make_client(model=str(model), sentinel=write_sentinel_folder(tmp_path / "sentinel"))
+    models = client.app.state.service.models
+    assert models.click_sigma == 2.0 and models.safety.click_sigma == 2.0 and models.domains.click_sigma == 2.0
 
 
 def test_source_rehearsal_from_a_labelled_folder_runs_after_each_finished_image(

@@ -38,6 +38,7 @@ from torch import nn
 from clickadapt.adaptation.model_state import FinishedImage, ModelState
 from clickadapt.adaptation.safety import SafetyConfig, SafetyMonitor, attach_safety
 from clickadapt.adaptation.strategies import MidInteractionConfig, make_strategy
+from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.tasks import TaskSpec
 
 SourceMode = Literal["frozen", "episodic"]
@@ -140,6 +141,7 @@ class DomainScopedModels:
             sentinel or rehearsal, since nothing outlives the image) and the source weights come back when
             the image is finished.
         source_version: Version number of the source weights (e.g. the server's base model version).
+        click_sigma: σ of the click maps the model expects; the sentinels and rehearsals click with it.
 
     Raises:
         ValueError: For an unknown strategy or source mode (at construction, before any domain exists).
@@ -159,6 +161,7 @@ class DomainScopedModels:
         rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
         source_mode: SourceMode = "frozen",
         source_version: int = 0,
+        click_sigma: float = DEFAULT_CLICK_SIGMA,
     ) -> None:
         if source_mode not in SOURCE_MODES:
             raise ValueError(f"unknown source_mode {source_mode!r}; known: {list(SOURCE_MODES)}")
@@ -174,6 +177,7 @@ class DomainScopedModels:
         self.safety = safety
         self.device = device
         self.source_version = source_version
+        self.click_sigma = click_sigma
         self._source = copy.deepcopy(model).cpu()
         self._sentinel_images = list(sentinel_images)
         self._rehearsal_images = list(rehearsal_images)
@@ -242,7 +246,7 @@ class DomainScopedModels:
                 self._states[domain] = state
                 if self.safety is not None:
                     self._monitors[domain] = attach_safety(
-                        state, self.safety, self._sentinel_images, self._rehearsal_images
+                        state, self.safety, self._sentinel_images, self._rehearsal_images, click_sigma=self.click_sigma
                     )
         return self._states[domain]
 

@@ -15,6 +15,7 @@ from clickadapt.adaptation.safety.monitor import SafetyMonitor
 from clickadapt.adaptation.safety.rehearsal import SourceRehearsal
 from clickadapt.adaptation.safety.sentinel import SourceSentinel
 from clickadapt.adaptation.safety.snapshots import SnapshotHistory
+from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 
 
 def attach_safety(
@@ -22,6 +23,8 @@ def attach_safety(
     config: SafetyConfig | None = None,
     sentinel_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     rehearsal_images: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    *,
+    click_sigma: float = DEFAULT_CLICK_SIGMA,
 ) -> SafetyMonitor:
     """Protect a shared model with the safety layer (one call; the server switches it on with this line).
 
@@ -36,6 +39,8 @@ def attach_safety(
         sentinel_images: Labelled source-domain ``(image, label)`` pairs for the source sentinel (none = off).
         rehearsal_images: Labelled source-domain pairs for the source rehearsal (none = off). Keep them apart
             from the sentinel's, or the sentinel measures what was rehearsed.
+        click_sigma: σ of the click maps the model expects (``LoadedModel.meta.preprocessing.click_sigma``);
+            the sentinel and the rehearsal place their simulated clicks with it.
 
     Returns:
         The monitor: read :attr:`SafetyMonitor.events`, ``signals``, ``history``; ``detach()`` to stop.
@@ -43,7 +48,7 @@ def attach_safety(
     Raises:
         ValueError: For a labelled image of the wrong shape, classes or values (nothing is attached then).
     """
-    monitor = SafetyMonitor(state, config)
+    monitor = SafetyMonitor(state, config, click_sigma=click_sigma)
     config = monitor.config
     sentinel = SourceSentinel(monitor, sentinel_images) if sentinel_images else None
     rehearsal = SourceRehearsal(monitor, rehearsal_images) if rehearsal_images else None

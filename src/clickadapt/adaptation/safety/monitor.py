@@ -51,9 +51,13 @@ class SafetyMonitor:
         parts: The listeners the layer is made of, in the order they were attached.
     """
 
-    def __init__(self, state: ModelState, config: SafetyConfig | None = None) -> None:
+    def __init__(
+        self, state: ModelState, config: SafetyConfig | None = None, *, click_sigma: float = DEFAULT_CLICK_SIGMA
+    ) -> None:
         self.state = state
         self.config = config or SafetyConfig()
+        self.click_sigma = click_sigma
+        """σ of the click maps the model expects (its checkpoint's): the sentinel and the rehearsal click with it."""
         self.events: list[SafetyEvent] = []
         self.sentinel_checks: list[dict[str, Any]] = []
         self.signals: deque[ImageSignals] = deque(maxlen=self.config.signal_history)

@@ -48,7 +48,8 @@ class SourceRehearsal(SafetyPart):
                 index = int(self._order[self.rehearsed % len(self.images)])
                 item = self.images[index]
                 user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + self.rehearsed)
-                session = InteractiveSession(monitor.state, undo_depth=0, adapt=False)  # no click-time update
+                # adapt=False: no click-time update; the model's own click maps (its checkpoint's σ)
+                session = InteractiveSession(monitor.state, click_sigma=monitor.click_sigma, undo_depth=0, adapt=False)
                 session.set_image(item.image.cpu().numpy(), image_id=f"rehearsal:{index}")
                 session.add_click(user.first_click(item.label))
                 session.adapt = True  # only the image update: the reference label stands in for the user's mask

@@ -23,7 +23,6 @@ from clickadapt.adaptation.safety.events import SafetyEvent
 from clickadapt.adaptation.safety.part import SafetyPart
 from clickadapt.adaptation.safety.snapshots import SnapshotRecord
 from clickadapt.adaptation.safety.source_images import _labelled_source_image
-from clickadapt.clicks.encoding import DEFAULT_CLICK_SIGMA
 from clickadapt.clicks.simulators import make_simulated_user
 from clickadapt.evaluation.metrics import mean_region_dice
 
@@ -60,7 +59,7 @@ class SourceSentinel(SafetyPart):
             user = make_simulated_user(config.user, seed=config.seed * 1_000_003 + index)
             clicks = [user.first_click(item.label)]
             while True:
-                prediction = monitor.probe_prediction(item.image, clicks, DEFAULT_CLICK_SIGMA)
+                prediction = monitor.probe_prediction(item.image, clicks, monitor.click_sigma)
                 if len(clicks) >= config.budget:
                     break
                 click = user.next_click(item.label, prediction)

@@ -138,6 +138,7 @@ class ModelRegistry:
             self.state,
             sentinel_images=self._labelled_source_images(settings.sentinel, "sentinel"),
             rehearsal_images=self._labelled_source_images(settings.rehearsal, "rehearsal"),
+            click_sigma=self.click_sigma,
         )
         # One router for every image: the shared model above, or for a source-domain image a guarded copy of
         # the base model that learns from that image only (an EpisodicModel, reset when it is finished).
@@ -150,6 +151,7 @@ class ModelRegistry:
             device=settings.device,
             source_mode="episodic",
             source_version=self.base_version,
+            click_sigma=self.click_sigma,
         )
         self.domains.adopt(SHARED_DOMAIN, self.state, self.safety)
         self._autosave = AutosaveWriter(
