@@ -60,11 +60,15 @@ def main() -> None:
         samples = load_samples(STREAMS["fundus"])[: args.images]
     else:
         samples = load_demo_samples()[: args.images]
-    run_stream(loaded.model, loaded.task, samples[:1], args.strategy, budget=2, progress=False)  # warm-up
+    sigma = loaded.meta.preprocessing.click_sigma  # the click maps the model was trained with
+    # warm-up
+    run_stream(loaded.model, loaded.task, samples[:1], args.strategy, budget=2, progress=False, click_sigma=sigma)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
-    result = run_stream(loaded.model, loaded.task, samples, args.strategy, budget=args.budget, progress=False)
+    result = run_stream(
+        loaded.model, loaded.task, samples, args.strategy, budget=args.budget, progress=False, click_sigma=sigma
+    )
     profiler.disable()
     wall = time.perf_counter() - start
     clicks = sum(len(image.clicks) for image in result.images)
