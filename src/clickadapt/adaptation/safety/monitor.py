@@ -42,6 +42,8 @@ class SafetyMonitor:
     Args:
         state: The shared model state to protect.
         config: Settings (see :mod:`~clickadapt.adaptation.safety.config` for what a replaced config changes).
+        click_sigma: σ of the click maps the model expects (its checkpoint's); the sentinel and the rehearsal
+            place their simulated clicks with it.
 
     Attributes:
         events: Everything the layer did, in order.
@@ -57,7 +59,6 @@ class SafetyMonitor:
         self.state = state
         self.config = config or SafetyConfig()
         self.click_sigma = click_sigma
-        """σ of the click maps the model expects (its checkpoint's): the sentinel and the rehearsal click with it."""
         self.events: list[SafetyEvent] = []
         self.sentinel_checks: list[dict[str, Any]] = []
         self.signals: deque[ImageSignals] = deque(maxlen=self.config.signal_history)
