@@ -57,10 +57,9 @@ from clickadapt.losses.combined import SegmentationLoss
 from clickadapt.models.checkpoint import load_checkpoint
 from clickadapt.tasks import TaskSpec
 from clickadapt.training.config import TrainingConfig
-from models import CACHE, EVALUATION_SETS, interval_text, paired_intervals
+from models import BRAIN_V2, CACHE, EVALUATION_SETS, interval_text, paired_intervals
 from prev_mask_study import RESULTS, SEEDS, SHIPPED_NAME, dice_at
 
-SHIPPED = Path("bench/models/brain_v2.pt")
 BASE_CONFIG = Path("configs/train_brain.yaml")
 VARIANTS: dict[str, dict[str, float]] = {
     "lgg-only": {"learning_rate": 2e-4, "epochs": 12, "lr_step_epochs": 6, "max_minutes": 45, "every": 2},
@@ -297,7 +296,7 @@ def boundary_loss_forward(weight: float) -> Any:
 def train_variant(args: argparse.Namespace) -> None:
     """Fine-tune the shipped model as the variant says (see the module docstring)."""
     raw = yaml.safe_load(BASE_CONFIG.read_text())
-    raw.update(init_checkpoint=str(SHIPPED), output=f"runs/brain-{args.variant}", num_threads=2)
+    raw.update(init_checkpoint=str(BRAIN_V2), output=f"runs/brain-{args.variant}", num_threads=2)
     settings = dict(VARIANTS[args.variant])
     raw["validation"]["every_epochs"] = int(settings.pop("every"))
     raw["optimisation"].update(settings)

@@ -52,9 +52,8 @@ from clickadapt.data.registry import load_samples
 from clickadapt.evaluation.machine import cpu_and_versions
 from clickadapt.evaluation.stream import click_through, image_click_seed
 from clickadapt.models.checkpoint import load_checkpoint
-from models import CACHE, EVALUATION_SETS
+from models import BRAIN_V2, CACHE, EVALUATION_SETS
 
-CHECKPOINT = Path("bench/models/brain_v2.pt")
 RESULTS = Path("bench/results/brain_errors.json")
 REPORT = Path("bench/results/brain_errors.md")
 SETS = ("validation, all slices", "HT FLAIR, all slices")
@@ -122,7 +121,7 @@ def resolution_ceiling(truth: np.ndarray, grid: int) -> float:
 def run() -> dict[str, Any]:
     """Measure every set and seed; returns the JSON record."""
     torch.set_num_threads(2)
-    loaded = load_checkpoint(CHECKPOINT)
+    loaded = load_checkpoint(BRAIN_V2)
     sigma = loaded.meta.preprocessing.click_sigma
     grid = loaded.meta.model.input_size
     state = ModelState(loaded.model, loaded.task, make_strategy("frozen", loaded.task), "cpu")
@@ -161,7 +160,7 @@ def run() -> dict[str, Any]:
         }
         print(set_name, sets[set_name]["per_seed"], flush=True)
     return {
-        "checkpoint": str(CHECKPOINT),
+        "checkpoint": str(BRAIN_V2),
         "sha256": loaded.sha256,
         "network_grid": grid,
         "band_px": BAND,
@@ -176,7 +175,7 @@ def run() -> dict[str, Any]:
 def adapted(strategy: str, set_name: str = SETS[0]) -> dict[str, Any]:
     """Dice@1/5/10 per click seed with ``strategy`` adapting (``mid`` reset before every image, ``oaims`` a stream)."""
     torch.set_num_threads(2)
-    loaded = load_checkpoint(CHECKPOINT)
+    loaded = load_checkpoint(BRAIN_V2)
     samples = load_samples(EVALUATION_SETS["brain"][set_name].model_copy(update={"size": 256}), cache_dir=CACHE)
     state = ModelState(loaded.model, loaded.task, make_strategy(strategy, loaded.task), "cpu")
     start = state.snapshot()

@@ -47,8 +47,8 @@ from clickadapt.training.augment import build_augmentation
 from clickadapt.training.click_rounds import sample_clicks_in_rounds
 from clickadapt.training.config import load_training_config
 from clickadapt.training.trainer import AugmentedSamples, load_datasets
+from models import BRAIN_V2
 
-SHIPPED = Path("bench/models/brain_v2.pt")
 CONFIG = Path("configs/train_brain.yaml")
 OUTPUT = Path("runs/brain-refiner")
 
@@ -79,7 +79,7 @@ class BoundaryRefiner(nn.Module):
 
 def build(width: int) -> tuple[BoundaryRefiner, float]:
     """The refiner around the frozen shipped model, and the click sigma."""
-    loaded = load_checkpoint(SHIPPED)
+    loaded = load_checkpoint(BRAIN_V2)
     base = loaded.model.eval()
     for parameter in base.parameters():
         parameter.requires_grad_(False)
@@ -90,7 +90,7 @@ def build(width: int) -> tuple[BoundaryRefiner, float]:
 def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(2)
     config = load_training_config(CONFIG)
-    task = load_checkpoint(SHIPPED).task
+    task = load_checkpoint(BRAIN_V2).task
     model, sigma = build(args.width)
     samples = load_datasets(config.train_data)
     validation = evaluation_samples("validation")
@@ -159,7 +159,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model.head.load_state_dict(state["head"])
     model.eval()
     print(f"epoch {state['epoch']}")
-    print_dice(model, load_checkpoint(SHIPPED).task, args.set, args.seeds, sigma)
+    print_dice(model, load_checkpoint(BRAIN_V2).task, args.set, args.seeds, sigma)
 
 
 def main() -> None:

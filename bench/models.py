@@ -59,6 +59,8 @@ REPORT = Path("bench/results/models.md")
 CLICK_SEEDS = (0, 1, 2)
 THREADS = 2
 CACHE = Path(".cache/clickadapt")
+BRAIN_V2 = Path("bench/models/brain_v2.pt")
+"""The brain model shipped 2026-12-01 to 2026-12-04 (σ 5): the brain studies and the benchmark were measured with it."""
 
 _LGG_VALIDATION = {"domains": ["CS", "DU", "EZ", "FG"], "patient_fold": PatientFold(every=5, offset=0, keep="fold")}
 EVALUATION_SETS: dict[str, dict[str, DatasetConfig]] = {

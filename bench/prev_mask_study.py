@@ -56,9 +56,8 @@ from clickadapt.training.augment import build_augmentation
 from clickadapt.training.click_rounds import largest_error_click
 from clickadapt.training.config import load_training_config
 from clickadapt.training.trainer import AugmentedSamples, load_datasets
-from models import CACHE, EVALUATION_SETS
+from models import BRAIN_V2, CACHE, EVALUATION_SETS
 
-SHIPPED = Path("bench/models/brain_v2.pt")
 OUTPUT = Path("runs/prev-mask")
 RESULTS = Path("bench/results/prev_mask_study.json")
 REPORT = Path("bench/results/prev_mask_study.md")
@@ -194,7 +193,7 @@ def train(config_path: Path, epochs: int, learning_rate: float) -> None:
     """Fine-tune the widened shipped model; keep the epoch with the best validation Dice@10 (seed 0)."""
     torch.set_num_threads(THREADS)
     config = load_training_config(config_path)
-    loaded = load_checkpoint(SHIPPED)
+    loaded = load_checkpoint(BRAIN_V2)
     task, sigma = loaded.task, loaded.meta.preprocessing.click_sigma
     network = loaded.model
     widen_first_convolution(network, 1)
@@ -256,7 +255,7 @@ def train(config_path: Path, epochs: int, learning_rate: float) -> None:
 def evaluate(shipped: bool) -> None:
     """Dice@1/5/10 (3 seeds) of the fine-tuned widened model (or the shipped one) on the study's brain sets."""
     torch.set_num_threads(THREADS)
-    loaded = load_checkpoint(SHIPPED)
+    loaded = load_checkpoint(BRAIN_V2)
     task, sigma = loaded.task, loaded.meta.preprocessing.click_sigma
     network = loaded.model
     name = SHIPPED_NAME
